@@ -1,0 +1,24 @@
+"""Alert serialisation: the one JSON shape every sink and ``rules run`` write.
+
+PURE. One JSON object per alert: the ``@`` fields by name without ``@`` plus
+``EventKey`` (hex). orjson because this is the hot path (~0.35 µs vs ~3.9 µs for
+json.dumps on a 12-field alert, DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+def serialise(fields: dict[str, object], key: bytes) -> bytes:
+    """The alert as one JSON object (no newline) with ``EventKey`` added."""
+    fields["EventKey"] = key.hex()
+    return orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS)
+
+
+def parse(line: bytes) -> dict[str, object]:
+    """One serialised alert back to a dict (sinks that need fields: SQLite)."""
+    value = orjson.loads(line)
+    if not isinstance(value, dict):
+        raise ValueError("alert is not a JSON object")
+    return value

@@ -1,0 +1,136 @@
+"""Tokenisers: raw record bytes -> ``$token`` values.
+
+PURE: standard library only. Every format gives ``Line`` (the record as text) and
+``Token1``..``TokenN`` (whitespace split); ``syslog`` adds the RFC 3164 / RFC 5424
+header fields and ``json`` turns top-level keys into tokens (nested values are kept
+as JSON text, so rules can reach them with ``$(a.b)``).
+
+Syslog parsing is tolerant: a line that conforms to neither RFC still yields ``Line``,
+the tokens and ``Message`` (the whole line), so nothing is lost on odd senders.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Final
+
+import orjson
+
+FORMATS: Final = ("syslog", "json", "line")
+
+FACILITIES: Final = (
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+    "authpriv", "ftp", "ntp", "security", "console", "solaris-cron", "local0", "local1",
+    "local2", "local3", "local4", "local5", "local6", "local7",
+)  # RFC 5424 table 1, by facility code
+
+_TOKEN_NAMES: Final = tuple(f"Token{i}" for i in range(1, 257))
+
+# <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD [MSG]  (RFC 5424 section 6)
+_RFC5424: Final = re.compile(
+    r"<(\d{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+) (-|(?:\[(?:[^\]\\]|\\.)*\])+) ?(.*)", re.S
+)
+# <PRI>Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MSG  (RFC 3164 section 4; the PRI and the
+# hostname are optional in practice, so both are optional here)
+_RFC3164: Final = re.compile(
+    r"(?:<(\d{1,3})>)?"
+    r"([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)"
+    r"(?: ([^\s:\[]+(?=\s)))?"
+    r" ?([^\s:\[]+)?(?:\[([^\]\s]*)\])?:? ?(.*)",
+    re.S,
+)
+_PRI_ONLY: Final = re.compile(r"<(\d{1,3})>(.*)", re.S)
+
+
+def _split(line: str, tokens: dict[str, str]) -> None:
+    for name, value in zip(_TOKEN_NAMES, line.split(), strict=False):
+        tokens[name] = value
+
+
+def _pri(tokens: dict[str, str], pri: str) -> None:
+    value = int(pri)
+    facility = value >> 3
+    tokens["Priority"] = pri
+    tokens["Facility"] = FACILITIES[facility] if facility < len(FACILITIES) else str(facility)
+    tokens["SyslogSeverity"] = str(value & 7)
+
+
+def tokenise_line(raw: bytes) -> dict[str, str]:
+    """``Line`` and the whitespace tokens."""
+    line = raw.decode("utf-8", "replace")
+    tokens = {"Line": line}
+    _split(line, tokens)
+    return tokens
+
+
+def tokenise_syslog(raw: bytes) -> dict[str, str]:
+    """RFC 5424 or RFC 3164 fields, else the tolerant fallback (see module docstring)."""
+    line = raw.decode("utf-8", "replace")
+    tokens = {"Line": line}
+    m = _RFC5424.match(line)
+    if m is not None:
+        _pri(tokens, m[1])
+        tokens["Timestamp"] = m[2]
+        tokens["Hostname"] = "" if m[3] == "-" else m[3]
+        tokens["Program"] = "" if m[4] == "-" else m[4]
+        tokens["ProcId"] = "" if m[5] == "-" else m[5]
+        tokens["MsgId"] = "" if m[6] == "-" else m[6]
+        tokens["StructuredData"] = "" if m[7] == "-" else m[7]
+        message = m[8]
+        if message.startswith("\ufeff"):  # RFC 5424 BOM before a UTF-8 MSG
+            message = message[1:]
+        tokens["Message"] = message
+    elif (m := _RFC3164.match(line)) is not None:
+        if m[1] is not None:
+            _pri(tokens, m[1])
+        tokens["Timestamp"] = m[2]
+        tokens["Hostname"] = m[3] or ""
+        tokens["Program"] = m[4] or ""
+        tokens["ProcId"] = m[5] or ""
+        tokens["Message"] = m[6]
+    elif (m := _PRI_ONLY.match(line)) is not None:
+        _pri(tokens, m[1])
+        tokens["Message"] = m[2]
+    else:
+        tokens["Message"] = line
+    _split(line, tokens)
+    return tokens
+
+
+def tokenise_json(raw: bytes) -> dict[str, str]:
+    """Top-level keys as tokens; a record that is not a JSON object falls back to line."""
+    tokens = tokenise_line(raw)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return tokens
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, str):
+                tokens[key] = item
+            elif isinstance(item, bool):
+                tokens[key] = "true" if item else "false"
+            elif item is None:
+                tokens[key] = ""
+            elif isinstance(item, int | float):
+                tokens[key] = str(item)
+            else:
+                tokens[key] = orjson.dumps(item).decode()
+    return tokens
+
+
+TOKENISERS: Final[dict[str, Callable[[bytes], dict[str, str]]]] = {
+    "syslog": tokenise_syslog,
+    "json": tokenise_json,
+    "line": tokenise_line,
+}
+
+
+def tokenise(fmt: str, raw: bytes) -> dict[str, str]:
+    """Tokens of ``raw`` in format ``fmt`` (one of FORMATS).
+
+    Raises:
+        KeyError: ``fmt`` is not a known format (props validation prevents this).
+    """
+    return TOKENISERS[fmt](raw)

@@ -1,0 +1,253 @@
+"""Properties: the one table of names, types, defaults and descriptions.
+
+PURE: the YAML boundary (reading a props file) is ``propsfile``; this module only
+validates the mappings it is given.
+
+Like OMNIbus probes, every setting is a CamelCase property. Precedence: built-in
+default < props file (``--props FILE``) < command line (``--beatinterval 3``). A props
+file is a YAML mapping ``Name: value``; OMNIbus-style ``Name : 'value'`` lines with
+``#`` comments are YAML too, and ``--dumpprops`` prints a file that loads back to the
+same values.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Final, Literal
+
+from probepair.errors import ConfigError
+
+PropType = Literal["STRING", "INTEGER", "FLOAT", "BOOLEAN"]
+Value = str | int | float | bool
+
+SHIPPED_RULES: Final = str(Path(__file__).resolve().parent.parent / "rules" / "syslog.rules")
+MODES: Final = ("master", "slave", "standard")
+FEED_TYPES: Final = ("udp", "tcp", "file", "stdin")
+FEED_FORMATS: Final = ("syslog", "json", "line")
+SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout")
+FAILBACKS: Final = ("handshake", "immediate", "manual")
+LEVELS: Final = ("debug", "info", "warn", "error", "fatal")  # OMNIbus MessageLevel values
+
+
+def _prop(
+    default: Value,
+    doc: str,
+    *,
+    choices: tuple[str, ...] = (),
+    low: float | None = None,
+    high: float | None = None,
+    positive: bool = False,
+) -> Value:
+    meta = {"doc": doc, "choices": choices, "low": low, "high": high, "positive": positive}
+    return field(default=default, metadata=meta)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class Props:
+    """Every property with its value. Field order is the ``--dumpprops`` order."""
+
+    Mode: str = _prop("standard", "failover role: master, slave or standard (no failover)",
+                      choices=MODES)
+    PeerHost: str = _prop("", "host of the peer probe that receives our heartbeats")
+    PeerPort: int = _prop(0, "UDP port of the peer probe's heartbeat listener", low=0, high=65535)
+    ListenAddress: str = _prop("0.0.0.0", "address our heartbeat listener binds")
+    ListenPort: int = _prop(0, "UDP port of our heartbeat listener; 0 = same as PeerPort",
+                            low=0, high=65535)
+    BeatInterval: float = _prop(2.0, "seconds between heartbeats sent by the master",
+                                positive=True)
+    BeatThreshold: float = _prop(1.0, "seconds of grace after a missed heartbeat", low=0)
+    HeartbeatTimeout: float = _prop(1.0, "further seconds before the slave takes over", low=0)
+    Failback: str = _prop("handshake", "when the master returns: handshake, immediate or manual",
+                          choices=FAILBACKS)
+    SharedSecret: str = _prop("", "secret that signs heartbeats and acks (HMAC-SHA256)")
+    AckInterval: float = _prop(0.1, "seconds between delivery acks sent to the peer",
+                               positive=True)
+    BufferSize: int = _prop(1_000_000, "events a standby slave holds at most", low=1)
+    BufferRetention: float = _prop(60.0, "seconds a standby slave holds an un-acked event",
+                                   positive=True)
+    KeyWindow: float = _prop(5.0, "seconds within which identical payloads are numbered",
+                             positive=True)
+    Name: str = _prop(platform.node(), "name of this probe in metrics, status and self-events")
+    RulesFile: str = _prop(SHIPPED_RULES, "rules file run on every event; '' = tokens as fields")
+    Manager: str = _prop("probepair", "value of %Manager for the rules (OMNIbus: the probe name)")
+    FeedType: str = _prop("udp", "input feed: udp, tcp, file or stdin", choices=FEED_TYPES)
+    FeedAddress: str = _prop("127.0.0.1", "address the udp/tcp feed listens on")
+    FeedPort: int = _prop(5514, "port the udp/tcp feed listens on; 0 = any free port",
+                          low=0, high=65535)
+    FeedFile: str = _prop("", "file followed like tail -F by the file feed")
+    FeedFormat: str = _prop("syslog", "record format: syslog, json or line", choices=FEED_FORMATS)
+    QueueSize: int = _prop(256, "batches held between the feed and the rules (back-pressure)",
+                           low=1)
+    SinkType: str = _prop("file", "event sink: file, tcp, http, sqlite or stdout",
+                          choices=SINK_TYPES)
+    SinkFile: str = _prop("alerts.jsonl", "JSON-lines file written by the file sink")
+    SinkAddress: str = _prop("", "host:port of the tcp sink")
+    SinkUrl: str = _prop("", "URL the http sink POSTs JSON arrays to")
+    SinkDatabase: str = _prop("", "SQLite database of the sqlite sink")
+    FlushInterval: float = _prop(0.05, "seconds a written alert may wait in the sink's batch",
+                                 positive=True)
+    StoreAndForward: bool = _prop(True, "spool alerts to SAFFileName while the sink is down")
+    SAFFileName: str = _prop("", "store-and-forward spool file; '' = SinkFile or Name + '.saf'")
+    MetricsAddress: str = _prop("127.0.0.1", "address of the /metrics endpoint")
+    MetricsPort: int = _prop(0, "port of the /metrics endpoint; 0 = off", low=0, high=65535)
+    NotifyCommand: str = _prop("", "command run on role changes with role and reason")
+    MessageLevel: str = _prop("warn", "log level: debug, info, warn, error or fatal",
+                              choices=LEVELS)
+    MessageLog: str = _prop("", "file the log is written to besides stderr")
+
+    @property
+    def heartbeat_port(self) -> int:
+        """The UDP port our heartbeat listener binds (ListenPort, or PeerPort if 0)."""
+        return self.ListenPort or self.PeerPort
+
+    @property
+    def takeover_bound(self) -> float:
+        """Seconds of silence after which a slave takes over."""
+        return self.BeatInterval + self.BeatThreshold + self.HeartbeatTimeout
+
+
+_FIELDS: Final = {f.name: f for f in fields(Props)}
+NAMES: Final = tuple(_FIELDS)
+_BY_LOWER: Final = {name.lower(): name for name in NAMES}
+_TRUE: Final = ("true", "yes", "on", "1")
+_FALSE: Final = ("false", "no", "off", "0")
+
+
+def prop_type(name: str) -> PropType:
+    """The OMNIbus type name of property ``name``."""
+    default = _FIELDS[name].default
+    if isinstance(default, bool):
+        return "BOOLEAN"
+    if isinstance(default, int):
+        return "INTEGER"
+    if isinstance(default, float):
+        return "FLOAT"
+    return "STRING"
+
+
+def describe(name: str) -> str:
+    """The property's one-line description."""
+    return str(_FIELDS[name].metadata["doc"])
+
+
+def default(name: str) -> Value:
+    value = _FIELDS[name].default
+    assert value is not MISSING
+    return value  # type: ignore[return-value]
+
+
+def _convert(name: str, raw: object, source: str) -> Value:
+    """``raw`` as the property's type, range-checked; ConfigError naming source and name."""
+    kind = prop_type(name)
+    meta = _FIELDS[name].metadata
+    value: Value
+    if kind == "BOOLEAN":
+        if isinstance(raw, bool):
+            value = raw
+        elif isinstance(raw, int | str) and str(raw).strip().lower() in _TRUE + _FALSE:
+            value = str(raw).strip().lower() in _TRUE
+        else:
+            raise ConfigError(source, name, f"expected true or false, got {raw!r}")
+        return value
+    if kind in ("INTEGER", "FLOAT"):
+        what = "an integer" if kind == "INTEGER" else "a number"
+        if meta["positive"]:
+            what = "a positive number of seconds" if kind == "FLOAT" else "a positive integer"
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            if kind == "INTEGER":
+                if isinstance(raw, float) and not raw.is_integer():
+                    raise ValueError
+                value = int(raw) if isinstance(raw, int | float) else int(str(raw).strip())
+            else:
+                value = float(raw) if isinstance(raw, int | float) else float(str(raw).strip())
+                if not math.isfinite(value):
+                    raise ValueError
+        except ValueError:
+            raise ConfigError(source, name, f"expected {what}, got {raw!r}") from None
+        low, high = meta["low"], meta["high"]
+        if meta["positive"] and value <= 0:
+            raise ConfigError(source, name, f"expected {what}, got {raw!r}")
+        if low is not None and value < low or high is not None and value > high:
+            span = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+            raise ConfigError(source, name, f"expected {what} {span}, got {raw!r}")
+        return value
+    if isinstance(raw, bool | int | float):
+        raw = str(raw).lower() if isinstance(raw, bool) else str(raw)
+    if not isinstance(raw, str):
+        raise ConfigError(source, name, f"expected a string, got {raw!r}")
+    choices = meta["choices"]
+    if choices and raw not in choices:
+        raise ConfigError(source, name, f"expected one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def _unknown(name: str, source: str) -> ConfigError:
+    close = _BY_LOWER.get(str(name).lower())
+    hint = f" (did you mean {close!r}?)" if close else ""
+    return ConfigError(source, str(name), f"unknown property{hint}")
+
+
+def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
+    """The built-in defaults overridden by each ``(source, mapping)`` in turn.
+
+    Args:
+        sources: e.g. ``[("conf/master.props", file_values), ("command line", cli)]``;
+            later sources win.
+
+    Raises:
+        ConfigError: naming the source (file or "command line"), the property and what
+            was expected.
+    """
+    values: dict[str, Value] = {}
+    origin: dict[str, str] = {}
+    for source, mapping in sources:
+        for name, raw in mapping.items():
+            if name not in _FIELDS:
+                raise _unknown(name, source)
+            values[name] = _convert(name, raw, source)
+            origin[name] = source
+    props = Props(**values)  # type: ignore[arg-type]
+    if props.Mode != "standard":
+        for name, what in (("PeerHost", "host"), ("PeerPort", "port")):
+            if not getattr(props, name):
+                where = origin.get(name, origin.get("Mode", "defaults"))
+                raise ConfigError(where, name, f"Mode {props.Mode!r} needs the peer's {what}")
+    return props
+
+
+def with_values(props: Props, **changes: object) -> Props:
+    """``props`` with some properties changed at run time (validated like the file)."""
+    converted = {name: _convert(name, raw, "runtime") for name, raw in changes.items()}
+    return replace(props, **converted)  # type: ignore[arg-type]
+
+
+def render_value(value: Value) -> str:
+    """A value as it appears in a props file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + value.replace("'", "''") + "'"
+
+
+def dumpprops(props: Props, header: Iterable[str] = ()) -> str:
+    """Every property, one ``Name: value # TYPE (description)`` line, after a header.
+
+    The result is itself a valid props file that loads back to ``props``.
+    """
+    lines = [f"# {h}" for h in header]
+    for name in NAMES:
+        value = getattr(props, name)
+        lines.append(f"{name}: {render_value(value)} # {prop_type(name)} ({describe(name)})")
+    return "\n".join(lines) + "\n"
+
+
+def as_mapping(props: Props) -> dict[str, Value]:
+    """The values by name (for the rules' ``%Property`` reads)."""
+    return {name: getattr(props, name) for name in NAMES}
