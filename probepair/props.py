@@ -12,6 +12,7 @@ same values.
 
 from __future__ import annotations
 
+import difflib
 import math
 import platform
 from collections.abc import Iterable, Mapping, Sequence
@@ -88,8 +89,6 @@ class Props:
     SinkAddress: str = _prop("", "host:port of the tcp sink")
     SinkUrl: str = _prop("", "URL the http sink POSTs JSON arrays to")
     SinkDatabase: str = _prop("", "SQLite database of the sqlite sink")
-    FlushInterval: float = _prop(0.05, "seconds a written alert may wait in the sink's batch",
-                                 positive=True)
     StoreAndForward: bool = _prop(True, "spool alerts to SAFFileName while the sink is down")
     SAFFileName: str = _prop("", "store-and-forward spool file; '' = SinkFile or Name + '.saf'")
     MetricsAddress: str = _prop("127.0.0.1", "address of the /metrics endpoint")
@@ -188,7 +187,8 @@ def _convert(name: str, raw: object, source: str) -> Value:
 
 
 def _unknown(name: str, source: str) -> ConfigError:
-    close = _BY_LOWER.get(str(name).lower())
+    close = _BY_LOWER.get(str(name).lower()) or next(
+        iter(difflib.get_close_matches(str(name), NAMES, n=1)), None)
     hint = f" (did you mean {close!r}?)" if close else ""
     return ConfigError(source, str(name), f"unknown property{hint}")
 

@@ -1,0 +1,140 @@
+"""Command line: ``probepair run | status | demo | rules ...`` and ``--dumpprops``.
+
+``main`` is the one place that turns ProbepairError into a message and an exit code:
+0 success, 1 runtime failure, 2 bad configuration or usage. A user error never prints a
+traceback; a bug always does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from probepair import __version__, props
+from probepair.errors import ConfigError, ProbepairError, RulesError
+from probepair.propsfile import read_props_file
+
+logger = logging.getLogger("probepair")
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+           "error": logging.ERROR, "fatal": logging.CRITICAL}
+
+
+def _add_prop_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("properties (each overrides the props file)")
+    group.add_argument("--props", metavar="FILE", default=argparse.SUPPRESS,
+                       help="props file (YAML 'Name: value' or OMNIbus 'Name : value' lines)")
+    for name in props.NAMES:
+        group.add_argument(f"--{name.lower()}", dest=f"prop_{name}", metavar=props.prop_type(name),
+                           default=argparse.SUPPRESS, help=props.describe(name))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="probepair",
+        description="Two event probes on two hosts as a hot-standby failover pair.",
+    )
+    parser.add_argument("--version", action="version", version=f"probepair {__version__}")
+    parser.add_argument("--dumpprops", action="store_true",
+                        help="print every property with the value the probe would start with")
+    _add_prop_options(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the probe in the foreground")
+    _add_prop_options(run)
+    rules = sub.add_parser("rules", help="check or try a rules file")
+    rules_sub = rules.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
+    check = rules_sub.add_parser("check", help="compile a rules file and report errors")
+    check.add_argument("file")
+    try_ = rules_sub.add_parser("run", help="run records from stdin through a rules file")
+    try_.add_argument("file")
+    try_.add_argument("--format", choices=props.FEED_FORMATS, default="line")
+    return parser
+
+
+def load_props(args: argparse.Namespace) -> props.Props:
+    """Defaults < --props FILE < --<prop> options."""
+    sources: list[tuple[str, dict[str, object]]] = []
+    props_file = getattr(args, "props", None)
+    if props_file is not None:
+        sources.append((props_file, read_props_file(props_file)))
+    overrides = {k[len("prop_"):]: v for k, v in vars(args).items() if k.startswith("prop_")}
+    if overrides:
+        sources.append(("command line", overrides))
+    return props.load(sources)
+
+
+def setup_logging(p: props.Props) -> None:
+    level = _LEVELS[p.MessageLevel]
+    fmt = logging.Formatter(f"%(asctime)s {p.Name} %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(level)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if p.MessageLog:
+        try:
+            handlers.append(logging.FileHandler(p.MessageLog))
+        except OSError as exc:
+            raise ConfigError("MessageLog", None, f"cannot open {p.MessageLog!r}: {exc.strerror}") from None
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+
+
+def _run(p: props.Props) -> int:
+    import trio
+
+    from probepair.probe import run_probe
+
+    setup_logging(p)
+    if p.Mode != "standard" and not p.SharedSecret:
+        logger.warning("SharedSecret is empty: heartbeats are not authenticated; "
+                       "set the same SharedSecret on both probes")
+    logger.info("probepair %s starting: Mode %s", __version__, p.Mode)
+    trio.run(lambda: run_probe(p, wall_clock=time.time))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "rules":
+            from probepair.rules import tool
+
+            if args.rules_command == "check":
+                return tool.check_command(args.file, sys.stdout, sys.stderr)
+            return tool.run_command(args.file, args.format, sys.stdin.buffer,
+                                    sys.stdout.buffer, sys.stderr)
+        p = load_props(args)
+        if args.dumpprops:
+            header = [f"probepair {__version__} properties: Name: value # TYPE (description)"]
+            sys.stdout.write(props.dumpprops(p, header))
+            return EXIT_OK
+        if args.command == "run":
+            return _run(p)
+        parser.print_help()
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except (ProbepairError, BaseExceptionGroup) as exc:
+        leaves = _leaves(exc)
+        if not all(isinstance(e, ProbepairError | KeyboardInterrupt) for e in leaves):
+            raise  # a bug: show the traceback
+        for leaf in leaves:
+            if isinstance(leaf, ProbepairError):
+                print(f"probepair: {leaf}", file=sys.stderr)
+        if all(isinstance(e, ConfigError | RulesError) for e in leaves if isinstance(e, ProbepairError)):
+            return EXIT_CONFIG
+        return EXIT_FAILURE if any(isinstance(e, ProbepairError) for e in leaves) else EXIT_OK
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups; nurseries raise groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]

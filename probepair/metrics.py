@@ -1,0 +1,155 @@
+"""Prometheus metrics and the small HTTP endpoint that serves them.
+
+One Metrics object owns every metric, registered against its own CollectorRegistry
+(never the global one), so tests build a fresh one each. The endpoint speaks HTTP/1.1
+through h11 (no hand-rolled parsing) on a trio listener and serves ``/metrics`` (text
+exposition) and ``/status`` (JSON for ``probepair status``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NoReturn
+
+import h11
+import orjson
+import trio
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from probepair import __version__
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("master", "master-pending", "slave-standby", "slave-active", "standard")
+REQUEST_TIMEOUT = 10.0  # seconds a scrape connection may take
+MAX_REQUEST = 16384  # bytes of request we read before answering 400
+
+
+class Metrics:
+    """Every probepair metric; names are a contract (issues 3 and 5)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.active = Gauge("probepair_active", "1 while this probe forwards to the sink",
+                            registry=r)
+        self.role = Gauge("probepair_role", "current failover role (1 for the current one)",
+                          ["role"], registry=r)
+        self.buffer_depth = Gauge("probepair_buffer_depth", "events held by a standby slave",
+                                  registry=r)
+        self.failovers = Counter("probepair_failovers", "times this probe became active by "
+                                 "takeover", registry=r)
+        self.heartbeats_sent = Counter("probepair_heartbeats_sent", "heartbeats sent to the peer",
+                                       registry=r)
+        self.heartbeats_received = Counter("probepair_heartbeats_received",
+                                           "valid heartbeats received from the peer", registry=r)
+        self.heartbeats_rejected = Counter("probepair_heartbeats_rejected",
+                                           "datagrams dropped, by reason", ["reason"], registry=r)
+        self.events_received = Counter("probepair_events_received", "events read from the feed",
+                                       registry=r)
+        self.events_forwarded = Counter("probepair_events_forwarded",
+                                        "alerts the sink acknowledged", registry=r)
+        self.events_discarded = Counter("probepair_events_discarded",
+                                        "events not forwarded, by reason", ["reason"], registry=r)
+        self.duplicates_avoided = Counter("probepair_duplicates_avoided",
+                                          "buffered events dropped because the peer delivered "
+                                          "them", registry=r)
+        self.peer_heartbeat_age = Gauge("probepair_peer_heartbeat_age_seconds",
+                                        "seconds since the peer was last heard", registry=r)
+        self.beat_interval = Gauge("probepair_beat_interval_seconds",
+                                   "heartbeat interval in force", registry=r)
+        self.takeover_bound = Gauge("probepair_takeover_bound_seconds",
+                                    "silence after which a slave takes over", registry=r)
+        self.split_brain = Gauge("probepair_split_brain", "1 while both probes are active",
+                                 registry=r)
+        self.rules_reloads = Counter("probepair_rules_reloads", "rules reloads, by result",
+                                     ["result"], registry=r)
+        self.rules_errors = Counter("probepair_rules_errors", "runtime errors in rules",
+                                    registry=r)
+        self.sink_errors = Counter("probepair_sink_errors", "failed sink deliveries", registry=r)
+        self.sink_write_seconds = Histogram(
+            "probepair_sink_write_seconds", "time to deliver one batch to the sink", registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self.spool_bytes = Gauge("probepair_spool_bytes", "bytes waiting in the store-and-"
+                                 "forward spool", registry=r)
+        self.feed_kernel_drops = Gauge("probepair_feed_kernel_drops",
+                                       "datagrams the kernel dropped before the feed read them",
+                                       registry=r)
+        self.info = Info("probepair", "version, mode and node of this probe", registry=r)
+        for reason in ("rules", "buffer_full", "retention"):
+            self.events_discarded.labels(reason=reason)
+        for result in ("success", "failure"):
+            self.rules_reloads.labels(result=result)
+
+    def set_info(self, mode: str, node: str) -> None:
+        self.info.info({"version": __version__, "mode": mode, "node": node})
+
+    def set_role(self, role: str, active: bool) -> None:
+        for r in ROLES:
+            self.role.labels(role=r).set(1 if r == role else 0)
+        self.active.set(1 if active else 0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+async def _respond(stream: trio.SocketStream, conn: h11.Connection, status: int,
+                   body: bytes, content_type: str) -> None:
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body))),
+               ("Connection", "close")]
+    await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+    await stream.send_all(conn.send(h11.Data(data=body)) or b"")
+    await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
+
+
+async def _handle(metrics: Metrics, status: Callable[[], dict[str, Any]],
+                  stream: trio.SocketStream) -> None:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
+    async with stream:
+        with trio.move_on_after(REQUEST_TIMEOUT):
+            try:
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        data = await stream.receive_some(4096)
+                        conn.receive_data(data)
+                        if not data and conn.their_state is not h11.DONE:
+                            return
+                        continue
+                    if isinstance(event, h11.Request):
+                        break
+                    return
+                target = event.target.split(b"?")[0]
+                if event.method not in (b"GET", b"HEAD"):
+                    await _respond(stream, conn, 405, b"method not allowed\n", "text/plain")
+                elif target == b"/metrics":
+                    await _respond(stream, conn, 200, metrics.exposition(), CONTENT_TYPE_LATEST)
+                elif target == b"/status":
+                    body = orjson.dumps(status(), option=orjson.OPT_INDENT_2)
+                    await _respond(stream, conn, 200, body, "application/json")
+                else:
+                    await _respond(stream, conn, 404, b"try /metrics or /status\n", "text/plain")
+            except (h11.RemoteProtocolError, trio.BrokenResourceError, OSError):
+                return  # a broken scraper is its own problem
+
+
+async def serve_metrics(
+    metrics: Metrics,
+    host: str,
+    port: int,
+    status: Callable[[], dict[str, Any]],
+    *,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve ``/metrics`` and ``/status`` on host:port until cancelled."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    address = listeners[0].socket.getsockname()[:2]
+    logger.info("metrics on http://%s:%d/metrics", *address)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, partial(_handle, metrics, status), listeners)
+        task_status.started(address)
+        await trio.sleep_forever()
+    raise AssertionError("unreachable")  # pragma: no cover

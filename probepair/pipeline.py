@@ -1,0 +1,153 @@
+"""The processing stage: tokenise -> rules -> serialise -> failover gate.
+
+This is the per-event hot path, so it is one tight loop over each batch with every
+lookup hoisted out of it. The rules hook is one call (``Program.run``); with no rules
+file the tokens themselves are the alert. The gate decides only whether the alert is
+written now or held by the standby slave (DESIGN.md "The data path").
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from probepair.alerts import serialise
+from probepair.formats import TOKENISERS
+from probepair.props import MODES, Props, as_mapping
+
+if TYPE_CHECKING:
+    from probepair.errors import RulesRuntimeError
+    from probepair.feeds.base import Batch
+    from probepair.metrics import Metrics
+    from probepair.rules import Program
+    from probepair.sinks.base import Item
+
+logger = logging.getLogger(__name__)
+
+_LOG_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
+               "WARN": logging.WARNING, "ERROR": logging.ERROR, "FATAL": logging.CRITICAL}
+ERROR_LOG_INTERVAL = 10.0  # seconds between logged rules runtime errors (all are counted)
+
+
+class Gate(Protocol):
+    """The failover side of the data path (PeerDriver, or AlwaysForward)."""
+
+    def event(self, key: bytes, payload: bytes) -> bool: ...
+
+    def delivered(self, keys: list[bytes]) -> None: ...
+
+    def request_mode(self, mode: str, reason: str) -> None: ...
+
+
+class AlwaysForward:
+    """The gate of a standard (lone) probe."""
+
+    def event(self, key: bytes, payload: bytes) -> bool:
+        return True
+
+    def delivered(self, keys: list[bytes]) -> None:
+        pass
+
+    def request_mode(self, mode: str, reason: str) -> None:
+        logger.warning("%s asked for Mode %r, but a standard probe has no peer", reason, mode)
+
+
+class Processor:
+    """Runs batches of events through the rules and the gate."""
+
+    def __init__(
+        self,
+        props: Props,
+        program: Program | None,
+        gate: Gate,
+        metrics: Metrics,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.program = program
+        self.gate = gate
+        self._metrics = metrics
+        self._tokenise = TOKENISERS[props.FeedFormat]
+        self._last_error_log = -float("inf")
+        self.ctx = None
+        if program is not None:
+            from probepair.rules import RulesContext
+
+            self.ctx = RulesContext(
+                props=dict(as_mapping(props)),
+                assigned={},
+                log=self._rules_log,
+                on_error=self._rules_error,
+                wall_clock=wall_clock,
+                hostname=platform.node(),
+            )
+
+    def _rules_log(self, level: str, message: str) -> None:
+        logger.log(_LOG_LEVELS.get(level.upper(), logging.INFO), "rules: %s", message)
+
+    def _rules_error(self, error: RulesRuntimeError) -> None:
+        self._metrics.rules_errors.inc()
+        now = trio.current_time()
+        if now - self._last_error_log >= ERROR_LOG_INTERVAL:
+            self._last_error_log = now
+            logger.warning("%s (further rules errors are counted, logged every %gs)",
+                           error, ERROR_LOG_INTERVAL)
+
+    def _assigned(self) -> None:
+        """Apply properties the rules assigned: ``%Mode`` switches the role."""
+        assert self.ctx is not None
+        mode = self.ctx.assigned.pop("Mode", None)
+        self.ctx.assigned.clear()
+        if mode is None:
+            return
+        mode = str(mode).lower()
+        if mode not in MODES or mode == "standard":
+            logger.warning("rules set %%Mode to %r; expected 'master' or 'slave'", mode)
+            return
+        self.gate.request_mode(mode, "rules file")
+
+    def process(self, batch: Batch) -> list[Item]:
+        """The alerts of ``batch`` the gate lets through now, in order."""
+        out: list[Item] = []
+        tokenise = self._tokenise
+        gate = self.gate.event
+        discarded = 0
+        if self.program is None:
+            for ev in batch:
+                payload = serialise(dict(tokenise(ev.raw)), ev.key)
+                if gate(ev.key, payload):
+                    out.append((ev.key, payload))
+        else:
+            run = self.program.run
+            ctx = self.ctx
+            assert ctx is not None
+            assigned = ctx.assigned
+            for ev in batch:
+                tokens = ev.tokens or tokenise(ev.raw)
+                fields = run(tokens, ctx)
+                if assigned:
+                    self._assigned()
+                if fields is None:
+                    discarded += 1
+                    continue
+                payload = serialise(fields, ev.key)
+                if gate(ev.key, payload):
+                    out.append((ev.key, payload))
+        self._metrics.events_received.inc(len(batch))
+        if discarded:
+            self._metrics.events_discarded.labels(reason="rules").inc(discarded)
+        return out
+
+    async def run(
+        self,
+        recv: trio.MemoryReceiveChannel[Batch],
+        send: trio.MemorySendChannel[list[Item]],
+    ) -> None:
+        """Process until ``recv`` ends; the caller closes ``send``."""
+        async for batch in recv:
+            out = self.process(batch)
+            if out:
+                await send.send(out)

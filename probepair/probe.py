@@ -1,0 +1,209 @@
+"""The trio runtime: one nursery, one task per stage, a clean stop.
+
+Theory of operation
+-------------------
+    feed --(batches of Events)--> Processor --(batches of alerts)--> SinkRunner --> sink
+                                     |  gate: PeerDriver (pair) / AlwaysForward (standard)
+                                     v
+                         heartbeats + acks to the peer (peer.py)
+
+Every arrow is a bounded memory channel of *batches*; a full channel blocks its producer
+(back-pressure reaches the UDP socket, whose overflow the kernel counts). A clean stop
+(SIGTERM/SIGINT, or stdin's end) cancels only the feed; the processor drains what the
+feed accepted, the sink runner delivers it (or spools it), the sink is flushed, and only
+then are the peer link and the metrics endpoint cancelled: nothing accepted is lost.
+
+The pipeline nursery holds feed, processor and sink runner; the outer nursery holds
+what outlives them (signals, metrics, the failover driver).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from probepair import __version__
+from probepair.errors import RulesError
+from probepair.feeds import make_feed
+from probepair.metrics import Metrics, serve_metrics
+from probepair.pipeline import AlwaysForward, Gate, Processor
+from probepair.sinks import make_sink
+from probepair.sinks.runner import SinkRunner
+from probepair.sinks.spool import Spool
+
+if TYPE_CHECKING:
+    from probepair.feeds.base import Batch, Feed
+    from probepair.props import Props
+    from probepair.rules import Program
+    from probepair.sinks.base import Item
+
+logger = logging.getLogger(__name__)
+
+RULES_POLL_INTERVAL = 2.0  # seconds between checks of RulesFile's mtime (reload on change)
+KERNEL_DROPS_POLL = 5.0  # seconds between reads of the UDP socket's kernel drop count
+
+
+def load_program(props: Props) -> Program | None:
+    """The compiled rules, or None when ``RulesFile`` is '' (tokens become the alert).
+
+    Raises:
+        RulesError: the rules file does not compile (located message).
+    """
+    if not props.RulesFile:
+        return None
+    from probepair.rules import load_rules
+
+    return load_rules(props.RulesFile)
+
+
+def spool_path(props: Props) -> str:
+    return props.SAFFileName or f"probepair-{props.Name}.saf"
+
+
+class Probe:
+    """One probe process: owns the stages and their lifetimes."""
+
+    def __init__(self, props: Props, *, wall_clock: Callable[[], float],
+                 ready: Callable[[str], None] | None = None) -> None:
+        self.props = props
+        self.metrics = Metrics()
+        self.metrics.set_info(props.Mode, props.Name)
+        self.metrics.beat_interval.set(props.BeatInterval)
+        self.metrics.takeover_bound.set(props.takeover_bound)
+        self._wall_clock = wall_clock
+        self._ready = ready or (lambda line: print(line, flush=True))
+        self.program = load_program(props)
+        self._rules_mtime = self._mtime()
+        self.gate: Gate = AlwaysForward()
+        self.processor = Processor(props, self.program, self.gate, self.metrics, wall_clock)
+        self.feed: Feed = make_feed(props, wall_clock)
+        self._stop = trio.Event()
+        self.addresses: dict[str, str] = {}
+
+    def _mtime(self) -> float:
+        try:
+            return os.stat(self.props.RulesFile).st_mtime if self.props.RulesFile else 0.0
+        except OSError:
+            return 0.0
+
+    def stop(self, reason: str = "stop requested") -> None:
+        if not self._stop.is_set():
+            logger.info("stopping: %s", reason)
+            self._stop.set()
+
+    def reload_rules(self, why: str) -> bool:
+        """Compile RulesFile anew and swap it in; on error keep the running rules."""
+        try:
+            program = load_program(self.props)
+        except (RulesError, OSError) as exc:
+            self.metrics.rules_reloads.labels(result="failure").inc()
+            logger.error("rules reload (%s) failed, keeping the running rules: %s", why, exc)
+            return False
+        self.program = self.processor.program = program
+        self.metrics.rules_reloads.labels(result="success").inc()
+        logger.warning("rules reloaded (%s) from %s", why, self.props.RulesFile)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """This probe's side of ``probepair status``."""
+        return {
+            "name": self.props.Name,
+            "version": __version__,
+            "mode": self.props.Mode,
+            "addresses": self.addresses,
+            "rules": getattr(self.program, "digest", ""),
+        }
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.reload_rules("SIGHUP")
+                else:
+                    self.stop(signal.Signals(signum).name)
+
+    async def _watch_rules_file(self) -> None:
+        while True:
+            await trio.sleep(RULES_POLL_INTERVAL)
+            mtime = self._mtime()
+            if mtime != self._rules_mtime:
+                self._rules_mtime = mtime
+                self.reload_rules("RulesFile changed")
+
+    async def _watch_kernel_drops(self) -> None:
+        from probepair.feeds.udp import UdpFeed, kernel_drops
+
+        while isinstance(self.feed, UdpFeed) and self.feed.socket is not None:
+            self.metrics.feed_kernel_drops.set(kernel_drops(self.feed.socket))
+            await trio.sleep(KERNEL_DROPS_POLL)
+
+    async def _run_feed(self, send: trio.MemorySendChannel[Batch], *,
+                        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        """The feed, cancelled by stop(); its channel closes when it ends."""
+        async with send, trio.open_nursery() as nursery:
+            address = await nursery.start(self.feed.run, send)
+            task_status.started(address)
+
+            async def feed_then_stop() -> None:
+                await self._stop.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(feed_then_stop)
+        if not self._stop.is_set():
+            self.stop(f"feed {self.feed.name} ended")
+
+    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until stop(); deliver everything accepted before returning."""
+        props = self.props
+        sink = make_sink(props)
+        spool = Spool(spool_path(props)) if props.StoreAndForward and props.SinkType != "stdout" else None
+        feed_send, feed_recv = trio.open_memory_channel["Batch"](props.QueueSize)
+        sink_send, sink_recv = trio.open_memory_channel[list["Item"]](props.QueueSize)
+        runner = SinkRunner(sink, self.metrics, self.gate.delivered, spool)
+        self.metrics.set_role("standard" if props.Mode == "standard" else "slave-standby",
+                              props.Mode == "standard")
+        try:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self._watch_signals, name="signals")
+                outer.start_soon(self._watch_rules_file, name="rules-watch")
+                if props.MetricsPort:
+                    host, port = await outer.start(serve_metrics, self.metrics,
+                                                   props.MetricsAddress, props.MetricsPort,
+                                                   self.status)
+                    self.addresses["metrics"] = f"{host}:{port}"
+                async with trio.open_nursery() as pipeline:
+                    pipeline.start_soon(runner.run, sink_recv, name="sink")
+
+                    async def process() -> None:
+                        async with sink_send, feed_recv:
+                            await self.processor.run(feed_recv, sink_send)
+
+                    pipeline.start_soon(process, name="rules")
+                    feed_address = await pipeline.start(self._run_feed, feed_send)
+                    self.addresses["feed"] = self._format(feed_address)
+                    outer.start_soon(self._watch_kernel_drops, name="kernel-drops")
+                    self._ready("READY " + " ".join(f"{k}={v}" for k, v in self.addresses.items()))
+                    task_status.started(self.addresses)
+                outer.cancel_scope.cancel(reason="pipeline drained")
+        finally:
+            if spool is not None:
+                spool.close()
+
+    @staticmethod
+    def _format(address: object) -> str:
+        if isinstance(address, tuple):
+            return f"{address[0]}:{address[1]}"
+        return str(address)
+
+
+async def run_probe(props: Props, *, wall_clock: Callable[[], float],
+                    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    """Build and run one probe (the CLI's ``run``)."""
+    probe = Probe(props, wall_clock=wall_clock)
+    await probe.run(task_status=task_status)
+

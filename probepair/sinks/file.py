@@ -1,0 +1,88 @@
+"""JSON-lines file and stdout sinks.
+
+Flush policy: each batch the runner hands over (everything that arrived since the last
+write, up to a few thousand alerts) is joined and written with one ``write(2)``, so an
+alert is in the file, visible to readers, as soon as its batch is processed (well under
+100 ms); ``fsync`` runs only at clean shutdown (a host crash can lose the page cache,
+a probe crash cannot).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+import trio
+
+from probepair.errors import SinkError
+from probepair.sinks.base import Item
+
+if TYPE_CHECKING:
+    from probepair.props import Props
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class FileSink:
+    """Appends one JSON object per line to ``SinkFile``."""
+
+    def __init__(self, props: Props) -> None:
+        self.path = props.SinkFile
+        self.name = f"file:{self.path}"
+        self._fd: int | None = None
+
+    async def open(self) -> None:
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise SinkError(self.name, f"cannot open: {exc.strerror}") from None
+
+    async def deliver(self, items: list[Item]) -> list[bytes]:
+        if self._fd is None:
+            await self.open()
+        assert self._fd is not None
+        data = b"\n".join([payload for _, payload in items]) + b"\n"
+        try:
+            _write_all(self._fd, data)
+        except OSError as exc:
+            raise SinkError(self.name, f"cannot write: {exc.strerror}") from None
+        await trio.lowlevel.checkpoint()
+        return [key for key, _ in items]
+
+    async def aclose(self) -> None:
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                pass  # fsync is best effort on pipes and special files
+            os.close(self._fd)
+            self._fd = None
+
+
+class StdoutSink:
+    """One JSON object per line on standard output."""
+
+    def __init__(self, props: Props) -> None:
+        self.name = "stdout"
+
+    async def open(self) -> None:
+        pass
+
+    async def deliver(self, items: list[Item]) -> list[bytes]:
+        data = b"\n".join([payload for _, payload in items]) + b"\n"
+        try:
+            sys.stdout.flush()
+            _write_all(sys.stdout.fileno(), data)
+        except OSError as exc:
+            raise SinkError(self.name, f"cannot write: {exc.strerror}") from None
+        await trio.lowlevel.checkpoint()
+        return [key for key, _ in items]
+
+    async def aclose(self) -> None:
+        pass

@@ -1,0 +1,139 @@
+"""The sink task: batches in, deliveries out, store-and-forward when the sink fails.
+
+Ordering: while the spool holds anything, new alerts are appended behind it, so the
+sink sees alerts in arrival order across an outage. Without StoreAndForward the runner
+retries the failed batch with back-off and the pipeline waits (back-pressure reaches
+the feed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from probepair.errors import SinkError
+from probepair.sinks.base import Item, Sink
+from probepair.sinks.spool import Spool
+
+if TYPE_CHECKING:
+    from probepair.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+MAX_ITEMS = 4096  # alerts per delivery: one write(2) or one transaction
+BACKOFF_FIRST = 0.25  # seconds before the first retry of a failed sink
+BACKOFF_MAX = 15.0  # seconds between retries at most
+CLOSE_GRACE = 5.0  # seconds to finish deliveries at shutdown
+
+
+class SinkRunner:
+    """Delivers batches from a channel to a sink; reports delivered keys."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        metrics: Metrics,
+        on_delivered: Callable[[list[bytes]], None],
+        spool: Spool | None = None,
+    ) -> None:
+        self.sink = sink
+        self.spool = spool
+        self._metrics = metrics
+        self._on_delivered = on_delivered
+        self._backoff = BACKOFF_FIRST
+        self._logged_down = False
+
+    async def run(self, recv: trio.MemoryReceiveChannel[list[Item]]) -> None:
+        """Deliver until ``recv`` is closed and drained, then close the sink."""
+        try:
+            await self.sink.open()
+        except SinkError as exc:
+            self._failed(exc)
+        async with recv:
+            while True:
+                if self.spool is not None and self.spool.pending:
+                    with trio.move_on_after(self._backoff):
+                        items = await self._next(recv)
+                        if items is None:
+                            break
+                        self._spool(items)
+                        continue
+                    await self._replay()
+                    continue
+                items = await self._next(recv)
+                if items is None:
+                    break
+                await self._deliver_or_spool(items)
+        with trio.move_on_after(CLOSE_GRACE, shield=True):
+            while self.spool is not None and self.spool.pending:
+                if not await self._replay():
+                    await trio.sleep(min(self._backoff, 1.0))
+        if self.spool is not None and self.spool.pending:
+            logger.warning("%s: %d bytes left in spool %s; replayed at next start",
+                           self.sink.name, self.spool.backlog_bytes, self.spool.path)
+        with trio.move_on_after(CLOSE_GRACE, shield=True):
+            await self.sink.aclose()
+
+    @staticmethod
+    async def _next(recv: trio.MemoryReceiveChannel[list[Item]]) -> list[Item] | None:
+        try:
+            items = await recv.receive()
+        except trio.EndOfChannel:
+            return None
+        while len(items) < MAX_ITEMS:
+            try:
+                items = items + recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        return items
+
+    async def _deliver(self, items: list[Item]) -> bool:
+        start = trio.current_time()
+        try:
+            keys = await self.sink.deliver(items)
+        except SinkError as exc:
+            self._failed(exc)
+            return False
+        self._metrics.sink_write_seconds.observe(trio.current_time() - start)
+        self._metrics.events_forwarded.inc(len(keys))
+        if self._logged_down:
+            logger.warning("%s: delivering again", self.sink.name)
+            self._logged_down = False
+        self._backoff = BACKOFF_FIRST
+        self._on_delivered(keys)
+        return True
+
+    def _failed(self, exc: SinkError) -> None:
+        self._metrics.sink_errors.inc()
+        if not self._logged_down:
+            logger.error("%s; %s", exc, "spooling" if self.spool is not None else "retrying")
+            self._logged_down = True
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+
+    def _spool(self, items: list[Item]) -> None:
+        assert self.spool is not None
+        self.spool.append(items)
+        self._metrics.spool_bytes.set(self.spool.backlog_bytes)
+
+    async def _deliver_or_spool(self, items: list[Item]) -> None:
+        while not await self._deliver(items):
+            if self.spool is not None:
+                self._spool(items)
+                return
+            await trio.sleep(self._backoff)
+
+    async def _replay(self) -> bool:
+        """Deliver spooled records until the spool is empty or the sink fails."""
+        assert self.spool is not None
+        while self.spool.pending:
+            items, used = self.spool.peek()
+            if not items:
+                break
+            if not await self._deliver(items):
+                return False
+            self.spool.commit(used)
+            self._metrics.spool_bytes.set(self.spool.backlog_bytes)
+        return True

@@ -1,0 +1,138 @@
+"""SQLite sink shaped like the ObjectServer's ``alerts.status``.
+
+Deduplication as the ObjectServer does it: a second alert with the same ``Identifier``
+bumps ``Tally`` and updates ``LastOccurrence`` (and Summary, Severity) instead of adding
+a row. Beyond the ObjectServer, a table of delivered event keys makes a *resend* of the
+same event (after a failover, or a store-and-forward replay) a no-op, so a failover never
+inflates ``Tally``. sqlite3 blocks, so each batch runs in one transaction on a worker
+thread (trio.to_thread, the one place a library insists on threads).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+import trio
+
+from probepair.errors import SinkError
+from probepair.sinks.base import Item
+
+if TYPE_CHECKING:
+    from probepair.props import Props
+
+KEY_RETENTION = 86400.0  # seconds a delivered event key is remembered; far beyond any failover
+COLUMNS = ("Node", "NodeAlias", "Manager", "Agent", "AlertGroup", "AlertKey", "Summary")
+INT_COLUMNS = ("Severity", "Type")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts_status (
+    Serial INTEGER PRIMARY KEY AUTOINCREMENT,
+    Identifier TEXT NOT NULL UNIQUE,
+    Node TEXT, NodeAlias TEXT, Manager TEXT, Agent TEXT, AlertGroup TEXT, AlertKey TEXT,
+    Summary TEXT, Severity INTEGER, Type INTEGER,
+    FirstOccurrence REAL, LastOccurrence REAL, Tally INTEGER NOT NULL DEFAULT 1,
+    EventKey TEXT, Fields TEXT
+);
+CREATE TABLE IF NOT EXISTS delivered_keys (
+    EventKey TEXT PRIMARY KEY,
+    Delivered REAL NOT NULL
+);
+"""
+
+UPSERT = f"""
+INSERT INTO alerts_status (Identifier, {", ".join(COLUMNS + INT_COLUMNS)},
+    FirstOccurrence, LastOccurrence, Tally, EventKey, Fields)
+VALUES ({", ".join("?" * (len(COLUMNS) + len(INT_COLUMNS) + 6))})
+ON CONFLICT(Identifier) DO UPDATE SET
+    Tally = Tally + 1,
+    LastOccurrence = excluded.LastOccurrence,
+    Summary = excluded.Summary,
+    Severity = excluded.Severity,
+    EventKey = excluded.EventKey,
+    Fields = excluded.Fields
+"""
+
+
+def _int(value: object) -> int:
+    try:
+        return int(value)  # type: ignore[call-overload, no-any-return]
+    except (TypeError, ValueError):
+        return 0
+
+
+def _time(value: object, default: float) -> float:
+    try:
+        t = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+    return t if t > 0 else default
+
+
+class SqliteSink:
+    def __init__(self, props: Props) -> None:
+        if not props.SinkDatabase:
+            raise SinkError("sqlite", "SinkType 'sqlite' needs SinkDatabase")
+        self.path = props.SinkDatabase
+        self.name = f"sqlite:{self.path}"
+        self._db: sqlite3.Connection | None = None
+        self._since_prune = 0
+
+    def _open_sync(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        return db
+
+    async def open(self) -> None:
+        if self._db is None:
+            try:
+                self._db = await trio.to_thread.run_sync(self._open_sync)
+            except sqlite3.Error as exc:
+                raise SinkError(self.name, f"cannot open database: {exc}") from None
+
+    def _deliver_sync(self, db: sqlite3.Connection, items: list[Item]) -> None:
+        now = time.time()  # wall clock: a row timestamp, not a timer
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for key, payload in items:
+                hexkey = key.hex()
+                cur = db.execute("INSERT OR IGNORE INTO delivered_keys VALUES (?, ?)", (hexkey, now))
+                if cur.rowcount != 1:
+                    continue  # a resend of an event already delivered
+                fields = orjson.loads(payload)
+                ident = str(fields.get("Identifier") or hexkey)
+                first = _time(fields.get("FirstOccurrence"), now)
+                last = _time(fields.get("LastOccurrence"), now)
+                row = (
+                    ident,
+                    *(str(fields.get(c, "")) for c in COLUMNS),
+                    *(_int(fields.get(c, 0)) for c in INT_COLUMNS),
+                    first, last, 1, hexkey, payload.decode(),
+                )
+                db.execute(UPSERT, row)
+            self._since_prune += len(items)
+            if self._since_prune > 10_000:
+                db.execute("DELETE FROM delivered_keys WHERE Delivered < ?", (now - KEY_RETENTION,))
+                self._since_prune = 0
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def deliver(self, items: list[Item]) -> list[bytes]:
+        await self.open()
+        assert self._db is not None
+        try:
+            await trio.to_thread.run_sync(self._deliver_sync, self._db, items)
+        except (sqlite3.Error, orjson.JSONDecodeError) as exc:
+            raise SinkError(self.name, f"cannot write: {exc}") from None
+        return [key for key, _ in items]
+
+    async def aclose(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await trio.to_thread.run_sync(db.close)
