@@ -227,12 +227,25 @@ def with_values(props: Props, **changes: object) -> Props:
     return replace(props, **converted)  # type: ignore[arg-type]
 
 
+def _yaml_char(c: str) -> str:
+    if c in '"\\':
+        return "\\" + c
+    if c.isprintable():
+        return c
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
 def render_value(value: Value) -> str:
     """A value as it appears in a props file."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if not value.isprintable():
+        # Single-quoted YAML folds line breaks and cannot escape control characters:
+        # double-quote with YAML's \x, \u and \U escapes (one per code point).
+        return '"' + "".join(_yaml_char(c) for c in value) + '"'
     return "'" + value.replace("'", "''") + "'"
 
 
