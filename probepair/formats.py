@@ -71,7 +71,7 @@ def tokenise_syslog(raw: bytes) -> dict[str, str]:
     m = _RFC5424.match(line)
     if m is not None:
         _pri(tokens, m[1])
-        tokens["Timestamp"] = m[2]
+        tokens["Timestamp"] = "" if m[2] == "-" else m[2]
         tokens["Hostname"] = "" if m[3] == "-" else m[3]
         tokens["Program"] = "" if m[4] == "-" else m[4]
         tokens["ProcId"] = "" if m[5] == "-" else m[5]
