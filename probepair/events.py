@@ -38,11 +38,18 @@ class Event:
     tokens: dict[str, str] = field(default_factory=dict)
 
 
+def _indexed(digest: bytes, index: int) -> bytes:
+    if not index:
+        return digest
+    return blake2b(digest + index.to_bytes(4, "big"), digest_size=KEY_SIZE).digest()
+
+
 def key_of(payload: bytes, index: int = 0) -> bytes:
-    """The event key of ``payload`` seen for the ``index``-th time in the window."""
-    if index:
-        payload = payload + b"\x00#" + str(index).encode()
-    return blake2b(payload, digest_size=KEY_SIZE).digest()
+    """The event key of ``payload`` seen for the ``index``-th time in the window.
+
+    The same key KeyMaker gives the ``index``-th copy (index 0 is the first).
+    """
+    return _indexed(blake2b(payload, digest_size=KEY_SIZE).digest(), index)
 
 
 class KeyMaker:
@@ -74,7 +81,7 @@ class KeyMaker:
         if seen is not None and now - seen[1] <= self.window:
             index = seen[0] + 1
             self._cur[digest] = (index, now)
-            return blake2b(digest + index.to_bytes(4, "big"), digest_size=KEY_SIZE).digest()
+            return _indexed(digest, index)
         self._cur[digest] = (0, now)
         return digest
 
