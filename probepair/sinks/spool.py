@@ -59,6 +59,8 @@ class Spool:
         while used + _HEAD.size <= len(data):
             key, length = _HEAD.unpack_from(data, used)
             end = used + _HEAD.size + length
+            if self.read_pos + end > self.size:
+                break  # a torn tail: dropped below once nothing precedes it
             if end > len(data):
                 if not items:  # one record larger than max_bytes
                     data = os.pread(self._fd, end - used, self.read_pos + used)
