@@ -1,0 +1,305 @@
+"""Heartbeat and ack datagrams <-> bytes, their HMAC, and replay protection.
+
+PURE: standard library only (no trio, no socket, no clock reads).
+
+Layout (network byte order), version 1::
+
+    header  magic "PBPR" | version u8 | kind u8 | auth u8 | flags u8 | role u8
+            | sender u32 | boot_id 8s | epoch u32 | seq u64                  (33 bytes)
+    body    heartbeat: beat_interval f64 | config_digest 4s | acks_sent u32  (16 bytes)
+            ack:       serial u32 | count u16 | count x 8-byte event keys
+    tag     HMAC-SHA256 over header + body, truncated to 16 bytes
+
+Magic and version come first so a future format is recognisable. The tag is truncated to
+128 bits (RFC 2104 section 5 allows truncation to no less than half the hash length; an
+on-path forger needs ~2^128 tries per datagram), which keeps an ack with 168 keys under
+1400 bytes.
+
+Empty ``SharedSecret``: datagrams are sent with ``auth = 1`` (unsigned) and the tag is
+computed with the published key ``UNSIGNED_KEY``: it catches corruption but
+authenticates nothing, and the runtime logs a warning at start. A probe *with* a secret
+rejects unsigned datagrams (reason ``unsigned``); a probe without one rejects signed
+datagrams it cannot verify (reason ``mac``). There is no silent downgrade.
+
+The boot id is 4 bytes of wall-clock boot time (seconds) plus 4 random bytes. A
+``ReplayGuard`` accepts a new boot id only if it is not older than the current one, so
+datagrams recorded before a peer restarted cannot be replayed after it; within a boot
+id it keeps an anti-replay window of sequence numbers (RFC 4303 section 3.4.3), so acks
+reordered by the network are still accepted but never twice.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import math
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from probepair.errors import HeartbeatDecodeError
+from probepair.events import KEY_SIZE
+
+MAGIC: Final = b"PBPR"
+VERSION: Final = 1
+TAG_SIZE: Final = 16  # bytes of HMAC-SHA256 kept; see the module docstring
+BOOT_ID_SIZE: Final = 8
+DIGEST_SIZE: Final = 4  # bytes of config digest: enough to notice drift, not a secret
+MAX_DATAGRAM: Final = 1400  # bytes: below a 1500-byte Ethernet MTU with IP/UDP headers
+# The published key used when no SharedSecret is configured (detects corruption only).
+UNSIGNED_KEY: Final = b"probepair unsigned v1"
+
+_HEADER: Final = struct.Struct("!4sBBBBBI8sIQ")
+_HEARTBEAT: Final = struct.Struct("!d4sI")
+_ACK: Final = struct.Struct("!IH")
+MAX_ACK_KEYS: Final = (MAX_DATAGRAM - _HEADER.size - _ACK.size - TAG_SIZE) // KEY_SIZE  # 168
+_U32: Final = 2**32
+_U64: Final = 2**64
+
+
+class Role(enum.Enum):
+    """A probe's failover role; values are the ``probepair_role{role=...}`` labels."""
+
+    MASTER = "master"  # active: forwards to the sink
+    MASTER_PENDING = "master-pending"  # a (re)started master waiting for the handover
+    SLAVE_STANDBY = "slave-standby"  # buffers, forwards nothing
+    SLAVE_ACTIVE = "slave-active"  # took over from a silent master
+    STANDARD = "standard"  # no failover: always active
+
+
+class Flag(enum.IntFlag):
+    """Heartbeat flags."""
+
+    NONE = 0
+    CONFIGURED_MASTER = 1  # Mode is master in the sender's props (split-brain tie break)
+    HANDING_OVER = 2  # sender stepped down for a returning master and drains its sink
+    HANDED_OVER = 4  # drained; every delivered key is acked up to ``acks_sent``
+
+
+class _Kind(enum.IntEnum):
+    HEARTBEAT = 1
+    ACK = 2
+
+
+class _Auth(enum.IntEnum):
+    SIGNED = 0
+    UNSIGNED = 1
+
+
+_ROLE_CODES: Final = {role: code for code, role in enumerate(Role, start=1)}
+_ROLES: Final = {code: role for role, code in _ROLE_CODES.items()}
+_ALL_FLAGS: Final = int(Flag.CONFIGURED_MASTER | Flag.HANDING_OVER | Flag.HANDED_OVER)
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A probe's periodic "I am alive, and this is my state".
+
+    Attributes:
+        sender: node id of the sender (see ``node_id_of``).
+        boot_id: 8 bytes identifying the sender's process lifetime (``make_boot_id``).
+        epoch: role-switch counter; every ``%Mode`` switch increments it, higher wins.
+        seq: per-boot datagram sequence number (shared with acks), for replay checks.
+        role: the sender's role.
+        flags: ``Flag`` bits.
+        beat_interval: the sender's BeatInterval in seconds (a slave adopts a master's).
+        config_digest: digest of pair-wide settings, so drift between peers shows.
+        acks_sent: serial of the last ack datagram sent (the handover waits for it).
+    """
+
+    sender: int
+    boot_id: bytes
+    epoch: int
+    seq: int
+    role: Role
+    flags: Flag
+    beat_interval: float
+    config_digest: bytes
+    acks_sent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Event keys the sender's sink acknowledged, so the peer can drop its copies.
+
+    Attributes:
+        serial: per-boot ack counter, 1 for the first ack datagram.
+        keys: up to ``MAX_ACK_KEYS`` 8-byte event keys.
+    """
+
+    sender: int
+    boot_id: bytes
+    epoch: int
+    seq: int
+    role: Role
+    serial: int
+    keys: tuple[bytes, ...]
+
+
+Message = Heartbeat | Ack
+
+
+def make_boot_id(wall_seconds: float, random4: bytes) -> bytes:
+    """A boot id from the wall-clock start time and 4 random bytes (e.g. ``os.urandom(4)``)."""
+    if len(random4) != 4:
+        raise ValueError(f"expected 4 random bytes, got {len(random4)}")
+    return (int(wall_seconds) % _U32).to_bytes(4, "big") + random4
+
+
+def node_id_of(name: str) -> int:
+    """A stable 32-bit node id from a name such as ``"host:port"``."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big")
+
+
+def config_digest(*values: object) -> bytes:
+    """A ``DIGEST_SIZE``-byte digest of the settings both peers must agree on."""
+    return hashlib.blake2b(repr(values).encode(), digest_size=DIGEST_SIZE).digest()
+
+
+def _key(secret: bytes) -> bytes:
+    return secret or UNSIGNED_KEY
+
+
+def encode(msg: Message, secret: bytes) -> bytes:
+    """The datagram for ``msg``, signed with ``secret`` (unsigned when it is empty).
+
+    Raises:
+        ValueError: a field does not fit the format (a bug in the caller).
+    """
+    if len(msg.boot_id) != BOOT_ID_SIZE:
+        raise ValueError(f"boot_id must be {BOOT_ID_SIZE} bytes")
+    if isinstance(msg, Heartbeat):
+        kind, flags = _Kind.HEARTBEAT, int(msg.flags)
+        if len(msg.config_digest) != DIGEST_SIZE:
+            raise ValueError(f"config_digest must be {DIGEST_SIZE} bytes")
+        body = _HEARTBEAT.pack(msg.beat_interval, msg.config_digest, msg.acks_sent)
+    else:
+        kind, flags = _Kind.ACK, 0
+        if len(msg.keys) > MAX_ACK_KEYS:
+            raise ValueError(f"an ack carries at most {MAX_ACK_KEYS} keys")
+        if any(len(k) != KEY_SIZE for k in msg.keys):
+            raise ValueError(f"event keys must be {KEY_SIZE} bytes")
+        body = _ACK.pack(msg.serial, len(msg.keys)) + b"".join(msg.keys)
+    auth = _Auth.SIGNED if secret else _Auth.UNSIGNED
+    try:
+        header = _HEADER.pack(MAGIC, VERSION, kind, auth, flags, _ROLE_CODES[msg.role],
+                              msg.sender, msg.boot_id, msg.epoch, msg.seq)
+    except struct.error as exc:
+        raise ValueError(f"field out of range: {exc}") from None
+    signed = header + body
+    return signed + hmac.digest(_key(secret), signed, "sha256")[:TAG_SIZE]
+
+
+def decode(data: bytes, secret: bytes) -> Message:
+    """Parse and authenticate one datagram.
+
+    Raises:
+        HeartbeatDecodeError: for any input that is not a valid datagram signed the way
+            this probe expects; ``reason`` is one of ``magic``, ``short``, ``version``,
+            ``unsigned``, ``mac``, ``malformed``.
+    """
+    if data[:4] != MAGIC[: len(data)]:
+        raise HeartbeatDecodeError("magic", f"not a probepair datagram ({bytes(data[:4])!r})")
+    if len(data) < _HEADER.size + TAG_SIZE:
+        raise HeartbeatDecodeError("short", f"{len(data)} bytes")
+    if data[4] != VERSION:
+        raise HeartbeatDecodeError("version", f"version {data[4]}, expected {VERSION}")
+    signed, tag = data[:-TAG_SIZE], data[-TAG_SIZE:]
+    auth = data[6]
+    if not hmac.compare_digest(hmac.digest(_key(secret), signed, "sha256")[:TAG_SIZE], tag):
+        if secret and auth == _Auth.UNSIGNED:
+            raise HeartbeatDecodeError("unsigned", "peer has no SharedSecret")
+        if not secret and auth == _Auth.SIGNED:
+            raise HeartbeatDecodeError("mac", "signed datagram but no SharedSecret here")
+        raise HeartbeatDecodeError("mac", "bad HMAC (wrong SharedSecret or corrupted)")
+    if auth != (_Auth.SIGNED if secret else _Auth.UNSIGNED):
+        # Only reachable if the secret equals the published unsigned key.
+        raise HeartbeatDecodeError("unsigned", "unsigned datagram")
+    _, _, kind, _, flags, role_code, sender, boot_id, epoch, seq = _HEADER.unpack_from(signed)
+    role = _ROLES.get(role_code)
+    if role is None:
+        raise HeartbeatDecodeError("malformed", f"unknown role {role_code}")
+    body = signed[_HEADER.size:]
+    if kind == _Kind.HEARTBEAT:
+        if len(body) != _HEARTBEAT.size or flags & ~_ALL_FLAGS:
+            raise HeartbeatDecodeError("malformed", "heartbeat length or flags")
+        interval, digest, acks_sent = _HEARTBEAT.unpack(body)
+        if not (math.isfinite(interval) and interval > 0):
+            raise HeartbeatDecodeError("malformed", f"beat interval {interval!r}")
+        return Heartbeat(sender, bytes(boot_id), epoch, seq, role, Flag(flags), interval,
+                         bytes(digest), acks_sent)
+    if kind == _Kind.ACK:
+        if len(body) < _ACK.size or flags:
+            raise HeartbeatDecodeError("malformed", "ack header")
+        serial, count = _ACK.unpack_from(body)
+        raw = body[_ACK.size:]
+        if count > MAX_ACK_KEYS or len(raw) != count * KEY_SIZE:
+            raise HeartbeatDecodeError("malformed", f"ack count {count}, {len(raw)} key bytes")
+        keys = tuple(bytes(raw[i : i + KEY_SIZE]) for i in range(0, len(raw), KEY_SIZE))
+        return Ack(sender, bytes(boot_id), epoch, seq, role, serial, keys)
+    raise HeartbeatDecodeError("malformed", f"unknown kind {kind}")
+
+
+def boot_time(boot_id: bytes) -> int:
+    """The wall-clock seconds (mod 2**32) a boot id was made at."""
+    return int.from_bytes(boot_id[:4], "big")
+
+
+REPLAY_WINDOW: Final = 64  # sequence numbers; RFC 4303's default anti-replay window
+_OLD_BOOTS: Final = 8  # superseded boot ids remembered, so they cannot come back
+
+
+class ReplayGuard:
+    """Rejects our own, replayed and stale datagrams of the one peer (pure, no clock).
+
+    Args:
+        own_boot_id: our boot id; datagrams carrying it come from ourselves (reason
+            ``self``: PeerHost points back at this probe, or a loop).
+    """
+
+    __slots__ = ("_bitmap", "_boot", "_boot_time", "_highest", "_old", "own_boot_id")
+
+    def __init__(self, own_boot_id: bytes) -> None:
+        self.own_boot_id = own_boot_id
+        self._boot: bytes | None = None
+        self._boot_time = -1
+        self._highest = 0
+        self._bitmap = 0  # bit i set: sequence number _highest - i was seen
+        self._old: list[bytes] = []
+
+    @property
+    def peer_boot_id(self) -> bytes | None:
+        """The peer boot id currently accepted, if any."""
+        return self._boot
+
+    def check(self, msg: Message) -> None:
+        """Accept ``msg`` (and remember its sequence number) or raise.
+
+        Raises:
+            HeartbeatDecodeError: reason ``self``, ``stale`` (an older boot id, or a
+                sequence number below the window) or ``replay`` (seen before).
+        """
+        boot, seq = msg.boot_id, msg.seq
+        if boot == self.own_boot_id:
+            raise HeartbeatDecodeError("self", "datagram from this probe")
+        if boot != self._boot:
+            when = boot_time(boot)
+            if boot in self._old or when < self._boot_time:
+                raise HeartbeatDecodeError("stale", f"boot id {boot.hex()} is older")
+            if self._boot is not None:
+                self._old = [*self._old[-(_OLD_BOOTS - 1):], self._boot]
+            self._boot, self._boot_time = boot, when
+            self._highest, self._bitmap = seq, 1
+            return
+        if seq > self._highest:
+            shift = seq - self._highest
+            self._bitmap = ((self._bitmap << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
+            self._highest = seq
+            return
+        offset = self._highest - seq
+        if offset >= REPLAY_WINDOW:
+            raise HeartbeatDecodeError("stale", f"sequence {seq} below the window")
+        if self._bitmap >> offset & 1:
+            raise HeartbeatDecodeError("replay", f"sequence {seq} seen before")
+        self._bitmap |= 1 << offset
