@@ -1,0 +1,234 @@
+"""AST of the rules language: plain frozen dataclasses with source spans.
+
+PURE. Spans are excluded from equality so that a pretty-printed and re-parsed tree
+compares equal to the original (the round-trip property the tests check). Operators
+are stored in one canonical spelling (``AND`` -> ``&&``, ``NOT`` -> ``!``, ``<>`` ->
+``!=``), so the printer needs no memory of how the source spelled them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Where a node starts and ends (1-based lines and columns)."""
+
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+
+NOWHERE = Span(0, 0, 0, 0)
+
+
+def _span() -> Span:
+    return field(default=NOWHERE, compare=False, repr=False)  # type: ignore[return-value]
+
+
+# Expressions -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Str:
+    value: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Num:
+    value: int | float
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Bool:
+    value: bool
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRef:
+    """``$name``: an input token or a local variable."""
+
+    name: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPath:
+    """``$(a.b)``: a dotted path into JSON-valued tokens."""
+
+    path: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class AllTokens:
+    """``$*``: every token (only as an argument of details() and nvp_add())."""
+
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    name: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class PropRef:
+    name: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """A bare word: array, table, loop variable, log level, ``getdate``."""
+
+    name: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """``array[key]``."""
+
+    name: str
+    key: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    name: str
+    args: tuple[Expr, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Unary:
+    op: str  # "-" or "!"
+    operand: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    op: str  # + - * / % == != < > <= >= && ||
+    left: Expr
+    right: Expr
+    span: Span = _span()
+
+
+Expr: TypeAlias = (
+    Str | Num | Bool | TokenRef | TokenPath | AllTokens | FieldRef | PropRef | Name | Index
+    | Call | Unary | Binary
+)
+Target: TypeAlias = TokenRef | TokenPath | FieldRef | PropRef | Index
+
+# Statements ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    target: Target
+    value: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class MultiAssign:
+    """``[@A, $b] = lookup(key, table)``."""
+
+    targets: tuple[Target, ...]
+    value: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class If:
+    branches: tuple[tuple[Expr, tuple[Stmt, ...]], ...]  # if / else if ...
+    orelse: tuple[Stmt, ...] | None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    labels: tuple[Str | Num, ...]
+    body: tuple[Stmt, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    subject: Expr
+    cases: tuple[Case, ...]
+    default: tuple[Stmt, ...] | None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Foreach:
+    var: str
+    array: str
+    body: tuple[Stmt, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Discard:
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Include:
+    path: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """``table t = {{"k", "v"}, ...}`` or ``table t = "file"``, optional default."""
+
+    name: str
+    rows: tuple[tuple[str, ...], ...] | None
+    path: str | None
+    default: tuple[str, ...] | None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayDecl:
+    name: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class CallStmt:
+    """A function used as a statement: log, details, remove, update, setlog, ..."""
+
+    call: Call
+    span: Span = _span()
+
+
+Stmt: TypeAlias = (
+    Assign | MultiAssign | If | Switch | Foreach | Discard | Break | Include | Table
+    | ArrayDecl | CallStmt
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    """One parsed file."""
+
+    body: tuple[Stmt, ...]
+    source: str = field(default="<rules>", compare=False)
