@@ -1,0 +1,532 @@
+"""Code generator: a resolved rules AST -> the source of one Python function.
+
+PURE. Why generate code: a tree-walking evaluator costs a Python call per node per
+event; one generated function runs a syslog event through the shipped rules in a few
+microseconds (bench/rules.py). The function is ``_rules(T, ctx, F)``: ``T`` the
+tokens, ``F`` the alert fields being built, returning ``F`` or None (discard).
+
+Each expression compiles to ``(code, type)`` where type is "str", "num", "bool" or
+"any"; static types let the common cases skip helpers (two strings compare with
+``==``, a string concatenation is ``a + " " + b``). Regexes, tables and arrays are
+module-level constants of the generated code, bound by name (``_R0``, ``_T0``...).
+
+Only statements that can fail at run time (arithmetic, date parsing, a regex built
+at run time) are wrapped in ``try``; a failure reports a RulesRuntimeError with the
+statement's location through ``ctx.on_error`` and the next statement runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from probepair.errors import RulesCompileError
+from probepair.rules import ast
+from probepair.rules.functions import BUILTINS, LOG_LEVELS, compile_regex, number
+
+_DIRECT_CMP: Final = {"==": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
+_CMP_HELPER: Final = {"==": "_eq", "!=": "_ne", "<": "_lt", ">": "_gt", "<=": "_le", ">=": "_ge"}
+_ARITH_HELPER: Final = {"+": "_add", "-": "_sub", "*": "_mul", "/": "_div", "%": "_mod"}
+_STR_METHODS: Final = {"lower": "lower", "upper": "upper", "ltrim": "lstrip", "rtrim": "rstrip"}
+_SWITCH_LINEAR: Final = 4  # up to this many cases: an if/elif chain on the value
+
+
+@dataclass(slots=True)
+class Resolved:
+    """What the compiler front end found: tables, arrays, included files."""
+
+    tables: dict[str, tuple[dict[str, tuple[str, ...]], tuple[str, ...]]]
+    arrays: set[str]
+    includes: dict[int, tuple[str, ast.Module]]  # id(Include node) -> (source, module)
+    nonstr_tokens: set[str]
+    table_width: dict[str, int] = field(default_factory=dict)
+
+
+Code = tuple[str, str]  # (python expression, static type)
+
+
+class Codegen:
+    """Emits the body of ``_rules``; use :meth:`generate`."""
+
+    def __init__(self, resolved: Resolved) -> None:
+        self.r = resolved
+        self.lines: list[str] = []
+        self.consts: dict[str, object] = {}
+        self._const_ids: dict[tuple[str, object], str] = {}
+        self.source = "<rules>"
+        self.loop_vars: list[dict[str, str]] = []
+        self.counter = 0
+        self.may_fail = False
+        self._memo: dict[int, tuple[str, str, bool]] = {}
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def fresh(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def const(self, kind: str, key: object, value: object) -> str:
+        name = self._const_ids.get((kind, key))
+        if name is None:
+            name = self.fresh(kind)
+            self.consts[name] = value
+            self._const_ids[(kind, key)] = name
+        return name
+
+    def error(self, node: ast.Expr | ast.Stmt, message: str) -> RulesCompileError:
+        return RulesCompileError(self.source, node.span.line, node.span.col, message)
+
+    def emit(self, depth: int, line: str) -> None:
+        self.lines.append("    " * depth + line)
+
+    def table(self, node: ast.Expr) -> str:
+        if isinstance(node, ast.Name | ast.Str):
+            name = node.name if isinstance(node, ast.Name) else node.value
+            if name in self.r.tables:
+                return name
+            raise self.error(node, f"unknown lookup table {name!r}")
+        raise self.error(node, "expected a table name as the second argument of lookup()")
+
+    def array(self, node: ast.Expr | ast.Stmt, name: str) -> str:
+        if name not in self.r.arrays:
+            raise self.error(node, f"unknown array {name!r} (declare it with 'array {name};')")
+        return self.const("_A", name, {})
+
+    # -- expressions ------------------------------------------------------------------
+
+    def s(self, node: ast.Expr) -> str:
+        """Code for the value as a string."""
+        code, typ = self.expr(node)
+        if typ == "str":
+            return code
+        if typ == "bool":
+            return f"('1' if {code} else '0')"
+        return f"_str({code})"
+
+    def v(self, node: ast.Expr) -> str:
+        """Code for the value to store (booleans become 1/0)."""
+        code, typ = self.expr(node)
+        return f"(1 if {code} else 0)" if typ == "bool" else code
+
+    def expr(self, node: ast.Expr) -> Code:
+        """Memoised: concatenation flattening asks for a subtree's type more than once."""
+        hit = self._memo.get(id(node))
+        if hit is not None:
+            self.may_fail = self.may_fail or hit[2]
+            return hit[0], hit[1]
+        outer, self.may_fail = self.may_fail, False
+        code, typ = self._expr(node)
+        self._memo[id(node)] = (code, typ, self.may_fail)
+        self.may_fail = self.may_fail or outer
+        return code, typ
+
+    def _expr(self, node: ast.Expr) -> Code:
+        match node:
+            case ast.Str(value):
+                return repr(value), "str"
+            case ast.Num(value):
+                return repr(value), "num"
+            case ast.Bool(value):
+                return repr(value), "bool"
+            case ast.TokenRef(name):
+                return f"Tg({name!r}, '')", ("any" if name in self.r.nonstr_tokens else "str")
+            case ast.TokenPath(path):
+                return f"_jpath(T, {path!r})", "any"
+            case ast.AllTokens():
+                raise self.error(node, "'$*' is only allowed in details() and nvp_add()")
+            case ast.FieldRef(name):
+                return f"Fg({name!r}, '')", "any"
+            case ast.PropRef(name):
+                return f"P.get({name!r}, '')", "any"
+            case ast.Name(name):
+                for scope in reversed(self.loop_vars):
+                    if name in scope:
+                        return scope[name], "str"
+                if name == "getdate":
+                    return "_getdate(ctx)", "num"
+                raise self.error(
+                    node, f"unknown name {name!r} (expected $token, @field, %property or a call)"
+                )
+            case ast.Index(name, key):
+                return f"{self.array(node, name)}.get({self.s(key)}, '')", "any"
+            case ast.Call():
+                return self.call(node)
+            case ast.Unary(op, operand):
+                if op == "!":
+                    return f"(not {self.expr(operand)[0]})", "bool"
+                code, typ = self.expr(operand)
+                if typ == "num":
+                    return f"(-{code})", "num"
+                self.may_fail = True
+                return f"_neg({self.v(operand)})", "num"
+            case ast.Binary(op, left, right):
+                return self.binary(node, op, left, right)
+        raise TypeError(f"not an expression: {node!r}")  # pragma: no cover
+
+    def concat_parts(self, node: ast.Expr, out: list[ast.Expr]) -> None:
+        if isinstance(node, ast.Binary) and node.op == "+" and self.expr(node)[1] == "str":
+            self.concat_parts(node.left, out)
+            self.concat_parts(node.right, out)
+        else:
+            out.append(node)
+
+    def binary(self, node: ast.Binary, op: str, left: ast.Expr, right: ast.Expr) -> Code:
+        if op in ("&&", "||"):
+            word = "and" if op == "&&" else "or"
+            return f"({self.expr(left)[0]} {word} {self.expr(right)[0]})", "bool"
+        lc, lt = self.expr(left)
+        rc, rt = self.expr(right)
+        if op == "+":
+            if lt == "str" or rt == "str":
+                parts: list[ast.Expr] = []
+                self.concat_parts(left, parts)
+                self.concat_parts(right, parts)
+                return self.concat(parts), "str"
+            if lt == "num" and rt == "num":
+                return f"({lc} + {rc})", "num"
+            return f"_add({self.v(left)}, {self.v(right)})", "any"
+        if op in _ARITH_HELPER:
+            self.may_fail = True
+            if lt == "num" and rt == "num" and op in "-*":
+                return f"({lc} {op} {rc})", "num"
+            return f"{_ARITH_HELPER[op]}({self.v(left)}, {self.v(right)})", "num"
+        # comparisons
+        if (lt == rt and lt in ("str", "num")) or (lt == "bool" and rt == "bool"):
+            return f"({lc} {_DIRECT_CMP[op]} {rc})", "bool"
+        if op in ("==", "!="):
+            for lit, other in ((right, left), (left, right)):
+                if isinstance(lit, ast.Str) and number(lit.value) is None:
+                    return f"({self.s(other)} {op} {lit.value!r})", "bool"
+        return f"{_CMP_HELPER[op]}({self.v(left)}, {self.v(right)})", "bool"
+
+    def concat(self, parts: list[ast.Expr]) -> str:
+        codes = [self.expr(p) for p in parts]
+        if all(t == "str" for _, t in codes):
+            return "(" + " + ".join(c for c, _ in codes) + ")"
+        fmt: list[str] = []
+        args: list[str] = []
+        for part, (code, typ) in zip(parts, codes, strict=True):
+            if isinstance(part, ast.Str):
+                fmt.append(part.value.replace("%", "%%"))
+            else:
+                fmt.append("%s")
+                args.append(f"(1 if {code} else 0)" if typ == "bool" else code)
+        return f"({''.join(fmt)!r} % ({', '.join(args)},))"
+
+    def regex(self, node: ast.Expr) -> str:
+        if isinstance(node, ast.Str):
+            try:
+                compiled = compile_regex(node.value)
+            except ValueError as exc:
+                raise self.error(node, f"invalid regular expression {node.value!r}: {exc}") from None
+            return self.const("_R", node.value, compiled)
+        self.may_fail = True
+        return f"_dynre({self.s(node)})"
+
+    def check_arity(self, node: ast.Call) -> str:
+        spec = BUILTINS.get(node.name)
+        if spec is None:
+            raise self.error(node, f"unknown function {node.name!r}")
+        n = len(node.args)
+        if n < spec.min_args or (spec.max_args >= 0 and n > spec.max_args):
+            if spec.max_args < 0:
+                want = f"at least {spec.min_args}"
+            elif spec.min_args == spec.max_args:
+                want = str(spec.min_args)
+            else:
+                want = f"{spec.min_args} to {spec.max_args}"
+            plural = "" if want == "1" else "s"
+            raise self.error(node, f"{node.name}() takes {want} argument{plural}, got {n}")
+        return spec.role
+
+    def call(self, node: ast.Call) -> Code:
+        if self.check_arity(node) == "statement":
+            raise self.error(node, f"{node.name}() is a statement and has no value")
+        name, a = node.name, node.args
+        if name == "match":
+            return f"({self.s(a[0])} == {self.s(a[1])})", "bool"
+        if name == "nmatch":
+            return f"{self.s(a[0])}.startswith({self.s(a[1])})", "bool"
+        if name == "regmatch":
+            return f"({self.regex(a[1])}.search({self.s(a[0])}) is not None)", "bool"
+        if name == "extract":
+            return f"_extract({self.regex(a[1])}, {self.s(a[0])})", "str"
+        if name == "regreplace":
+            self.may_fail = True
+            return f"_regreplace({self.regex(a[1])}, {self.s(a[0])}, {self.s(a[2])})", "str"
+        if name == "exists":
+            return self.exists(a[0]), "bool"
+        if name == "length":
+            return f"len({self.s(a[0])})", "num"
+        if name in _STR_METHODS:
+            return f"{self.s(a[0])}.{_STR_METHODS[name]}()", "str"
+        if name == "substr":
+            rest = ", ".join(self.v(x) for x in a[1:])
+            return f"_substr({self.s(a[0])}, {rest})", "str"
+        if name == "split":
+            if not isinstance(a[1], ast.Name):
+                raise self.error(a[1], "expected an array name as the second argument of split()")
+            seps = f", {self.s(a[2])}" if len(a) == 3 else ""
+            return f"_split({self.s(a[0])}, {self.array(a[1], a[1].name)}{seps})", "num"
+        if name == "int":
+            return f"_atoi({self.v(a[0])})", "num"
+        if name == "real":
+            return f"_atof({self.v(a[0])})", "num"
+        if name == "hostname":
+            return "ctx.hostname", "str"
+        if name == "getdate":
+            return "_getdate(ctx)", "num"
+        if name == "datetotime":
+            self.may_fail = True
+            return f"_datetotime({self.s(a[0])}, {self.s(a[1])})", "num"
+        if name == "timetodate":
+            self.may_fail = True
+            return f"_timetodate({self.v(a[0])}, {self.s(a[1])})", "str"
+        if name == "md5":
+            return f"_md5({self.s(a[0])})", "str"
+        if name == "nvp_add":
+            if len(a) == 1 and isinstance(a[0], ast.AllTokens):
+                return "_nvp_all(T)", "str"
+            if len(a) % 2 == 0:
+                raise self.error(node, "nvp_add() takes $* or a string then name, value pairs")
+            pairs = "".join(f"{self.v(x)}, " for x in a[1:])
+            return f"_nvp_add({self.s(a[0])}, ({pairs}))", "str"
+        assert name == "lookup"
+        table = self.table(a[1])
+        single = self.const("_L", table, {k: v[0] for k, v in self.r.tables[table][0].items()})
+        return f"{single}.get({self.s(a[0])}, {self.r.tables[table][1][0]!r})", "str"
+
+    def exists(self, arg: ast.Expr) -> str:
+        match arg:
+            case ast.TokenRef(name):
+                return f"({name!r} in T)"
+            case ast.TokenPath(path):
+                return f"(_jpath(T, {path!r}) != '')"
+            case ast.FieldRef(name):
+                return f"({name!r} in F)"
+            case ast.PropRef(name):
+                return f"({name!r} in P)"
+            case ast.Index(name, key):
+                return f"({self.s(key)} in {self.array(arg, name)})"
+        raise self.error(arg, "exists() takes a $token, @field, %property or array[key]")
+
+    # -- statements -------------------------------------------------------------------
+
+    def generate(self, body: tuple[ast.Stmt, ...], source: str) -> str:
+        self.source = source
+        self.block(body, 1, in_loop=False)
+        return "\n".join(self.lines)
+
+    def block(self, body: tuple[ast.Stmt, ...], depth: int, in_loop: bool) -> None:
+        start = len(self.lines)
+        for stmt in body:
+            self.statement(stmt, depth, in_loop)
+        if len(self.lines) == start:
+            self.emit(depth, "pass")
+
+    def guarded(self, stmt: ast.Stmt, depth: int, emit: Callable[[int], None]) -> None:
+        """Emit a simple statement, inside try/except when it can fail at run time."""
+        self.may_fail = False
+        mark = len(self.lines)
+        emit(depth)
+        if not self.may_fail:
+            return
+        body = self.lines[mark:]
+        del self.lines[mark:]
+        self.emit(depth, "try:")
+        self.lines.extend("    " + line for line in body)
+        pos = self.const("_P", (self.source, stmt.span.line, stmt.span.col),
+                         (self.source, stmt.span.line, stmt.span.col))
+        self.emit(depth, "except Exception as _e:")
+        self.emit(depth + 1, f"_fail(ctx, _e, {pos})")
+
+    def assign_code(self, target: ast.Target, value: str) -> str:
+        match target:
+            case ast.TokenRef(name):
+                return f"T[{name!r}] = {value}"
+            case ast.TokenPath(path):
+                return f"T[{path!r}] = {value}"
+            case ast.FieldRef(name):
+                return f"F[{name!r}] = {value}"
+            case ast.PropRef(name):
+                return f"P[{name!r}] = A[{name!r}] = {value}"
+            case ast.Index(name, key):
+                return f"{self.array(target, name)}[{self.s(key)}] = {value}"
+        raise TypeError(f"not a target: {target!r}")  # pragma: no cover
+
+    def statement(self, stmt: ast.Stmt, depth: int, in_loop: bool) -> None:
+        match stmt:
+            case ast.Assign(target, value):
+                self.guarded(stmt, depth, lambda d: self.emit(d, self.assign_code(target, self.v(value))))
+            case ast.MultiAssign():
+                self.guarded(stmt, depth, lambda d: self.multi_assign(stmt, d))
+            case ast.If():
+                self.if_stmt(stmt, depth, in_loop)
+            case ast.Switch():
+                self.switch(stmt, depth, in_loop)
+            case ast.Foreach(var, array, body):
+                arr = self.array(stmt, array)
+                local = self.fresh("_v")
+                self.emit(depth, f"for {local} in list({arr}):")
+                self.loop_vars.append({var: local})
+                self.block(body, depth + 1, in_loop=True)
+                self.loop_vars.pop()
+            case ast.Discard():
+                self.emit(depth, "return None")
+            case ast.Break():
+                self.emit(depth, "break" if in_loop else "return F")
+            case ast.Include():
+                source, module = self.r.includes[id(stmt)]
+                outer, self.source = self.source, source
+                self.block(module.body, depth, in_loop)
+                self.source = outer
+            case ast.Table() | ast.ArrayDecl():
+                pass
+            case ast.CallStmt(call):
+                self.guarded(stmt, depth, lambda d: self.call_stmt(call, d))
+
+    def multi_assign(self, stmt: ast.MultiAssign, depth: int) -> None:
+        call = stmt.value
+        if not (isinstance(call, ast.Call) and call.name == "lookup"):
+            raise self.error(stmt.value, "a multi-target assignment needs lookup(key, table)")
+        self.check_arity(call)
+        table = self.table(call.args[1])
+        rows, default = self.r.tables[table]
+        width = max(len(stmt.targets), self.r.table_width.get(table, 1))
+        padded = {k: v + ("",) * (width - len(v)) for k, v in rows.items()}
+        default_row = default + ("",) * (width - len(default))
+        tab = self.const("_M", (table, width), padded)
+        dflt = self.const("_D", (table, width), default_row)
+        tmp = self.fresh("_m")
+        self.emit(depth, f"{tmp} = {tab}.get({self.s(call.args[0])}, {dflt})")
+        for i, target in enumerate(stmt.targets):
+            self.emit(depth, self.assign_code(target, f"{tmp}[{i}]"))
+
+    def call_stmt(self, call: ast.Call, depth: int) -> None:
+        if self.check_arity(call) == "value":
+            self.emit(depth, self.expr(call)[0])
+            return
+        name, a = call.name, call.args
+        if name in ("log", "setlog"):
+            level_node = a[0]
+            level = (level_node.name if isinstance(level_node, ast.Name)
+                     else level_node.value if isinstance(level_node, ast.Str) else None)
+            if level is None or level.upper() not in LOG_LEVELS:
+                raise self.error(level_node, f"expected a log level ({', '.join(LOG_LEVELS)})")
+            if name == "log":
+                self.emit(depth, f"ctx.log({level.upper()!r}, {self.s(a[1])})")
+            else:
+                self.emit(depth, f"P['MessageLevel'] = A['MessageLevel'] = {level.lower()!r}")
+        elif name == "details":
+            if len(a) == 1 and isinstance(a[0], ast.AllTokens):
+                self.emit(depth, "_details(F, T)")
+                return
+            items = []
+            for arg in a:
+                if not isinstance(arg, ast.TokenRef):
+                    raise self.error(arg, "details() takes $* or $tokens")
+                items.append(f"{arg.name!r}: {self.s(arg)}")
+            self.emit(depth, f"_details(F, {{{', '.join(items)}}})")
+        elif name in ("remove", "update"):
+            if not isinstance(a[0], ast.FieldRef):
+                raise self.error(a[0], f"{name}() takes an @field")
+            if name == "remove":
+                self.emit(depth, f"F.pop({a[0].name!r}, None)")
+            else:
+                self.emit(depth, "pass")
+        else:
+            assert name == "clear"
+            if not isinstance(a[0], ast.Name):
+                raise self.error(a[0], "clear() takes an array name")
+            self.emit(depth, f"{self.array(a[0], a[0].name)}.clear()")
+
+    def if_stmt(self, stmt: ast.If, depth: int, in_loop: bool) -> None:
+        self.may_fail = False
+        conds = [self.expr(cond)[0] for cond, _ in stmt.branches]
+        if not self.may_fail:
+            for i, (code, (_, body)) in enumerate(zip(conds, stmt.branches, strict=True)):
+                self.emit(depth, f"{'if' if i == 0 else 'elif'} {code}:")
+                self.block(body, depth + 1, in_loop)
+            if stmt.orelse is not None:
+                self.emit(depth, "else:")
+                self.block(stmt.orelse, depth + 1, in_loop)
+            return
+        # A condition can fail: choose the branch first, so a failure skips the statement.
+        sel = self.fresh("_b")
+        pos = self.const("_P", (self.source, stmt.span.line, stmt.span.col),
+                         (self.source, stmt.span.line, stmt.span.col))
+        self.emit(depth, "try:")
+        for i, code in enumerate(conds):
+            self.emit(depth + 1, f"{'if' if i == 0 else 'elif'} {code}:")
+            self.emit(depth + 2, f"{sel} = {i + 1}")
+        self.emit(depth + 1, "else:")
+        self.emit(depth + 2, f"{sel} = {len(conds) + 1}")
+        self.emit(depth, "except Exception as _e:")
+        self.emit(depth + 1, f"_fail(ctx, _e, {pos})")
+        self.emit(depth + 1, f"{sel} = 0")
+        bodies = [body for _, body in stmt.branches]
+        if stmt.orelse is not None:
+            bodies.append(stmt.orelse)
+        for i, body in enumerate(bodies):
+            self.emit(depth, f"{'if' if i == 0 else 'elif'} {sel} == {i + 1}:")
+            self.block(body, depth + 1, in_loop)
+
+    def switch(self, stmt: ast.Switch, depth: int, in_loop: bool) -> None:
+        self.may_fail = False
+        subject = self.s(stmt.subject)
+        failing = self.may_fail
+        bodies = [case.body for case in stmt.cases] + [stmt.default or ()]
+        n = len(stmt.cases)
+        sel = self.fresh("_k")
+        if failing:
+            pos = self.const("_P", (self.source, stmt.span.line, stmt.span.col),
+                             (self.source, stmt.span.line, stmt.span.col))
+            self.emit(depth, "try:")
+            self.emit(depth + 1, f"{sel} = {subject}")
+            self.emit(depth, "except Exception as _e:")
+            self.emit(depth + 1, f"_fail(ctx, _e, {pos})")
+            self.emit(depth + 1, f"{sel} = None")
+            self.emit(depth, f"if {sel} is not None:")
+            depth += 1
+            subject = sel
+        if n <= _SWITCH_LINEAR:
+            if not failing:
+                self.emit(depth, f"{sel} = {subject}")
+            keyword = "if"
+            for case in stmt.cases:
+                test = " or ".join(f"{sel} == {str(lb.value)!r}" for lb in case.labels)
+                self.emit(depth, f"{keyword} {test}:")
+                self.block(case.body, depth + 1, in_loop)
+                keyword = "elif"
+            if stmt.default is not None:
+                if n:
+                    self.emit(depth, "else:")
+                    self.block(stmt.default, depth + 1, in_loop)
+                else:
+                    self.block(stmt.default, depth, in_loop)
+            return
+        index = {str(lb.value): i for i, case in enumerate(stmt.cases) for lb in case.labels}
+        table = self.const("_W", id(stmt), index)
+        self.emit(depth, f"{sel} = {table}.get({subject}, {n})")
+        self.dispatch(sel, bodies, 0, n, depth, in_loop)
+
+    def dispatch(self, sel: str, bodies: list[tuple[ast.Stmt, ...]], lo: int, hi: int,
+                 depth: int, in_loop: bool) -> None:
+        """Binary search over case indexes lo..hi: log2(n) comparisons per event."""
+        if lo == hi:
+            self.block(bodies[lo], depth, in_loop)
+            return
+        if hi - lo < 3:
+            for i in range(lo, hi + 1):
+                if i == hi:
+                    self.emit(depth, "else:")
+                else:
+                    self.emit(depth, f"{'if' if i == lo else 'elif'} {sel} == {i}:")
+                self.block(bodies[i], depth + 1, in_loop)
+            return
+        mid = (lo + hi + 1) // 2
+        self.emit(depth, f"if {sel} < {mid}:")
+        self.dispatch(sel, bodies, lo, mid - 1, depth + 1, in_loop)
+        self.emit(depth, "else:")
+        self.dispatch(sel, bodies, mid, hi, depth + 1, in_loop)

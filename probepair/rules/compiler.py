@@ -1,0 +1,273 @@
+"""Compiler: rules text -> Program (one generated Python function), once per load.
+
+PURE: file access for ``include`` and file lookup tables goes through an injected
+``read(path) -> str`` (the loader passes one that reads files), so this module itself
+never touches the file system.
+
+Steps: parse the main file; resolve includes (recursively, cycles rejected) and
+tables; infer which ``$tokens`` may hold non-strings (a fixed point over their
+assignments: everything else reads as a string, which keeps generated code direct);
+generate the function source (codegen.py) and ``compile()`` it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os.path
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from probepair.errors import RulesCompileError, RulesRuntimeError
+from probepair.rules import ast, functions as fn
+from probepair.rules.codegen import Codegen, Resolved
+from probepair.rules.parser import parse
+
+MAX_INCLUDE_DEPTH: Final = 16
+
+_BOOL_FUNCS: Final = frozenset({"match", "nmatch", "regmatch", "exists"})
+_NUM_FUNCS: Final = frozenset({"length", "split", "int", "real", "getdate", "datetotime"})
+
+
+@dataclass(slots=True)
+class RulesContext:
+    """What a running rules program may see and change outside the event.
+
+    ``props`` holds current property values (``%Name`` reads them); an assignment
+    ``%Name = v`` writes ``props`` and records ``assigned`` so the runtime can act on
+    it (``Mode`` switches the role). Clock and hostname are injected to keep runs
+    deterministic in tests.
+    """
+
+    props: dict[str, object]
+    assigned: dict[str, object]
+    log: Callable[[str, str], None]
+    on_error: Callable[[RulesRuntimeError], None]
+    wall_clock: Callable[[], float]
+    hostname: str
+
+
+class Program:
+    """A compiled rules file: call :meth:`run` once per event."""
+
+    __slots__ = ("_fn", "digest", "files", "includes", "python_source", "source", "statements",
+                 "tables")
+
+    def __init__(self, source: str, digest: str, fn_: Callable[..., dict[str, object] | None],
+                 python_source: str, statements: int, tables: int, includes: int,
+                 files: tuple[str, ...]) -> None:
+        self.source = source
+        self.digest = digest
+        self._fn = fn_
+        self.python_source = python_source
+        self.statements = statements
+        self.tables = tables
+        self.includes = includes
+        self.files = files  # included and table files read, for reload change checks
+
+    def run(self, tokens: dict[str, str], ctx: RulesContext,
+            fields: dict[str, object] | None = None) -> dict[str, object] | None:
+        """The alert fields for one event, or None when the rules discarded it.
+
+        ``fields`` pre-sets alert fields (as OMNIbus does for ProbeWatch self-events).
+        Runtime problems are reported through ``ctx.on_error``; this never raises.
+        """
+        try:
+            return self._fn(tokens, ctx, {} if fields is None else dict(fields))
+        except Exception as exc:  # a bug in generated code: report, never crash the probe
+            ctx.on_error(RulesRuntimeError(self.source, 0, 0, f"internal error: {exc!r}"))
+            return None
+
+    def __repr__(self) -> str:
+        return f"<Program {self.source!r} {self.digest[:12]}>"
+
+
+# -- runtime helpers bound into the generated code's namespace ------------------------
+
+
+def _fail(ctx: RulesContext, exc: Exception, pos: tuple[str, int, int]) -> None:
+    message = exc.message if isinstance(exc, fn.Fail) else f"{type(exc).__name__}: {exc}"
+    ctx.on_error(RulesRuntimeError(pos[0], pos[1], pos[2], message))
+
+
+def _details(fields: dict[str, object], items: dict[str, object]) -> None:
+    current = fields.get("Details")
+    merged = dict(current) if isinstance(current, dict) else {}
+    merged.update((k, str(v)) for k, v in items.items())
+    fields["Details"] = merged
+
+
+def _getdate(ctx: RulesContext) -> int:
+    return int(ctx.wall_clock())
+
+
+_NAMESPACE: Final[dict[str, object]] = {
+    "_str": str, "_jpath": fn.json_path, "_getdate": _getdate, "_neg": fn.neg,
+    "_add": fn.add, "_sub": fn.sub, "_mul": fn.mul, "_div": fn.div, "_mod": fn.mod,
+    "_eq": fn.eq, "_ne": fn.ne, "_lt": fn.lt, "_le": fn.le, "_gt": fn.gt, "_ge": fn.ge,
+    "_extract": fn.extract, "_regreplace": fn.regreplace, "_dynre": fn.dynamic_regex,
+    "_substr": fn.substr, "_split": fn.split, "_atoi": fn.atoi, "_atof": fn.atof,
+    "_datetotime": fn.datetotime, "_timetodate": fn.timetodate, "_md5": fn.md5,
+    "_nvp_add": fn.nvp_add, "_nvp_all": fn.nvp_all, "_details": _details, "_fail": _fail,
+}
+
+
+# -- front end: includes, tables, arrays ----------------------------------------------
+
+
+class _FrontEnd:
+    def __init__(self, read: Callable[[str], str] | None) -> None:
+        self.read = read
+        self.tables: dict[str, tuple[dict[str, tuple[str, ...]], tuple[str, ...]]] = {}
+        self.table_at: dict[str, str] = {}
+        self.arrays: set[str] = set()
+        self.includes: dict[int, tuple[str, ast.Module]] = {}
+        self.hash = hashlib.sha256()
+        self.files: list[str] = []
+        self.statements = 0
+        self.assignments: list[tuple[str, ast.Expr | None]] = []  # $token <- expr (None: str)
+
+    def add_text(self, name: str, text: str) -> None:
+        self.hash.update(name.encode("utf-8", "surrogatepass") + b"\0")
+        self.hash.update(text.encode("utf-8", "surrogatepass") + b"\0")
+
+    def fetch(self, source: str, node: ast.Include | ast.Table, path: str, where: str) -> tuple[str, str]:
+        full = os.path.normpath(os.path.join(where, path))
+        if self.read is None:
+            raise RulesCompileError(source, node.span.line, node.span.col,
+                                    f"cannot read {path!r}: no file access here (use load_rules)")
+        try:
+            text = self.read(full)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise RulesCompileError(source, node.span.line, node.span.col,
+                                    f"cannot read {full!r}: {reason}") from None
+        self.files.append(full)
+        self.add_text(full, text)
+        return full, text
+
+    def walk(self, body: tuple[ast.Stmt, ...], source: str, where: str, stack: list[str]) -> None:
+        for stmt in body:
+            self.statements += 1
+            match stmt:
+                case ast.Include(path):
+                    full, text = self.fetch(source, stmt, path, where)
+                    if full in stack or len(stack) > MAX_INCLUDE_DEPTH:
+                        chain = " -> ".join([*stack, full])
+                        raise RulesCompileError(source, stmt.span.line, stmt.span.col,
+                                                f"include cycle or too deep: {chain}")
+                    module = parse(text, full)
+                    self.includes[id(stmt)] = (full, module)
+                    self.walk(module.body, full, os.path.dirname(full), [*stack, full])
+                case ast.Table():
+                    self.table(stmt, source, where)
+                case ast.ArrayDecl(name):
+                    self.arrays.add(name)
+                case ast.If(branches, orelse):
+                    for _, branch in branches:
+                        self.walk(branch, source, where, stack)
+                    self.walk(orelse or (), source, where, stack)
+                case ast.Switch(_, cases, default):
+                    for case in cases:
+                        self.walk(case.body, source, where, stack)
+                    self.walk(default or (), source, where, stack)
+                case ast.Foreach(_, _, loop_body):
+                    self.walk(loop_body, source, where, stack)
+                case ast.Assign(ast.TokenRef(name), value):
+                    self.assignments.append((name, value))
+                case ast.Assign(ast.TokenPath(path)):
+                    self.assignments.append((path, None))
+                case ast.MultiAssign(targets):
+                    self.assignments.extend(
+                        (t.name, None) for t in targets if isinstance(t, ast.TokenRef)
+                    )
+
+    def table(self, stmt: ast.Table, source: str, where: str) -> None:
+        if stmt.name in self.tables:
+            raise RulesCompileError(source, stmt.span.line, stmt.span.col,
+                                    f"table {stmt.name!r} already defined at {self.table_at[stmt.name]}")
+        rows: dict[str, tuple[str, ...]] = {}
+        if stmt.path is not None:
+            _, text = self.fetch(source, stmt, stmt.path, where)
+            for line in text.splitlines():
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                key, *values = line.split("\t")
+                rows.setdefault(key, tuple(values) or ("",))
+        else:
+            for row in stmt.rows or ():
+                rows.setdefault(row[0], row[1:] or ("",))
+        self.tables[stmt.name] = (rows, stmt.default or ("",))
+        self.table_at[stmt.name] = f"{source}:{stmt.span.line}:{stmt.span.col}"
+
+
+def _type(node: ast.Expr, nonstr: set[str]) -> str:
+    """Static type, enough to know which $tokens may hold non-strings."""
+    match node:
+        case ast.Str() | ast.Name():
+            return "str"
+        case ast.Num():
+            return "num"
+        case ast.TokenRef(name):
+            return "any" if name in nonstr else "str"
+        case ast.Call(name):
+            if name in _BOOL_FUNCS:
+                return "bool"
+            return "num" if name in _NUM_FUNCS else "str"
+        case ast.Unary(op):
+            return "bool" if op == "!" else "num"
+        case ast.Binary(op, left, right):
+            if op == "+":
+                lt, rt = _type(left, nonstr), _type(right, nonstr)
+                if "str" in (lt, rt):
+                    return "str"
+                return "num" if lt == rt == "num" else "any"
+            return "num" if op in "-*/%" else "bool"
+    return "any"
+
+
+def compile_rules(text: str, *, source: str = "<rules>", base_dir: str | None = None,
+                  read: Callable[[str], str] | None = None) -> Program:
+    """Compile rules text; ``read`` loads include and table files (None: none allowed).
+
+    Raises:
+        RulesSyntaxError: the text (or an included file) does not parse.
+        RulesCompileError: unknown function/table/array, wrong arity, bad regex,
+            unreadable include or table file.
+    """
+    module = parse(text, source)
+    front = _FrontEnd(read)
+    front.add_text(source, text)
+    if base_dir is None:
+        base_dir = os.path.dirname(source) if source and not source.startswith("<") else "."
+    front.walk(module.body, source, base_dir, [source])
+    nonstr: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, value in front.assignments:
+            if name not in nonstr and value is not None and _type(value, nonstr) != "str":
+                nonstr.add(name)
+                changed = True
+    widths = {name: max((len(v) for v in rows.values()), default=1)
+              for name, (rows, _) in front.tables.items()}
+    resolved = Resolved(front.tables, front.arrays, front.includes, nonstr, widths)
+    gen = Codegen(resolved)
+    try:
+        body = gen.generate(module.body, source)
+    except RecursionError:
+        raise RulesCompileError(source, 1, 1, "rules nest too deeply to compile") from None
+    prologue = ["def _rules(T, ctx, F):"]
+    if any(True for _ in front.assignments):
+        prologue.append("    T = dict(T)")
+    prologue += ["    Tg = T.get", "    Fg = F.get", "    P = ctx.props", "    A = ctx.assigned"]
+    python_source = "\n".join([*prologue, body, "    return F", ""])
+    namespace = dict(_NAMESPACE)
+    namespace.update(gen.consts)
+    try:
+        code = compile(python_source, f"<rules {source}>", "exec")
+    except (SyntaxError, RecursionError, MemoryError, ValueError, OverflowError) as exc:
+        raise RulesCompileError(source, 1, 1, f"rules nest too deeply to compile ({exc})") from None
+    exec(code, namespace)  # noqa: S102 - our own generated code, names are constants
+    return Program(source, front.hash.hexdigest(), namespace["_rules"], python_source,  # type: ignore[arg-type]
+                   front.statements, len(front.tables), len(front.includes), tuple(front.files))
