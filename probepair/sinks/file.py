@@ -44,6 +44,9 @@ class FileSink:
             raise SinkError(self.name, f"cannot open: {exc.strerror}") from None
 
     async def deliver(self, items: list[Item]) -> list[bytes]:
+        if not items:
+            await trio.lowlevel.checkpoint()
+            return []  # b"\n".join([]) + b"\n" would write an empty line
         if self._fd is None:
             await self.open()
         assert self._fd is not None
@@ -75,6 +78,9 @@ class StdoutSink:
         pass
 
     async def deliver(self, items: list[Item]) -> list[bytes]:
+        if not items:
+            await trio.lowlevel.checkpoint()
+            return []  # b"\n".join([]) + b"\n" would write an empty line
         data = b"\n".join([payload for _, payload in items]) + b"\n"
         try:
             sys.stdout.flush()

@@ -26,17 +26,20 @@ MAX_POST = 1000  # alerts per request, to keep bodies around 0.5 MB
 
 
 class HttpSink:
-    def __init__(self, props: Props) -> None:
+    def __init__(self, props: Props, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """``transport`` replaces the network (tests pass an ``httpx.MockTransport``)."""
         if not props.SinkUrl:
             raise SinkError("http", "SinkType 'http' needs SinkUrl")
         self.url = props.SinkUrl
         self.name = f"http:{self.url}"
         self._client: httpx.AsyncClient | None = None
+        self._transport = transport
 
     async def open(self) -> None:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=REQUEST_TIMEOUT,
+                transport=self._transport,
                 headers={"User-Agent": f"probepair/{__version__}"},
             )
 

@@ -44,6 +44,7 @@ class SinkRunner:
         self._metrics = metrics
         self._on_delivered = on_delivered
         self._backoff = BACKOFF_FIRST
+        self._retry_at = -float("inf")  # trio time of the next attempt after a failure
         self._logged_down = False
 
     async def run(self, recv: trio.MemoryReceiveChannel[list[Item]]) -> None:
@@ -55,7 +56,9 @@ class SinkRunner:
         async with recv:
             while True:
                 if self.spool is not None and self.spool.pending:
-                    with trio.move_on_after(self._backoff):
+                    # A deadline, not a delay: alerts arriving meanwhile must not
+                    # postpone the replay (a steady feed would starve it forever).
+                    with trio.move_on_at(self._retry_at):
                         items = await self._next(recv)
                         if items is None:
                             break
@@ -70,7 +73,7 @@ class SinkRunner:
         with trio.move_on_after(CLOSE_GRACE, shield=True):
             while self.spool is not None and self.spool.pending:
                 if not await self._replay():
-                    await trio.sleep(min(self._backoff, 1.0))
+                    await trio.sleep_until(min(self._retry_at, trio.current_time() + 1.0))
         if self.spool is not None and self.spool.pending:
             logger.warning("%s: %d bytes left in spool %s; replayed at next start",
                            self.sink.name, self.spool.backlog_bytes, self.spool.path)
@@ -111,6 +114,8 @@ class SinkRunner:
         if not self._logged_down:
             logger.error("%s; %s", exc, "spooling" if self.spool is not None else "retrying")
             self._logged_down = True
+        # The first retry comes BACKOFF_FIRST after the first failure, then doubles.
+        self._retry_at = trio.current_time() + self._backoff
         self._backoff = min(self._backoff * 2, BACKOFF_MAX)
 
     def _spool(self, items: list[Item]) -> None:
@@ -123,7 +128,7 @@ class SinkRunner:
             if self.spool is not None:
                 self._spool(items)
                 return
-            await trio.sleep(self._backoff)
+            await trio.sleep_until(self._retry_at)
 
     async def _replay(self) -> bool:
         """Deliver spooled records until the spool is empty or the sink fails."""

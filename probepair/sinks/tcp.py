@@ -41,6 +41,9 @@ class TcpSink:
             raise SinkError(self.name, f"cannot connect: {exc}") from None
 
     async def deliver(self, items: list[Item]) -> list[bytes]:
+        if not items:
+            await trio.lowlevel.checkpoint()
+            return []  # b"\n".join([]) + b"\n" would write an empty line
         if self._stream is None:
             await self.open()
         assert self._stream is not None
