@@ -99,12 +99,23 @@ class FileFeed:
                     for i in range(0, len(batch), MAX_BATCH):
                         await send.send(batch[i : i + MAX_BATCH])
                     continue
-                cur = await self._after_idle(cur)
+                cur = await self._after_idle(cur, send)
         finally:
             if cur is not None:
                 os.close(cur.fd)
 
-    async def _after_idle(self, cur: _Follow) -> _Follow | None:
+    def _finish(self, cur: _Follow) -> Batch:
+        """The unterminated last line of a rotated-away generation, as a record."""
+        start, line = cur.offset, cur.partial.rstrip(b"\r")
+        cur.offset, cur.partial = cur.offset + len(cur.partial), b""
+        if not line:
+            return []
+        key = self._keys.key(b"%d:" % start + line, trio.current_time())
+        return [Event(line, key, self._wall_clock())]
+
+    async def _after_idle(
+        self, cur: _Follow, send: trio.MemorySendChannel[Batch]
+    ) -> _Follow | None:
         """Sleep a poll interval, then handle rotation or truncation."""
         await trio.sleep(POLL_INTERVAL)
         try:
@@ -114,6 +125,13 @@ class FileFeed:
         if st.st_ino != cur.ino:
             if os.fstat(cur.fd).st_size > cur.offset + len(cur.partial):
                 return cur  # the old generation still has unread lines
+            if cur.partial:
+                # tail -F prints the old file's last line even without a newline. Keep
+                # the old generation one more round in case the writer still appends.
+                batch = self._finish(cur)
+                if batch:
+                    await send.send(batch)
+                return cur
             os.close(cur.fd)
             return self._open(at_end=False)
         if st.st_size < cur.offset:
