@@ -290,7 +290,8 @@ def test_dumpprops_round_trip(tmp_path: Path) -> None:
 text_values = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     secret=text_values | st.sampled_from(["'", "''", '"', "a'b", "yes", "1", "~", "# x", " pad "]),
     name=text_values,

@@ -74,7 +74,7 @@ def test_restart_replays_from_the_committed_position(path: str) -> None:
     items = [item(i) for i in range(5)]
     spool = Spool(path)
     spool.append(items)
-    got, _ = spool.peek()
+    assert spool.peek() == (items, 5 * 32)
     spool.commit(2 * 32)  # two records delivered, then the probe is killed
     spool.close()
 
