@@ -11,6 +11,8 @@ Value semantics follow OMNIbus: tokens are strings; ``+`` concatenates when eith
 side is a string and adds otherwise; ``- * / %`` need numbers and treat numeric
 strings as numbers (``"abc" - 1`` is a runtime error); ``int()``/``real()`` read the
 leading number like C's atoi/atof, so ``int("abc")`` is 0 and ``int("12ab")`` 12.
+Comparisons: two strings compare as strings; a number against a numeric string
+compares as numbers (``$SyslogSeverity < 3`` does what it says).
 """
 
 from __future__ import annotations
@@ -222,7 +224,10 @@ def neg(a: object) -> int | float:
 
 
 def _pair(a: object, b: object) -> tuple[object, object]:
-    """Compare numerically when both sides are numbers, else as strings."""
+    """Two strings compare as strings ("9" > "10"); with a number on either side,
+    compare numerically if the other side reads as a number, else as strings."""
+    if isinstance(a, str) and isinstance(b, str):
+        return a, b
     x, y = number(a), number(b)
     if x is not None and y is not None:
         return x, y
