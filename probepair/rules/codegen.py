@@ -506,7 +506,10 @@ class Codegen:
                 else:
                     self.block(stmt.default, depth, in_loop)
             return
-        index = {str(lb.value): i for i, case in enumerate(stmt.cases) for lb in case.labels}
+        index: dict[str, int] = {}
+        for i, case in enumerate(stmt.cases):  # a repeated label: the first case wins,
+            for lb in case.labels:  # as in the stock syslogd rules' two "automount" cases
+                index.setdefault(str(lb.value), i)
         table = self.const("_W", id(stmt), index)
         self.emit(depth, f"{sel} = {table}.get({subject}, {n})")
         self.dispatch(sel, bodies, 0, n, depth, in_loop)

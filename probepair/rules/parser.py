@@ -279,7 +279,6 @@ class Parser:
         self.enter(open_tok)
         cases: list[ast.Case] = []
         default: tuple[ast.Stmt, ...] | None = None
-        seen: set[str] = set()
         while not self.is_op("}"):
             tok = self.peek()
             if self.is_word("case"):
@@ -288,11 +287,6 @@ class Parser:
                 while self.is_op("|"):
                     self.advance()
                     labels.append(self.parse_case_label())
-                for label in labels:
-                    key = str(label.value)
-                    if key in seen:
-                        raise self.error(tok, f"duplicate case label {key!r}")
-                    seen.add(key)
                 self.expect_op(":", "after the case label")
                 body = self.parse_statements(("case", "default"))
                 cases.append(ast.Case(tuple(labels), tuple(body), _span(tok, self.prev())))
