@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from probepair.alerts import serialise  # noqa: E402
-from probepair.events import key_of  # noqa: E402
-from probepair.formats import tokenise  # noqa: E402
-from probepair.rules import RulesContext, load_rules  # noqa: E402
+from probepair.alerts import serialise
+from probepair.events import key_of
+from probepair.formats import tokenise
+from probepair.rules import RulesContext, load_rules
 
 LINES = [
     b"<38>Nov 22 04:04:33 web1 sshd[2211]: Failed password for invalid user admin from 203.0.113.9 port 52144 ssh2",
@@ -40,8 +40,12 @@ LINES = [
 
 def _ctx() -> RulesContext:
     return RulesContext(
-        props={"Manager": "syslogd"}, assigned={}, log=lambda level, msg: None,
-        on_error=lambda exc: None, wall_clock=lambda: 1_700_000_000.0, hostname="bench",
+        props={"Manager": "syslogd"},
+        assigned={},
+        log=lambda level, msg: None,
+        on_error=lambda exc: None,
+        wall_clock=lambda: 1_700_000_000.0,
+        hostname="bench",
     )
 
 
@@ -52,7 +56,9 @@ def _rate(label: str, n: int, seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--rules", default=str(Path(__file__).resolve().parent.parent / "rules/syslog.rules"))
+    parser.add_argument(
+        "--rules", default=str(Path(__file__).resolve().parent.parent / "rules/syslog.rules")
+    )
     args = parser.parse_args()
     program = load_rules(args.rules)
     ctx = _ctx()
@@ -61,8 +67,10 @@ def main() -> None:
     raws = [LINES[i % len(LINES)] for i in range(n)]
     tokens = [tokenise("syslog", raw) for raw in LINES]
     token_list = [tokens[i % len(tokens)] for i in range(n)]
-    print(f"rules file: {args.rules} ({program.statements} statements), {n:,} events, "
-          f"Python {sys.version.split()[0]}")
+    print(
+        f"rules file: {args.rules} ({program.statements} statements), {n:,} events, "
+        f"Python {sys.version.split()[0]}"
+    )
 
     for _ in range(3):  # warm up
         for t in tokens:

@@ -25,29 +25,25 @@ class Span:
 NOWHERE = Span(0, 0, 0, 0)
 
 
-def _span() -> Span:
-    return field(default=NOWHERE, compare=False, repr=False)  # type: ignore[return-value]
-
-
 # Expressions -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Str:
     value: str
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Num:
     value: int | float
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Bool:
     value: bool
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +51,7 @@ class TokenRef:
     """``$name``: an input token or a local variable."""
 
     name: str
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,26 +59,26 @@ class TokenPath:
     """``$(a.b)``: a dotted path into JSON-valued tokens."""
 
     path: str
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class AllTokens:
     """``$*``: every token (only as an argument of details() and nvp_add())."""
 
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class FieldRef:
     name: str
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class PropRef:
     name: str
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +86,7 @@ class Name:
     """A bare word: array, table, loop variable, log level, ``getdate``."""
 
     name: str
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,21 +95,21 @@ class Index:
 
     name: str
     key: Expr
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
     name: str
     args: tuple[Expr, ...]
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Unary:
     op: str  # "-" or "!"
     operand: Expr
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +117,23 @@ class Binary:
     op: str  # + - * / % == != < > <= >= && ||
     left: Expr
     right: Expr
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 Expr: TypeAlias = (
-    Str | Num | Bool | TokenRef | TokenPath | AllTokens | FieldRef | PropRef | Name | Index
-    | Call | Unary | Binary
+    Str
+    | Num
+    | Bool
+    | TokenRef
+    | TokenPath
+    | AllTokens
+    | FieldRef
+    | PropRef
+    | Name
+    | Index
+    | Call
+    | Unary
+    | Binary
 )
 Target: TypeAlias = TokenRef | TokenPath | FieldRef | PropRef | Index
 
@@ -137,7 +144,7 @@ Target: TypeAlias = TokenRef | TokenPath | FieldRef | PropRef | Index
 class Assign:
     target: Target
     value: Expr
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,21 +153,21 @@ class MultiAssign:
 
     targets: tuple[Target, ...]
     value: Expr
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class If:
     branches: tuple[tuple[Expr, tuple[Stmt, ...]], ...]  # if / else if ...
     orelse: tuple[Stmt, ...] | None
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Case:
     labels: tuple[Str | Num, ...]
     body: tuple[Stmt, ...]
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +175,7 @@ class Switch:
     subject: Expr
     cases: tuple[Case, ...]
     default: tuple[Stmt, ...] | None
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,23 +183,23 @@ class Foreach:
     var: str
     array: str
     body: tuple[Stmt, ...]
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Discard:
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Break:
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Include:
     path: str
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,13 +210,13 @@ class Table:
     rows: tuple[tuple[str, ...], ...] | None
     path: str | None
     default: tuple[str, ...] | None
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class ArrayDecl:
     name: str
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,12 +224,21 @@ class CallStmt:
     """A function used as a statement: log, details, remove, update, setlog, ..."""
 
     call: Call
-    span: Span = _span()
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 Stmt: TypeAlias = (
-    Assign | MultiAssign | If | Switch | Foreach | Discard | Break | Include | Table
-    | ArrayDecl | CallStmt
+    Assign
+    | MultiAssign
+    | If
+    | Switch
+    | Foreach
+    | Discard
+    | Break
+    | Include
+    | Table
+    | ArrayDecl
+    | CallStmt
 )
 
 

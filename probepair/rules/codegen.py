@@ -219,7 +219,9 @@ class Codegen:
             try:
                 compiled = compile_regex(node.value)
             except ValueError as exc:
-                raise self.error(node, f"invalid regular expression {node.value!r}: {exc}") from None
+                raise self.error(
+                    node, f"invalid regular expression {node.value!r}: {exc}"
+                ) from None
             return self.const("_R", node.value, compiled)
         self.may_fail = True
         return f"_dynre({self.s(node)})"
@@ -336,8 +338,11 @@ class Codegen:
         del self.lines[mark:]
         self.emit(depth, "try:")
         self.lines.extend("    " + line for line in body)
-        pos = self.const("_P", (self.source, stmt.span.line, stmt.span.col),
-                         (self.source, stmt.span.line, stmt.span.col))
+        pos = self.const(
+            "_P",
+            (self.source, stmt.span.line, stmt.span.col),
+            (self.source, stmt.span.line, stmt.span.col),
+        )
         self.emit(depth, "except Exception as _e:")
         self.emit(depth + 1, f"_fail(ctx, _e, {pos})")
 
@@ -358,7 +363,9 @@ class Codegen:
     def statement(self, stmt: ast.Stmt, depth: int, in_loop: bool) -> None:
         match stmt:
             case ast.Assign(target, value):
-                self.guarded(stmt, depth, lambda d: self.emit(d, self.assign_code(target, self.v(value))))
+                self.guarded(
+                    stmt, depth, lambda d: self.emit(d, self.assign_code(target, self.v(value)))
+                )
             case ast.MultiAssign():
                 self.guarded(stmt, depth, lambda d: self.multi_assign(stmt, d))
             case ast.If():
@@ -410,8 +417,13 @@ class Codegen:
         name, a = call.name, call.args
         if name in ("log", "setlog"):
             level_node = a[0]
-            level = (level_node.name if isinstance(level_node, ast.Name)
-                     else level_node.value if isinstance(level_node, ast.Str) else None)
+            level = (
+                level_node.name
+                if isinstance(level_node, ast.Name)
+                else level_node.value
+                if isinstance(level_node, ast.Str)
+                else None
+            )
             if level is None or level.upper() not in LOG_LEVELS:
                 raise self.error(level_node, f"expected a log level ({', '.join(LOG_LEVELS)})")
             if name == "log":
@@ -454,8 +466,11 @@ class Codegen:
             return
         # A condition can fail: choose the branch first, so a failure skips the statement.
         sel = self.fresh("_b")
-        pos = self.const("_P", (self.source, stmt.span.line, stmt.span.col),
-                         (self.source, stmt.span.line, stmt.span.col))
+        pos = self.const(
+            "_P",
+            (self.source, stmt.span.line, stmt.span.col),
+            (self.source, stmt.span.line, stmt.span.col),
+        )
         self.emit(depth, "try:")
         for i, code in enumerate(conds):
             self.emit(depth + 1, f"{'if' if i == 0 else 'elif'} {code}:")
@@ -480,8 +495,11 @@ class Codegen:
         n = len(stmt.cases)
         sel = self.fresh("_k")
         if failing:
-            pos = self.const("_P", (self.source, stmt.span.line, stmt.span.col),
-                             (self.source, stmt.span.line, stmt.span.col))
+            pos = self.const(
+                "_P",
+                (self.source, stmt.span.line, stmt.span.col),
+                (self.source, stmt.span.line, stmt.span.col),
+            )
             self.emit(depth, "try:")
             self.emit(depth + 1, f"{sel} = {subject}")
             self.emit(depth, "except Exception as _e:")
@@ -514,8 +532,15 @@ class Codegen:
         self.emit(depth, f"{sel} = {table}.get({subject}, {n})")
         self.dispatch(sel, bodies, 0, n, depth, in_loop)
 
-    def dispatch(self, sel: str, bodies: list[tuple[ast.Stmt, ...]], lo: int, hi: int,
-                 depth: int, in_loop: bool) -> None:
+    def dispatch(
+        self,
+        sel: str,
+        bodies: list[tuple[ast.Stmt, ...]],
+        lo: int,
+        hi: int,
+        depth: int,
+        in_loop: bool,
+    ) -> None:
         """Binary search over case indexes lo..hi: log2(n) comparisons per event."""
         if lo == hi:
             self.block(bodies[lo], depth, in_loop)

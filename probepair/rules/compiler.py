@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from probepair.errors import RulesCompileError, RulesRuntimeError
-from probepair.rules import ast, functions as fn
+from probepair.rules import ast
+from probepair.rules import functions as fn
 from probepair.rules.codegen import Codegen, Resolved
 from probepair.rules.parser import parse
 
@@ -50,12 +51,28 @@ class RulesContext:
 class Program:
     """A compiled rules file: call :meth:`run` once per event."""
 
-    __slots__ = ("_fn", "digest", "files", "includes", "python_source", "source", "statements",
-                 "tables")
+    __slots__ = (
+        "_fn",
+        "digest",
+        "files",
+        "includes",
+        "python_source",
+        "source",
+        "statements",
+        "tables",
+    )
 
-    def __init__(self, source: str, digest: str, fn_: Callable[..., dict[str, object] | None],
-                 python_source: str, statements: int, tables: int, includes: int,
-                 files: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        source: str,
+        digest: str,
+        fn_: Callable[..., dict[str, object] | None],
+        python_source: str,
+        statements: int,
+        tables: int,
+        includes: int,
+        files: tuple[str, ...],
+    ) -> None:
         self.source = source
         self.digest = digest
         self._fn = fn_
@@ -65,8 +82,9 @@ class Program:
         self.includes = includes
         self.files = files  # included and table files read, for reload change checks
 
-    def run(self, tokens: dict[str, str], ctx: RulesContext,
-            fields: dict[str, object] | None = None) -> dict[str, object] | None:
+    def run(
+        self, tokens: dict[str, str], ctx: RulesContext, fields: dict[str, object] | None = None
+    ) -> dict[str, object] | None:
         """The alert fields for one event, or None when the rules discarded it.
 
         ``fields`` pre-sets alert fields (as OMNIbus does for ProbeWatch self-events).
@@ -74,7 +92,7 @@ class Program:
         """
         try:
             return self._fn(tokens, ctx, {} if fields is None else dict(fields))
-        except Exception as exc:  # a bug in generated code: report, never crash the probe
+        except Exception as exc:  # noqa: BLE001 - a bug in generated code must not crash the probe
             ctx.on_error(RulesRuntimeError(self.source, 0, 0, f"internal error: {exc!r}"))
             return None
 
@@ -102,13 +120,35 @@ def _getdate(ctx: RulesContext) -> int:
 
 
 _NAMESPACE: Final[dict[str, object]] = {
-    "_str": str, "_jpath": fn.json_path, "_getdate": _getdate, "_neg": fn.neg,
-    "_add": fn.add, "_sub": fn.sub, "_mul": fn.mul, "_div": fn.div, "_mod": fn.mod,
-    "_eq": fn.eq, "_ne": fn.ne, "_lt": fn.lt, "_le": fn.le, "_gt": fn.gt, "_ge": fn.ge,
-    "_extract": fn.extract, "_regreplace": fn.regreplace, "_dynre": fn.dynamic_regex,
-    "_substr": fn.substr, "_split": fn.split, "_atoi": fn.atoi, "_atof": fn.atof,
-    "_datetotime": fn.datetotime, "_timetodate": fn.timetodate, "_md5": fn.md5,
-    "_nvp_add": fn.nvp_add, "_nvp_all": fn.nvp_all, "_details": _details, "_fail": _fail,
+    "_str": str,
+    "_jpath": fn.json_path,
+    "_getdate": _getdate,
+    "_neg": fn.neg,
+    "_add": fn.add,
+    "_sub": fn.sub,
+    "_mul": fn.mul,
+    "_div": fn.div,
+    "_mod": fn.mod,
+    "_eq": fn.eq,
+    "_ne": fn.ne,
+    "_lt": fn.lt,
+    "_le": fn.le,
+    "_gt": fn.gt,
+    "_ge": fn.ge,
+    "_extract": fn.extract,
+    "_regreplace": fn.regreplace,
+    "_dynre": fn.dynamic_regex,
+    "_substr": fn.substr,
+    "_split": fn.split,
+    "_atoi": fn.atoi,
+    "_atof": fn.atof,
+    "_datetotime": fn.datetotime,
+    "_timetodate": fn.timetodate,
+    "_md5": fn.md5,
+    "_nvp_add": fn.nvp_add,
+    "_nvp_all": fn.nvp_all,
+    "_details": _details,
+    "_fail": _fail,
 }
 
 
@@ -131,17 +171,24 @@ class _FrontEnd:
         self.hash.update(name.encode("utf-8", "surrogatepass") + b"\0")
         self.hash.update(text.encode("utf-8", "surrogatepass") + b"\0")
 
-    def fetch(self, source: str, node: ast.Include | ast.Table, path: str, where: str) -> tuple[str, str]:
+    def fetch(
+        self, source: str, node: ast.Include | ast.Table, path: str, where: str
+    ) -> tuple[str, str]:
         full = os.path.normpath(os.path.join(where, path))
         if self.read is None:
-            raise RulesCompileError(source, node.span.line, node.span.col,
-                                    f"cannot read {path!r}: no file access here (use load_rules)")
+            raise RulesCompileError(
+                source,
+                node.span.line,
+                node.span.col,
+                f"cannot read {path!r}: no file access here (use load_rules)",
+            )
         try:
             text = self.read(full)
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise RulesCompileError(source, node.span.line, node.span.col,
-                                    f"cannot read {full!r}: {reason}") from None
+            raise RulesCompileError(
+                source, node.span.line, node.span.col, f"cannot read {full!r}: {reason}"
+            ) from None
         self.files.append(full)
         self.add_text(full, text)
         return full, text
@@ -154,8 +201,12 @@ class _FrontEnd:
                     full, text = self.fetch(source, stmt, path, where)
                     if full in stack or len(stack) > MAX_INCLUDE_DEPTH:
                         chain = " -> ".join([*stack, full])
-                        raise RulesCompileError(source, stmt.span.line, stmt.span.col,
-                                                f"include cycle or too deep: {chain}")
+                        raise RulesCompileError(
+                            source,
+                            stmt.span.line,
+                            stmt.span.col,
+                            f"include cycle or too deep: {chain}",
+                        )
                     module = parse(text, full)
                     self.includes[id(stmt)] = (full, module)
                     self.walk(module.body, full, os.path.dirname(full), [*stack, full])
@@ -184,8 +235,12 @@ class _FrontEnd:
 
     def table(self, stmt: ast.Table, source: str, where: str) -> None:
         if stmt.name in self.tables:
-            raise RulesCompileError(source, stmt.span.line, stmt.span.col,
-                                    f"table {stmt.name!r} already defined at {self.table_at[stmt.name]}")
+            raise RulesCompileError(
+                source,
+                stmt.span.line,
+                stmt.span.col,
+                f"table {stmt.name!r} already defined at {self.table_at[stmt.name]}",
+            )
         rows: dict[str, tuple[str, ...]] = {}
         if stmt.path is not None:
             _, text = self.fetch(source, stmt, stmt.path, where)
@@ -226,8 +281,13 @@ def _type(node: ast.Expr, nonstr: set[str]) -> str:
     return "any"
 
 
-def compile_rules(text: str, *, source: str = "<rules>", base_dir: str | None = None,
-                  read: Callable[[str], str] | None = None) -> Program:
+def compile_rules(
+    text: str,
+    *,
+    source: str = "<rules>",
+    base_dir: str | None = None,
+    read: Callable[[str], str] | None = None,
+) -> Program:
     """Compile rules text; ``read`` loads include and table files (None: none allowed).
 
     Raises:
@@ -249,8 +309,10 @@ def compile_rules(text: str, *, source: str = "<rules>", base_dir: str | None = 
             if name not in nonstr and value is not None and _type(value, nonstr) != "str":
                 nonstr.add(name)
                 changed = True
-    widths = {name: max((len(v) for v in rows.values()), default=1)
-              for name, (rows, _) in front.tables.items()}
+    widths = {
+        name: max((len(v) for v in rows.values()), default=1)
+        for name, (rows, _) in front.tables.items()
+    }
     resolved = Resolved(front.tables, front.arrays, front.includes, nonstr, widths)
     gen = Codegen(resolved)
     try:
@@ -269,5 +331,13 @@ def compile_rules(text: str, *, source: str = "<rules>", base_dir: str | None = 
     except (SyntaxError, RecursionError, MemoryError, ValueError, OverflowError) as exc:
         raise RulesCompileError(source, 1, 1, f"rules nest too deeply to compile ({exc})") from None
     exec(code, namespace)  # noqa: S102 - our own generated code, names are constants
-    return Program(source, front.hash.hexdigest(), namespace["_rules"], python_source,  # type: ignore[arg-type]
-                   front.statements, len(front.tables), len(front.includes), tuple(front.files))
+    return Program(
+        source,
+        front.hash.hexdigest(),
+        namespace["_rules"],
+        python_source,  # type: ignore[arg-type]
+        front.statements,
+        len(front.tables),
+        len(front.includes),
+        tuple(front.files),
+    )

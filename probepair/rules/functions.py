@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -81,10 +82,19 @@ class Fail(Exception):
 # -- regular expressions ---------------------------------------------------------------
 
 _POSIX_CLASSES: Final = {
-    "[:alpha:]": "a-zA-Z", "[:digit:]": "0-9", "[:alnum:]": "a-zA-Z0-9",
-    "[:upper:]": "A-Z", "[:lower:]": "a-z", "[:space:]": r"\s", "[:blank:]": r" \t",
-    "[:punct:]": r"!-/:-@\[-`{-~", "[:xdigit:]": "0-9A-Fa-f", "[:cntrl:]": r"\x00-\x1f",
-    "[:print:]": r"\x20-\x7e", "[:graph:]": r"\x21-\x7e", "[:word:]": r"\w",
+    "[:alpha:]": "a-zA-Z",
+    "[:digit:]": "0-9",
+    "[:alnum:]": "a-zA-Z0-9",
+    "[:upper:]": "A-Z",
+    "[:lower:]": "a-z",
+    "[:space:]": r"\s",
+    "[:blank:]": r" \t",
+    "[:punct:]": r"!-/:-@\[-`{-~",
+    "[:xdigit:]": "0-9A-Fa-f",
+    "[:cntrl:]": r"\x00-\x1f",
+    "[:print:]": r"\x20-\x7e",
+    "[:graph:]": r"\x21-\x7e",
+    "[:word:]": r"\w",
 }
 _POSIX_RE: Final = re.compile("|".join(re.escape(k) for k in _POSIX_CLASSES))
 
@@ -150,7 +160,7 @@ def atoi(value: object) -> int:
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return int(value) if value == value and abs(value) != float("inf") else 0
+        return int(value) if math.isfinite(value) else 0
     m = _INT_RE.match(str(value))
     return int(m.group()) if m is not None and len(m.group()) < 400 else 0
 

@@ -13,7 +13,8 @@ import os
 from typing import Final
 
 from probepair.errors import RulesCompileError
-from probepair.rules.compiler import Program, compile_rules as _compile
+from probepair.rules.compiler import Program
+from probepair.rules.compiler import compile_rules as _compile
 
 _CACHE_SIZE: Final = 16
 _cache: dict[str, tuple[tuple[tuple[str, int, int, int], ...], Program]] = {}
@@ -53,11 +54,12 @@ def load_rules(path: str | os.PathLike[str]) -> Program:
     try:
         text = read_text(name)
     except OSError as exc:
-        raise RulesCompileError(name, 0, 0, f"cannot read rules file: {exc.strerror or exc}") from None
+        raise RulesCompileError(
+            name, 0, 0, f"cannot read rules file: {exc.strerror or exc}"
+        ) from None
     program = _compile(text, source=name, base_dir=os.path.dirname(name) or ".", read=read_text)
     stamps = (stamp, *(_stamp(p) for p in program.files))
     if len(_cache) >= _CACHE_SIZE:
         _cache.pop(next(iter(_cache)))
     _cache[name] = (stamps, program)
     return program
-

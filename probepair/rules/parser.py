@@ -50,16 +50,37 @@ from probepair.rules.lexer import (
 MAX_DEPTH: Final = 60
 
 KEYWORDS: Final = frozenset(
-    {"if", "else", "switch", "case", "default", "foreach", "in", "discard", "break",
-     "include", "table", "array"}
+    {
+        "if",
+        "else",
+        "switch",
+        "case",
+        "default",
+        "foreach",
+        "in",
+        "discard",
+        "break",
+        "include",
+        "table",
+        "array",
+    }
 )
 _WORD_OPS: Final = {"AND": "&&", "OR": "||"}
 _BINARY: Final = {
     "||": 1,
     "&&": 2,
-    "==": 3, "!=": 3, "<>": 3, "<": 3, ">": 3, "<=": 3, ">=": 3,
-    "+": 4, "-": 4,
-    "*": 5, "/": 5, "%": 5,
+    "==": 3,
+    "!=": 3,
+    "<>": 3,
+    "<": 3,
+    ">": 3,
+    "<=": 3,
+    ">=": 3,
+    "+": 4,
+    "-": 4,
+    "*": 5,
+    "/": 5,
+    "%": 5,
 }
 _CANONICAL: Final = {"<>": "!="}
 
@@ -318,7 +339,9 @@ class Parser:
         first = self.advance()
         tok = self.advance()
         if tok.kind != STRING:
-            raise self.error(tok, f"expected a file name string after 'include', found {_describe(tok)}")
+            raise self.error(
+                tok, f"expected a file name string after 'include', found {_describe(tok)}"
+            )
         return ast.Include(str(tok.value), _span(first, tok))
 
     def parse_string_list(self, what: str) -> tuple[str, ...]:

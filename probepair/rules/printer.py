@@ -17,7 +17,7 @@ def quote(value: str) -> str:
     return '"' + "".join(_STR_ESCAPES.get(c, c) for c in value) + '"'
 
 
-def _num(value: int | float) -> str:
+def _num(value: float) -> str:
     text = repr(value)
     return text if "inf" not in text and "nan" not in text else "0"
 
@@ -110,8 +110,10 @@ def statement(node: ast.Stmt, depth: int = 0) -> list[str]:
         case ast.Include(path):
             return [f"include {quote(path)}"]
         case ast.Table(name, rows, path, default):
-            source = quote(path) if path is not None else (
-                "{" + ", ".join(_strings(r) for r in rows or ()) + "}"
+            source = (
+                quote(path)
+                if path is not None
+                else ("{" + ", ".join(_strings(r) for r in rows or ()) + "}")
             )
             lines = [f"table {name} = {source}"]
             if default is not None:

@@ -47,9 +47,16 @@ def _wall_clock() -> float:
     return datetime.now().timestamp()
 
 
-def run_command(path: str, fmt: str, inp: BinaryIO, out: BinaryIO, err: TextIO,
-                props: dict[str, object] | None = None,
-                wall_clock: Callable[[], float] = _wall_clock, hostname: str | None = None) -> int:
+def run_command(
+    path: str,
+    fmt: str,
+    inp: BinaryIO,
+    out: BinaryIO,
+    err: TextIO,
+    props: dict[str, object] | None = None,
+    wall_clock: Callable[[], float] = _wall_clock,
+    hostname: str | None = None,
+) -> int:
     """Alerts for each record of ``inp`` as JSON lines; 2 if the rules do not compile.
 
     Runtime errors and log() output go to ``err``. The clock and hostname are
@@ -69,8 +76,11 @@ def run_command(path: str, fmt: str, inp: BinaryIO, out: BinaryIO, err: TextIO,
         print(f"{level}: {message}", file=err)
 
     ctx = RulesContext(
-        props=dict(props or {"Manager": "rules-run"}), assigned={}, log=log,
-        on_error=on_error, wall_clock=wall_clock,
+        props=dict(props or {"Manager": "rules-run"}),
+        assigned={},
+        log=log,
+        on_error=on_error,
+        wall_clock=wall_clock,
         hostname=platform.node() if hostname is None else hostname,
     )
     keys = KeyMaker()

@@ -51,8 +51,12 @@ def test_valid(name: str) -> None:
         if os.environ.get("RULES_CORPUS_REGEN"):
             case.update(got)
             continue
-        want = {"alert": case["alert"], "assigned": case.get("assigned", {}),
-                "errors": case.get("errors", []), "logs": case.get("logs", [])}
+        want = {
+            "alert": case["alert"],
+            "assigned": case.get("assigned", {}),
+            "errors": case.get("errors", []),
+            "logs": case.get("logs", []),
+        }
         assert json.loads(json.dumps(got)) == want, case["tokens"]
     if os.environ.get("RULES_CORPUS_REGEN"):
         spec_path.write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n")

@@ -46,14 +46,16 @@ def test_digest_is_stable_for_the_same_text(tmp_path: Path) -> None:
 
 
 def test_compile_rules_resolves_includes_against_base_dir(tmp_path: Path) -> None:
-    _write(tmp_path / "a.inc", "@From = \"a.inc\"\n")
+    _write(tmp_path / "a.inc", '@From = "a.inc"\n')
     program = compile_rules('include "a.inc"', source="<text>", base_dir=str(tmp_path))
     assert program.run({}, Recorder().ctx()) == {"From": "a.inc"}
 
 
 def test_unreadable_main_file_is_a_compile_error_naming_it(tmp_path: Path) -> None:
     missing = tmp_path / "nope.rules"
-    with pytest.raises(RulesCompileError, match=r"nope\.rules:0:0: cannot read rules file: No such"):
+    with pytest.raises(
+        RulesCompileError, match=r"nope\.rules:0:0: cannot read rules file: No such"
+    ):
         load_rules(missing)
 
 
@@ -70,7 +72,9 @@ def test_runtime_error_in_included_file_names_that_file(tmp_path: Path) -> None:
     _write(tmp_path / "calc.inc", "@B = $x / 0\n")
     rec = Recorder()
     assert load_rules(main).run({"x": "1"}, rec.ctx()) == {"A": 1, "C": 3}
-    assert [str(e) for e in rec.errors] == [f"{tmp_path / 'calc.inc'}:1:1: division by zero ('1' / 0)"]
+    assert [str(e) for e in rec.errors] == [
+        f"{tmp_path / 'calc.inc'}:1:1: division by zero ('1' / 0)"
+    ]
 
 
 def test_check_ok_and_error(tmp_path: Path) -> None:
@@ -86,8 +90,10 @@ def test_check_ok_and_error(tmp_path: Path) -> None:
 
 
 def test_run_prints_one_json_object_per_alert(tmp_path: Path) -> None:
-    rules = _write(tmp_path / "r.rules",
-                   'if (match($Token1, "skip")) { discard }\n@Summary = $Line\n@N = $Token2 / 1\n')
+    rules = _write(
+        tmp_path / "r.rules",
+        'if (match($Token1, "skip")) { discard }\n@Summary = $Line\n@N = $Token2 / 1\n',
+    )
     inp = io.BytesIO(b"keep 1\nskip this\n\nkeep x\r\n")
     out, err = io.BytesIO(), io.StringIO()
     assert run_command(str(rules), "line", inp, out, err, wall_clock=lambda: 5.0, hostname="h") == 0
@@ -116,8 +122,18 @@ def test_run_syslog_rules_end_to_end() -> None:
     rules = os.path.join(os.path.dirname(__file__), "..", "..", "rules", "syslog.rules")
     out = io.BytesIO()
     line = b"<11>Nov 22 04:05:04 app3 myapp[77]: payment gateway timeout\n"
-    assert run_command(rules, "syslog", io.BytesIO(line), out, io.StringIO(),
-                       props={"Manager": "probepair"}, hostname="h") == 0
+    assert (
+        run_command(
+            rules,
+            "syslog",
+            io.BytesIO(line),
+            out,
+            io.StringIO(),
+            props={"Manager": "probepair"},
+            hostname="h",
+        )
+        == 0
+    )
     alert = orjson.loads(out.getvalue())
     assert alert["Identifier"] == "app3 user myapp 1 Syslog probepair"
     assert alert["Severity"] == 4

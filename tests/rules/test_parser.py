@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from probepair.errors import RulesError, RulesSyntaxError
 from probepair.rules import ast, compile_rules, printer
@@ -61,8 +62,14 @@ def test_table_with_default_and_file_table() -> None:
 
 SYNTAX_ERRORS = [
     ("@A = ", "f.rules:1:6: expected an expression, found end of file"),
-    ('if (regmatch($a, "x") { }', "f.rules:1:23: expected ')' to close the 'if' condition, found '{'"),
-    ('@A = regmatch($a, "x" {', "f.rules:1:23: expected ')' to close call to 'regmatch', found '{'"),
+    (
+        'if (regmatch($a, "x") { }',
+        "f.rules:1:23: expected ')' to close the 'if' condition, found '{'",
+    ),
+    (
+        '@A = regmatch($a, "x" {',
+        "f.rules:1:23: expected ')' to close call to 'regmatch', found '{'",
+    ),
     ('@A = "abc', "f.rules:1:6: unterminated string"),
     ("if ($a) {\n @A = 1\n", "f.rules:3:1: expected '}' before end of file"),
     ("@A == 1", "f.rules:1:4: expected '=' in assignment, found '=='"),
@@ -85,10 +92,31 @@ def test_syntax_errors_are_located(text: str, message: str) -> None:
 
 # -- hypothesis ------------------------------------------------------------------------
 
-_ALPHABET = st.sampled_from(list('$@%(){}[],:;=<>!|&+-*/"\'#\\\n \tabcifelsweh0123.') + [
-    "if", "else", "switch", "case", "default", "foreach", "in", "discard", "break", "table",
-    "array", "include", "regmatch", "lookup", "AND", "NOT", "$a", "@F", '"x"', "{{",
-])
+_ALPHABET = st.sampled_from(
+    list("$@%(){}[],:;=<>!|&+-*/\"'#\\\n \tabcifelsweh0123.")
+    + [
+        "if",
+        "else",
+        "switch",
+        "case",
+        "default",
+        "foreach",
+        "in",
+        "discard",
+        "break",
+        "table",
+        "array",
+        "include",
+        "regmatch",
+        "lookup",
+        "AND",
+        "NOT",
+        "$a",
+        "@F",
+        '"x"',
+        "{{",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -110,8 +138,28 @@ def test_any_unicode_raises_only_rules_errors(text: str) -> None:
 
 
 _names = st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True).filter(
-    lambda n: n not in {"if", "else", "switch", "case", "default", "foreach", "in", "discard",
-                        "break", "include", "table", "array", "and", "or", "not", "true", "false"}
+    lambda n: (
+        n
+        not in {
+            "if",
+            "else",
+            "switch",
+            "case",
+            "default",
+            "foreach",
+            "in",
+            "discard",
+            "break",
+            "include",
+            "table",
+            "array",
+            "and",
+            "or",
+            "not",
+            "true",
+            "false",
+        }
+    )
 )
 _strings = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
 _leaves = st.one_of(
@@ -127,27 +175,41 @@ _leaves = st.one_of(
 _exprs = st.recursive(
     _leaves,
     lambda inner: st.one_of(
-        st.builds(ast.Binary, st.sampled_from(["+", "-", "*", "/", "%", "==", "!=", "<", ">",
-                                               "<=", ">=", "&&", "||"]), inner, inner),
+        st.builds(
+            ast.Binary,
+            st.sampled_from(
+                ["+", "-", "*", "/", "%", "==", "!=", "<", ">", "<=", ">=", "&&", "||"]
+            ),
+            inner,
+            inner,
+        ),
         st.builds(ast.Unary, st.sampled_from(["-", "!"]), inner),
         st.builds(ast.Call, _names, st.lists(inner, max_size=3).map(tuple)),
         st.builds(ast.Index, _names, inner),
     ),
     max_leaves=12,
 )
-_targets = st.one_of(st.builds(ast.FieldRef, _names), st.builds(ast.TokenRef, _names),
-                     st.builds(ast.PropRef, _names))
+_targets = st.one_of(
+    st.builds(ast.FieldRef, _names), st.builds(ast.TokenRef, _names), st.builds(ast.PropRef, _names)
+)
 _labels = st.one_of(st.builds(ast.Str, _strings), st.builds(ast.Num, st.integers(-99, 99)))
 
 
 def _stmts(inner: st.SearchStrategy[tuple[ast.Stmt, ...]]) -> st.SearchStrategy[ast.Stmt]:
     return st.one_of(
-        st.builds(ast.If, st.lists(st.tuples(_exprs, inner), min_size=1, max_size=3).map(tuple),
-                  st.none() | inner),
-        st.builds(ast.Switch, _exprs,
-                  st.lists(_labels, min_size=1, max_size=3, unique_by=lambda lb: str(lb.value))
-                  .map(lambda labels: tuple(ast.Case((lb,), ()) for lb in labels)),
-                  st.none() | inner),
+        st.builds(
+            ast.If,
+            st.lists(st.tuples(_exprs, inner), min_size=1, max_size=3).map(tuple),
+            st.none() | inner,
+        ),
+        st.builds(
+            ast.Switch,
+            _exprs,
+            st.lists(_labels, min_size=1, max_size=3, unique_by=lambda lb: str(lb.value)).map(
+                lambda labels: tuple(ast.Case((lb,), ()) for lb in labels)
+            ),
+            st.none() | inner,
+        ),
         st.builds(ast.Foreach, _names, _names, inner),
     )
 
@@ -155,12 +217,20 @@ def _stmts(inner: st.SearchStrategy[tuple[ast.Stmt, ...]]) -> st.SearchStrategy[
 _simple = st.one_of(
     st.builds(ast.Assign, _targets, _exprs),
     st.builds(ast.MultiAssign, st.lists(_targets, min_size=1, max_size=3).map(tuple), _exprs),
-    st.just(ast.Discard()), st.just(ast.Break()),
-    st.builds(ast.Include, _strings), st.builds(ast.ArrayDecl, _names),
+    st.just(ast.Discard()),
+    st.just(ast.Break()),
+    st.builds(ast.Include, _strings),
+    st.builds(ast.ArrayDecl, _names),
     st.builds(ast.CallStmt, st.builds(ast.Call, _names, st.lists(_exprs, max_size=2).map(tuple))),
-    st.builds(ast.Table, _names, st.lists(st.lists(_strings, min_size=1, max_size=3).map(tuple),
-                                          min_size=1, max_size=3).map(tuple), st.none(),
-              st.none() | st.lists(_strings, min_size=1, max_size=2).map(tuple)),
+    st.builds(
+        ast.Table,
+        _names,
+        st.lists(st.lists(_strings, min_size=1, max_size=3).map(tuple), min_size=1, max_size=3).map(
+            tuple
+        ),
+        st.none(),
+        st.none() | st.lists(_strings, min_size=1, max_size=2).map(tuple),
+    ),
 )
 _bodies = st.recursive(
     st.lists(_simple, max_size=3).map(tuple),

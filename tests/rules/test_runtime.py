@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from probepair.errors import RulesCompileError, RulesRuntimeError
 from probepair.rules import compile_rules
@@ -32,7 +33,7 @@ Run = Callable[..., "dict[str, object] | None"]
         ('regreplace("a-b-c", "-", "+")', {}, "a+b+c"),
         ('regreplace("", "x", "y")', {}, ""),
         ('lower("")', {}, ""),
-        ('upper($missing)', {}, ""),
+        ("upper($missing)", {}, ""),
         ('ltrim("\t x ")', {}, "x "),
         ('int("")', {}, 0),
         ('int("abc")', {}, 0),
@@ -53,12 +54,12 @@ Run = Callable[..., "dict[str, object] | None"]
         ("10 % 4 * 2", {}, 4),
         ("-7 % 3", {}, -1),
         ("$a * 2", {"a": "21"}, 42),
-        ('$a == 3', {"a": "3.0"}, 1),
-        ('$a < $b', {"a": "9", "b": "10"}, 0),
+        ("$a == 3", {"a": "3.0"}, 1),
+        ("$a < $b", {"a": "9", "b": "10"}, 0),
         ("int($a) < int($b)", {"a": "9", "b": "10"}, 1),
         ("$a < 10", {"a": "9"}, 1),
-        ('$a < 10', {"a": "x"}, 0),
-        ('$a < $b', {"a": "b", "b": "a"}, 0),
+        ("$a < 10", {"a": "x"}, 0),
+        ("$a < $b", {"a": "b", "b": "a"}, 0),
         ('$a != "x"', {"a": "x"}, 0),
         ("NOT ($a == 1) OR FALSE", {"a": "1"}, 0),
         ("$(missing.path)", {}, ""),
@@ -68,15 +69,16 @@ Run = Callable[..., "dict[str, object] | None"]
         ("$(a.b)", {"a.b": "literal"}, "literal"),
     ],
 )
-def test_expression(run: Run, rec: Recorder, expr: str, tokens: dict[str, str],
-                    expected: object) -> None:
+def test_expression(
+    run: Run, rec: Recorder, expr: str, tokens: dict[str, str], expected: object
+) -> None:
     alert = run(f"@X = {expr}", **tokens)
     assert alert == {"X": expected}
     assert rec.errors == []
 
 
 def test_unset_tokens_fields_and_properties_read_empty(run: Run) -> None:
-    assert run("@X = $nope + @Nope + %Nope + \"!\"") == {"X": "!"}
+    assert run('@X = $nope + @Nope + %Nope + "!"') == {"X": "!"}
 
 
 def test_runtime_error_is_reported_with_location_and_rules_go_on(run: Run, rec: Recorder) -> None:
@@ -107,7 +109,9 @@ def test_mode_assignment_lands_in_assigned_and_props(rec: Recorder) -> None:
 def test_fields_preset_for_self_events(rec: Recorder) -> None:
     program = compile_rules('if (match(@Manager, "ProbeWatch")) { @Seen = 1 }')
     assert program.run({}, rec.ctx(), fields={"Manager": "ProbeWatch"}) == {
-        "Manager": "ProbeWatch", "Seen": 1}
+        "Manager": "ProbeWatch",
+        "Seen": 1,
+    }
 
 
 def test_run_does_not_change_callers_tokens(rec: Recorder) -> None:
@@ -121,7 +125,9 @@ def test_getdate_uses_the_injected_clock(run: Run) -> None:
 
 
 def test_foreach_break_leaves_only_the_loop(run: Run) -> None:
-    text = 'array a;\nsplit("x y z", a, " ")\nforeach (k in a) {\n @Last = a[k]\n break\n}\n@After = 1'
+    text = (
+        'array a;\nsplit("x y z", a, " ")\nforeach (k in a) {\n @Last = a[k]\n break\n}\n@After = 1'
+    )
     assert run(text) == {"Last": "x", "After": 1}
 
 
@@ -143,7 +149,7 @@ def test_deep_chain_is_a_compile_error_not_a_crash() -> None:
 
 # -- hypothesis: whatever the tokens, run() never raises ------------------------------
 
-_VALUES = st.text(max_size=12) | st.sampled_from(["", "0", "-1", "3.5", "1e400", "abc", "{\"k\": 1}"])
+_VALUES = st.text(max_size=12) | st.sampled_from(["", "0", "-1", "3.5", "1e400", "abc", '{"k": 1}'])
 _ARGS = ["$a", "$b", "@F", "%P", '"x"', "0", "2", '"(a)"']
 
 
@@ -160,8 +166,20 @@ def _calls() -> list[str]:
     return out
 
 
-_EXPRS = st.sampled_from(_calls() + ["$a + $b", "$a - $b", "$a / $b", "$a % $b", "-$a",
-                                     "$a < $b", "$a == $b", "$(a.k)", "int($a) / int($b)"])
+_EXPRS = st.sampled_from(
+    _calls()
+    + [
+        "$a + $b",
+        "$a - $b",
+        "$a / $b",
+        "$a % $b",
+        "-$a",
+        "$a < $b",
+        "$a == $b",
+        "$(a.k)",
+        "int($a) / int($b)",
+    ]
+)
 
 
 @settings(max_examples=150, deadline=None)

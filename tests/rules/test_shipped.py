@@ -31,8 +31,9 @@ def test_every_shipped_file_compiles(path: Path) -> None:
     assert load_rules(path).statements > 0
 
 
-@pytest.mark.parametrize(("pri", "severity"), [(0, 5), (1, 5), (2, 5), (3, 4), (4, 3), (5, 2),
-                                               (6, 1), (7, 1), (None, 2)])
+@pytest.mark.parametrize(
+    ("pri", "severity"), [(0, 5), (1, 5), (2, 5), (3, 4), (4, 3), (5, 2), (6, 1), (7, 1), (None, 2)]
+)
 def test_severity_map(syslog_program, pri: int | None, severity: int) -> None:  # type: ignore[no-untyped-def]
     head = b"" if pri is None else b"<%d>" % (8 + pri)
     alert = _run(syslog_program, head + b"Nov 22 04:04:33 web1 app[1]: hello")
@@ -42,9 +43,15 @@ def test_severity_map(syslog_program, pri: int | None, severity: int) -> None:  
 def test_stock_fields_and_identifier(syslog_program) -> None:  # type: ignore[no-untyped-def]
     line = b"<38>Nov 22 04:04:33 web1 sshd[2211]: Failed password for invalid user admin from 203.0.113.9 port 5 ssh2"
     assert _run(syslog_program, line) == {
-        "Manager": "syslogd", "Agent": "Syslog", "Class": 4000, "Type": 1,
-        "Node": "web1", "NodeAlias": "web1", "AlertGroup": "ssh-auth",
-        "AlertKey": "admin@203.0.113.9", "Severity": 3,
+        "Manager": "syslogd",
+        "Agent": "Syslog",
+        "Class": 4000,
+        "Type": 1,
+        "Node": "web1",
+        "NodeAlias": "web1",
+        "AlertGroup": "ssh-auth",
+        "AlertKey": "admin@203.0.113.9",
+        "Severity": 3,
         "Summary": "Failed password for invalid user admin from 203.0.113.9 port 5 ssh2",
         "Identifier": "web1 admin@203.0.113.9 ssh-auth 1 Syslog syslogd",
     }
@@ -59,8 +66,13 @@ def test_link_down_and_up_are_problem_and_resolution(syslog_program) -> None:  #
 
 def test_noise_is_discarded(syslog_program) -> None:  # type: ignore[no-untyped-def]
     assert _run(syslog_program, b"<46>Nov 22 04:04:35 h syslogd: -- MARK --") is None
-    assert _run(syslog_program,
-                b"<78>Nov 22 04:05:01 a CRON[9]: pam_unix(cron:session): session closed for user root") is None
+    assert (
+        _run(
+            syslog_program,
+            b"<78>Nov 22 04:05:01 a CRON[9]: pam_unix(cron:session): session closed for user root",
+        )
+        is None
+    )
 
 
 def test_no_hostname_uses_the_probe_host(syslog_program) -> None:  # type: ignore[no-untyped-def]
@@ -68,15 +80,23 @@ def test_no_hostname_uses_the_probe_host(syslog_program) -> None:  # type: ignor
     assert (alert["Node"], alert["AlertGroup"]) == ("probehost", "syslog")
 
 
-@pytest.mark.parametrize(("summary", "severity", "type_"), [("Running ...", 1, 2),
-                                                            ("Going Down ...", 5, 1),
-                                                            ("Mode changed to master", 2, 1)])
+@pytest.mark.parametrize(
+    ("summary", "severity", "type_"),
+    [("Running ...", 1, 2), ("Going Down ...", 5, 1), ("Mode changed to master", 2, 1)],
+)
 def test_probewatch_self_events(syslog_program, summary: str, severity: int, type_: int) -> None:  # type: ignore[no-untyped-def]
     rec = Recorder()
-    alert = syslog_program.run({"Manager": "ProbeWatch", "Summary": summary, "Node": "p1"}, rec.ctx())
+    alert = syslog_program.run(
+        {"Manager": "ProbeWatch", "Summary": summary, "Node": "p1"}, rec.ctx()
+    )
     assert alert == {
-        "Manager": "ProbeWatch", "Agent": "Syslog", "Node": "p1", "AlertGroup": "probestat",
-        "Severity": severity, "Type": type_, "AlertKey": "Syslog",
+        "Manager": "ProbeWatch",
+        "Agent": "Syslog",
+        "Node": "p1",
+        "AlertGroup": "probestat",
+        "Severity": severity,
+        "Type": type_,
+        "AlertKey": "Syslog",
         "Summary": f"Syslog probe on p1: {summary}",
         "Identifier": f"p1 Syslog probestat {type_} Syslog ProbeWatch",
     }
@@ -84,12 +104,21 @@ def test_probewatch_self_events(syslog_program, summary: str, severity: int, typ
 
 def test_lookup_example_enriches() -> None:
     program = load_rules(RULES / "lookup-example.rules")
-    alert = _run(program, b"<38>Nov 22 04:04:33 web1 sshd[1]: Accepted publickey for deploy from 10.1.1.1 port 2")
+    alert = _run(
+        program,
+        b"<38>Nov 22 04:04:33 web1 sshd[1]: Accepted publickey for deploy from 10.1.1.1 port 2",
+    )
     assert (alert["Location"], alert["Customer"], alert["AlertGroup"]) == (
-        "london-dc1", "web-team", "ssh/ssh-auth")
+        "london-dc1",
+        "web-team",
+        "ssh/ssh-auth",
+    )
     other = _run(program, b"<13>Nov 22 04:04:33 zz myapp: hi")
     assert (other["Location"], other["Customer"], other["AlertGroup"]) == (
-        "unknown site", "operations", "application/myapp")
+        "unknown site",
+        "operations",
+        "application/myapp",
+    )
 
 
 def test_mode_switch_example() -> None:
@@ -101,5 +130,7 @@ def test_mode_switch_example() -> None:
     assert ctx.assigned == {"Mode": "master"}
     assert rec.logs == [("WARNING", "switching to master on request from ops1")]
     ctx = rec.ctx()
-    program.run(tokenise("syslog", b"<13>Nov 22 04:04:33 ops1 admin: probepair take over other"), ctx)
+    program.run(
+        tokenise("syslog", b"<13>Nov 22 04:04:33 ops1 admin: probepair take over other"), ctx
+    )
     assert ctx.assigned == {"Mode": "slave"}
