@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from probepair.errors import RulesError, RulesSyntaxError
-from probepair.rules import ast, compile_rules, printer
+from probepair.rules import ast, printer
+from probepair.rules.compiler import compile_rules  # pure: no file access from fuzzed text
 from probepair.rules.lexer import tokenize
 from probepair.rules.parser import parse
 
@@ -245,3 +246,27 @@ def test_print_parse_round_trip(body: tuple[ast.Stmt, ...]) -> None:
     module = ast.Module(body)
     text = printer.module(module)
     assert parse(text) == module, text
+
+
+_known_calls = st.builds(
+    ast.Call,
+    st.sampled_from(["match", "regmatch", "extract", "substr", "int", "lower", "length", "exists"]),
+    st.lists(_leaves, min_size=1, max_size=3).map(tuple),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_bodies, st.lists(st.builds(ast.Assign, _targets, _known_calls), max_size=3))
+def test_generated_programs_compile_or_fail_cleanly_and_run(
+    body: tuple[ast.Stmt, ...], calls: list[ast.Assign]
+) -> None:
+    from .conftest import Recorder
+
+    text = printer.module(ast.Module(body + tuple(calls)))
+    try:
+        program = compile_rules(text, source="g.rules")
+    except RulesError:
+        return
+    rec = Recorder()
+    program.run({"a": "1"}, rec.ctx())
+    assert all(e.source == "g.rules" for e in rec.errors)
