@@ -146,14 +146,17 @@ class Probe:
                         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         """The feed, cancelled by stop(); its channel closes when it ends."""
         async with send, trio.open_nursery() as nursery:
-            address = await nursery.start(self.feed.run, send)
-            task_status.started(address)
 
-            async def feed_then_stop() -> None:
+            async def cancel_on_stop() -> None:
                 await self._stop.wait()
-                nursery.cancel_scope.cancel()
+                nursery.cancel_scope.cancel(reason="stop")
 
-            nursery.start_soon(feed_then_stop)
+            async def feed(*, task_status: trio.TaskStatus[Any]) -> None:
+                await self.feed.run(send, task_status=task_status)
+                nursery.cancel_scope.cancel(reason="feed ended")
+
+            nursery.start_soon(cancel_on_stop)
+            task_status.started(await nursery.start(feed))
         if not self._stop.is_set():
             self.stop(f"feed {self.feed.name} ended")
 
