@@ -1,0 +1,308 @@
+"""The trio shell around the failover machine: the only socket code for heartbeats.
+
+``UdpLink`` is the datagram transport; ``PeerDriver`` owns a ``FailoverMachine`` and runs
+the drive loop of STYLE.md section 4: sleep until ``next_deadline()`` or until something
+arrives, feed the machine with ``trio.current_time()``, and perform the actions it
+returns, in order, in one task (so heartbeats, acks and flushes never interleave).
+Datagrams are decoded and replay-checked here; bad ones are counted through the
+observer, logged at most once per ``log_interval`` per reason, and dropped: they never
+end the task.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import NoReturn, Protocol
+
+import trio
+
+from probepair.errors import HeartbeatDecodeError
+from probepair.failover import (
+    Action,
+    ConfigDrift,
+    FailoverMachine,
+    Flush,
+    Mode,
+    Role,
+    RoleChanged,
+    Send,
+    SplitBrain,
+)
+from probepair.wire import Heartbeat, ReplayGuard, decode, encode, make_boot_id
+
+__all__ = ["DatagramLink", "NullObserver", "PeerDriver", "PeerObserver", "UdpLink",
+           "new_boot_id"]
+
+logger = logging.getLogger(__name__)
+
+RECV_SIZE = 2048  # bytes: every valid datagram is <= wire.MAX_DATAGRAM (1400)
+DEFAULT_LOG_INTERVAL = 10.0  # seconds between two log lines about the same bad input
+
+
+def new_boot_id(wall_clock: Callable[[], float] = time.time) -> bytes:
+    """A fresh boot id: wall-clock start time plus 4 random bytes."""
+    return make_boot_id(wall_clock(), os.urandom(4))
+
+
+class DatagramLink(Protocol):
+    """A datagram transport to the one peer (UDP, or a fake in tests)."""
+
+    async def send(self, data: bytes) -> None:
+        """Send one datagram to the peer (may be lost; may raise OSError)."""
+
+    async def receive(self) -> tuple[bytes, object]:
+        """The next datagram and its source address."""
+
+
+class PeerObserver(Protocol):
+    """What the runtime learns from the driver: metrics, logs, the sink gate.
+
+    ``on_flush`` must hand the items to the sink in order before returning (it may
+    await; the driver performs nothing else meanwhile). The others must not block.
+    """
+
+    async def on_flush(self, items: list[tuple[bytes, bytes]]) -> None: ...
+    def on_role_changed(self, old: Role, new: Role, reason: str) -> None: ...
+    def on_heartbeat_sent(self) -> None: ...
+    def on_heartbeat_received(self) -> None: ...
+    def on_rejected(self, reason: str) -> None: ...
+    def on_split_brain(self, active: bool, detail: str) -> None: ...
+    def on_config_drift(self, local: bytes, peer: bytes) -> None: ...
+
+
+class NullObserver:
+    """Observes nothing. Only for tests and tools: it drops flushed events."""
+
+    async def on_flush(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Drop the items."""
+
+    def on_role_changed(self, old: Role, new: Role, reason: str) -> None:
+        """Ignore."""
+
+    def on_heartbeat_sent(self) -> None:
+        """Ignore."""
+
+    def on_heartbeat_received(self) -> None:
+        """Ignore."""
+
+    def on_rejected(self, reason: str) -> None:
+        """Ignore."""
+
+    def on_split_brain(self, active: bool, detail: str) -> None:
+        """Ignore."""
+
+    def on_config_drift(self, local: bytes, peer: bytes) -> None:
+        """Ignore."""
+
+
+class UdpLink:
+    """UDP socket bound to ``listen_host:listen_port`` that sends to the peer.
+
+    Start it with ``local = await nursery.start(link.serve)``: ``serve`` binds, resolves
+    the peer, reports the bound address and keeps the socket open until cancelled.
+    Source addresses are not filtered: the HMAC authenticates datagrams.
+    """
+
+    def __init__(self, listen_host: str, listen_port: int, peer_host: str,
+                 peer_port: int) -> None:
+        self.listen_host = listen_host
+        self.listen_port = listen_port
+        self.peer_host = peer_host
+        self.peer_port = peer_port
+        self._sock: trio.socket.SocketType | None = None
+        self._peer: object = None
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The bound (host, port); only valid once ``serve`` has started."""
+        if self._sock is None:
+            raise RuntimeError("UdpLink is not bound; start serve() first")
+        host, port = self._sock.getsockname()[:2]
+        return host, port
+
+    async def serve(self, *, task_status: trio.TaskStatus[tuple[str, int]]
+                    = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Bind, then hold the socket open until cancelled."""
+        infos = await trio.socket.getaddrinfo(self.listen_host or None, self.listen_port,
+                                              type=socket.SOCK_DGRAM,
+                                              flags=socket.AI_PASSIVE)
+        family, type_, proto, _, sockaddr = infos[0]
+        with trio.socket.socket(family, type_, proto) as sock:
+            await sock.bind(sockaddr)
+            self._sock = sock
+            try:
+                if self.peer_host and self.peer_port:
+                    await self.set_peer(self.peer_host, self.peer_port)
+                task_status.started(self.local_address)
+                await trio.sleep_forever()
+            finally:
+                self._sock = None
+
+    async def set_peer(self, host: str, port: int) -> None:
+        """Send to ``host:port`` from now on (resolved once, here)."""
+        assert self._sock is not None
+        infos = await trio.socket.getaddrinfo(host, port, family=self._sock.family,
+                                              type=socket.SOCK_DGRAM)
+        self.peer_host, self.peer_port = host, port
+        self._peer = infos[0][4]
+
+    async def send(self, data: bytes) -> None:
+        """Send ``data`` to the peer; a no-op while no peer address is known."""
+        if self._sock is None:
+            raise trio.ClosedResourceError("UdpLink is not bound")
+        if self._peer is not None:
+            await self._sock.sendto(data, self._peer)
+
+    async def receive(self) -> tuple[bytes, object]:
+        """The next datagram; ICMP errors reported on the socket are skipped."""
+        if self._sock is None:
+            raise trio.ClosedResourceError("UdpLink is not bound")
+        while True:
+            try:
+                return await self._sock.recvfrom(RECV_SIZE)
+            except (ConnectionRefusedError, ConnectionResetError):
+                continue
+
+
+class _RateLimitedLog:
+    """Logs a given key at most once per interval, with the count it suppressed."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def __call__(self, key: str, level: int, msg: str, *args: object) -> None:
+        now = trio.current_time()
+        if now - self._last.get(key, -math.inf) < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            msg += " (%d more since the last report)"
+            args = (*args, suppressed)
+        logger.log(level, msg, *args)
+
+
+class PeerDriver:
+    """Runs a ``FailoverMachine`` against a ``DatagramLink`` and the trio clock.
+
+    Args:
+        machine: the failover machine (constructed with ``now=trio.current_time()``).
+        link: the datagram transport to the peer.
+        secret: the SharedSecret (empty: unsigned datagrams; a warning is logged).
+        observer: receives flushes, role changes and counts (``NullObserver`` if None).
+        log_interval: seconds between two log lines about the same kind of bad datagram.
+
+    ``event``, ``delivered`` and ``request_mode`` are called by the processing task,
+    in the same trio run; ``run`` must be running (in a nursery) for anything to be sent.
+    """
+
+    def __init__(self, machine: FailoverMachine, link: DatagramLink, secret: bytes,
+                 observer: PeerObserver | None = None, *,
+                 log_interval: float = DEFAULT_LOG_INTERVAL) -> None:
+        self.machine = machine
+        self.link = link
+        self.secret = secret
+        self.observer: PeerObserver = observer if observer is not None else NullObserver()
+        self.guard = ReplayGuard(machine.config.boot_id)
+        self._pending: list[Action] = []
+        self._wake = trio.Event()
+        self._log = _RateLimitedLog(log_interval)
+
+    # -- called by the processing task ----------------------------------------------------
+
+    def event(self, key: bytes, payload: bytes) -> bool:
+        """True: forward ``payload`` to the sink now; False: held (or already acked)."""
+        return self.machine.event(key, payload, trio.current_time())
+
+    def delivered(self, keys: list[bytes]) -> None:
+        """The sink acknowledged ``keys``; they are acked to the peer."""
+        machine = self.machine
+        before = machine.next_deadline()
+        machine.delivered(keys, trio.current_time())
+        if machine.next_deadline() < before:
+            self._wake.set()
+
+    def request_mode(self, mode: Mode) -> None:
+        """Switch mode now (``%Mode`` in a rules file, or an operator)."""
+        actions = self.machine.request_mode(mode, trio.current_time())
+        if actions:
+            self._pending.extend(actions)
+            self._wake.set()
+
+    # -- the tasks ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> NoReturn:
+        """Drive the machine until cancelled."""
+        if not self.secret and self.machine.config.mode is not Mode.STANDARD:
+            logger.warning("no SharedSecret: heartbeats and acks are not authenticated; "
+                           "anyone who can reach this port can take over the pair")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._receive_loop, name="peer:receive")
+            task_status.started()
+            await self._drive_loop()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _drive_loop(self) -> NoReturn:
+        machine = self.machine
+        while True:
+            if not self._pending:
+                with trio.move_on_at(machine.next_deadline()):
+                    await self._wake.wait()
+            self._wake = trio.Event()
+            actions, self._pending = self._pending, []
+            actions += machine.tick(trio.current_time())
+            await self._perform(actions)
+
+    async def _receive_loop(self) -> NoReturn:
+        machine, observer = self.machine, self.observer
+        while True:
+            data, address = await self.link.receive()
+            try:
+                msg = decode(data, self.secret)
+                self.guard.check(msg)
+            except HeartbeatDecodeError as exc:
+                observer.on_rejected(exc.reason)
+                self._log(exc.reason, logging.WARNING, "dropped datagram from %s: %s",
+                          address, exc)
+                continue
+            if isinstance(msg, Heartbeat):
+                observer.on_heartbeat_received()
+            actions = machine.receive(msg, trio.current_time())
+            if actions:
+                self._pending.extend(actions)
+                self._wake.set()
+
+    async def _perform(self, actions: list[Action]) -> None:
+        observer = self.observer
+        for action in actions:
+            if isinstance(action, Send):
+                try:
+                    await self.link.send(encode(action.msg, self.secret))
+                except OSError as exc:
+                    self._log("send", logging.WARNING, "cannot send to the peer: %s", exc)
+                    continue
+                if isinstance(action.msg, Heartbeat):
+                    observer.on_heartbeat_sent()
+            elif isinstance(action, Flush):
+                await observer.on_flush(action.items)
+            elif isinstance(action, RoleChanged):
+                logger.warning("role %s -> %s: %s", action.old.value, action.new.value,
+                               action.reason)
+                observer.on_role_changed(action.old, action.new, action.reason)
+            elif isinstance(action, SplitBrain):
+                logger.warning("split brain %s: %s", "detected" if action.active else "over",
+                               action.detail)
+                observer.on_split_brain(action.active, action.detail)
+            elif isinstance(action, ConfigDrift):
+                logger.warning("peer config digest %s differs from ours %s: pair-wide "
+                               "settings disagree", action.peer.hex(), action.local.hex())
+                observer.on_config_drift(action.local, action.peer)
