@@ -58,6 +58,10 @@ class Codegen:
         self.loop_vars: list[dict[str, str]] = []
         self.counter = 0
         self.may_fail = False
+        # Which $tokens the program reads: the runtime skips the Token1..N split
+        # (~1.8 µs an event) when none of them is read and $* is not used.
+        self.token_reads: set[str] = set()
+        self.whole_tokens = False
         self._memo: dict[int, tuple[str, str, bool]] = {}
 
     # -- helpers ----------------------------------------------------------------------
@@ -130,8 +134,10 @@ class Codegen:
             case ast.Bool(value):
                 return repr(value), "bool"
             case ast.TokenRef(name):
+                self.token_reads.add(name)
                 return f"Tg({name!r}, '')", ("any" if name in self.r.nonstr_tokens else "str")
             case ast.TokenPath(path):
+                self.whole_tokens = True
                 return f"_jpath(T, {path!r})", "any"
             case ast.AllTokens():
                 raise self.error(node, "'$*' is only allowed in details() and nvp_add()")
@@ -289,6 +295,7 @@ class Codegen:
             return f"_md5({self.s(a[0])})", "str"
         if name == "nvp_add":
             if len(a) == 1 and isinstance(a[0], ast.AllTokens):
+                self.whole_tokens = True
                 return "_nvp_all(T)", "str"
             if len(a) % 2 == 0:
                 raise self.error(node, "nvp_add() takes $* or a string then name, value pairs")
@@ -432,6 +439,7 @@ class Codegen:
                 self.emit(depth, f"P['MessageLevel'] = A['MessageLevel'] = {level.lower()!r}")
         elif name == "details":
             if len(a) == 1 and isinstance(a[0], ast.AllTokens):
+                self.whole_tokens = True
                 self.emit(depth, "_details(F, T)")
                 return
             items = []

@@ -13,6 +13,7 @@ generate the function source (codegen.py) and ``compile()`` it once.
 from __future__ import annotations
 
 import hashlib
+import re
 import os.path
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ class Program:
         "digest",
         "files",
         "includes",
+        "needs_split",
         "python_source",
         "source",
         "statements",
@@ -72,6 +74,7 @@ class Program:
         tables: int,
         includes: int,
         files: tuple[str, ...],
+        needs_split: bool = True,
     ) -> None:
         self.source = source
         self.digest = digest
@@ -81,6 +84,8 @@ class Program:
         self.tables = tables
         self.includes = includes
         self.files = files  # included and table files read, for reload change checks
+        # False when the rules read no $TokenN and no $*: tokenisers may skip the split.
+        self.needs_split = needs_split
 
     def run(
         self, tokens: dict[str, str], ctx: RulesContext, fields: dict[str, object] | None = None
@@ -340,4 +345,5 @@ def compile_rules(
         len(front.tables),
         len(front.includes),
         tuple(front.files),
+        needs_split=gen.whole_tokens or any(re.fullmatch(r"Token\d+", t) for t in gen.token_reads),
     )

@@ -1,0 +1,186 @@
+"""Throughput of one probe against rsyslog on the same flood, in the same run.
+
+One probe (UDP syslog feed, the shipped rules/syslog.rules, file sink) and rsyslog
+(imudp -> omfile with a JSON template) each receive the same N datagrams from a C
+sender (bench/udpflood.c, sendmmsg) at full speed and at a paced rate. Prints events/s
+written, kernel drops and the ratio probepair/rsyslog. Loopback only, bounded in count.
+
+    .venv/bin/python bench/throughput.py [--events 300000] [--rate 100000]
+
+Needs gcc (for the sender) and rsyslog (apt-get install rsyslog) for the comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PROGRAMS = ["sshd", "kernel", "cron", "nginx", "postfix/smtpd", "systemd", "sudo", "dhclient"]
+MESSAGES = [
+    "Failed password for invalid user admin from 203.0.113.{i} port 51234 ssh2",
+    "Accepted publickey for deploy from 198.51.100.{i} port 40022 ssh2: RSA SHA256:abcdef",
+    "eth0: link up, 1000Mbps, full-duplex, lpa 0x45E1 sequence {i}",
+    "(root) CMD (run-parts /etc/cron.hourly) job {i}",
+    "connect from unknown[192.0.2.{i}]: warning: hostname does not resolve",
+    "Started Session {i} of user alice; unit session-{i}.scope entered active state",
+    "upstream timed out (110: Connection timed out) while reading response header {i}",
+    "DHCPACK of 10.1.2.{i} from 10.1.2.1 (xid=0x5c1f{i})",
+]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_lines(path: Path, count: int = 4000) -> None:
+    out = []
+    for i in range(count):
+        sev = i % 8
+        prog = PROGRAMS[i % len(PROGRAMS)]
+        msg = MESSAGES[(i // 3) % len(MESSAGES)].format(i=i % 250)
+        out.append(f"<{(4 << 3) | sev}>Nov 22 04:{i % 60:02d}:{(i * 7) % 60:02d} "
+                   f"host{i % 17} {prog}[{1000 + i}]: {msg}")
+    path.write_text("\n".join(out) + "\n")
+
+
+def udp_drops(port: int) -> int:
+    """Kernel drops of the UDP socket bound to 127.0.0.1:port (from /proc/net/udp)."""
+    want = f"0100007F:{port:04X}"
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        cols = line.split()
+        if cols[1] == want:
+            return int(cols[12])
+    return 0
+
+
+def count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
+def wait_port_bound(port: int, timeout: float = 15.0) -> None:
+    want = f"0100007F:{port:04X}"
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if want in Path("/proc/net/udp").read_text():
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"nothing bound 127.0.0.1:{port} within {timeout}s")
+
+
+def measure(name: str, start_cmd: list[str], port: int, out: Path, flood: Path, lines: Path,
+            events: int, rate: float, cwd: Path) -> dict[str, float]:
+    proc = subprocess.Popen(start_cmd, cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_port_bound(port)
+        time.sleep(0.3)
+        drops0 = udp_drops(port)
+        before = count_lines(out)
+        t0 = time.monotonic()
+        sent_out = subprocess.run([str(flood), str(port), str(events), str(lines), str(rate)],
+                                  capture_output=True, text=True, check=True).stdout.split()
+        sent, send_time = int(sent_out[0]), float(sent_out[1])
+        last, last_t = count_lines(out), time.monotonic()
+        while time.monotonic() - last_t < 1.0:  # until the output stops growing for 1 s
+            time.sleep(0.05)
+            n = count_lines(out)
+            if n != last:
+                last, last_t = n, time.monotonic()
+            if n - before >= sent:
+                break
+        written = last - before
+        elapsed = last_t - t0
+        drops = udp_drops(port) - drops0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return {"sent": sent, "send_rate": sent / send_time, "written": written,
+            "rate": written / elapsed if elapsed > 0 else 0.0, "drops": drops,
+            "lost_pct": 100.0 * (sent - written) / sent}
+
+
+def rsyslog_conf(work: Path, port: int, out: Path) -> Path:
+    conf = work / "rsyslog.conf"
+    conf.write_text(f"""
+global(workDirectory="{work}")
+module(load="imudp" threads="1")
+input(type="imudp" address="127.0.0.1" port="{port}" rcvbufSize="32m")
+template(name="json" type="list" option.jsonf="on") {{
+  property(outname="Node" name="hostname" format="jsonf")
+  property(outname="AlertGroup" name="programname" format="jsonf")
+  property(outname="Severity" name="syslogseverity" format="jsonf")
+  property(outname="Facility" name="syslogfacility-text" format="jsonf")
+  property(outname="Summary" name="msg" format="jsonf")
+  property(outname="Timestamp" name="timereported" format="jsonf")
+}}
+action(type="omfile" file="{out}" template="json")
+""")
+    return conf
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--rate", type=float, default=100_000, help="paced run rate (events/s)")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="probepair-bench-"))
+    try:
+        flood = work / "udpflood"
+        subprocess.run(["gcc", "-O2", "-o", str(flood), str(HERE / "udpflood.c")], check=True)
+        lines = work / "lines.txt"
+        write_lines(lines)
+        rsyslogd = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
+        results = []
+        for label, rate in (("full speed", 0.0), (f"paced {args.rate:,.0f}/s", args.rate)):
+            port = free_port()
+            out = work / f"probe-{port}.jsonl"
+            cmd = [sys.executable, "-m", "probepair", "run", "--feedport", str(port),
+                   "--sinkfile", str(out), "--storeandforward", "false",
+                   "--rulesfile", str(ROOT / "rules" / "syslog.rules"), "--name", "bench"]
+            p = measure("probepair", cmd, port, out, flood, lines, args.events, rate, work)
+            r = None
+            if Path(rsyslogd).exists():
+                port = free_port()
+                out = work / f"rsyslog-{port}.jsonl"
+                conf = rsyslog_conf(work, port, out)
+                cmd = [rsyslogd, "-n", "-f", str(conf), "-i", str(work / f"rs-{port}.pid")]
+                r = measure("rsyslog", cmd, port, out, flood, lines, args.events, rate, work)
+            results.append((label, p, r))
+        print(f"{'run':<18}{'who':<11}{'sent/s':>11}{'written/s':>11}{'written':>9}"
+              f"{'drops':>8}{'lost %':>8}")
+        for label, p, r in results:
+            for who, m in (("probepair", p), ("rsyslog", r)):
+                if m is None:
+                    print(f"{label:<18}{who:<11}  (rsyslogd not installed)")
+                    continue
+                print(f"{label:<18}{who:<11}{m['send_rate']:>11,.0f}{m['rate']:>11,.0f}"
+                      f"{m['written']:>9,.0f}{m['drops']:>8,.0f}{m['lost_pct']:>8.1f}")
+            if r is not None and r["rate"]:
+                print(f"{label:<18}{'ratio':<11}{'':>11}{p['rate'] / r['rate']:>11.2f}"
+                      "  (probepair / rsyslog, events written per second)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
