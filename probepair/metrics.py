@@ -78,7 +78,14 @@ class Metrics:
         self.feed_kernel_drops = Gauge("probepair_feed_kernel_drops",
                                        "datagrams the kernel dropped before the feed read them",
                                        registry=r)
+        self.split_brains = Counter("probepair_split_brains", "split brains detected",
+                                    registry=r)
+        self.config_drift = Gauge("probepair_config_drift", "1 when the peer's pair-wide "
+                                  "settings (intervals, rules digest) differ from ours",
+                                  registry=r)
         self.info = Info("probepair", "version, mode and node of this probe", registry=r)
+        # Called before each exposition, to bring counters kept elsewhere up to date.
+        self.before_collect: list[Callable[[], None]] = []
         for reason in ("rules", "buffer_full", "retention"):
             self.events_discarded.labels(reason=reason)
         for result in ("success", "failure"):
@@ -93,6 +100,8 @@ class Metrics:
         self.active.set(1 if active else 0)
 
     def exposition(self) -> bytes:
+        for hook in self.before_collect:
+            hook()
         return generate_latest(self.registry)
 
 

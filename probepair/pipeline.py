@@ -17,7 +17,8 @@ import trio
 
 from probepair.alerts import serialise
 from probepair.formats import TOKENISERS
-from probepair.props import MODES, Props, as_mapping
+from probepair.failover import Mode
+from probepair.props import Props, as_mapping
 
 if TYPE_CHECKING:
     from probepair.errors import RulesRuntimeError
@@ -40,7 +41,7 @@ class Gate(Protocol):
 
     def delivered(self, keys: list[bytes]) -> None: ...
 
-    def request_mode(self, mode: str, reason: str) -> None: ...
+    def request_mode(self, mode: Mode) -> None: ...
 
 
 class AlwaysForward:
@@ -52,8 +53,8 @@ class AlwaysForward:
     def delivered(self, keys: list[bytes]) -> None:
         pass
 
-    def request_mode(self, mode: str, reason: str) -> None:
-        logger.warning("%s asked for Mode %r, but a standard probe has no peer", reason, mode)
+    def request_mode(self, mode: Mode) -> None:
+        logger.warning("Mode %r requested, but a standard probe has no peer", mode.value)
 
 
 class Processor:
@@ -103,11 +104,12 @@ class Processor:
         self.ctx.assigned.clear()
         if mode is None:
             return
-        mode = str(mode).lower()
-        if mode not in MODES or mode == "standard":
+        name = str(mode).lower()
+        if name not in ("master", "slave"):
             logger.warning("rules set %%Mode to %r; expected 'master' or 'slave'", mode)
             return
-        self.gate.request_mode(mode, "rules file")
+        logger.warning("rules file sets %%Mode = %r", name)
+        self.gate.request_mode(Mode(name))
 
     def process(self, batch: Batch) -> list[Item]:
         """The alerts of ``batch`` the gate lets through now, in order."""

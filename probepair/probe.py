@@ -31,6 +31,8 @@ from probepair import __version__
 from probepair.errors import RulesError
 from probepair.feeds import make_feed
 from probepair.metrics import Metrics, serve_metrics
+from probepair.pair import build_driver
+from probepair.peer import PeerDriver
 from probepair.pipeline import AlwaysForward, Gate, Processor
 from probepair.sinks import make_sink
 from probepair.sinks.runner import SinkRunner
@@ -80,6 +82,7 @@ class Probe:
         self.program = load_program(props)
         self._rules_mtime = self._mtime()
         self.gate: Gate = AlwaysForward()
+        self.driver: PeerDriver | None = None
         self.processor = Processor(props, self.program, self.gate, self.metrics, wall_clock)
         self.feed: Feed = make_feed(props, wall_clock)
         self._stop = trio.Event()
@@ -111,13 +114,26 @@ class Probe:
 
     def status(self) -> dict[str, Any]:
         """This probe's side of ``probepair status``."""
-        return {
+        status: dict[str, Any] = {
             "name": self.props.Name,
             "version": __version__,
             "mode": self.props.Mode,
+            "role": "standard",
+            "active": True,
             "addresses": self.addresses,
             "rules": getattr(self.program, "digest", ""),
         }
+        if self.driver is not None:
+            m = self.driver.machine
+            heard = m.peer_last_heard
+            status.update(
+                role=m.role.value, active=m.active, epoch=m.epoch,
+                buffer_depth=m.buffer_depth, beat_interval=m.beat_interval,
+                peer_role=m.peer_role.value if m.peer_role else None,
+                peer_heard_seconds_ago=None if heard is None else trio.current_time() - heard,
+                split_brain=m.split_brain, config_drift=m.config_drift,
+            )
+        return status
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
@@ -167,9 +183,16 @@ class Probe:
         spool = Spool(spool_path(props)) if props.StoreAndForward and props.SinkType != "stdout" else None
         feed_send, feed_recv = trio.open_memory_channel["Batch"](props.QueueSize)
         sink_send, sink_recv = trio.open_memory_channel[list["Item"]](props.QueueSize)
+        flush_send = sink_send.clone()
+        link = None
+        if props.Mode == "standard":
+            self.metrics.set_role("standard", True)
+            await flush_send.aclose()
+        else:
+            self.driver, link = build_driver(props, self.metrics, flush_send,
+                                             getattr(self.program, "digest", ""))
+            self.gate = self.processor.gate = self.driver
         runner = SinkRunner(sink, self.metrics, self.gate.delivered, spool)
-        self.metrics.set_role("standard" if props.Mode == "standard" else "slave-standby",
-                              props.Mode == "standard")
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._watch_signals, name="signals")
@@ -179,12 +202,21 @@ class Probe:
                                                    props.MetricsAddress, props.MetricsPort,
                                                    self.status)
                     self.addresses["metrics"] = f"{host}:{port}"
+                if link is not None and self.driver is not None:
+                    host, port = await outer.start(link.serve)
+                    self.addresses["heartbeat"] = f"{host}:{port}"
+                    await outer.start(self.driver.run)
                 async with trio.open_nursery() as pipeline:
                     pipeline.start_soon(runner.run, sink_recv, name="sink")
 
                     async def process() -> None:
                         async with sink_send, feed_recv:
                             await self.processor.run(feed_recv, sink_send)
+                        if self.driver is not None:
+                            # Let the last deliveries be acked to the peer, so it does not
+                            # flush them again when it takes over; then stop flushes.
+                            await trio.sleep(2 * props.AckInterval)
+                            await self.driver.observer.close_flush()  # type: ignore[attr-defined]
 
                     pipeline.start_soon(process, name="rules")
                     feed_address = await pipeline.start(self._run_feed, feed_send)
