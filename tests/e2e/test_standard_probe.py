@@ -49,11 +49,12 @@ async def test_udp_lines_reach_the_file_sink_and_sigterm_loses_nothing(tmp_path:
 async def test_stdin_feed_stops_at_end_of_input_and_flushes(tmp_path: Path) -> None:
     sink = tmp_path / "out.jsonl"
     data = "".join(f"line {i} of input\n" for i in range(500)).encode()
-    result = await trio.run_process(
-        probepair_cmd("run", "--feedtype", "stdin", "--feedformat", "line", "--rulesfile", "",
-                      "--sinkfile", str(sink), "--storeandforward", "false"),
-        stdin=data, capture_stdout=True, capture_stderr=True, cwd=tmp_path, check=False,
-    )
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            probepair_cmd("run", "--feedtype", "stdin", "--feedformat", "line", "--rulesfile", "",
+                          "--sinkfile", str(sink), "--storeandforward", "false"),
+            stdin=data, capture_stdout=True, capture_stderr=True, cwd=tmp_path, check=False,
+        )
     assert result.returncode == 0, result.stderr.decode()
     alerts = [json.loads(x) for x in sink.read_bytes().splitlines()]
     assert [a["Line"] for a in alerts] == [f"line {i} of input" for i in range(500)]
