@@ -13,7 +13,7 @@ import orjson
 def serialise(fields: dict[str, object], key: bytes) -> bytes:
     """The alert as one JSON object (no newline) with ``EventKey`` added."""
     fields["EventKey"] = key.hex()
-    return orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(fields)
 
 
 def parse(line: bytes) -> dict[str, object]:

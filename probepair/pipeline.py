@@ -115,11 +115,12 @@ class Processor:
         """The alerts of ``batch`` the gate lets through now, in order."""
         out: list[Item] = []
         tokenise = self._tokenise
+        split = self.program is None or self.program.needs_split
         gate = self.gate.event
         discarded = 0
         if self.program is None:
             for ev in batch:
-                payload = serialise(dict(tokenise(ev.raw)), ev.key)
+                payload = serialise(dict(tokenise(ev.raw, True)), ev.key)
                 if gate(ev.key, payload):
                     out.append((ev.key, payload))
         else:
@@ -128,7 +129,7 @@ class Processor:
             assert ctx is not None
             assigned = ctx.assigned
             for ev in batch:
-                tokens = ev.tokens or tokenise(ev.raw)
+                tokens = ev.tokens or tokenise(ev.raw, split)
                 fields = run(tokens, ctx)
                 if assigned:
                     self._assigned()
