@@ -1,0 +1,267 @@
+"""The local control channel behind ``probepair takeover | release | status``.
+
+A Unix domain stream socket next to the probe (``ControlSocket``; '' means
+``probepair-<Name>.sock`` in the working directory). Authentication is the kernel's:
+the socket file is created mode 0600, so only its owner (and root) may connect, and
+each connection's peer uid is checked again with ``SO_PEERCRED`` where the platform
+has it, so a socket file later made world-writable still refuses strangers.
+
+Protocol: the client sends one JSON line ``{"command": "takeover"}``, the server
+answers one JSON line and closes. Every answer has ``"ok"``; a failure has ``"error"``.
+A malformed or slow client gets an error answer (or is dropped after
+``CLIENT_TIMEOUT``); it never ends the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, NoReturn
+
+import trio
+
+from probepair.errors import ProbepairError
+from probepair.failover import Mode
+
+if TYPE_CHECKING:
+    Handler = Callable[[str], dict[str, Any]]
+
+logger = logging.getLogger(__name__)
+
+COMMANDS: Final = ("takeover", "release", "status")
+CLIENT_TIMEOUT: Final = 5.0  # seconds one client may take to send its request and read the answer
+MAX_REQUEST: Final = 4096  # bytes: a request is one short JSON line
+MAX_RESPONSE: Final = 1 << 20  # bytes: a status answer is a few KiB
+MAX_PATH: Final = 108  # bytes in sockaddr_un.sun_path (Linux), including the NUL
+SOCKET_MODE: Final = 0o600  # owner read/write: connecting to a Unix socket needs write access
+_UCRED: Final = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;} (Linux)
+
+
+class ControlError(ProbepairError):
+    """The control channel (or a peer's ``/status``) cannot answer.
+
+    Args:
+        where: the socket path or URL.
+        message: what went wrong, and what to check.
+    """
+
+    def __init__(self, where: str, message: str) -> None:
+        self.where = where
+        self.message = message
+        super().__init__(f"{where}: {message}")
+
+
+def socket_path(name: str, control_socket: str = "") -> str:
+    """The control socket path: ``ControlSocket``, or ``probepair-<Name>.sock``."""
+    return control_socket or f"probepair-{name}.sock"
+
+
+def make_handler(status: Callable[[], dict[str, Any]],
+                 request_mode: Callable[[Mode], None] | None) -> Handler:
+    """A handler for ``serve_control`` over a probe.
+
+    Args:
+        status: the probe's status (``Probe.status``).
+        request_mode: ``PeerDriver.request_mode``; None for a Mode standard probe, which
+            has no peer, so takeover and release are refused.
+    """
+
+    def handle(command: str) -> dict[str, Any]:
+        if command == "status":
+            return {"ok": True, "status": status()}
+        if request_mode is None:
+            return {"ok": False, "error": f"{command} needs Mode master or slave; "
+                                          "this probe runs Mode standard"}
+        request_mode(Mode.MASTER if command == "takeover" else Mode.SLAVE)
+        return {"ok": True, "status": status()}
+
+    return handle
+
+
+# -- server --------------------------------------------------------------------------------
+
+
+def _peer_uid(sock: trio.socket.SocketType) -> int | None:
+    """The connecting process's uid, or None where SO_PEERCRED does not exist."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:  # pragma: no cover - not Linux: rely on the file mode alone
+        return None
+    _pid, uid, _gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _UCRED.size))
+    return int(uid)
+
+
+def _answer(request: bytes, handler: Handler) -> dict[str, Any]:
+    """The response to one request line; bad input is an error answer, never a raise."""
+    try:
+        message = json.loads(request)
+    except (UnicodeDecodeError, ValueError):
+        return {"ok": False, "error": 'expected one JSON line like {"command": "status"}'}
+    command = message.get("command") if isinstance(message, dict) else None
+    if command not in COMMANDS:
+        return {"ok": False, "error": f"expected command {', '.join(COMMANDS)}, got {command!r}"}
+    logger.info("control: %s", command)
+    try:
+        result = handler(command)
+    except ProbepairError as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True, **result}
+
+
+async def _read_line(stream: trio.SocketStream) -> bytes | None:
+    buf = b""
+    while b"\n" not in buf:
+        if len(buf) > MAX_REQUEST:
+            return None
+        chunk = await stream.receive_some(MAX_REQUEST)
+        if not chunk:
+            break
+        buf += chunk
+    line = buf.partition(b"\n")[0]
+    return line if len(line) <= MAX_REQUEST else None
+
+
+async def _serve_client(handler: Handler, allowed: frozenset[int],
+                        stream: trio.SocketStream) -> None:
+    async with stream:
+        with trio.move_on_after(CLIENT_TIMEOUT):
+            try:
+                uid = _peer_uid(stream.socket)
+                if uid is not None and uid not in allowed:
+                    logger.warning("control: refused a client with uid %d", uid)
+                    response = {"ok": False, "error": f"uid {uid} may not control this probe "
+                                                      "(run as its owner or root)"}
+                else:
+                    line = await _read_line(stream)
+                    if line is None:
+                        response = {"ok": False,
+                                    "error": f"request longer than {MAX_REQUEST} bytes"}
+                    else:
+                        response = _answer(line, handler)
+                await stream.send_all(json.dumps(response).encode() + b"\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return  # the client went away: its problem
+
+
+def _remove_stale(path: str) -> None:
+    """Remove a socket file a dead probe left; refuse a live one or a non-socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ControlError(path, "exists and is not a socket; remove it or set ControlSocket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # nobody listens: stale
+            logger.info("control: removed stale socket %s", path)
+            return
+    raise ControlError(path, "another probe is listening on this socket; "
+                             "give each probe its own Name or ControlSocket")
+
+
+@contextlib.contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    # The umask is process-wide; the probe has no other threads creating files meanwhile.
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+async def serve_control(path: str, handler: Handler, *,
+                        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+                        ) -> NoReturn:
+    """Serve the control channel on ``path`` until cancelled; then remove the file.
+
+    Args:
+        path: the socket file to create (a stale one is replaced).
+        handler: called with the command (``takeover``, ``release`` or ``status``); it
+            must not block and returns the answer; a ProbepairError becomes an error answer.
+        task_status: started with ``path`` once clients can connect.
+
+    Raises:
+        ControlError: the path is taken by a live probe or a non-socket, or cannot be bound.
+    """
+    if len(os.fsencode(path)) >= MAX_PATH:
+        raise ControlError(path, f"longer than the {MAX_PATH - 1} bytes a Unix socket path may "
+                                 "have; set a shorter ControlSocket")
+    _remove_stale(path)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with _umask(0o777 & ~SOCKET_MODE):
+            await sock.bind(path)
+        os.chmod(path, SOCKET_MODE)
+        sock.listen(16)
+    except OSError as exc:
+        sock.close()
+        raise ControlError(path, f"cannot create the control socket: {exc.strerror or exc}") from None
+    inode = os.stat(path).st_ino
+    allowed = frozenset({0, os.getuid()})
+    try:
+        async with trio.open_nursery() as nursery:
+            listener = trio.SocketListener(sock)
+            await nursery.start(trio.serve_listeners, partial(_serve_client, handler, allowed),
+                                [listener])
+            logger.info("control socket %s", path)
+            task_status.started(path)
+            await trio.sleep_forever()
+    finally:
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == inode:  # not a newer probe's socket
+                os.unlink(path)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- client --------------------------------------------------------------------------------
+
+
+def request(path: str, command: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Send ``command`` to the probe listening on ``path``; its answer (``ok`` is true).
+
+    Blocking (for the CLI). Raises:
+        ControlError: no probe listens there, permission denied, no answer within
+            ``timeout`` seconds, a malformed answer, or the probe answered an error.
+    """
+    if command not in COMMANDS:
+        raise ControlError(path, f"expected command {', '.join(COMMANDS)}, got {command!r}")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            sock.sendall(json.dumps({"command": command}).encode() + b"\n")
+            buf = b""
+            while b"\n" not in buf and len(buf) <= MAX_RESPONSE:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise ControlError(path, "no probe is listening (is it running in this "
+                                     "directory? see ControlSocket)") from None
+        except PermissionError:
+            raise ControlError(path, "permission denied: run as the probe's user or root") from None
+        except TimeoutError:
+            raise ControlError(path, f"no answer within {timeout:g} s") from None
+        except OSError as exc:
+            raise ControlError(path, f"cannot talk to the probe: {exc.strerror or exc}") from None
+    try:
+        response = json.loads(buf.partition(b"\n")[0])
+    except (UnicodeDecodeError, ValueError):
+        response = None
+    if not isinstance(response, dict) or "ok" not in response:
+        raise ControlError(path, f"expected a JSON answer, got {buf[:80]!r}")
+    if not response["ok"]:
+        raise ControlError(path, str(response.get("error", "the probe refused")))
+    return response

@@ -1,0 +1,183 @@
+"""The control channel over a real Unix socket: round trip, bad input, file lifecycle."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from probepair.control import (
+    ControlError,
+    make_handler,
+    request,
+    serve_control,
+    socket_path,
+)
+from probepair.failover import Mode
+
+
+def _handler(command: str) -> dict[str, Any]:
+    return {"echo": command}
+
+
+async def _raw(path: Path, data: bytes) -> dict[str, Any]:
+    """Send raw bytes and read the one-line answer."""
+    import json
+
+    stream = await trio.open_unix_socket(str(path))
+    async with stream:
+        await stream.send_all(data)
+        buf = b""
+        with trio.fail_after(5):
+            while b"\n" not in buf:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    break
+                buf += chunk
+    answer: dict[str, Any] = json.loads(buf)
+    return answer
+
+
+async def test_round_trip_with_the_blocking_client(tmp_path: Path) -> None:
+    path = tmp_path / "p.sock"
+    async with trio.open_nursery() as nursery:
+        assert await nursery.start(serve_control, str(path), _handler) == str(path)
+        answer = await trio.to_thread.run_sync(request, str(path), "takeover")
+        assert answer == {"ok": True, "echo": "takeover"}
+        nursery.cancel_scope.cancel()
+
+
+async def test_socket_is_mode_0600_and_removed_when_cancelled(tmp_path: Path) -> None:
+    path = tmp_path / "p.sock"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control, str(path), _handler)
+        mode = os.stat(path).st_mode
+        assert stat.S_ISSOCK(mode)
+        assert stat.S_IMODE(mode) == 0o600
+        nursery.cancel_scope.cancel()
+    assert not path.exists()
+
+
+async def test_stale_socket_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "p.sock"
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(path))
+    dead.close()  # the file stays: a probe that died without cleaning up
+    assert path.exists()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control, str(path), _handler)
+        answer = await _raw(path, b'{"command": "status"}\n')
+        assert answer == {"ok": True, "echo": "status"}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_live_socket_or_a_regular_file_is_not_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "p.sock"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control, str(path), _handler)
+        with pytest.raises(ControlError, match="another probe is listening") as info:
+            await serve_control(str(path), _handler)
+        assert info.value.where == str(path)
+        nursery.cancel_scope.cancel()
+    path.write_text("not a socket")
+    with pytest.raises(ControlError, match="exists and is not a socket"):
+        await serve_control(str(path), _handler)
+    assert path.read_text() == "not a socket"
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"not json\n", 'expected one JSON line like {"command": "status"}'),
+        (b"\xff\xfe\n", 'expected one JSON line like {"command": "status"}'),
+        (b"[1, 2]\n", "expected command takeover, release, status, got None"),
+        (b'{"command": "reboot"}\n', "expected command takeover, release, status, got 'reboot'"),
+        (b"x" * 5000 + b"\n", "request longer than 4096 bytes"),
+    ],
+)
+async def test_malformed_requests_get_an_error_and_the_server_goes_on(
+    tmp_path: Path, data: bytes, error: str
+) -> None:
+    path = tmp_path / "p.sock"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control, str(path), _handler)
+        assert await _raw(path, data) == {"ok": False, "error": error}
+        assert await _raw(path, b'{"command": "release"}\n') == {"ok": True, "echo": "release"}
+        nursery.cancel_scope.cancel()
+
+
+async def test_handler_errors_become_answers_and_request_raises_them(tmp_path: Path) -> None:
+    path = tmp_path / "p.sock"
+    async with trio.open_nursery() as nursery:
+        handler = make_handler(lambda: {"name": "s"}, None)  # a Mode standard probe
+        await nursery.start(serve_control, str(path), handler)
+        with pytest.raises(ControlError) as info:
+            await trio.to_thread.run_sync(request, str(path), "takeover")
+        assert str(info.value) == (f"{path}: takeover needs Mode master or slave; "
+                                   "this probe runs Mode standard")
+        answer = await trio.to_thread.run_sync(request, str(path), "status")
+        assert answer == {"ok": True, "status": {"name": "s"}}
+        nursery.cancel_scope.cancel()
+
+
+def test_make_handler_maps_commands_to_modes() -> None:
+    modes: list[Mode] = []
+    handle = make_handler(lambda: {"role": "x"}, modes.append)
+    assert handle("takeover") == {"ok": True, "status": {"role": "x"}}
+    assert handle("release")["ok"]
+    assert handle("status")["ok"]
+    assert modes == [Mode.MASTER, Mode.SLAVE]
+
+
+def test_request_errors_name_the_socket(tmp_path: Path) -> None:
+    missing = str(tmp_path / "probepair-m.sock")
+    with pytest.raises(ControlError) as info:
+        request(missing, "status")
+    assert str(info.value) == (f"{missing}: no probe is listening (is it running in this "
+                               "directory? see ControlSocket)")
+    with pytest.raises(ControlError, match="expected command takeover, release, status, got 'x'"):
+        request(missing, "x")
+
+
+def test_request_times_out_on_a_silent_server(tmp_path: Path) -> None:
+    path = str(tmp_path / "silent.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(path)
+        server.listen(1)
+        with pytest.raises(ControlError, match=r"no answer within 0\.2 s"):
+            request(path, "status", timeout=0.2)
+
+
+async def test_path_too_long_is_a_clear_error(tmp_path: Path) -> None:
+    path = str(tmp_path / ("x" * 120))
+    with pytest.raises(ControlError, match="longer than the 107 bytes"):
+        await serve_control(path, _handler)
+
+
+def test_socket_path_default() -> None:
+    assert socket_path("m") == "probepair-m.sock"
+    assert socket_path("m", "/run/probepair/m.sock") == "/run/probepair/m.sock"
+
+
+async def test_a_client_with_another_uid_is_refused(tmp_path: Path) -> None:
+    from functools import partial
+
+    from probepair.control import _serve_client
+
+    path = str(tmp_path / "p.sock")
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(path)
+    sock.listen(1)
+    nobody = frozenset({os.getuid() + 4242})  # neither us nor root (when we are not root)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, partial(_serve_client, _handler, nobody),
+                            [trio.SocketListener(sock)])
+        answer = await _raw(Path(path), b'{"command": "takeover"}\n')
+        nursery.cancel_scope.cancel()
+    assert answer == {"ok": False, "error": f"uid {os.getuid()} may not control this probe "
+                                            "(run as its owner or root)"}
