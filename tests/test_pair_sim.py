@@ -10,6 +10,7 @@ beats take a fraction of a second, and every random choice is seeded.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -201,7 +202,7 @@ async def test_with_loss_takeover_happens_exactly_when_a_gap_reaches_the_bound(
         nursery.cancel_scope.cancel()
     arrivals = pair.slave.arrivals[start - 1:]
     takeovers = [t for t, _, new, _ in pair.slave.roles if new is Role.SLAVE_ACTIVE]
-    gaps = [(a, b) for a, b in zip(arrivals, arrivals[1:], strict=False) if b - a >= BOUND]
+    gaps = [(a, b) for a, b in itertools.pairwise(arrivals) if b - a >= BOUND]
     assert gaps, "the loss rate is meant to cause a few takeovers"
     assert takeovers == [pytest.approx(a + BOUND) for a, _ in gaps]
     # Each spurious takeover is a short split brain, resolved at the next master beat.
