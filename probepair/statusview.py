@@ -1,0 +1,154 @@
+"""``probepair status``: both probes of a pair side by side, and a verdict.
+
+``render_table`` is pure (status dicts in, text out), so every verdict is tested with
+plain dicts. The dicts are what ``Probe.status()`` returns (served on ``/status`` and on
+the control socket); a key the other probe's version does not send shows as ``-``
+rather than failing, so mixed versions during an upgrade still get a table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import httpx
+
+from probepair.control import ControlError
+
+UNKNOWN: Final = "-"
+DIGEST_CHARS: Final = 12  # hex chars of the rules digest shown: enough to tell versions apart
+LABEL_WIDTH: Final = 18
+MIN_COLUMN: Final = 18
+
+Status = dict[str, Any]
+
+
+def _yes_no(value: object) -> str:
+    return UNKNOWN if value is None else ("yes" if value else "no")
+
+
+def _number(value: object) -> str:
+    return UNKNOWN if value is None or isinstance(value, bool) else str(value)
+
+
+def _heard(status: Status) -> str:
+    if status.get("role") == "standard":
+        return "n/a"
+    ago = status.get("peer_heard_seconds_ago")
+    if "peer_heard_seconds_ago" in status and ago is None:
+        return "never"
+    return UNKNOWN if not isinstance(ago, int | float) else f"{ago:.1f} s ago"
+
+
+def _drift(status: Status) -> str:
+    drift = status.get("config_drift")
+    if drift is None or status.get("role") == "standard":
+        return UNKNOWN
+    return "DRIFT" if drift else "match"
+
+
+def _digest(status: Status) -> str:
+    digest = status.get("rules")
+    if digest is None:
+        return UNKNOWN
+    return digest[:DIGEST_CHARS] if digest else "(no rules)"
+
+
+ROWS: Final[tuple[tuple[str, Callable[[Status], str]], ...]] = (
+    ("name", lambda s: str(s.get("name", UNKNOWN))),
+    ("mode", lambda s: str(s.get("mode", UNKNOWN))),
+    ("role", lambda s: str(s.get("role", UNKNOWN))),
+    ("active", lambda s: _yes_no(s.get("active"))),
+    ("epoch", lambda s: _number(s.get("epoch"))),
+    ("peer last heard", _heard),
+    ("buffer depth", lambda s: _number(s.get("buffer_depth"))),
+    ("events in", lambda s: _number(s.get("events_in"))),
+    ("events out", lambda s: _number(s.get("events_out"))),
+    ("config digest", _drift),
+    ("rules digest", _digest),
+)
+
+
+def verdict(local: Status, peer: Status | None, peer_error: str | None = None) -> list[str]:
+    """The lines under the table: ``pair OK: ...`` or one ``WARNING: ...`` per problem."""
+    if local.get("role") == "standard":
+        return ["standard probe (no failover peer): " + ("active" if local.get("active")
+                                                          else "not active")]
+    warnings: list[str] = []
+    probes = [local] if peer is None else [local, peer]
+    active = [str(s.get("name", UNKNOWN)) for s in probes if s.get("active")]
+    if peer is None:
+        warnings.append(f"WARNING: peer status unavailable ({peer_error or 'unknown'}); "
+                        f"this probe is {'active' if local.get('active') else 'NOT active'}")
+        if local.get("split_brain"):
+            warnings.append("WARNING: both active (split brain)")
+    elif len(active) == 0:
+        warnings.append("WARNING: no probe active")
+    elif len(active) > 1 or local.get("split_brain") or peer.get("split_brain"):
+        warnings.append("WARNING: both active (split brain)")
+    rules_differ = peer is not None and None not in (local.get("rules"), peer.get("rules")) \
+        and local.get("rules") != peer.get("rules")
+    if any(s.get("config_drift") for s in probes) or rules_differ:
+        warnings.append("WARNING: config drift between peers"
+                        + (" (rules digests differ)" if rules_differ else ""))
+    if warnings:
+        return warnings
+    return [f"pair OK: one active ({active[0]})"]
+
+
+def render_table(local: Status, peer: Status | None, peer_error: str | None = None) -> str:
+    """Both probes side by side (this probe, peer), then the verdict lines.
+
+    Args:
+        local: this probe's status (from its control socket or ``/status``).
+        peer: the peer's status, or None when it could not be fetched.
+        peer_error: why the peer's status is missing; shown under the table.
+    """
+    columns = [[cell(local) for _, cell in ROWS]]
+    columns.append([cell(peer) for _, cell in ROWS] if peer is not None else
+                   ["(unreachable)"] + [UNKNOWN] * (len(ROWS) - 1))
+    if peer is not None and local.get("rules") is not None and peer.get("rules") is not None:
+        same = local.get("rules") == peer.get("rules")
+        columns[1][-1] += " (match)" if same else " (DIFFERENT)"
+    width = max(MIN_COLUMN, *(len(c) + 2 for c in columns[0]))
+    lines = [f"{'':<{LABEL_WIDTH}}{'this probe':<{width}}peer"]
+    for i, (label, _) in enumerate(ROWS):
+        lines.append(f"{label:<{LABEL_WIDTH}}{columns[0][i]:<{width}}{columns[1][i]}".rstrip())
+    if peer is None and peer_error:
+        lines.append(f"peer: {peer_error}")
+    lines.extend(verdict(local, peer, peer_error))
+    return "\n".join(lines) + "\n"
+
+
+def status_url(host: str, port: int) -> str:
+    """The ``/status`` URL of a probe's metrics endpoint (IPv6 hosts bracketed)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}/status"
+
+
+def fetch_status(url: str, timeout: float = 3.0) -> Status:
+    """GET a probe's ``/status`` (blocking, for the CLI).
+
+    Raises:
+        ControlError: naming ``url``: nothing listens, no answer within ``timeout``
+            seconds, an HTTP error status, or a body that is not a JSON object.
+    """
+    try:
+        response = httpx.get(url, timeout=timeout)
+    except httpx.ConnectError:
+        raise ControlError(url, "no probe answers (is its MetricsPort set and reachable?)"
+                           ) from None
+    except httpx.TimeoutException:
+        raise ControlError(url, f"no answer within {timeout:g} s") from None
+    except httpx.HTTPError as exc:
+        raise ControlError(url, f"request failed: {exc}") from None
+    if response.status_code != 200:
+        raise ControlError(url, f"expected HTTP 200, got {response.status_code}")
+    try:
+        status = response.json()
+    except ValueError:
+        status = None
+    if not isinstance(status, dict):
+        raise ControlError(url, f"expected a JSON object, got {response.text[:80]!r}")
+    return status
