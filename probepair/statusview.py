@@ -78,8 +78,9 @@ def verdict(local: Status, peer: Status | None, peer_error: str | None = None) -
     probes = [local] if peer is None else [local, peer]
     active = [str(s.get("name", UNKNOWN)) for s in probes if s.get("active")]
     if peer is None:
-        warnings.append(f"WARNING: peer status unavailable ({peer_error or 'unknown'}); "
-                        f"this probe is {'active' if local.get('active') else 'NOT active'}")
+        # the error itself is on the "peer:" line above the verdict
+        warnings.append("WARNING: peer status unavailable; this probe is "
+                        + ("active" if local.get("active") else "NOT active"))
         if local.get("split_brain"):
             warnings.append("WARNING: both active (split brain)")
     elif len(active) == 0:
