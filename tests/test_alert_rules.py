@@ -61,3 +61,9 @@ def test_every_alert_has_a_unit_test_severity_and_annotations() -> None:
         assert alert["labels"]["severity"] in ("warning", "critical"), alert["alert"]
         assert "$labels.pair" in alert["annotations"]["summary"], alert["alert"]
         assert {"summary", "description"} <= alert["annotations"].keys(), alert["alert"]
+
+
+def test_example_scrape_config_is_valid() -> None:
+    # Also checks alerts.yml again, through the config's rule_files.
+    result = _promtool("check", "config", str(CONF / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
