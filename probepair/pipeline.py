@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from probepair.alerts import serialise
+from probepair.events import Event, key_of
 from probepair.formats import TOKENISERS
 from probepair.failover import Mode
 from probepair.props import Props, as_mapping
@@ -55,6 +56,15 @@ class AlwaysForward:
 
     def request_mode(self, mode: Mode) -> None:
         logger.warning("Mode %r requested, but a standard probe has no peer", mode.value)
+
+
+def self_event(name: str, summary: str, wall_clock: Callable[[], float]) -> Event:
+    """A ProbeWatch event (``@Manager = "ProbeWatch"``) about this probe itself."""
+    now = wall_clock()
+    tokens = {"Manager": "ProbeWatch", "Summary": summary, "Node": platform.node(),
+              "Agent": name}
+    raw = f"ProbeWatch {name} {now!r} {summary}".encode()
+    return Event(raw, key_of(raw), now, tokens)
 
 
 class Processor:
@@ -120,6 +130,9 @@ class Processor:
         discarded = 0
         if self.program is None:
             for ev in batch:
+                if ev.tokens:
+                    out.append((ev.key, serialise(dict(ev.tokens), ev.key)))
+                    continue
                 payload = serialise(dict(tokenise(ev.raw, True)), ev.key)
                 if gate(ev.key, payload):
                     out.append((ev.key, payload))
@@ -129,8 +142,15 @@ class Processor:
             assert ctx is not None
             assigned = ctx.assigned
             for ev in batch:
-                tokens = ev.tokens or tokenise(ev.raw, split)
-                fields = run(tokens, ctx)
+                if ev.tokens:
+                    # A ProbeWatch self-event: the rules see it (tokens and pre-set
+                    # fields, as OMNIbus does); it bypasses the gate, so a standby
+                    # slave's own events show it is alive.
+                    fields = run(ev.tokens, ctx, ev.tokens)
+                    if fields is not None:
+                        out.append((ev.key, serialise(fields, ev.key)))
+                    continue
+                fields = run(tokenise(ev.raw, split), ctx)
                 if assigned:
                     self._assigned()
                 if fields is None:

@@ -29,11 +29,12 @@ import trio
 
 from probepair import __version__
 from probepair.errors import RulesError
+from probepair.failover import ACTIVE_ROLES, Role
 from probepair.feeds import make_feed
 from probepair.metrics import Metrics, serve_metrics
 from probepair.pair import build_driver
 from probepair.peer import PeerDriver
-from probepair.pipeline import AlwaysForward, Gate, Processor
+from probepair.pipeline import AlwaysForward, Gate, Processor, self_event
 from probepair.sinks import make_sink
 from probepair.sinks.runner import SinkRunner
 from probepair.sinks.spool import Spool
@@ -86,6 +87,8 @@ class Probe:
         self.processor = Processor(props, self.program, self.gate, self.metrics, wall_clock)
         self.feed: Feed = make_feed(props, wall_clock)
         self._stop = trio.Event()
+        self._feed_done = trio.Event()
+        self._self_send: trio.MemorySendChannel[Batch] | None = None
         self.addresses: dict[str, str] = {}
 
     def _mtime(self) -> float:
@@ -93,6 +96,30 @@ class Probe:
             return os.stat(self.props.RulesFile).st_mtime if self.props.RulesFile else 0.0
         except OSError:
             return 0.0
+
+    def send_self_event(self, summary: str) -> None:
+        """Queue a ProbeWatch event (never blocks: dropped and logged if the queue is full)."""
+        if self._self_send is None:
+            return
+        try:
+            self._self_send.send_nowait([self_event(self.props.Name, summary, self._wall_clock)])
+        except trio.WouldBlock:
+            logger.warning("ProbeWatch event %r dropped: the event queue is full", summary)
+        except trio.ClosedResourceError:
+            pass  # stopping: "Going Down ..." was the last one
+
+    def _on_role(self, old: Role, new: Role, reason: str) -> None:
+        verb = "Became active" if new in ACTIVE_ROLES else "Became standby"
+        self.send_self_event(f"{verb} ({new.value}): {reason}")
+
+    async def _self_events(self, send: trio.MemorySendChannel[Batch]) -> None:
+        """'Running ...' now, 'Going Down ...' at stop; then the channel closes."""
+        async with send:
+            self._self_send = send
+            self.send_self_event("Running ...")
+            await self._feed_done.wait()  # so "Going Down ..." follows the feed's last event
+            await send.send([self_event(self.props.Name, "Going Down ...", self._wall_clock)])
+            self._self_send = None
 
     def stop(self, reason: str = "stop requested") -> None:
         if not self._stop.is_set():
@@ -173,6 +200,7 @@ class Probe:
 
             nursery.start_soon(cancel_on_stop)
             task_status.started(await nursery.start(feed))
+        self._feed_done.set()
         if not self._stop.is_set():
             self.stop(f"feed {self.feed.name} ended")
 
@@ -190,7 +218,7 @@ class Probe:
             await flush_send.aclose()
         else:
             self.driver, link = build_driver(props, self.metrics, flush_send,
-                                             getattr(self.program, "digest", ""))
+                                             getattr(self.program, "digest", ""), self._on_role)
             self.gate = self.processor.gate = self.driver
         runner = SinkRunner(sink, self.metrics, self.gate.delivered, spool)
         try:
@@ -219,6 +247,7 @@ class Probe:
                             await self.driver.observer.close_flush()  # type: ignore[attr-defined]
 
                     pipeline.start_soon(process, name="rules")
+                    pipeline.start_soon(self._self_events, feed_send.clone(), name="self-events")
                     feed_address = await pipeline.start(self._run_feed, feed_send)
                     self.addresses["feed"] = self._format(feed_address)
                     outer.start_soon(self._watch_kernel_drops, name="kernel-drops")

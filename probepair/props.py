@@ -90,9 +90,11 @@ class Props:
     SinkUrl: str = _prop("", "URL the http sink POSTs JSON arrays to")
     SinkDatabase: str = _prop("", "SQLite database of the sqlite sink")
     StoreAndForward: bool = _prop(True, "spool alerts to SAFFileName while the sink is down")
-    SAFFileName: str = _prop("", "store-and-forward spool file; '' = SinkFile or Name + '.saf'")
+    SAFFileName: str = _prop("", "store-and-forward spool file; '' = probepair-<Name>.saf")
     MetricsAddress: str = _prop("127.0.0.1", "address of the /metrics endpoint")
     MetricsPort: int = _prop(0, "port of the /metrics endpoint; 0 = off", low=0, high=65535)
+    ControlSocket: str = _prop("", "Unix socket for status, takeover and release; "
+                               "'' = probepair-<Name>.sock")
     NotifyCommand: str = _prop("", "command run on role changes with role and reason")
     MessageLevel: str = _prop("warn", "log level: debug, info, warn, error or fatal",
                               choices=LEVELS)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-if TYPE_CHECKING:
-    import trio
+import trio
 
+if TYPE_CHECKING:
     from probepair.events import Event
     from probepair.props import Props
 
@@ -48,3 +48,21 @@ def make_feed(props: Props, wall_clock: Callable[[], float]) -> Feed:
         "stdin": StdinFeed,
     }
     return kinds[props.FeedType](props, wall_clock)
+
+
+STOP_GRACE = 5.0  # seconds a cancelled feed may wait to hand over its last batch
+
+
+async def send_batch(send: trio.MemorySendChannel[Batch], batch: Batch) -> None:
+    """Send ``batch``; if the feed is being stopped meanwhile, still hand it over.
+
+    A datagram read from the socket is accepted: a clean stop (which cancels the feed)
+    must not lose the batch that was waiting for room in the channel. The retry is
+    shielded and bounded, then the cancellation goes on.
+    """
+    try:
+        await send.send(batch)
+    except trio.Cancelled:
+        with trio.move_on_after(STOP_GRACE, shield=True):
+            await send.send(batch)
+        raise

@@ -21,7 +21,7 @@ import trio
 
 from probepair.errors import FeedError
 from probepair.events import Event, KeyMaker
-from probepair.feeds.base import MAX_BATCH, Batch
+from probepair.feeds.base import MAX_BATCH, Batch, send_batch
 
 if TYPE_CHECKING:
     from probepair.props import Props
@@ -97,7 +97,7 @@ class FileFeed:
                 batch = self._read(cur)
                 if batch:
                     for i in range(0, len(batch), MAX_BATCH):
-                        await send.send(batch[i : i + MAX_BATCH])
+                        await send_batch(send, batch[i : i + MAX_BATCH])
                     continue
                 cur = await self._after_idle(cur, send)
         finally:
@@ -130,7 +130,7 @@ class FileFeed:
                 # the old generation one more round in case the writer still appends.
                 batch = self._finish(cur)
                 if batch:
-                    await send.send(batch)
+                    await send_batch(send, batch)
                 return cur
             os.close(cur.fd)
             return self._open(at_end=False)

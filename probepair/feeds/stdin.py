@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from probepair.events import KeyMaker
-from probepair.feeds.base import Batch
+from probepair.feeds.base import Batch, send_batch
 from probepair.feeds.lines import LineSplitter
 
 if TYPE_CHECKING:
@@ -48,11 +48,11 @@ class StdinFeed:
                 if not chunk:
                     batch = splitter.finish()
                     if batch:
-                        await send.send(batch)
+                        await send_batch(send, batch)
                     return
                 batch = splitter.feed(chunk)
                 if batch:
-                    await send.send(batch)
+                    await send_batch(send, batch)
         finally:
             if reader is not None:
                 with trio.CancelScope(shield=True):

@@ -10,7 +10,7 @@ import trio
 
 from probepair.errors import FeedError
 from probepair.events import KeyMaker
-from probepair.feeds.base import Batch
+from probepair.feeds.base import Batch, send_batch
 from probepair.feeds.lines import LineSplitter
 
 if TYPE_CHECKING:
@@ -58,8 +58,8 @@ class TcpFeed:
                 if not chunk:
                     batch = splitter.finish()
                     if batch:
-                        await send.send(batch)
+                        await send_batch(send, batch)
                     return
                 batch = splitter.feed(chunk)
                 if batch:
-                    await send.send(batch)
+                    await send_batch(send, batch)

@@ -17,7 +17,7 @@ import trio
 
 from probepair.errors import FeedError
 from probepair.events import Event, KeyMaker
-from probepair.feeds.base import MAX_BATCH, Batch
+from probepair.feeds.base import MAX_BATCH, Batch, send_batch
 
 if TYPE_CHECKING:
     from probepair.props import Props
@@ -104,13 +104,13 @@ class UdpFeed:
                     batch.append(Event(raw, key(raw, t), received))
             except BlockingIOError:
                 if batch:
-                    await send.send(batch)
+                    await send_batch(send, batch)
                 await trio.lowlevel.wait_readable(sock)
                 continue
             except OSError:
                 # ICMP errors surfacing on an unconnected socket: nothing to read now.
                 await trio.lowlevel.checkpoint()
             if batch:
-                await send.send(batch)
+                await send_batch(send, batch)
             else:
                 await trio.lowlevel.checkpoint()

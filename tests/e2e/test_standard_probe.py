@@ -40,6 +40,10 @@ async def test_udp_lines_reach_the_file_sink_and_sigterm_loses_nothing(tmp_path:
         await wait_for_lines(sink, len(lines))
         assert await probe.stop() == 0
     alerts = [json.loads(x) for x in sink.read_bytes().splitlines()]
+    watch = [a["Summary"] for a in alerts if a.get("Manager") == "ProbeWatch"]
+    assert watch == ["Running ...", "Going Down ..."]  # first and last: see probe.py
+    assert alerts[0]["Summary"] == "Running ..." and alerts[-1]["Summary"] == "Going Down ..."
+    alerts = [a for a in alerts if a.get("Manager") != "ProbeWatch"]
     assert [a["Message"] for a in alerts] == [f"event number {i}" for i in range(2000)]
     assert alerts[0]["Hostname"] == "web1"
     assert alerts[0]["Program"] == "app"
@@ -57,6 +61,7 @@ async def test_stdin_feed_stops_at_end_of_input_and_flushes(tmp_path: Path) -> N
         )
     assert result.returncode == 0, result.stderr.decode()
     alerts = [json.loads(x) for x in sink.read_bytes().splitlines()]
+    alerts = [a for a in alerts if a.get("Manager") != "ProbeWatch"]
     assert [a["Line"] for a in alerts] == [f"line {i} of input" for i in range(500)]
     assert alerts[3]["Token2"] == "3"
 
