@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -88,3 +89,138 @@ async def wait_for_lines(path: Path, count: int, timeout: float = 20.0) -> list[
                 if len(lines) >= count:
                     return lines
             await trio.sleep(0.05)
+
+
+# -- helpers for the failover pair tests (additive) -------------------------------------
+
+SCRAPE_TIMEOUT = 2.0  # seconds for one /metrics request on loopback or a veth
+
+
+def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
+    """A port the kernel just gave out for ``kind`` on ``host`` (closed again at once).
+
+    Pair tests need ports before the processes start (each probe names the other's
+    heartbeat port) and across a restart (the feeder keeps sending to the same port).
+    """
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def http_get(address: tuple[str, int], path: str) -> bytes:
+    """The body of ``GET path`` (HTTP/1.0, so the server closes after the response)."""
+    with trio.fail_after(SCRAPE_TIMEOUT):
+        stream = await trio.open_tcp_stream(*address)
+        async with stream:
+            await stream.send_all(f"GET {path} HTTP/1.0\r\nHost: probe\r\n\r\n".encode())
+            data = b""
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0]
+    if b" 200 " not in status + b" ":
+        raise AssertionError(f"GET {path} from {address}: {status!r}")
+    return body
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text exposition as ``{'name{labels}': value}`` (comments skipped)."""
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        samples[series] = float(value)
+    return samples
+
+
+async def scrape(probe: ProbeProcess) -> dict[str, float]:
+    """The probe's current /metrics samples."""
+    return parse_metrics((await http_get(probe.address("metrics"), "/metrics")).decode())
+
+
+async def wait_metric(probe: ProbeProcess, series: str, value: float, timeout: float,
+                      poll: float = 0.01) -> float:
+    """Poll /metrics until ``series == value``; the seconds it took (trio clock).
+
+    Raises ``trio.TooSlowError`` after ``timeout`` seconds.
+    """
+    start = trio.current_time()
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                if (await scrape(probe)).get(series) == value:
+                    return trio.current_time() - start
+            except OSError:
+                pass  # not listening yet, or restarting: poll again
+            await trio.sleep(poll)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """The pair's failover timings in seconds (the props of the same names)."""
+
+    beat_interval: float = 0.2
+    beat_threshold: float = 0.2
+    heartbeat_timeout: float = 0.2
+    ack_interval: float = 0.1
+
+    @property
+    def bound(self) -> float:
+        """Silence after which a standby slave takes over."""
+        return self.beat_interval + self.beat_threshold + self.heartbeat_timeout
+
+
+@dataclass(frozen=True)
+class PairSide:
+    """Everything one probe of a pair needs on its command line.
+
+    ``host`` is the address of this probe for heartbeats; ``feed_host`` (default
+    ``host``) is where its UDP feed and /metrics listen.
+    """
+
+    name: str
+    mode: str
+    host: str
+    heartbeat_port: int
+    feed_port: int
+    metrics_port: int
+    cwd: Path
+    feed_host: str = ""
+
+    @property
+    def sink(self) -> Path:
+        return self.cwd / f"{self.name}.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.cwd / f"{self.name}.log"
+
+    def args(self, peer: PairSide, timings: Timings, *, secret: str = "e2e-secret",
+             extra: Sequence[str] = ()) -> list[str]:
+        feed_host = self.feed_host or self.host
+        return [
+            "--name", self.name, "--mode", self.mode,
+            "--peerhost", peer.host, "--peerport", str(peer.heartbeat_port),
+            "--listenaddress", self.host, "--listenport", str(self.heartbeat_port),
+            "--feedaddress", feed_host, "--feedport", str(self.feed_port),
+            "--feedformat", "line", "--rulesfile", "",
+            "--sinkfile", str(self.sink), "--messagelog", str(self.log),
+            "--metricsaddress", feed_host, "--metricsport", str(self.metrics_port),
+            "--beatinterval", str(timings.beat_interval),
+            "--beatthreshold", str(timings.beat_threshold),
+            "--heartbeattimeout", str(timings.heartbeat_timeout),
+            "--ackinterval", str(timings.ack_interval),
+            "--sharedsecret", secret, *extra,
+        ]
+
+
+def loopback_pair(tmp_path: Path) -> tuple[PairSide, PairSide]:
+    """A master and a slave on 127.0.0.1, each with its own working directory."""
+    sides = []
+    for name, mode in (("m", "master"), ("s", "slave")):
+        cwd = tmp_path / name
+        cwd.mkdir(exist_ok=True)
+        sides.append(PairSide(name, mode, "127.0.0.1", free_port(), free_port(),
+                              free_port(socket.SOCK_STREAM), cwd))
+    return sides[0], sides[1]
