@@ -20,8 +20,9 @@ pytestmark = pytest.mark.skipif(
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
     assert PROMTOOL is not None
-    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60,
-                          check=False)
+    return subprocess.run(
+        [PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_alert_rules_are_valid() -> None:

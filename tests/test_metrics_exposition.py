@@ -7,7 +7,7 @@ import json
 import shutil
 import socket
 import subprocess
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -16,6 +16,9 @@ import trio
 from probepair import __version__
 from probepair.metrics import ROLES, Metrics
 from tests.e2e.procs import start_probe
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -27,8 +30,14 @@ needs_promtool = pytest.mark.skipif(
 def check_metrics(exposition: bytes) -> subprocess.CompletedProcess[str]:
     """``promtool check metrics`` with the exposition on stdin."""
     assert PROMTOOL is not None
-    return subprocess.run([PROMTOOL, "check", "metrics"], input=exposition.decode(),
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [PROMTOOL, "check", "metrics"],
+        input=exposition.decode(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def busy_metrics() -> Metrics:
@@ -67,15 +76,14 @@ def test_exposition_passes_promtool_lint() -> None:
     result = check_metrics(busy_metrics().exposition())
     assert result.returncode == 0, result.stdout + result.stderr
     # promtool prints one line per lint problem ("name: problem"); none expected.
-    assert result.stdout.strip() == "" and result.stderr.strip() == "", (
-        result.stdout + result.stderr)
+    assert (result.stdout + result.stderr).strip() == ""
 
 
 @needs_promtool
 def test_fresh_exposition_passes_promtool_lint() -> None:
     result = check_metrics(Metrics().exposition())
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == "" and result.stderr.strip() == ""
+    assert (result.stdout + result.stderr).strip() == ""
 
 
 def test_exposition_holds_the_contract_names() -> None:
@@ -87,8 +95,9 @@ def test_exposition_holds_the_contract_names() -> None:
     assert sum(value("probepair_role", {"role": r}) or 0 for r in ROLES) == 1
     assert value("probepair_heartbeats_rejected_total", {"reason": "mac"}) == 2
     assert value("probepair_failovers_total") == 1
-    assert value("probepair_info", {"version": __version__, "mode": "slave",
-                                    "node": "probe-b"}) == 1
+    assert (
+        value("probepair_info", {"version": __version__, "mode": "slave", "node": "probe-b"}) == 1
+    )
     assert value("probepair_sink_write_seconds_count") == 2
 
 
@@ -113,9 +122,18 @@ async def test_real_probe_serves_metrics_status_and_404(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         probe = await start_probe(
             nursery,
-            ["--name", "std1", "--feedport", "0", "--rulesfile", "",
-             "--sinkfile", str(tmp_path / "alerts.jsonl"),
-             "--metricsport", str(free_tcp_port())],
+            [
+                "--name",
+                "std1",
+                "--feedport",
+                "0",
+                "--rulesfile",
+                "",
+                "--sinkfile",
+                str(tmp_path / "alerts.jsonl"),
+                "--metricsport",
+                str(free_tcp_port()),
+            ],
             cwd=tmp_path,
         )
         try:
@@ -132,7 +150,7 @@ async def test_real_probe_serves_metrics_status_and_404(tmp_path: Path) -> None:
     assert metrics.headers["content-type"].startswith("text/plain; version=")
     result = check_metrics(metrics.content)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == "" and result.stderr.strip() == ""
+    assert (result.stdout + result.stderr).strip() == ""
     text = metrics.text
     assert "\nprobepair_active 1.0\n" in text
     assert 'probepair_role{role="standard"} 1.0' in text
