@@ -66,6 +66,11 @@ class Feeder:
         while self.sent < count:
             await self._progress.wait()
 
+    async def wait_traffic(self, seconds: float) -> None:
+        """Wait until ``seconds`` more of traffic went out (bounded by a generous timeout)."""
+        with trio.fail_after(seconds * 5 + 5):
+            await self.wait_sent(self.sent + int(self.rate * seconds))
+
     async def run(self, count: int | None = None) -> None:
         """Send until ``count`` events (None: until ``stop()``), paced at ``rate``.
 

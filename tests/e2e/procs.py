@@ -224,3 +224,19 @@ def loopback_pair(tmp_path: Path) -> tuple[PairSide, PairSide]:
         sides.append(PairSide(name, mode, "127.0.0.1", free_port(), free_port(),
                               free_port(socket.SOCK_STREAM), cwd))
     return sides[0], sides[1]
+
+
+ACTIVE = "probepair_active"  # 1 while the probe forwards to its sink
+STANDBY = 'probepair_role{role="slave-standby"}'
+
+
+async def kill9(probe: ProbeProcess) -> None:
+    """SIGKILL the probe and reap it (bounded)."""
+    probe.process.kill()
+    with trio.fail_after(5):
+        await probe.process.wait()
+
+
+async def active_flags(*probes: ProbeProcess) -> list[float]:
+    """``probepair_active`` of each probe, in order."""
+    return [(await scrape(p)).get(ACTIVE, -1.0) for p in probes]

@@ -1,0 +1,177 @@
+"""A real pair across two network namespaces: kill -9 and failback, partition and heal.
+
+The master runs in one namespace, the slave in another, and their heartbeats cross a
+veth pair; the test feeds both and reads their /metrics from the root namespace over a
+second veth pair per namespace (``tests/e2e/netns.py``), so a partition of the heartbeat
+link leaves the feed intact: both probes keep receiving every event, which is what makes
+a split brain visible (both forward) and measurable (duplicates, never loss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.e2e import netns
+from tests.e2e.feeder import Feeder
+from tests.e2e.netns import Topology
+from tests.e2e.procs import (
+    ACTIVE,
+    STANDBY,
+    PairSide,
+    ProbeProcess,
+    Timings,
+    active_flags,
+    kill9,
+    scrape,
+    start_probe,
+    wait_metric,
+)
+from tests.e2e.sinkcheck import count, duplicated, wait_delivered
+
+pytestmark = pytest.mark.e2e
+
+# The namespaces are fresh, so fixed ports are free in them.
+HEARTBEAT_PORT = 7100
+FEED_PORT = 5514
+METRICS_PORT = 9100
+# The same timings and limits as test_pair_loopback.py; see the reasons there.
+TIMINGS = Timings(beat_interval=0.2, beat_threshold=0.2, heartbeat_timeout=0.2,
+                  ack_interval=0.1)
+RATE = 1000  # events per second
+START_TIMEOUT = 10.0  # seconds
+DELIVERY_TIMEOUT = 10.0  # seconds
+# The last heartbeat before a kill left at most one BeatInterval (+ the master's
+# scheduling jitter) earlier, so a takeover sooner than bound - BeatInterval is false.
+BEAT_JITTER = 0.02  # seconds
+TAKEOVER_SLACK = 0.5  # seconds beyond the bound, for a loaded CI machine
+MAX_KILL_DUPLICATES = int(RATE * 3 * TIMINGS.ack_interval)
+
+
+@pytest.fixture
+def topo() -> Iterator[Topology]:
+    """Two fresh namespaces and their links, deleted after the test whatever happens."""
+    if not netns.available():
+        pytest.skip(netns.SKIP_REASON)
+    with netns.two_namespaces() as topology:
+        yield topology
+
+
+def sides(topo: Topology, tmp_path: Path) -> tuple[PairSide, PairSide]:
+    made = []
+    for name, mode, ns in (("m", "master", "a"), ("s", "slave", "b")):
+        cwd = tmp_path / name
+        cwd.mkdir()
+        made.append(PairSide(name, mode, topo.heartbeat_addr(ns), HEARTBEAT_PORT, FEED_PORT,
+                             METRICS_PORT, cwd, feed_host=topo.feed_addr(ns)))
+    return made[0], made[1]
+
+
+async def start_side(nursery: trio.Nursery, topo: Topology, side: PairSide,
+                     peer: PairSide) -> ProbeProcess:
+    ns = topo.ns("a" if side.mode == "master" else "b")
+    return await start_probe(nursery, side.args(peer, TIMINGS), cwd=side.cwd, netns=ns)
+
+
+async def start_pair(nursery: trio.Nursery, topo: Topology, m: PairSide,
+                     s: PairSide) -> tuple[ProbeProcess, ProbeProcess]:
+    master = await start_side(nursery, topo, m, s)
+    slave = await start_side(nursery, topo, s, m)
+    await wait_metric(master, ACTIVE, 1, START_TIMEOUT)
+    await wait_metric(slave, STANDBY, 1, START_TIMEOUT)
+    return master, slave
+
+
+def report(what: str, text: str) -> None:
+    print(f"\n{what}: {text}")  # shown with -s / on failure
+
+
+def feeder_for(m: PairSide, s: PairSide) -> Feeder:
+    return Feeder([(m.feed_host, m.feed_port), (s.feed_host, s.feed_port)], rate=RATE)
+
+
+async def test_kill9_master_across_namespaces_then_failback(topo: Topology,
+                                                            tmp_path: Path) -> None:
+    m, s = sides(topo, tmp_path)
+    feeder = feeder_for(m, s)
+    async with trio.open_nursery() as nursery:
+        master, slave = await start_pair(nursery, topo, m, s)
+        nursery.start_soon(feeder.run)
+        await feeder.wait_traffic(0.5)
+        killed_at = trio.current_time()
+        await kill9(master)
+        await wait_metric(slave, ACTIVE, 1, TIMINGS.bound + 5)
+        took = trio.current_time() - killed_at
+        await feeder.wait_traffic(0.3)
+        # No loss across the takeover, before the failback muddies the count.
+        sent_before_restart = feeder.sent
+        at_takeover = await wait_delivered(feeder.keys(), [m.sink, s.sink], DELIVERY_TIMEOUT)
+        assert at_takeover.lost == []
+        restarted_at = trio.current_time()
+        master = await start_side(nursery, topo, m, s)
+        await wait_metric(master, ACTIVE, 1, 5 * TIMINGS.bound + 5)
+        failback = trio.current_time() - restarted_at
+        await wait_metric(slave, STANDBY, 1, 5)
+        assert await active_flags(master, slave) == [1, 0]
+        await feeder.wait_traffic(0.5)
+        feeder.stop()
+        await wait_delivered(feeder.keys(), [m.sink, s.sink], DELIVERY_TIMEOUT)
+        assert await slave.stop() == 0
+        assert await master.stop() == 0
+    result = count(feeder.keys(), [m.sink, s.sink])
+    across = duplicated([m.sink, s.sink], among=feeder.keys(sent_before_restart))
+    report("netns kill -9 + failback",
+           f"takeover {took:.3f} s (bound {TIMINGS.bound:.1f} s), at takeover {at_takeover}; "
+           f"master active {failback:.3f} s after restart, duplicates across the failback "
+           f"{sum(across.values()) - len(across)}; {result}")
+    assert TIMINGS.bound - TIMINGS.beat_interval - BEAT_JITTER <= took
+    assert took <= TIMINGS.bound + TAKEOVER_SLACK
+    assert at_takeover.duplicates <= MAX_KILL_DUPLICATES
+    assert result.lost == []
+    assert result.unexpected == 0
+    assert across == {}
+
+
+async def test_partition_is_a_split_brain_without_loss_and_heals(topo: Topology,
+                                                                  tmp_path: Path) -> None:
+    m, s = sides(topo, tmp_path)
+    feeder = feeder_for(m, s)
+    async with trio.open_nursery() as nursery:
+        master, slave = await start_pair(nursery, topo, m, s)
+        nursery.start_soon(feeder.run)
+        await feeder.wait_traffic(0.5)
+        await trio.to_thread.run_sync(topo.set_link, False)
+        cut_at = trio.current_time()
+        await wait_metric(slave, ACTIVE, 1, TIMINGS.bound + 5)
+        took = trio.current_time() - cut_at
+        # Split brain: each side forwards everything it is fed (at-least-once).
+        assert await active_flags(master, slave) == [1, 1]
+        await feeder.wait_traffic(0.5)
+        partition_events = (feeder.sent, trio.current_time() - cut_at)
+        await trio.to_thread.run_sync(topo.set_link, True)
+        healed_at = trio.current_time()
+        # The configured master wins once heartbeats cross again.
+        with trio.fail_after(5 * TIMINGS.bound + 5):
+            while await active_flags(master, slave) != [1, 0]:
+                await trio.sleep(0.02)
+        converged = trio.current_time() - healed_at
+        assert (await scrape(slave))[STANDBY] == 1
+        split = [(await scrape(p))["probepair_split_brains_total"] for p in (master, slave)]
+        await feeder.wait_traffic(0.3)
+        feeder.stop()
+        await wait_delivered(feeder.keys(), [m.sink, s.sink], DELIVERY_TIMEOUT)
+        assert await slave.stop() == 0
+        assert await master.stop() == 0
+    result = count(feeder.keys(), [m.sink, s.sink])
+    logged = [p.log.read_text().count("split brain detected") for p in (m, s)]
+    report("netns partition", f"slave active {took:.3f} s after the cut; partition "
+           f"{partition_events[1]:.2f} s; one active {converged:.3f} s after the heal; "
+           f"split brains counted (master, slave) {split}, logged {logged}; {result}")
+    assert took <= TIMINGS.bound + TAKEOVER_SLACK
+    assert sum(split) >= 1
+    assert sum(logged) >= 1
+    assert result.lost == []
+    assert result.unexpected == 0
