@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import trio
 
@@ -56,6 +56,11 @@ class Feeder:
         """Hex event keys of events ``start`` up to ``stop`` (default: all sent so far)."""
         end = self.sent if stop is None else stop
         return {key_of(payload(self.tag, i)).hex() for i in range(start, end)}
+
+    def seqs(self, keys: Iterable[str]) -> list[int]:
+        """The sequence numbers of these hex keys (sorted), for readable failures."""
+        wanted = set(keys)
+        return [i for i in range(self.sent) if key_of(payload(self.tag, i)).hex() in wanted]
 
     def stop(self) -> None:
         """Stop after the current burst."""

@@ -93,7 +93,7 @@ async def test_kill9_master_under_load_slave_takes_over_without_loss(tmp_path: P
     report("kill -9", f"takeover {took:.3f} s (bound {TIMINGS.bound:.1f} s); {result}")
     assert TIMINGS.bound - TIMINGS.beat_interval - BEAT_JITTER <= took
     assert took <= TIMINGS.bound + TAKEOVER_SLACK
-    assert result.lost == []
+    assert feeder.seqs(result.lost) == []
     assert result.unexpected == 0
     assert result.per_file[1] > 0  # the slave did write: it took over
     assert result.duplicates <= MAX_KILL_DUPLICATES
@@ -133,11 +133,15 @@ async def test_sigstop_master_slave_takes_over_and_sigcont_converges(tmp_path: P
     report("SIGSTOP/SIGCONT", f"takeover {took:.3f} s, converged {converged:.3f} s after "
            f"SIGCONT, split brains counted (master, slave) {split}; {result}")
     assert took <= TIMINGS.bound + TAKEOVER_SLACK
-    assert result.lost == []
+    assert feeder.seqs(result.lost) == []
     assert result.unexpected == 0
 
 
 async def test_restarted_master_takes_back_over_by_handshake(tmp_path: Path) -> None:
+    # Known product gap (reported with issue 3): a restarted master beats before its
+    # feed is bound, and the active slave stops forwarding at that first heartbeat;
+    # events in between reach only the slave's standby buffer. Under CPU load this
+    # shows as a few lost sequence numbers just after the slave's last forwarded one.
     m, s = loopback_pair(tmp_path)
     feeder = feeder_for(m, s)
     async with trio.open_nursery() as nursery:
@@ -163,6 +167,6 @@ async def test_restarted_master_takes_back_over_by_handshake(tmp_path: Path) -> 
     across = duplicated([m.sink, s.sink], among=feeder.keys(restart_from))
     report("failback", f"master active {took:.3f} s after its restart; duplicates across "
            f"the failback {sum(across.values()) - len(across)}; {result}")
-    assert result.lost == []
+    assert feeder.seqs(result.lost) == []
     assert result.unexpected == 0
     assert across == {}

@@ -95,6 +95,8 @@ def feeder_for(m: PairSide, s: PairSide) -> Feeder:
 
 async def test_kill9_master_across_namespaces_then_failback(topo: Topology,
                                                             tmp_path: Path) -> None:
+    # The failback part can lose a few events under CPU load: see the known product gap
+    # noted in test_pair_loopback.test_restarted_master_takes_back_over_by_handshake.
     m, s = sides(topo, tmp_path)
     feeder = feeder_for(m, s)
     async with trio.open_nursery() as nursery:
@@ -109,7 +111,7 @@ async def test_kill9_master_across_namespaces_then_failback(topo: Topology,
         # No loss across the takeover, before the failback muddies the count.
         sent_before_restart = feeder.sent
         at_takeover = await wait_delivered(feeder.keys(), [m.sink, s.sink], DELIVERY_TIMEOUT)
-        assert at_takeover.lost == []
+        assert feeder.seqs(at_takeover.lost) == []
         restarted_at = trio.current_time()
         master = await start_side(nursery, topo, m, s)
         await wait_metric(master, ACTIVE, 1, 5 * TIMINGS.bound + 5)
@@ -130,7 +132,7 @@ async def test_kill9_master_across_namespaces_then_failback(topo: Topology,
     assert TIMINGS.bound - TIMINGS.beat_interval - BEAT_JITTER <= took
     assert took <= TIMINGS.bound + TAKEOVER_SLACK
     assert at_takeover.duplicates <= MAX_KILL_DUPLICATES
-    assert result.lost == []
+    assert feeder.seqs(result.lost) == []
     assert result.unexpected == 0
     assert across == {}
 
@@ -173,5 +175,5 @@ async def test_partition_is_a_split_brain_without_loss_and_heals(topo: Topology,
     assert took <= TIMINGS.bound + TAKEOVER_SLACK
     assert sum(split) >= 1
     assert sum(logged) >= 1
-    assert result.lost == []
+    assert feeder.seqs(result.lost) == []
     assert result.unexpected == 0
