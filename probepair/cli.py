@@ -8,6 +8,7 @@ traceback; a bug always does.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -30,7 +31,8 @@ def _add_prop_options(parser: argparse.ArgumentParser) -> None:
                        help="props file (YAML 'Name: value' or OMNIbus 'Name : value' lines)")
     for name in props.NAMES:
         group.add_argument(f"--{name.lower()}", dest=f"prop_{name}", metavar=props.prop_type(name),
-                           default=argparse.SUPPRESS, help=props.describe(name))
+                           default=argparse.SUPPRESS,
+                           help=props.describe(name).replace("%", "%%"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run the probe in the foreground")
     _add_prop_options(run)
+    status = sub.add_parser("status", help="both probes of the pair side by side")
+    _add_prop_options(status)
+    status.add_argument("--json", action="store_true", help="print both status objects as JSON")
+    status.add_argument("--peer-url", metavar="URL",
+                        help="the peer's /status URL (default http://PeerHost:MetricsPort/status)")
+    for name, what in (("takeover", "make this probe the active master (like %%Mode = 'master')"),
+                       ("release", "make this probe the standby slave (like %%Mode = 'slave')")):
+        _add_prop_options(sub.add_parser(name, help=what))
+    demo = sub.add_parser("demo", help="a pair, a feed and a sink on loopback: watch a failover",
+                          add_help=False)
+    demo.add_argument("demo_args", nargs=argparse.REMAINDER)
     rules = sub.add_parser("rules", help="check or try a rules file")
     rules_sub = rules.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
     check = rules_sub.add_parser("check", help="compile a rules file and report errors")
@@ -99,7 +112,51 @@ def _run(p: props.Props) -> int:
     return EXIT_OK
 
 
+def _status(p: props.Props, as_json: bool, peer_url: str | None) -> int:
+    """This probe's status over the control socket, the peer's over HTTP, side by side."""
+    from probepair.control import ControlError, request, socket_path
+    from probepair.statusview import fetch_status, render_table, status_url
+
+    local = request(socket_path(p.Name, p.ControlSocket), "status")["status"]
+    peer: dict[str, object] | None = None
+    peer_error = None
+    if p.Mode != "standard" or peer_url:
+        url = peer_url or (status_url(p.PeerHost, p.MetricsPort) if p.MetricsPort else None)
+        if url is None:
+            peer_error = "MetricsPort is 0: give the peer's /status with --peer-url"
+        else:
+            try:
+                peer = fetch_status(url)
+            except ControlError as exc:
+                peer_error = str(exc)
+    if as_json:
+        sys.stdout.write(json.dumps({"local": local, "peer": peer, "peer_error": peer_error},
+                                    indent=2) + "\n")
+    else:
+        sys.stdout.write(render_table(local, peer, peer_error) + "\n")
+    return EXIT_OK
+
+
+def _switch(p: props.Props, command: str) -> int:
+    """``takeover`` / ``release`` through the running probe's control socket."""
+    from probepair.control import request, socket_path
+
+    status = request(socket_path(p.Name, p.ControlSocket), command)["status"]
+    print(f"{status.get('name')}: {command} requested; now {status.get('role')}, "
+          f"{'active' if status.get('active') else 'standby'} (epoch {status.get('epoch')})")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:  # its options are its own (argparse REMAINDER drops "--help")
+        from probepair import demo
+
+        try:
+            return demo.main(argv[1:])
+        except ProbepairError as exc:
+            print(f"probepair: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -117,6 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "run":
             return _run(p)
+        if args.command == "status":
+            return _status(p, args.json, args.peer_url)
+        if args.command in ("takeover", "release"):
+            return _switch(p, args.command)
         parser.print_help()
         return EXIT_CONFIG
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ exposition) and ``/status`` (JSON for ``probepair status``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, NoReturn
 
@@ -17,13 +17,19 @@ import h11
 import orjson
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 from probepair import __version__
 
 logger = logging.getLogger(__name__)
 
 ROLES = ("master", "master-pending", "slave-standby", "slave-active", "standard")
+# HeartbeatDecodeError reasons (wire.decode and ReplayGuard), created at start so that
+# rate() sees the first rejection.
+REJECT_REASONS = ("short", "magic", "version", "malformed", "unsigned", "mac", "replay",
+                  "stale", "self")
 REQUEST_TIMEOUT = 10.0  # seconds a scrape connection may take
 MAX_REQUEST = 16384  # bytes of request we read before answering 400
 
@@ -75,9 +81,11 @@ class Metrics:
         )
         self.spool_bytes = Gauge("probepair_spool_bytes", "bytes waiting in the store-and-"
                                  "forward spool", registry=r)
-        self.feed_kernel_drops = Gauge("probepair_feed_kernel_drops",
-                                       "datagrams the kernel dropped before the feed read them",
-                                       registry=r)
+        self.buffer_limit = Gauge("probepair_buffer_limit", "events a standby probe holds at "
+                                  "most (BufferSize)", registry=r)
+        # The kernel keeps the UDP drop count; a collector reads it at each scrape.
+        self.kernel_drops: Callable[[], int] | None = None
+        r.register(_KernelDrops(self))
         self.split_brains = Counter("probepair_split_brains", "split brains detected",
                                     registry=r)
         self.config_drift = Gauge("probepair_config_drift", "1 when the peer's pair-wide "
@@ -90,6 +98,12 @@ class Metrics:
             self.events_discarded.labels(reason=reason)
         for result in ("success", "failure"):
             self.rules_reloads.labels(result=result)
+        for reason in REJECT_REASONS:
+            self.heartbeats_rejected.labels(reason=reason)
+
+    def count(self, name: str) -> float:
+        """The current value of a sample, e.g. ``count("probepair_events_received_total")``."""
+        return self.registry.get_sample_value(name) or 0.0
 
     def set_info(self, mode: str, node: str) -> None:
         self.info.info({"version": __version__, "mode": mode, "node": node})
@@ -103,6 +117,22 @@ class Metrics:
         for hook in self.before_collect:
             hook()
         return generate_latest(self.registry)
+
+
+class _KernelDrops(Collector):
+    """``probepair_feed_kernel_drops_total``: a counter the kernel keeps for us."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "probepair_feed_kernel_drops",
+            "datagrams the kernel dropped before the UDP feed read them",
+        )
+        source = self._metrics.kernel_drops
+        family.add_metric([], float(source() if source is not None else 0))
+        yield family
 
 
 async def _respond(stream: trio.SocketStream, conn: h11.Connection, status: int,

@@ -32,6 +32,8 @@ from probepair.errors import RulesError
 from probepair.failover import ACTIVE_ROLES, Role
 from probepair.feeds import make_feed
 from probepair.metrics import Metrics, serve_metrics
+from probepair.control import make_handler, serve_control, socket_path
+from probepair.notify import Notifier
 from probepair.pair import build_driver
 from probepair.peer import PeerDriver
 from probepair.pipeline import AlwaysForward, Gate, Processor, self_event
@@ -48,7 +50,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RULES_POLL_INTERVAL = 2.0  # seconds between checks of RulesFile's mtime (reload on change)
-KERNEL_DROPS_POLL = 5.0  # seconds between reads of the UDP socket's kernel drop count
 
 
 def load_program(props: Props) -> Program | None:
@@ -78,6 +79,7 @@ class Probe:
         self.metrics.set_info(props.Mode, props.Name)
         self.metrics.beat_interval.set(props.BeatInterval)
         self.metrics.takeover_bound.set(props.takeover_bound)
+        self.metrics.buffer_limit.set(props.BufferSize)
         self._wall_clock = wall_clock
         self._ready = ready or (lambda line: print(line, flush=True))
         self.program = load_program(props)
@@ -88,6 +90,7 @@ class Probe:
         self.feed: Feed = make_feed(props, wall_clock)
         self._stop = trio.Event()
         self._feed_done = trio.Event()
+        self.notifier = Notifier(props.NotifyCommand, props.Name)
         self._self_send: trio.MemorySendChannel[Batch] | None = None
         self.addresses: dict[str, str] = {}
 
@@ -111,6 +114,7 @@ class Probe:
     def _on_role(self, old: Role, new: Role, reason: str) -> None:
         verb = "Became active" if new in ACTIVE_ROLES else "Became standby"
         self.send_self_event(f"{verb} ({new.value}): {reason}")
+        self.notifier.on_role(old, new, reason)
 
     async def _self_events(self, send: trio.MemorySendChannel[Batch]) -> None:
         """'Running ...' now, 'Going Down ...' at stop; then the channel closes."""
@@ -149,6 +153,8 @@ class Probe:
             "active": True,
             "addresses": self.addresses,
             "rules": getattr(self.program, "digest", ""),
+            "events_in": int(self.metrics.count("probepair_events_received_total")),
+            "events_out": int(self.metrics.count("probepair_events_forwarded_total")),
         }
         if self.driver is not None:
             m = self.driver.machine
@@ -178,12 +184,13 @@ class Probe:
                 self._rules_mtime = mtime
                 self.reload_rules("RulesFile changed")
 
-    async def _watch_kernel_drops(self) -> None:
+    def _count_kernel_drops(self) -> None:
         from probepair.feeds.udp import UdpFeed, kernel_drops
 
-        while isinstance(self.feed, UdpFeed) and self.feed.socket is not None:
-            self.metrics.feed_kernel_drops.set(kernel_drops(self.feed.socket))
-            await trio.sleep(KERNEL_DROPS_POLL)
+        feed = self.feed
+        if isinstance(feed, UdpFeed) and feed.socket is not None:
+            sock = feed.socket
+            self.metrics.kernel_drops = lambda: kernel_drops(sock)
 
     async def _run_feed(self, send: trio.MemorySendChannel[Batch], *,
                         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
@@ -225,6 +232,12 @@ class Probe:
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._watch_signals, name="signals")
                 outer.start_soon(self._watch_rules_file, name="rules-watch")
+                outer.start_soon(self.notifier.run, name="notify")
+                control = socket_path(props.Name, props.ControlSocket)
+                handler = make_handler(self.status,
+                                       self.driver.request_mode if self.driver else None)
+                await outer.start(serve_control, control, handler)
+                self.addresses["control"] = control
                 if props.MetricsPort:
                     host, port = await outer.start(serve_metrics, self.metrics,
                                                    props.MetricsAddress, props.MetricsPort,
@@ -250,7 +263,7 @@ class Probe:
                     pipeline.start_soon(self._self_events, feed_send.clone(), name="self-events")
                     feed_address = await pipeline.start(self._run_feed, feed_send)
                     self.addresses["feed"] = self._format(feed_address)
-                    outer.start_soon(self._watch_kernel_drops, name="kernel-drops")
+                    self._count_kernel_drops()
                     self._ready("READY " + " ".join(f"{k}={v}" for k, v in self.addresses.items()))
                     task_status.started(self.addresses)
                 outer.cancel_scope.cancel(reason="pipeline drained")

@@ -66,7 +66,8 @@ def busy_metrics() -> Metrics:
     m.sink_write_seconds.observe(0.004)
     m.sink_write_seconds.observe(0.3)
     m.spool_bytes.set(4096)
-    m.feed_kernel_drops.set(7)
+    m.kernel_drops = lambda: 7
+    m.buffer_limit.set(1_000_000)
     m.config_drift.set(1)
     return m
 
@@ -99,6 +100,9 @@ def test_exposition_holds_the_contract_names() -> None:
         value("probepair_info", {"version": __version__, "mode": "slave", "node": "probe-b"}) == 1
     )
     assert value("probepair_sink_write_seconds_count") == 2
+    assert value("probepair_feed_kernel_drops_total") == 7
+    assert value("probepair_buffer_limit") == 1_000_000
+    assert value("probepair_heartbeats_rejected_total", {"reason": "replay"}) == 0  # pre-created
 
 
 def free_tcp_port() -> int:
