@@ -243,10 +243,6 @@ class Probe:
                                                    props.MetricsAddress, props.MetricsPort,
                                                    self.status)
                     self.addresses["metrics"] = f"{host}:{port}"
-                if link is not None and self.driver is not None:
-                    host, port = await outer.start(link.serve)
-                    self.addresses["heartbeat"] = f"{host}:{port}"
-                    await outer.start(self.driver.run)
                 async with trio.open_nursery() as pipeline:
                     pipeline.start_soon(runner.run, sink_recv, name="sink")
 
@@ -263,6 +259,13 @@ class Probe:
                     pipeline.start_soon(self._self_events, feed_send.clone(), name="self-events")
                     feed_address = await pipeline.start(self._run_feed, feed_send)
                     self.addresses["feed"] = self._format(feed_address)
+                    if link is not None and self.driver is not None:
+                        # Only now that the feed is bound may we beat: a returning master's
+                        # first heartbeat stops the active slave forwarding, so every event
+                        # from then on must reach this probe too.
+                        host, port = await outer.start(link.serve)
+                        self.addresses["heartbeat"] = f"{host}:{port}"
+                        await outer.start(self.driver.run)
                     self._count_kernel_drops()
                     self._ready("READY " + " ".join(f"{k}={v}" for k, v in self.addresses.items()))
                     task_status.started(self.addresses)

@@ -102,7 +102,7 @@ def test_exposition_holds_the_contract_names() -> None:
     assert value("probepair_sink_write_seconds_count") == 2
     assert value("probepair_feed_kernel_drops_total") == 7
     assert value("probepair_buffer_limit") == 1_000_000
-    assert value("probepair_heartbeats_rejected_total", {"reason": "replay"}) == 0  # pre-created
+    assert value("probepair_heartbeats_rejected_total", {"reason": "stale"}) == 0  # pre-created
 
 
 def free_tcp_port() -> int:
