@@ -1,4 +1,4 @@
-# The README's two commands: `make run` and `make test`. Each does its own set-up on a
+# The README's two commands: `make run` (the loopback demo) and `make test`. Each does its own set-up on a
 # fresh machine (system packages when root, a venv, the package), so nothing is assumed.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,8 +16,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 run: setup
-	mkdir -p var
-	$(VENV)/bin/probepair run --props conf/local.props
+	$(VENV)/bin/probepair demo
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
