@@ -104,9 +104,6 @@ def _run(p: props.Props) -> int:
     from probepair.probe import run_probe
 
     setup_logging(p)
-    if p.Mode != "standard" and not p.SharedSecret:
-        logger.warning("SharedSecret is empty: heartbeats are not authenticated; "
-                       "set the same SharedSecret on both probes")
     logger.info("probepair %s starting: Mode %s", __version__, p.Mode)
     trio.run(lambda: run_probe(p, wall_clock=time.time))
     return EXIT_OK

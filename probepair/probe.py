@@ -132,6 +132,7 @@ class Probe:
 
     def reload_rules(self, why: str) -> bool:
         """Compile RulesFile anew and swap it in; on error keep the running rules."""
+        self._rules_mtime = self._mtime()
         try:
             program = load_program(self.props)
         except (RulesError, OSError) as exc:
