@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import math
 import platform
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -25,7 +26,14 @@ from probepair.errors import ConfigError
 PropType = Literal["STRING", "INTEGER", "FLOAT", "BOOLEAN"]
 Value = str | int | float | bool
 
-SHIPPED_RULES: Final = str(Path(__file__).resolve().parent.parent / "rules" / "syslog.rules")
+def _shipped_rules() -> str:
+    """rules/syslog.rules of a source checkout, else of an installed wheel (data-files)."""
+    checkout = Path(__file__).resolve().parent.parent / "rules" / "syslog.rules"
+    installed = Path(sys.prefix) / "share" / "probepair" / "rules" / "syslog.rules"
+    return str(installed if not checkout.exists() and installed.exists() else checkout)
+
+
+SHIPPED_RULES: Final = _shipped_rules()
 MODES: Final = ("master", "slave", "standard")
 FEED_TYPES: Final = ("udp", "tcp", "file", "stdin")
 FEED_FORMATS: Final = ("syslog", "json", "line")
