@@ -21,18 +21,31 @@ from probepair.propsfile import read_props_file
 logger = logging.getLogger("probepair")
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-           "error": logging.ERROR, "fatal": logging.CRITICAL}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "fatal": logging.CRITICAL,
+}
 
 
 def _add_prop_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("properties (each overrides the props file)")
-    group.add_argument("--props", metavar="FILE", default=argparse.SUPPRESS,
-                       help="props file (YAML 'Name: value' or OMNIbus 'Name : value' lines)")
+    group.add_argument(
+        "--props",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="props file (YAML 'Name: value' or OMNIbus 'Name : value' lines)",
+    )
     for name in props.NAMES:
-        group.add_argument(f"--{name.lower()}", dest=f"prop_{name}", metavar=props.prop_type(name),
-                           default=argparse.SUPPRESS,
-                           help=props.describe(name).replace("%", "%%"))
+        group.add_argument(
+            f"--{name.lower()}",
+            dest=f"prop_{name}",
+            metavar=props.prop_type(name),
+            default=argparse.SUPPRESS,
+            help=props.describe(name).replace("%", "%%"),
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Two event probes on two hosts as a hot-standby failover pair.",
     )
     parser.add_argument("--version", action="version", version=f"probepair {__version__}")
-    parser.add_argument("--dumpprops", action="store_true",
-                        help="print every property with the value the probe would start with")
+    parser.add_argument(
+        "--dumpprops",
+        action="store_true",
+        help="print every property with the value the probe would start with",
+    )
     _add_prop_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run the probe in the foreground")
@@ -50,13 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="both probes of the pair side by side")
     _add_prop_options(status)
     status.add_argument("--json", action="store_true", help="print both status objects as JSON")
-    status.add_argument("--peer-url", metavar="URL",
-                        help="the peer's /status URL (default http://PeerHost:MetricsPort/status)")
-    for name, what in (("takeover", "make this probe the active master (like %%Mode = 'master')"),
-                       ("release", "make this probe the standby slave (like %%Mode = 'slave')")):
+    status.add_argument(
+        "--peer-url",
+        metavar="URL",
+        help="the peer's /status URL (default http://PeerHost:MetricsPort/status)",
+    )
+    for name, what in (
+        ("takeover", "make this probe the active master (like %%Mode = 'master')"),
+        ("release", "make this probe the standby slave (like %%Mode = 'slave')"),
+    ):
         _add_prop_options(sub.add_parser(name, help=what))
-    demo = sub.add_parser("demo", help="a pair, a feed and a sink on loopback: watch a failover",
-                          add_help=False)
+    demo = sub.add_parser(
+        "demo", help="a pair, a feed and a sink on loopback: watch a failover", add_help=False
+    )
     demo.add_argument("demo_args", nargs=argparse.REMAINDER)
     rules = sub.add_parser("rules", help="check or try a rules file")
     rules_sub = rules.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
@@ -74,7 +96,7 @@ def load_props(args: argparse.Namespace) -> props.Props:
     props_file = getattr(args, "props", None)
     if props_file is not None:
         sources.append((props_file, read_props_file(props_file)))
-    overrides = {k[len("prop_"):]: v for k, v in vars(args).items() if k.startswith("prop_")}
+    overrides = {k[len("prop_") :]: v for k, v in vars(args).items() if k.startswith("prop_")}
     if overrides:
         sources.append(("command line", overrides))
     return props.load(sources)
@@ -92,7 +114,9 @@ def setup_logging(p: props.Props) -> None:
         try:
             handlers.append(logging.FileHandler(p.MessageLog))
         except OSError as exc:
-            raise ConfigError("MessageLog", None, f"cannot open {p.MessageLog!r}: {exc.strerror}") from None
+            raise ConfigError(
+                "MessageLog", None, f"cannot open {p.MessageLog!r}: {exc.strerror}"
+            ) from None
     for h in handlers:
         h.setFormatter(fmt)
         root.addHandler(h)
@@ -127,8 +151,9 @@ def _status(p: props.Props, as_json: bool, peer_url: str | None) -> int:
             except ControlError as exc:
                 peer_error = str(exc)
     if as_json:
-        sys.stdout.write(json.dumps({"local": local, "peer": peer, "peer_error": peer_error},
-                                    indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps({"local": local, "peer": peer, "peer_error": peer_error}, indent=2) + "\n"
+        )
     else:
         sys.stdout.write(render_table(local, peer, peer_error) + "\n")
     return EXIT_OK
@@ -139,8 +164,10 @@ def _switch(p: props.Props, command: str) -> int:
     from probepair.control import request, socket_path
 
     status = request(socket_path(p.Name, p.ControlSocket), command)["status"]
-    print(f"{status.get('name')}: {command} requested; now {status.get('role')}, "
-          f"{'active' if status.get('active') else 'standby'} (epoch {status.get('epoch')})")
+    print(
+        f"{status.get('name')}: {command} requested; now {status.get('role')}, "
+        f"{'active' if status.get('active') else 'standby'} (epoch {status.get('epoch')})"
+    )
     return EXIT_OK
 
 
@@ -162,8 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if args.rules_command == "check":
                 return tool.check_command(args.file, sys.stdout, sys.stderr)
-            return tool.run_command(args.file, args.format, sys.stdin.buffer,
-                                    sys.stdout.buffer, sys.stderr)
+            return tool.run_command(
+                args.file, args.format, sys.stdin.buffer, sys.stdout.buffer, sys.stderr
+            )
         p = load_props(args)
         if args.dumpprops:
             header = [f"probepair {__version__} properties: Name: value # TYPE (description)"]
@@ -186,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for leaf in leaves:
             if isinstance(leaf, ProbepairError):
                 print(f"probepair: {leaf}", file=sys.stderr)
-        if all(isinstance(e, ConfigError | RulesError) for e in leaves if isinstance(e, ProbepairError)):
+        if all(
+            isinstance(e, ConfigError | RulesError) for e in leaves if isinstance(e, ProbepairError)
+        ):
             return EXIT_CONFIG
         return EXIT_FAILURE if any(isinstance(e, ProbepairError) for e in leaves) else EXIT_OK
 

@@ -28,8 +28,17 @@ logger = logging.getLogger(__name__)
 ROLES = ("master", "master-pending", "slave-standby", "slave-active", "standard")
 # HeartbeatDecodeError reasons (wire.decode and ReplayGuard), created at start so that
 # rate() sees the first rejection.
-REJECT_REASONS = ("short", "magic", "version", "malformed", "unsigned", "mac", "replay",
-                  "stale", "self")
+REJECT_REASONS = (
+    "short",
+    "magic",
+    "version",
+    "malformed",
+    "unsigned",
+    "mac",
+    "replay",
+    "stale",
+    "self",
+)
 REQUEST_TIMEOUT = 10.0  # seconds a scrape connection may take
 MAX_REQUEST = 16384  # bytes of request we read before answering 400
 
@@ -39,58 +48,83 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry()
-        self.active = Gauge("probepair_active", "1 while this probe forwards to the sink",
-                            registry=r)
-        self.role = Gauge("probepair_role", "current failover role (1 for the current one)",
-                          ["role"], registry=r)
-        self.buffer_depth = Gauge("probepair_buffer_depth", "events held by a standby slave",
-                                  registry=r)
-        self.failovers = Counter("probepair_failovers", "times this probe became active by "
-                                 "takeover", registry=r)
-        self.heartbeats_sent = Counter("probepair_heartbeats_sent", "heartbeats sent to the peer",
-                                       registry=r)
-        self.heartbeats_received = Counter("probepair_heartbeats_received",
-                                           "valid heartbeats received from the peer", registry=r)
-        self.heartbeats_rejected = Counter("probepair_heartbeats_rejected",
-                                           "datagrams dropped, by reason", ["reason"], registry=r)
-        self.events_received = Counter("probepair_events_received", "events read from the feed",
-                                       registry=r)
-        self.events_forwarded = Counter("probepair_events_forwarded",
-                                        "alerts the sink acknowledged", registry=r)
-        self.events_discarded = Counter("probepair_events_discarded",
-                                        "events not forwarded, by reason", ["reason"], registry=r)
-        self.duplicates_avoided = Counter("probepair_duplicates_avoided",
-                                          "buffered events dropped because the peer delivered "
-                                          "them", registry=r)
-        self.peer_heartbeat_age = Gauge("probepair_peer_heartbeat_age_seconds",
-                                        "seconds since the peer was last heard", registry=r)
-        self.beat_interval = Gauge("probepair_beat_interval_seconds",
-                                   "heartbeat interval in force", registry=r)
-        self.takeover_bound = Gauge("probepair_takeover_bound_seconds",
-                                    "silence after which a slave takes over", registry=r)
-        self.split_brain = Gauge("probepair_split_brain", "1 while both probes are active",
-                                 registry=r)
-        self.rules_reloads = Counter("probepair_rules_reloads", "rules reloads, by result",
-                                     ["result"], registry=r)
-        self.rules_errors = Counter("probepair_rules_errors", "runtime errors in rules",
-                                    registry=r)
+        self.active = Gauge(
+            "probepair_active", "1 while this probe forwards to the sink", registry=r
+        )
+        self.role = Gauge(
+            "probepair_role", "current failover role (1 for the current one)", ["role"], registry=r
+        )
+        self.buffer_depth = Gauge(
+            "probepair_buffer_depth", "events held by a standby slave", registry=r
+        )
+        self.failovers = Counter(
+            "probepair_failovers", "times this probe became active by takeover", registry=r
+        )
+        self.heartbeats_sent = Counter(
+            "probepair_heartbeats_sent", "heartbeats sent to the peer", registry=r
+        )
+        self.heartbeats_received = Counter(
+            "probepair_heartbeats_received", "valid heartbeats received from the peer", registry=r
+        )
+        self.heartbeats_rejected = Counter(
+            "probepair_heartbeats_rejected", "datagrams dropped, by reason", ["reason"], registry=r
+        )
+        self.events_received = Counter(
+            "probepair_events_received", "events read from the feed", registry=r
+        )
+        self.events_forwarded = Counter(
+            "probepair_events_forwarded", "alerts the sink acknowledged", registry=r
+        )
+        self.events_discarded = Counter(
+            "probepair_events_discarded", "events not forwarded, by reason", ["reason"], registry=r
+        )
+        self.duplicates_avoided = Counter(
+            "probepair_duplicates_avoided",
+            "buffered events dropped because the peer delivered them",
+            registry=r,
+        )
+        self.peer_heartbeat_age = Gauge(
+            "probepair_peer_heartbeat_age_seconds",
+            "seconds since the peer was last heard",
+            registry=r,
+        )
+        self.beat_interval = Gauge(
+            "probepair_beat_interval_seconds", "heartbeat interval in force", registry=r
+        )
+        self.takeover_bound = Gauge(
+            "probepair_takeover_bound_seconds", "silence after which a slave takes over", registry=r
+        )
+        self.split_brain = Gauge(
+            "probepair_split_brain", "1 while both probes are active", registry=r
+        )
+        self.rules_reloads = Counter(
+            "probepair_rules_reloads", "rules reloads, by result", ["result"], registry=r
+        )
+        self.rules_errors = Counter("probepair_rules_errors", "runtime errors in rules", registry=r)
         self.sink_errors = Counter("probepair_sink_errors", "failed sink deliveries", registry=r)
         self.sink_write_seconds = Histogram(
-            "probepair_sink_write_seconds", "time to deliver one batch to the sink", registry=r,
+            "probepair_sink_write_seconds",
+            "time to deliver one batch to the sink",
+            registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
         )
-        self.spool_bytes = Gauge("probepair_spool_bytes", "bytes waiting in the store-and-"
-                                 "forward spool", registry=r)
-        self.buffer_limit = Gauge("probepair_buffer_limit", "events a standby probe holds at "
-                                  "most (BufferSize)", registry=r)
+        self.spool_bytes = Gauge(
+            "probepair_spool_bytes", "bytes waiting in the store-and-forward spool", registry=r
+        )
+        self.buffer_limit = Gauge(
+            "probepair_buffer_limit",
+            "events a standby probe holds at most (BufferSize)",
+            registry=r,
+        )
         # The kernel keeps the UDP drop count; a collector reads it at each scrape.
         self.kernel_drops: Callable[[], int] | None = None
         r.register(_KernelDrops(self))
-        self.split_brains = Counter("probepair_split_brains", "split brains detected",
-                                    registry=r)
-        self.config_drift = Gauge("probepair_config_drift", "1 when the peer's pair-wide "
-                                  "settings (intervals, rules digest) differ from ours",
-                                  registry=r)
+        self.split_brains = Counter("probepair_split_brains", "split brains detected", registry=r)
+        self.config_drift = Gauge(
+            "probepair_config_drift",
+            "1 when the peer's pair-wide settings (intervals, rules digest) differ from ours",
+            registry=r,
+        )
         self.info = Info("probepair", "version, mode and node of this probe", registry=r)
         # Called before each exposition, to bring counters kept elsewhere up to date.
         self.before_collect: list[Callable[[], None]] = []
@@ -135,17 +169,22 @@ class _KernelDrops(Collector):
         yield family
 
 
-async def _respond(stream: trio.SocketStream, conn: h11.Connection, status: int,
-                   body: bytes, content_type: str) -> None:
-    headers = [("Content-Type", content_type), ("Content-Length", str(len(body))),
-               ("Connection", "close")]
+async def _respond(
+    stream: trio.SocketStream, conn: h11.Connection, status: int, body: bytes, content_type: str
+) -> None:
+    headers = [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+    ]
     await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
     await stream.send_all(conn.send(h11.Data(data=body)) or b"")
     await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
 
 
-async def _handle(metrics: Metrics, status: Callable[[], dict[str, Any]],
-                  stream: trio.SocketStream) -> None:
+async def _handle(
+    metrics: Metrics, status: Callable[[], dict[str, Any]], stream: trio.SocketStream
+) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
     async with stream:
         with trio.move_on_after(REQUEST_TIMEOUT):

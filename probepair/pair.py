@@ -49,8 +49,13 @@ def failover_config(props: Props, rules_digest: str = "") -> FailoverConfig:
         buffer_limit=props.BufferSize,
         retention=props.BufferRetention,
         config_digest=config_digest(
-            props.BeatInterval, props.BeatThreshold, props.HeartbeatTimeout, props.Failback,
-            props.FeedFormat, props.KeyWindow, rules_digest,
+            props.BeatInterval,
+            props.BeatThreshold,
+            props.HeartbeatTimeout,
+            props.Failback,
+            props.FeedFormat,
+            props.KeyWindow,
+            rules_digest,
         ),
     )
 
@@ -58,9 +63,13 @@ def failover_config(props: Props, rules_digest: str = "") -> FailoverConfig:
 class PairObserver:
     """Implements peer.PeerObserver for a running probe."""
 
-    def __init__(self, metrics: Metrics, machine: FailoverMachine,
-                 flush_send: trio.MemorySendChannel[list[Item]],
-                 on_role: Callable[[Role, Role, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        machine: FailoverMachine,
+        flush_send: trio.MemorySendChannel[list[Item]],
+        on_role: Callable[[Role, Role, str], None] | None = None,
+    ) -> None:
         self._metrics = metrics
         self._machine = machine
         self._flush_send = flush_send
@@ -133,10 +142,13 @@ class PairObserver:
         self._metrics.config_drift.set(1)
 
 
-def build_driver(props: Props, metrics: Metrics, flush_send: trio.MemorySendChannel[list[Item]],
-                 rules_digest: str = "",
-                 on_role: Callable[[Role, Role, str], None] | None = None,
-                 ) -> tuple[PeerDriver, UdpLink]:
+def build_driver(
+    props: Props,
+    metrics: Metrics,
+    flush_send: trio.MemorySendChannel[list[Item]],
+    rules_digest: str = "",
+    on_role: Callable[[Role, Role, str], None] | None = None,
+) -> tuple[PeerDriver, UdpLink]:
     """A PeerDriver for ``props`` (Mode master or slave), not yet running."""
     machine = FailoverMachine(failover_config(props, rules_digest), now=trio.current_time())
     link = UdpLink(props.ListenAddress, props.heartbeat_port, props.PeerHost, props.PeerPort)

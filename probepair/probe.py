@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from probepair import __version__
+from probepair.control import make_handler, serve_control, socket_path
 from probepair.errors import RulesError
 from probepair.failover import ACTIVE_ROLES, Role
 from probepair.feeds import make_feed
 from probepair.metrics import Metrics, serve_metrics
-from probepair.control import make_handler, serve_control, socket_path
 from probepair.notify import Notifier
 from probepair.pair import build_driver
 from probepair.peer import PeerDriver
@@ -72,8 +72,13 @@ def spool_path(props: Props) -> str:
 class Probe:
     """One probe process: owns the stages and their lifetimes."""
 
-    def __init__(self, props: Props, *, wall_clock: Callable[[], float],
-                 ready: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        props: Props,
+        *,
+        wall_clock: Callable[[], float],
+        ready: Callable[[str], None] | None = None,
+    ) -> None:
         self.props = props
         self.metrics = Metrics()
         self.metrics.set_info(props.Mode, props.Name)
@@ -161,11 +166,15 @@ class Probe:
             m = self.driver.machine
             heard = m.peer_last_heard
             status.update(
-                role=m.role.value, active=m.active, epoch=m.epoch,
-                buffer_depth=m.buffer_depth, beat_interval=m.beat_interval,
+                role=m.role.value,
+                active=m.active,
+                epoch=m.epoch,
+                buffer_depth=m.buffer_depth,
+                beat_interval=m.beat_interval,
                 peer_role=m.peer_role.value if m.peer_role else None,
                 peer_heard_seconds_ago=None if heard is None else trio.current_time() - heard,
-                split_brain=m.split_brain, config_drift=m.config_drift,
+                split_brain=m.split_brain,
+                config_drift=m.config_drift,
             )
         return status
 
@@ -193,8 +202,12 @@ class Probe:
             sock = feed.socket
             self.metrics.kernel_drops = lambda: kernel_drops(sock)
 
-    async def _run_feed(self, send: trio.MemorySendChannel[Batch], *,
-                        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run_feed(
+        self,
+        send: trio.MemorySendChannel[Batch],
+        *,
+        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         """The feed, cancelled by stop(); its channel closes when it ends."""
         async with send, trio.open_nursery() as nursery:
 
@@ -216,7 +229,11 @@ class Probe:
         """Run until stop(); deliver everything accepted before returning."""
         props = self.props
         sink = make_sink(props)
-        spool = Spool(spool_path(props)) if props.StoreAndForward and props.SinkType != "stdout" else None
+        spool = (
+            Spool(spool_path(props))
+            if props.StoreAndForward and props.SinkType != "stdout"
+            else None
+        )
         feed_send, feed_recv = trio.open_memory_channel["Batch"](props.QueueSize)
         sink_send, sink_recv = trio.open_memory_channel[list["Item"]](props.QueueSize)
         flush_send = sink_send.clone()
@@ -225,8 +242,9 @@ class Probe:
             self.metrics.set_role("standard", True)
             await flush_send.aclose()
         else:
-            self.driver, link = build_driver(props, self.metrics, flush_send,
-                                             getattr(self.program, "digest", ""), self._on_role)
+            self.driver, link = build_driver(
+                props, self.metrics, flush_send, getattr(self.program, "digest", ""), self._on_role
+            )
             self.gate = self.processor.gate = self.driver
         runner = SinkRunner(sink, self.metrics, self.gate.delivered, spool)
         try:
@@ -235,14 +253,19 @@ class Probe:
                 outer.start_soon(self._watch_rules_file, name="rules-watch")
                 outer.start_soon(self.notifier.run, name="notify")
                 control = socket_path(props.Name, props.ControlSocket)
-                handler = make_handler(self.status,
-                                       self.driver.request_mode if self.driver else None)
+                handler = make_handler(
+                    self.status, self.driver.request_mode if self.driver else None
+                )
                 await outer.start(serve_control, control, handler)
                 self.addresses["control"] = control
                 if props.MetricsPort:
-                    host, port = await outer.start(serve_metrics, self.metrics,
-                                                   props.MetricsAddress, props.MetricsPort,
-                                                   self.status)
+                    host, port = await outer.start(
+                        serve_metrics,
+                        self.metrics,
+                        props.MetricsAddress,
+                        props.MetricsPort,
+                        self.status,
+                    )
                     self.addresses["metrics"] = f"{host}:{port}"
                 async with trio.open_nursery() as pipeline:
                     pipeline.start_soon(runner.run, sink_recv, name="sink")
@@ -282,9 +305,12 @@ class Probe:
         return str(address)
 
 
-async def run_probe(props: Props, *, wall_clock: Callable[[], float],
-                    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_probe(
+    props: Props,
+    *,
+    wall_clock: Callable[[], float],
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Build and run one probe (the CLI's ``run``)."""
     probe = Probe(props, wall_clock=wall_clock)
     await probe.run(task_status=task_status)
-

@@ -182,7 +182,7 @@ def _convert(name: str, raw: object, source: str) -> Value:
         low, high = meta["low"], meta["high"]
         if meta["positive"] and value <= 0:
             raise ConfigError(source, name, f"expected {what}, got {raw!r}")
-        if low is not None and value < low or high is not None and value > high:
+        if (low is not None and value < low) or (high is not None and value > high):
             span = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
             raise ConfigError(source, name, f"expected {what} {span}, got {raw!r}")
         return value

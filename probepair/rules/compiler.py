@@ -13,8 +13,8 @@ generate the function source (codegen.py) and ``compile()`` it once.
 from __future__ import annotations
 
 import hashlib
-import re
 import os.path
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
