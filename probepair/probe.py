@@ -274,9 +274,7 @@ class Probe:
                         async with sink_send, feed_recv:
                             await self.processor.run(feed_recv, sink_send)
                         if self.driver is not None:
-                            # Let the last deliveries be acked to the peer, so it does not
-                            # flush them again when it takes over; then stop flushes.
-                            await trio.sleep(2 * props.AckInterval)
+                            # No takeover flush can come any more: let the runner finish.
                             await self.driver.observer.close_flush()  # type: ignore[attr-defined]
 
                     pipeline.start_soon(process, name="rules")
@@ -293,6 +291,10 @@ class Probe:
                     self._count_kernel_drops()
                     self._ready("READY " + " ".join(f"{k}={v}" for k, v in self.addresses.items()))
                     task_status.started(self.addresses)
+                if self.driver is not None:
+                    # Everything is delivered; let the last deliveries be acked to the peer
+                    # (the driver still runs), so it does not send them again on takeover.
+                    await trio.sleep(2 * props.AckInterval)
                 outer.cancel_scope.cancel(reason="pipeline drained")
         finally:
             if spool is not None:
