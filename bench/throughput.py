@@ -83,6 +83,12 @@ def wait_port_bound(port: int, timeout: float = 15.0) -> None:
     raise SystemExit(f"nothing bound 127.0.0.1:{port} within {timeout}s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(name: str, start_cmd: list[str], port: int, out: Path, flood: Path, lines: Path,
             events: int, rate: float, cwd: Path) -> dict[str, float]:
     proc = subprocess.Popen(start_cmd, cwd=cwd, stdout=subprocess.DEVNULL,
@@ -92,6 +98,7 @@ def measure(name: str, start_cmd: list[str], port: int, out: Path, flood: Path, 
         time.sleep(0.3)
         drops0 = udp_drops(port)
         before = count_lines(out)
+        cpu0 = cpu_seconds(proc.pid)
         t0 = time.monotonic()
         sent_out = subprocess.run([str(flood), str(port), str(events), str(lines), str(rate)],
                                   capture_output=True, text=True, check=True).stdout.split()
@@ -107,6 +114,7 @@ def measure(name: str, start_cmd: list[str], port: int, out: Path, flood: Path, 
         written = last - before
         elapsed = last_t - t0
         drops = udp_drops(port) - drops0
+        cpu = cpu_seconds(proc.pid) - cpu0
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -115,7 +123,8 @@ def measure(name: str, start_cmd: list[str], port: int, out: Path, flood: Path, 
             proc.kill()
     return {"sent": sent, "send_rate": sent / send_time, "written": written,
             "rate": written / elapsed if elapsed > 0 else 0.0, "drops": drops,
-            "lost_pct": 100.0 * (sent - written) / sent}
+            "lost_pct": 100.0 * (sent - written) / sent,
+            "cpu_us": 1e6 * cpu / written if written else 0.0}
 
 
 def rsyslog_conf(work: Path, port: int, out: Path) -> Path:
@@ -141,6 +150,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--rate", type=float, default=100_000, help="paced run rate (events/s)")
+    ap.add_argument("--no-rsyslog", action="store_true", help="measure the probe only")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="probepair-bench-"))
     try:
@@ -158,7 +168,7 @@ def main() -> int:
                    "--rulesfile", str(ROOT / "rules" / "syslog.rules"), "--name", "bench"]
             p = measure("probepair", cmd, port, out, flood, lines, args.events, rate, work)
             r = None
-            if Path(rsyslogd).exists():
+            if Path(rsyslogd).exists() and not args.no_rsyslog:
                 port = free_port()
                 out = work / f"rsyslog-{port}.jsonl"
                 conf = rsyslog_conf(work, port, out)
@@ -166,14 +176,15 @@ def main() -> int:
                 r = measure("rsyslog", cmd, port, out, flood, lines, args.events, rate, work)
             results.append((label, p, r))
         print(f"{'run':<18}{'who':<11}{'sent/s':>11}{'written/s':>11}{'written':>9}"
-              f"{'drops':>8}{'lost %':>8}")
+              f"{'drops':>8}{'lost %':>8}{'cpu µs/ev':>10}")
         for label, p, r in results:
             for who, m in (("probepair", p), ("rsyslog", r)):
                 if m is None:
                     print(f"{label:<18}{who:<11}  (rsyslogd not installed)")
                     continue
                 print(f"{label:<18}{who:<11}{m['send_rate']:>11,.0f}{m['rate']:>11,.0f}"
-                      f"{m['written']:>9,.0f}{m['drops']:>8,.0f}{m['lost_pct']:>8.1f}")
+                      f"{m['written']:>9,.0f}{m['drops']:>8,.0f}{m['lost_pct']:>8.1f}"
+                      f"{m['cpu_us']:>10.2f}")
             if r is not None and r["rate"]:
                 print(f"{label:<18}{'ratio':<11}{'':>11}{p['rate'] / r['rate']:>11.2f}"
                       "  (probepair / rsyslog, events written per second)")

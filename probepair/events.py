@@ -13,6 +13,7 @@ let one ack datagram carry ~170 of them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Final
@@ -38,10 +39,20 @@ class Event:
     tokens: dict[str, str] = field(default_factory=dict)
 
 
+# A blake2b state with the key parameters set, copied per digest: copy() + update()
+# costs ~0.35 µs where blake2b(data, digest_size=...) re-parses its parameter block
+# (~0.5 µs). The digests are the same.
+_BLAKE2B: Final = blake2b(digest_size=KEY_SIZE)
+# Index bytes for the common small occurrence indexes, computed once (hot path).
+_INDEX_BYTES: Final = tuple(i.to_bytes(4, "big") for i in range(4096))
+
+
 def _indexed(digest: bytes, index: int) -> bytes:
     if not index:
         return digest
-    return blake2b(digest + index.to_bytes(4, "big"), digest_size=KEY_SIZE).digest()
+    h = _BLAKE2B.copy()
+    h.update(digest + (_INDEX_BYTES[index] if index < 4096 else index.to_bytes(4, "big")))
+    return h.digest()
 
 
 def key_of(payload: bytes, index: int = 0) -> bytes:
@@ -49,7 +60,9 @@ def key_of(payload: bytes, index: int = 0) -> bytes:
 
     The same key KeyMaker gives the ``index``-th copy (index 0 is the first).
     """
-    return _indexed(blake2b(payload, digest_size=KEY_SIZE).digest(), index)
+    h = _BLAKE2B.copy()
+    h.update(payload)
+    return _indexed(h.digest(), index)
 
 
 class KeyMaker:
@@ -71,19 +84,42 @@ class KeyMaker:
 
     def key(self, payload: bytes, now: float) -> bytes:
         """The key for ``payload`` arriving at ``now`` (a monotonic or wall time)."""
+        return self.keys((payload,), now)[0]
+
+    def keys(self, payloads: Iterable[bytes], now: float) -> list[bytes]:
+        """The keys for ``payloads``, in order, all arriving at ``now``.
+
+        The same keys as calling :meth:`key` for each in turn, at a fraction of the
+        per-call cost (feeds read records in batches that share one receive time).
+        """
         if now >= self._rotate_at:
             # Everything in _old was last touched more than a window ago: drop it.
             self._old = self._cur
             self._cur = {}
             self._rotate_at = now + self.window
-        digest = blake2b(payload, digest_size=KEY_SIZE).digest()
-        seen = self._cur.get(digest) or self._old.get(digest)
-        if seen is not None and now - seen[1] <= self.window:
-            index = seen[0] + 1
-            self._cur[digest] = (index, now)
-            return _indexed(digest, index)
-        self._cur[digest] = (0, now)
-        return digest
+        cur = self._cur
+        cur_get = cur.get
+        old_get = self._old.get
+        window = self.window
+        copy = _BLAKE2B.copy
+        index_bytes = _INDEX_BYTES
+        out: list[bytes] = []
+        append = out.append
+        for payload in payloads:
+            h = copy()
+            h.update(payload)
+            digest = h.digest()
+            seen = cur_get(digest) or old_get(digest)
+            if seen is not None and now - seen[1] <= window:
+                index = seen[0] + 1
+                cur[digest] = (index, now)
+                h = copy()
+                h.update(digest + (index_bytes[index] if index < 4096 else index.to_bytes(4, "big")))
+                append(h.digest())
+            else:
+                cur[digest] = (0, now)
+                append(digest)
+        return out
 
     def __len__(self) -> int:
         return len(self._cur) + len(self._old)

@@ -29,18 +29,19 @@ _TOKEN_NAMES: Final = tuple(f"Token{i}" for i in range(1, 257))
 
 # <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD [MSG]  (RFC 5424 section 6)
 _RFC5424: Final = re.compile(
-    r"<(\d{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+) (-|(?:\[(?:[^\]\\]|\\.)*\])+) ?(.*)", re.S
+    r"<([0-9]{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+) (-|(?:\[(?:[^\]\\]|\\.)*\])+) ?(.*)", re.S
 )
 # <PRI>Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MSG  (RFC 3164 section 4; the PRI and the
-# hostname are optional in practice, so both are optional here)
+# hostname are optional in practice, so both are optional here). PRI digits are ASCII
+# ([0-9], not \d): a PRI of other Unicode digits is no PRI (it raised KeyError in _PRI).
 _RFC3164: Final = re.compile(
-    r"(?:<(\d{1,3})>)?"
+    r"(?:<([0-9]{1,3})>)?"
     r"([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)"
     r"(?: ([^\s:\[]+(?=\s)))?"
     r" ?([^\s:\[]+)?(?:\[([^\]\s]*)\])?:? ?(.*)",
     re.S,
 )
-_PRI_ONLY: Final = re.compile(r"<(\d{1,3})>(.*)", re.S)
+_PRI_ONLY: Final = re.compile(r"<([0-9]{1,3})>(.*)", re.S)
 
 
 def _split(line: str, tokens: dict[str, str]) -> None:
@@ -77,12 +78,30 @@ def tokenise_line(raw: bytes, split: bool = True) -> dict[str, str]:
     return tokens
 
 
+# PRI -> (Priority, Facility, SyslogSeverity), for building the token dict in one go.
+_PRI3: Final = {pri: (t["Priority"], t["Facility"], t["SyslogSeverity"]) for pri, t in _PRI.items()}
+
+
 def tokenise_syslog(raw: bytes, split: bool = True) -> dict[str, str]:
     """RFC 5424 or RFC 3164 fields, else the tolerant fallback (see module docstring)."""
     line = raw.decode("utf-8", "replace")
-    tokens = {"Line": line}
-    m = _RFC5424.match(line)
+    # RFC 3164 first: it is what most senders still send. No line matches both
+    # patterns (3164 needs a month name where 5424 has its version "1"), so the order
+    # does not change any result; it saves a failing 5424 match on the common shape.
+    m = _RFC3164.match(line)
     if m is not None:
+        pri, timestamp, host, program, procid, message = m.groups()
+        if pri is None:
+            tokens = {"Line": line, "Timestamp": timestamp, "Hostname": host or "",
+                      "Program": program or "", "ProcId": procid or "", "Message": message}
+        else:
+            priority, facility, severity = _PRI3[pri]
+            tokens = {"Line": line, "Priority": priority, "Facility": facility,
+                      "SyslogSeverity": severity, "Timestamp": timestamp,
+                      "Hostname": host or "", "Program": program or "",
+                      "ProcId": procid or "", "Message": message}
+    elif (m := _RFC5424.match(line)) is not None:
+        tokens = {"Line": line}
         _pri(tokens, m[1])
         tokens["Timestamp"] = "" if m[2] == "-" else m[2]
         tokens["Hostname"] = "" if m[3] == "-" else m[3]
@@ -94,19 +113,12 @@ def tokenise_syslog(raw: bytes, split: bool = True) -> dict[str, str]:
         if message.startswith("\ufeff"):  # RFC 5424 BOM before a UTF-8 MSG
             message = message[1:]
         tokens["Message"] = message
-    elif (m := _RFC3164.match(line)) is not None:
-        if m[1] is not None:
-            _pri(tokens, m[1])
-        tokens["Timestamp"] = m[2]
-        tokens["Hostname"] = m[3] or ""
-        tokens["Program"] = m[4] or ""
-        tokens["ProcId"] = m[5] or ""
-        tokens["Message"] = m[6]
     elif (m := _PRI_ONLY.match(line)) is not None:
+        tokens = {"Line": line}
         _pri(tokens, m[1])
         tokens["Message"] = m[2]
     else:
-        tokens["Message"] = line
+        tokens = {"Line": line, "Message": line}
     if split:
         _split(line, tokens)
     return tokens

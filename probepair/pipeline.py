@@ -17,8 +17,8 @@ import trio
 
 from probepair.alerts import serialise
 from probepair.events import Event, key_of
-from probepair.formats import TOKENISERS
 from probepair.failover import Mode
+from probepair.formats import TOKENISERS
 from probepair.props import Props, as_mapping
 
 if TYPE_CHECKING:
@@ -30,8 +30,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_LOG_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
-               "WARN": logging.WARNING, "ERROR": logging.ERROR, "FATAL": logging.CRITICAL}
+_LOG_LEVELS = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "WARN": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "FATAL": logging.CRITICAL,
+}
 ERROR_LOG_INTERVAL = 10.0  # seconds between logged rules runtime errors (all are counted)
 
 
@@ -61,8 +67,7 @@ class AlwaysForward:
 def self_event(name: str, summary: str, wall_clock: Callable[[], float]) -> Event:
     """A ProbeWatch event (``@Manager = "ProbeWatch"``) about this probe itself."""
     now = wall_clock()
-    tokens = {"Manager": "ProbeWatch", "Summary": summary, "Node": platform.node(),
-              "Agent": name}
+    tokens = {"Manager": "ProbeWatch", "Summary": summary, "Node": platform.node(), "Agent": name}
     raw = f"ProbeWatch {name} {now!r} {summary}".encode()
     return Event(raw, key_of(raw), now, tokens)
 
@@ -104,8 +109,9 @@ class Processor:
         now = trio.current_time()
         if now - self._last_error_log >= ERROR_LOG_INTERVAL:
             self._last_error_log = now
-            logger.warning("%s (further rules errors are counted, logged every %gs)",
-                           error, ERROR_LOG_INTERVAL)
+            logger.warning(
+                "%s (further rules errors are counted, logged every %gs)", error, ERROR_LOG_INTERVAL
+            )
 
     def _assigned(self) -> None:
         """Apply properties the rules assigned: ``%Mode`` switches the role."""
@@ -124,31 +130,37 @@ class Processor:
     def process(self, batch: Batch) -> list[Item]:
         """The alerts of ``batch`` the gate lets through now, in order."""
         out: list[Item] = []
+        append = out.append
         tokenise = self._tokenise
-        split = self.program is None or self.program.needs_split
-        gate = self.gate.event
+        program = self.program
+        gate = self.gate
+        # A standard probe forwards everything: skip a method call per event.
+        gate_event = None if type(gate) is AlwaysForward else gate.event
         discarded = 0
-        if self.program is None:
+        if program is None:
             for ev in batch:
+                key = ev.key
                 if ev.tokens:
-                    out.append((ev.key, serialise(dict(ev.tokens), ev.key)))
+                    append((key, serialise(dict(ev.tokens), key)))
                     continue
-                payload = serialise(dict(tokenise(ev.raw, True)), ev.key)
-                if gate(ev.key, payload):
-                    out.append((ev.key, payload))
+                payload = serialise(tokenise(ev.raw, True), key)
+                if gate_event is None or gate_event(key, payload):
+                    append((key, payload))
         else:
-            run = self.program.run
+            run = program.run
+            split = program.needs_split
             ctx = self.ctx
             assert ctx is not None
             assigned = ctx.assigned
             for ev in batch:
+                key = ev.key
                 if ev.tokens:
                     # A ProbeWatch self-event: the rules see it (tokens and pre-set
                     # fields, as OMNIbus does); it bypasses the gate, so a standby
                     # slave's own events show it is alive.
                     fields = run(ev.tokens, ctx, ev.tokens)
                     if fields is not None:
-                        out.append((ev.key, serialise(fields, ev.key)))
+                        append((key, serialise(fields, key)))
                     continue
                 fields = run(tokenise(ev.raw, split), ctx)
                 if assigned:
@@ -156,9 +168,9 @@ class Processor:
                 if fields is None:
                     discarded += 1
                     continue
-                payload = serialise(fields, ev.key)
-                if gate(ev.key, payload):
-                    out.append((ev.key, payload))
+                payload = serialise(fields, key)
+                if gate_event is None or gate_event(key, payload):
+                    append((key, payload))
         self._metrics.events_received.inc(len(batch))
         if discarded:
             self._metrics.events_discarded.labels(reason="rules").inc(discarded)

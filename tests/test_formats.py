@@ -143,7 +143,8 @@ def test_pri_beyond_the_facility_table() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [b"Use the BFG!", b"", b"   ", b"<abc>not a pri", b"\xff\xfe binary \x00 junk"]
+    "raw", [b"Use the BFG!", b"", b"   ", b"<abc>not a pri", b"\xff\xfe binary \x00 junk",
+            "<\u0661>Oct 11 22:14:15 h p: non-ASCII digits are no PRI".encode()]
 )
 def test_non_conforming_line_is_all_message(raw: bytes) -> None:
     line = raw.decode("utf-8", "replace")

