@@ -96,3 +96,20 @@ async def test_run_forwards_batches_until_the_feed_ends(
             await proc.run(feed_recv, sink_send)
     batches = [batch async for batch in sink_recv]
     assert [[key for key, _ in batch] for batch in batches] == [[key_of(b"one")], [key_of(b"two")]]
+
+
+def test_rules_tokens_read_several_times_see_assignments() -> None:
+    # The generated rules read a token used in several places once, into a local
+    # (rules/codegen.py _bind_tokens), but not one the rules assign: a read after the
+    # assignment sees the new value. (Here because tests/rules belongs to the rules owner.)
+    from probepair.rules import RulesContext, compile_rules
+
+    program = compile_rules(
+        '@A = $x + $y\nif ($y == "2") { $x = "X" + $x }\n@B = $x + $y\n@C = $y + $y\n',
+        source="t.rules",
+    )
+    assert "_t0 = Tg('y', '')" in program.python_source
+    ctx = RulesContext(props={}, assigned={}, log=lambda level, msg: None,
+                       on_error=lambda exc: None, wall_clock=lambda: 0.0, hostname="h")
+    assert program.run({"x": "1", "y": "2"}, ctx) == {"A": "12", "B": "X12", "C": "22"}
+    assert program.run({"y": "3"}, ctx) == {"A": "3", "B": "3", "C": "33"}

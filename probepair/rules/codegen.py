@@ -17,6 +17,8 @@ statement's location through ``ctx.on_error`` and the next statement runs.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -29,6 +31,7 @@ _DIRECT_CMP: Final = {"==": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">
 _CMP_HELPER: Final = {"==": "_eq", "!=": "_ne", "<": "_lt", ">": "_gt", "<=": "_le", ">=": "_ge"}
 _ARITH_HELPER: Final = {"+": "_add", "-": "_sub", "*": "_mul", "/": "_div", "%": "_mod"}
 _STR_METHODS: Final = {"lower": "lower", "upper": "upper", "ltrim": "lstrip", "rtrim": "rstrip"}
+_PLACEHOLDER: Final = re.compile("\x00([^\x00\x01]*)\x01")  # a $token read, see Codegen
 _SWITCH_LINEAR: Final = 4  # up to this many cases: an if/elif chain on the value
 
 
@@ -62,6 +65,10 @@ class Codegen:
         # (~1.8 µs an event) when none of them is read and $* is not used.
         self.token_reads: set[str] = set()
         self.whole_tokens = False
+        # Tokens the program assigns ($name = ...), and whether it assigns any $(path):
+        # generate() reads the other tokens once into locals (see _bind_tokens).
+        self.token_writes: set[str] = set()
+        self.path_writes = False
         self._memo: dict[int, tuple[str, str, bool]] = {}
 
     # -- helpers ----------------------------------------------------------------------
@@ -135,7 +142,8 @@ class Codegen:
                 return repr(value), "bool"
             case ast.TokenRef(name):
                 self.token_reads.add(name)
-                return f"Tg({name!r}, '')", ("any" if name in self.r.nonstr_tokens else "str")
+                # A placeholder that no repr() can produce; generate() binds it.
+                return f"\x00{name}\x01", ("any" if name in self.r.nonstr_tokens else "str")
             case ast.TokenPath(path):
                 self.whole_tokens = True
                 return f"_jpath(T, {path!r})", "any"
@@ -325,7 +333,28 @@ class Codegen:
     def generate(self, body: tuple[ast.Stmt, ...], source: str) -> str:
         self.source = source
         self.block(body, 1, in_loop=False)
-        return "\n".join(self.lines)
+        return self._bind_tokens("\n".join(self.lines))
+
+    def _bind_tokens(self, code: str) -> str:
+        """Replace the $token placeholders: a local, or ``Tg(name, '')``.
+
+        A token read in more than one place and never assigned by the program is read
+        once, at the top, into a local: the same value every read would see (nothing
+        else writes T), for one dict lookup instead of several (~40 ns each, ~20 reads
+        an event in the shipped syslog rules).
+        """
+        counts = Counter(_PLACEHOLDER.findall(code))
+        local: dict[str, str] = {}
+        if not self.path_writes:
+            for name, n in counts.items():
+                if n > 1 and name not in self.token_writes:
+                    local[name] = f"_t{len(local)}"
+
+        def bind(m: re.Match[str]) -> str:
+            return local.get(m[1]) or f"Tg({m[1]!r}, '')"
+
+        body = _PLACEHOLDER.sub(bind, code)
+        return "\n".join([*(f"    {var} = Tg({name!r}, '')" for name, var in local.items()), body])
 
     def block(self, body: tuple[ast.Stmt, ...], depth: int, in_loop: bool) -> None:
         start = len(self.lines)
@@ -356,8 +385,10 @@ class Codegen:
     def assign_code(self, target: ast.Target, value: str) -> str:
         match target:
             case ast.TokenRef(name):
+                self.token_writes.add(name)
                 return f"T[{name!r}] = {value}"
             case ast.TokenPath(path):
+                self.path_writes = True
                 return f"T[{path!r}] = {value}"
             case ast.FieldRef(name):
                 return f"F[{name!r}] = {value}"
