@@ -86,11 +86,18 @@ class SinkRunner:
             items = await recv.receive()
         except trio.EndOfChannel:
             return None
+        # One copy, then extend it: not a copy of the growing list per batch appended
+        # (and never the sender's list, which a sender may still hold).
+        own: list[Item] | None = None
         while len(items) < MAX_ITEMS:
             try:
-                items = items + recv.receive_nowait()
+                batch = recv.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
+            if own is None:
+                items = own = items + batch
+            else:
+                own.extend(batch)
         return items
 
     async def _deliver(self, items: list[Item]) -> bool:
