@@ -41,6 +41,16 @@ _RFC3164: Final = re.compile(
     r" ?([^\s:\[]+)?(?:\[([^\]\s]*)\])?:? ?(.*)",
     re.S,
 )
+# The common RFC 3164 shape, "<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: MSG", with nothing
+# optional but the PID: ~0.65 µs a match against ~1 µs for _RFC3164. Where it matches,
+# its groups are exactly _RFC3164's (the same classes, and each of _RFC3164's greedy
+# first choices succeeds; tests/test_formats.py checks this with hypothesis); where it
+# does not, _RFC3164 decides.
+_FAST3164: Final = re.compile(
+    r"<([0-9]{1,3})>([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) ([^\s:\[]+) ([^\s:\[]+)"
+    r"(?:\[([^\]\s]*)\])?: (.*)",
+    re.S,
+)
 _PRI_ONLY: Final = re.compile(r"<([0-9]{1,3})>(.*)", re.S)
 
 
@@ -88,7 +98,7 @@ def tokenise_syslog(raw: bytes, split: bool = True) -> dict[str, str]:
     # RFC 3164 first: it is what most senders still send. No line matches both
     # patterns (3164 needs a month name where 5424 has its version "1"), so the order
     # does not change any result; it saves a failing 5424 match on the common shape.
-    m = _RFC3164.match(line)
+    m = _FAST3164.match(line) or _RFC3164.match(line)
     if m is not None:
         pri, timestamp, host, program, procid, message = m.groups()
         if pri is None:

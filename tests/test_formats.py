@@ -232,3 +232,34 @@ def test_tokenise_syslog_never_raises(raw: bytes) -> None:
 @given(st.binary(max_size=200))
 def test_tokenise_json_never_raises(raw: bytes) -> None:
     assert tokenise_json(raw)["Line"] == raw.decode("utf-8", "replace")
+
+
+# The fast RFC 3164 pattern must give exactly the full pattern's groups where it matches.
+rfc3164ish = st.builds(
+    lambda head, rest: head + rest,
+    st.sampled_from(["<34>Oct 11 22:14:15 ", "<7>Jan  1 00:00:00 h", "<191>Dec 31 23:59:59 "]),
+    st.text(alphabet="ab1 :[]\t\xa0\u2003-\n", max_size=40),
+)
+
+
+@given(rfc3164ish)
+def test_fast_rfc3164_pattern_agrees_with_the_full_one(line: str) -> None:
+    from probepair.formats import _FAST3164, _RFC3164
+
+    fast = _FAST3164.match(line)
+    if fast is not None:
+        full = _RFC3164.match(line)
+        assert full is not None
+        assert fast.groups() == full.groups()
+
+
+@pytest.mark.parametrize("line", [
+    "<34>Oct 11 22:14:15 web1 su[12]: msg", "<34>Oct 11 22:14:15 web1 su: msg",
+    "<34>Oct 11 22:14:15 web1 su[]: m", "<34>Oct  1 22:14:15 web1 kernel: [1.0] eth0 up",
+])
+def test_fast_rfc3164_pattern_covers_the_common_shape(line: str) -> None:
+    from probepair.formats import _FAST3164, _RFC3164
+
+    fast = _FAST3164.match(line)
+    assert fast is not None
+    assert fast.groups() == _RFC3164.match(line).groups()  # type: ignore[union-attr]
