@@ -8,7 +8,6 @@ SO_RCVBUF is raised to ``rmem_max`` (SO_RCVBUFFORCE when root) to ride out burst
 
 from __future__ import annotations
 
-import gc
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -57,24 +56,6 @@ def kernel_drops(sock: socket.socket) -> int:
     return 0
 
 
-GC_THRESHOLD0 = 20_000  # allocations between young collections (CPython's default: 700)
-
-
-def _settle_gc() -> None:
-    """Keep the cyclic collector off the per-datagram path.
-
-    At 100k events/s the pipeline allocates ~10 short-lived container objects an event
-    (lists, dicts, tuples), so the default threshold runs a young collection every
-    ~70 events, and each one walks the batch still being processed. ``freeze()``
-    moves what exists once the feed starts (modules, trio, the compiled rules) out of
-    the collections; a higher young threshold lets most objects die before one runs.
-    Cycles are still collected.
-    """
-    gc.freeze()
-    gen0, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(max(gen0, GC_THRESHOLD0), gen1, gen2)
-
-
 class UdpFeed:
     """Datagrams on ``FeedAddress:FeedPort``."""
 
@@ -103,7 +84,6 @@ class UdpFeed:
             self.socket = sock
             self.name = "udp:{}:{}".format(*sock.getsockname()[:2])
             task_status.started(sock.getsockname()[:2])
-            _settle_gc()
             await self._drain_forever(sock, send)
 
     async def _drain_forever(
