@@ -297,11 +297,14 @@ class Demo:
             while not stop.is_set():
                 for _ in range(per_tick):
                     payload = b"%s%08d" % (PAYLOAD_PREFIX.encode(), self.sent)
-                    for target in targets:
-                        try:
-                            await sock.sendto(payload, target)
-                        except OSError:
-                            pass  # the killed master's port: the datagram is lost to it only
+                    # Both copies go out, or none: a stop between the two sends would leave
+                    # an event in a sink that the count of sent events does not know.
+                    with trio.CancelScope(shield=True):
+                        for target in targets:
+                            try:
+                                await sock.sendto(payload, target)
+                            except OSError:
+                                pass  # the killed master's port: lost to it only
                     self.sent += 1
                 deadline += per_tick / self.rate
                 await trio.sleep_until(deadline)
