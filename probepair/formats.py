@@ -169,4 +169,4 @@ def tokenise(fmt: str, raw: bytes) -> dict[str, str]:
     Raises:
         KeyError: ``fmt`` is not a known format (props validation prevents this).
     """
-    return TOKENISERS[fmt](raw)
+    return TOKENISERS[fmt](raw, True)

@@ -115,7 +115,7 @@ class UdpLink:
         self.peer_host = peer_host
         self.peer_port = peer_port
         self._sock: trio.socket.SocketType | None = None
-        self._peer: object = None
+        self._peer: tuple[object, ...] | None = None
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -149,7 +149,7 @@ class UdpLink:
         infos = await trio.socket.getaddrinfo(host, port, family=self._sock.family,
                                               type=socket.SOCK_DGRAM)
         self.peer_host, self.peer_port = host, port
-        self._peer = infos[0][4]
+        self._peer = tuple(infos[0][4])
 
     async def send(self, data: bytes) -> None:
         """Send ``data`` to the peer; a no-op while no peer address is known."""

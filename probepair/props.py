@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from probepair.errors import ConfigError
 
@@ -50,9 +50,9 @@ def _prop(
     low: float | None = None,
     high: float | None = None,
     positive: bool = False,
-) -> Value:
+) -> Any:  # a dataclass field() standing in for the field's value, as dataclasses do
     meta = {"doc": doc, "choices": choices, "low": low, "high": high, "positive": positive}
-    return field(default=default, metadata=meta)  # type: ignore[no-any-return]
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True, slots=True)

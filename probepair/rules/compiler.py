@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os.path
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -88,7 +88,7 @@ class Program:
         self.needs_split = needs_split
 
     def run(
-        self, tokens: dict[str, str], ctx: RulesContext, fields: dict[str, object] | None = None
+        self, tokens: dict[str, str], ctx: RulesContext, fields: Mapping[str, object] | None = None
     ) -> dict[str, object] | None:
         """The alert fields for one event, or None when the rules discarded it.
 
@@ -339,8 +339,8 @@ def compile_rules(
     return Program(
         source,
         front.hash.hexdigest(),
-        namespace["_rules"],
-        python_source,  # type: ignore[arg-type]
+        namespace["_rules"],  # type: ignore[arg-type]  # exec()'s namespace holds objects
+        python_source,
         front.statements,
         len(front.tables),
         len(front.includes),
