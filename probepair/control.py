@@ -63,8 +63,9 @@ def socket_path(name: str, control_socket: str = "") -> str:
     return control_socket or f"probepair-{name}.sock"
 
 
-def make_handler(status: Callable[[], dict[str, Any]],
-                 request_mode: Callable[[Mode], None] | None) -> Handler:
+def make_handler(
+    status: Callable[[], dict[str, Any]], request_mode: Callable[[Mode], None] | None
+) -> Handler:
     """A handler for ``serve_control`` over a probe.
 
     Args:
@@ -77,8 +78,10 @@ def make_handler(status: Callable[[], dict[str, Any]],
         if command == "status":
             return {"ok": True, "status": status()}
         if request_mode is None:
-            return {"ok": False, "error": f"{command} needs Mode master or slave; "
-                                          "this probe runs Mode standard"}
+            return {
+                "ok": False,
+                "error": f"{command} needs Mode master or slave; this probe runs Mode standard",
+            }
         request_mode(Mode.MASTER if command == "takeover" else Mode.SLAVE)
         return {"ok": True, "status": status()}
 
@@ -127,21 +130,26 @@ async def _read_line(stream: trio.SocketStream) -> bytes | None:
     return line if len(line) <= MAX_REQUEST else None
 
 
-async def _serve_client(handler: Handler, allowed: frozenset[int],
-                        stream: trio.SocketStream) -> None:
+async def _serve_client(
+    handler: Handler, allowed: frozenset[int], stream: trio.SocketStream
+) -> None:
     async with stream:
         with trio.move_on_after(CLIENT_TIMEOUT):
             try:
                 uid = _peer_uid(stream.socket)
                 if uid is not None and uid not in allowed:
                     logger.warning("control: refused a client with uid %d", uid)
-                    response = {"ok": False, "error": f"uid {uid} may not control this probe "
-                                                      "(run as its owner or root)"}
+                    response = {
+                        "ok": False,
+                        "error": f"uid {uid} may not control this probe (run as its owner or root)",
+                    }
                 else:
                     line = await _read_line(stream)
                     if line is None:
-                        response = {"ok": False,
-                                    "error": f"request longer than {MAX_REQUEST} bytes"}
+                        response = {
+                            "ok": False,
+                            "error": f"request longer than {MAX_REQUEST} bytes",
+                        }
                     else:
                         response = _answer(line, handler)
                 await stream.send_all(json.dumps(response).encode() + b"\n")
@@ -165,8 +173,10 @@ def _remove_stale(path: str) -> None:
             os.unlink(path)  # nobody listens: stale
             logger.info("control: removed stale socket %s", path)
             return
-    raise ControlError(path, "another probe is listening on this socket; "
-                             "give each probe its own Name or ControlSocket")
+    raise ControlError(
+        path,
+        "another probe is listening on this socket; give each probe its own Name or ControlSocket",
+    )
 
 
 @contextlib.contextmanager
@@ -179,9 +189,12 @@ def _umask(mask: int) -> Iterator[None]:
         os.umask(old)
 
 
-async def serve_control(path: str, handler: Handler, *,
-                        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-                        ) -> NoReturn:
+async def serve_control(
+    path: str,
+    handler: Handler,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
     """Serve the control channel on ``path`` until cancelled; then remove the file.
 
     Args:
@@ -194,8 +207,11 @@ async def serve_control(path: str, handler: Handler, *,
         ControlError: the path is taken by a live probe or a non-socket, or cannot be bound.
     """
     if len(os.fsencode(path)) >= MAX_PATH:
-        raise ControlError(path, f"longer than the {MAX_PATH - 1} bytes a Unix socket path may "
-                                 "have; set a shorter ControlSocket")
+        raise ControlError(
+            path,
+            f"longer than the {MAX_PATH - 1} bytes a Unix socket path may "
+            "have; set a shorter ControlSocket",
+        )
     _remove_stale(path)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -205,14 +221,17 @@ async def serve_control(path: str, handler: Handler, *,
         sock.listen(16)
     except OSError as exc:
         sock.close()
-        raise ControlError(path, f"cannot create the control socket: {exc.strerror or exc}") from None
+        raise ControlError(
+            path, f"cannot create the control socket: {exc.strerror or exc}"
+        ) from None
     inode = os.stat(path).st_ino
     allowed = frozenset({0, os.getuid()})
     try:
         async with trio.open_nursery() as nursery:
             listener = trio.SocketListener(sock)
-            await nursery.start(trio.serve_listeners, partial(_serve_client, handler, allowed),
-                                [listener])
+            await nursery.start(
+                trio.serve_listeners, partial(_serve_client, handler, allowed), [listener]
+            )
             logger.info("control socket %s", path)
             task_status.started(path)
             await trio.sleep_forever()
@@ -248,8 +267,9 @@ def request(path: str, command: str, timeout: float = 5.0) -> dict[str, Any]:
                     break
                 buf += chunk
         except (FileNotFoundError, ConnectionRefusedError):
-            raise ControlError(path, "no probe is listening (is it running in this "
-                                     "directory? see ControlSocket)") from None
+            raise ControlError(
+                path, "no probe is listening (is it running in this directory? see ControlSocket)"
+            ) from None
         except PermissionError:
             raise ControlError(path, "permission denied: run as the probe's user or root") from None
         except TimeoutError:

@@ -74,13 +74,24 @@ class Node:
 
     def argv(self, secret: str) -> list[str]:
         options = {
-            "mode": self.mode, "name": self.name, "peerhost": HOST,
-            "peerport": str(self.peer_port), "listenaddress": HOST,
-            "listenport": str(self.heartbeat_port), "sharedsecret": secret,
-            "feedtype": "udp", "feedaddress": HOST, "feedport": str(self.feed_port),
-            "feedformat": "line", "rulesfile": "", "sinktype": "file",
-            "sinkfile": str(self.sink), "metricsaddress": HOST,
-            "metricsport": str(self.metrics_port), "messagelevel": "info", **TIMINGS,
+            "mode": self.mode,
+            "name": self.name,
+            "peerhost": HOST,
+            "peerport": str(self.peer_port),
+            "listenaddress": HOST,
+            "listenport": str(self.heartbeat_port),
+            "sharedsecret": secret,
+            "feedtype": "udp",
+            "feedaddress": HOST,
+            "feedport": str(self.feed_port),
+            "feedformat": "line",
+            "rulesfile": "",
+            "sinktype": "file",
+            "sinkfile": str(self.sink),
+            "metricsaddress": HOST,
+            "metricsport": str(self.metrics_port),
+            "messagelevel": "info",
+            **TIMINGS,
         }
         args = [sys.executable, "-m", "probepair", "run"]
         for name, value in options.items():
@@ -101,8 +112,7 @@ class View:
         if self.role is None:
             return f"{'(down)':<14} {'-':>3} {'-':>7} {'-':>9}"
         active = "yes" if self.active else "no"
-        return (f"{self.role:<14} {active:>3} {self.buffer_depth or 0:>7} "
-                f"{self.forwarded or 0:>9}")
+        return f"{self.role:<14} {active:>3} {self.buffer_depth or 0:>7} {self.forwarded or 0:>9}"
 
 
 def free_ports(count: int) -> list[int]:
@@ -153,9 +163,12 @@ async def fetch_view(client: httpx.AsyncClient, node: Node) -> View:
         metrics = (await client.get(f"{base}/metrics")).text
     except (httpx.HTTPError, ValueError):
         return View()
-    return View(role=status.get("role"), active=status.get("active"),
-                buffer_depth=status.get("buffer_depth"),
-                forwarded=_metric(metrics, "probepair_events_forwarded_total"))
+    return View(
+        role=status.get("role"),
+        active=status.get("active"),
+        buffer_depth=status.get("buffer_depth"),
+        forwarded=_metric(metrics, "probepair_events_forwarded_total"),
+    )
 
 
 def read_sink(path: Path) -> tuple[list[str], int, int]:
@@ -262,11 +275,20 @@ class Demo:
         out_path = node.directory / "stdout.txt"
         stdout, log = _open_outputs(node)
         with stdout, log:  # the child holds its own copies
-            process: trio.Process = await nursery.start(partial(
-                trio.run_process, node.argv(self.secret), check=False, cwd=node.directory,
-                stdout=stdout, stderr=log, stdin=subprocess.DEVNULL, deliver_cancel=_terminate,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            ), name=f"probe:{node.name}")
+            process: trio.Process = await nursery.start(
+                partial(
+                    trio.run_process,
+                    node.argv(self.secret),
+                    check=False,
+                    cwd=node.directory,
+                    stdout=stdout,
+                    stderr=log,
+                    stdin=subprocess.DEVNULL,
+                    deliver_cancel=_terminate,
+                    env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                ),
+                name=f"probe:{node.name}",
+            )
         self.processes[node.name] = process
         with trio.move_on_after(READY_TIMEOUT):
             while not out_path.read_bytes().startswith(b"READY"):
@@ -275,8 +297,10 @@ class Demo:
                 await trio.sleep(POLL)
             else:
                 return
-        raise DemoError(f"probe {node.name} did not start (exit status {process.returncode}); "
-                        f"see {node.directory / 'probe.log'}")
+        raise DemoError(
+            f"probe {node.name} did not start (exit status {process.returncode}); "
+            f"see {node.directory / 'probe.log'}"
+        )
 
     async def stop(self, node: Node) -> int | None:
         process = self.processes[node.name]
@@ -337,8 +361,9 @@ class Demo:
                     if check(views):
                         return trio.current_time() - start
                     await trio.sleep(POLL)
-        raise DemoError(f"{what} did not happen within {CHANGE_TIMEOUT:g} s; "
-                        f"see the probe.log files")
+        raise DemoError(
+            f"{what} did not happen within {CHANGE_TIMEOUT:g} s; see the probe.log files"
+        )
 
     # -- the story ---------------------------------------------------------------------
 
@@ -346,16 +371,21 @@ class Demo:
         m, s = self.master, self.slave
         bound = sum(float(v) for v in TIMINGS.values())
         self._t0 = trio.current_time()
-        self.say(f"starting master {m.name} and slave {s.name} on {HOST} "
-                 f"(takeover bound {bound:g} s, {self.rate} events/s to both)")
+        self.say(
+            f"starting master {m.name} and slave {s.name} on {HOST} "
+            f"(takeover bound {bound:g} s, {self.rate} events/s to both)"
+        )
         stop_feed = trio.Event()
         async with trio.open_nursery() as probes:
             await self.start(probes, m)
             await self.start(probes, s)
-            took = await self.wait_until("the pair forming", lambda v: bool(
-                v[m.name].active and v[s.name].role == "slave-standby"))
-            self.say(f"pair formed in {took:.1f} s: {m.name} master active, "
-                     f"{s.name} standby buffering")
+            took = await self.wait_until(
+                "the pair forming",
+                lambda v: bool(v[m.name].active and v[s.name].role == "slave-standby"),
+            )
+            self.say(
+                f"pair formed in {took:.1f} s: {m.name} master active, {s.name} standby buffering"
+            )
             async with trio.open_nursery() as traffic:
                 traffic.start_soon(self.generate, stop_feed, name="feed")
                 traffic.start_soon(self.live_view, name="live-view")
@@ -364,26 +394,34 @@ class Demo:
                 self.say(f">>> killing the master {m.name} (SIGKILL)")
                 self.processes[m.name].kill()
                 took = await self.wait_until("the takeover", lambda v: bool(v[s.name].active))
-                self.say(f">>> takeover: {s.name} active {took:.2f} s after the kill "
-                         f"(bound {bound:g} s)")
+                self.say(
+                    f">>> takeover: {s.name} active {took:.2f} s after the kill (bound {bound:g} s)"
+                )
                 await trio.sleep(self.phase)
 
                 self.say(f">>> restarting the master {m.name}")
                 await self.processes[m.name].wait()
                 start = trio.current_time()
                 await self.start(probes, m)
-                await self.wait_until("the failback", lambda v: bool(
-                    v[m.name].active and v[s.name].role == "slave-standby"
-                    and not v[s.name].active))
-                self.say(f">>> failback: {m.name} active again "
-                         f"{trio.current_time() - start:.2f} s after its restart "
-                         f"({s.name} handed over and stands by)")
+                await self.wait_until(
+                    "the failback",
+                    lambda v: bool(
+                        v[m.name].active
+                        and v[s.name].role == "slave-standby"
+                        and not v[s.name].active
+                    ),
+                )
+                self.say(
+                    f">>> failback: {m.name} active again "
+                    f"{trio.current_time() - start:.2f} s after its restart "
+                    f"({s.name} handed over and stands by)"
+                )
                 await trio.sleep(self.phase)
 
                 stop_feed.set()
                 self.say(f"feed stopped after {self.sent} events; waiting for the sinks")
                 with trio.move_on_after(DRAIN_TIMEOUT):
-                    while tally(self.sent, (m, s)).unique < self.sent:
+                    while tally(self.sent, (m, s)).unique < self.sent:  # noqa: ASYNC110 - files of other processes
                         await trio.sleep(REFRESH)
                 traffic.cancel_scope.cancel(reason="story told")
             self.say(f"stopping {s.name}, then {m.name} (SIGTERM)")
@@ -396,19 +434,26 @@ class Demo:
 
 def _summary(t: Tally, killed: str) -> str:
     sinks = ", ".join(f"{name} {count}" for name, count in t.per_sink.items())
-    lines = [(f"summary: events sent {t.sent}, in the sinks {t.unique} ({sinks}), "
-              f"lost {t.lost}, duplicates {t.duplicates}")]
+    lines = [
+        (
+            f"summary: events sent {t.sent}, in the sinks {t.unique} ({sinks}), "
+            f"lost {t.lost}, duplicates {t.duplicates}"
+        )
+    ]
     if t.duplicates:
-        lines.append(f"  the duplicates are what {killed} delivered in its last ack period "
-                     "before the SIGKILL; a key-aware sink (SinkType sqlite) ignores them")
+        lines.append(
+            f"  the duplicates are what {killed} delivered in its last ack period "
+            "before the SIGKILL; a key-aware sink (SinkType sqlite) ignores them"
+        )
     lines.append(f"  plus {t.self_events} ProbeWatch self-events (start, role changes)")
     if t.torn:
         lines.append(f"  {t.torn} unreadable sink lines (torn by the SIGKILL)")
     return "\n".join(lines) + "\n"
 
 
-def run_demo(workdir: Path, out: TextIO, *, rate: int = DEFAULT_RATE,
-             phase: float = DEFAULT_PHASE) -> Tally:
+def run_demo(
+    workdir: Path, out: TextIO, *, rate: int = DEFAULT_RATE, phase: float = DEFAULT_PHASE
+) -> Tally:
     """Tell the whole story in ``workdir``; the final tally.
 
     Raises:
@@ -439,14 +484,26 @@ def main(args: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="probepair demo",
         description="Run a failover pair on loopback, kill the master, bring it back, "
-                    "and count lost and duplicate events.")
-    parser.add_argument("--workdir", type=Path, help="keep the probes' files here "
-                        "(default: a temporary directory, removed at the end)")
-    parser.add_argument("--rate", type=_positive(int, MAX_RATE), default=DEFAULT_RATE,
-                        help=f"events per second sent to both probes (default {DEFAULT_RATE})")
-    parser.add_argument("--phase", type=_positive(float, 600), default=DEFAULT_PHASE,
-                        help="seconds of traffic before the kill, during the outage and after "
-                             f"the failback (default {DEFAULT_PHASE:g})")
+        "and count lost and duplicate events.",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep the probes' files here (default: a temporary directory, removed at the end)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=_positive(int, MAX_RATE),
+        default=DEFAULT_RATE,
+        help=f"events per second sent to both probes (default {DEFAULT_RATE})",
+    )
+    parser.add_argument(
+        "--phase",
+        type=_positive(float, 600),
+        default=DEFAULT_PHASE,
+        help="seconds of traffic before the kill, during the outage and after "
+        f"the failback (default {DEFAULT_PHASE:g})",
+    )
     opts = parser.parse_args(args)
     out = sys.stdout
     try:
@@ -473,6 +530,7 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
     return [exc]
+
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))

@@ -114,7 +114,9 @@ class KeyMaker:
                 index = seen[0] + 1
                 cur[digest] = (index, now)
                 h = copy()
-                h.update(digest + (index_bytes[index] if index < 4096 else index.to_bytes(4, "big")))
+                h.update(
+                    digest + (index_bytes[index] if index < 4096 else index.to_bytes(4, "big"))
+                )
                 append(h.digest())
             else:
                 cur[digest] = (0, now)

@@ -77,8 +77,18 @@ from probepair.failover_types import (
 from probepair.wire import MAX_ACK_KEYS, Ack, Flag, Heartbeat, Role
 
 __all__ = [
-    "Action", "ConfigDrift", "DropReason", "Failback", "FailoverConfig", "FailoverMachine",
-    "Flush", "Mode", "Role", "RoleChanged", "Send", "SplitBrain",
+    "Action",
+    "ConfigDrift",
+    "DropReason",
+    "Failback",
+    "FailoverConfig",
+    "FailoverMachine",
+    "Flush",
+    "Mode",
+    "Role",
+    "RoleChanged",
+    "Send",
+    "SplitBrain",
 ]
 
 INF: Final = math.inf
@@ -92,9 +102,6 @@ class _Handover(enum.Enum):
     NONE = enum.auto()
     DRAINING = enum.auto()  # stepped down; waiting for the sink to deliver what we forwarded
     DONE = enum.auto()  # drained and acked; beating HANDED_OVER until the master is active
-
-
-
 
 
 class FailoverMachine:
@@ -216,13 +223,16 @@ class FailoverMachine:
     @property
     def dropped(self) -> dict[DropReason, int]:
         """Buffered events dropped without forwarding, by reason."""
-        return {DropReason.BUFFER_FULL: self._dropped_full,
-                DropReason.RETENTION: self._dropped_retention}
+        return {
+            DropReason.BUFFER_FULL: self._dropped_full,
+            DropReason.RETENTION: self._dropped_retention,
+        }
 
     def next_deadline(self) -> float:
         """When ``tick`` must be called next (``math.inf``: nothing scheduled)."""
-        return min(self._next_beat, self._peer_deadline, self._ack_due,
-                   self._drain_deadline, self._giveup)
+        return min(
+            self._next_beat, self._peer_deadline, self._ack_due, self._drain_deadline, self._giveup
+        )
 
     # -- hot path ---------------------------------------------------------------------
 
@@ -298,13 +308,17 @@ class FailoverMachine:
         if mode is Mode.MASTER and self._role is not Role.MASTER:
             self._epoch += 1
             self._end_handover()
-            self._set_role(Role.MASTER, f"mode set to master (epoch {self._epoch})", now,
-                           actions)
+            self._set_role(Role.MASTER, f"mode set to master (epoch {self._epoch})", now, actions)
         elif mode is Mode.SLAVE and (self._active or self._role is Role.MASTER_PENDING):
             self._epoch += 1
             was_active = self._active
-            self._set_role(Role.SLAVE_STANDBY, f"mode set to slave (epoch {self._epoch})",
-                           now, actions, beat=not was_active)
+            self._set_role(
+                Role.SLAVE_STANDBY,
+                f"mode set to slave (epoch {self._epoch})",
+                now,
+                actions,
+                beat=not was_active,
+            )
             if was_active:
                 self._start_handover(now, actions)
         return actions
@@ -322,8 +336,9 @@ class FailoverMachine:
         if self._giveup <= now:
             self._giveup = INF
             if self._role is Role.MASTER_PENDING:
-                self._set_role(Role.MASTER, "peer handed over; its last acks did not arrive",
-                               now, actions)
+                self._set_role(
+                    Role.MASTER, "peer handed over; its last acks did not arrive", now, actions
+                )
         if self._ack_due <= now:
             self._ack_due = INF
             self._send_acks(self._pending_acks, actions)
@@ -350,8 +365,7 @@ class FailoverMachine:
                 reason = f"{what} silent for {silent:.1f} s"
             self._set_role(Role.SLAVE_ACTIVE, reason, now, actions)
         elif self._role is Role.MASTER_PENDING:
-            self._set_role(Role.MASTER, f"no active peer heard for {silent:.1f} s", now,
-                           actions)
+            self._set_role(Role.MASTER, f"no active peer heard for {silent:.1f} s", now, actions)
         elif self._split_brain:
             self._split_brain = False
             actions.append(SplitBrain(False, f"peer silent for {silent:.1f} s"))
@@ -368,22 +382,45 @@ class FailoverMachine:
             self._send_acks(self._tail[-_TAIL_KEYS:], actions, at_least_one=True)
         self._seq += 1
         c = self.config
-        actions.append(Send(Heartbeat(c.node_id, c.boot_id, self._epoch, self._seq,
-                                      self._role, flags, self._beat_interval,
-                                      c.config_digest, self._ack_serial)))
+        actions.append(
+            Send(
+                Heartbeat(
+                    c.node_id,
+                    c.boot_id,
+                    self._epoch,
+                    self._seq,
+                    self._role,
+                    flags,
+                    self._beat_interval,
+                    c.config_digest,
+                    self._ack_serial,
+                )
+            )
+        )
         self._next_beat = now + self._beat_interval
         self._prune(now)
 
-    def _send_acks(self, keys: list[bytes], actions: list[Action], *,
-                   at_least_one: bool = False) -> None:
+    def _send_acks(
+        self, keys: list[bytes], actions: list[Action], *, at_least_one: bool = False
+    ) -> None:
         c = self.config
         starts = range(0, len(keys), MAX_ACK_KEYS) if keys else range(int(at_least_one))
         for start in starts:
             self._seq += 1
             self._ack_serial += 1
-            actions.append(Send(Ack(c.node_id, c.boot_id, self._epoch, self._seq, self._role,
-                                    self._ack_serial,
-                                    tuple(keys[start : start + MAX_ACK_KEYS]))))
+            actions.append(
+                Send(
+                    Ack(
+                        c.node_id,
+                        c.boot_id,
+                        self._epoch,
+                        self._seq,
+                        self._role,
+                        self._ack_serial,
+                        tuple(keys[start : start + MAX_ACK_KEYS]),
+                    )
+                )
+            )
 
     def _prune(self, now: float) -> None:
         horizon = now - self.config.retention
@@ -397,8 +434,9 @@ class FailoverMachine:
 
     # -- role changes ---------------------------------------------------------------------
 
-    def _set_role(self, new: Role, reason: str, now: float, actions: list[Action], *,
-                  beat: bool = True) -> None:
+    def _set_role(
+        self, new: Role, reason: str, now: float, actions: list[Action], *, beat: bool = True
+    ) -> None:
         """The one place the role changes: emits RoleChanged, flushes on activation."""
         old = self._role
         if new is old:
@@ -467,14 +505,23 @@ class FailoverMachine:
 
     def _maybe_take_over_from_handover(self, now: float, actions: list[Action]) -> None:
         awaited = self._awaited_serial
-        if (self._role is Role.MASTER_PENDING and awaited is not None
-                and self._serial_boot == self._peer_boot and self._peer_serial >= awaited):
+        if (
+            self._role is Role.MASTER_PENDING
+            and awaited is not None
+            and self._serial_boot == self._peer_boot
+            and self._peer_serial >= awaited
+        ):
             self._set_role(Role.MASTER, "peer handed over", now, actions)
 
     def _precedence(self) -> tuple[int, bool, bool, int, bytes]:
         c = self.config
-        return (self._epoch, self._role in MASTER_ROLES, c.mode is Mode.MASTER, c.node_id,
-                c.boot_id)
+        return (
+            self._epoch,
+            self._role in MASTER_ROLES,
+            c.mode is Mode.MASTER,
+            c.node_id,
+            c.boot_id,
+        )
 
     def _on_heartbeat(self, hb: Heartbeat, now: float, actions: list[Action]) -> None:
         known = hb.boot_id == self._peer_boot
@@ -510,13 +557,16 @@ class FailoverMachine:
         elif self._active:
             if self._split_brain:
                 self._split_brain = False
-                actions.append(SplitBrain(False, f"resolved: peer {hb.sender} is "
-                                                 f"{hb.role.value}"))
+                actions.append(SplitBrain(False, f"resolved: peer {hb.sender} is {hb.role.value}"))
             if self._role is Role.SLAVE_ACTIVE and hb.role is Role.MASTER_PENDING:
                 if self.config.failback is not Failback.MANUAL:
-                    self._set_role(Role.SLAVE_STANDBY,
-                                   f"handing over to returning master {hb.sender}", now,
-                                   actions, beat=False)
+                    self._set_role(
+                        Role.SLAVE_STANDBY,
+                        f"handing over to returning master {hb.sender}",
+                        now,
+                        actions,
+                        beat=False,
+                    )
                     self._start_handover(now, actions)
             elif self._role is Role.MASTER and hb.role is Role.MASTER_PENDING:
                 self._resolve_masters(hb, now, actions)
@@ -529,8 +579,11 @@ class FailoverMachine:
                     c = self.config
                     self._giveup = now + self._beat_interval + c.beat_threshold
                 self._maybe_take_over_from_handover(now, actions)
-        if (self._role is Role.SLAVE_STANDBY and hb.role is Role.MASTER_PENDING
-                and self._handover is _Handover.NONE):
+        if (
+            self._role is Role.SLAVE_STANDBY
+            and hb.role is Role.MASTER_PENDING
+            and self._handover is _Handover.NONE
+        ):
             self._handover_from_standby(now, actions)
 
     def _handover_from_standby(self, now: float, actions: list[Action]) -> None:
@@ -564,10 +617,20 @@ class FailoverMachine:
     def _why(self, hb: Heartbeat) -> tuple[bool, str]:
         """Whether we win against the peer's heartbeat, and why."""
         ours = self._precedence()
-        theirs = (hb.epoch, hb.role in MASTER_ROLES, bool(hb.flags & Flag.CONFIGURED_MASTER),
-                  hb.sender, hb.boot_id)
-        labels = ("higher epoch", "master by mode", "configured master", "higher node id",
-                  "higher boot id")
+        theirs = (
+            hb.epoch,
+            hb.role in MASTER_ROLES,
+            bool(hb.flags & Flag.CONFIGURED_MASTER),
+            hb.sender,
+            hb.boot_id,
+        )
+        labels = (
+            "higher epoch",
+            "master by mode",
+            "configured master",
+            "higher node id",
+            "higher boot id",
+        )
         for mine, other, label in zip(ours, theirs, labels, strict=True):
             if mine != other:
                 return mine > other, label  # type: ignore[operator]
@@ -576,14 +639,19 @@ class FailoverMachine:
     def _resolve_masters(self, hb: Heartbeat, now: float, actions: list[Action]) -> None:
         win, why = self._why(hb)
         if not win:
-            self._set_role(Role.SLAVE_STANDBY,
-                           f"peer {hb.sender} is also master and wins ({why})", now, actions)
+            self._set_role(
+                Role.SLAVE_STANDBY,
+                f"peer {hb.sender} is also master and wins ({why})",
+                now,
+                actions,
+            )
 
-    def _both_active(self, hb: Heartbeat, known: bool, now: float,
-                     actions: list[Action]) -> None:
+    def _both_active(self, hb: Heartbeat, known: bool, now: float, actions: list[Action]) -> None:
         win, why = self._why(hb)
-        detail = (f"peer {hb.sender} is also active ({hb.role.value}, epoch {hb.epoch}); "
-                  f"{'this probe' if win else 'the peer'} wins: {why}")
+        detail = (
+            f"peer {hb.sender} is also active ({hb.role.value}, epoch {hb.epoch}); "
+            f"{'this probe' if win else 'the peer'} wins: {why}"
+        )
         if win:
             if hb.epoch < self._epoch:
                 return  # the peer has not heard our mode switch yet; it will step down

@@ -11,8 +11,19 @@ from dataclasses import dataclass, field
 
 from probepair.wire import BOOT_ID_SIZE, DIGEST_SIZE, Ack, Heartbeat, Role
 
-__all__ = ["Action", "ConfigDrift", "DropReason", "Failback", "FailoverConfig", "Flush",
-           "Mode", "Role", "RoleChanged", "Send", "SplitBrain"]
+__all__ = [
+    "Action",
+    "ConfigDrift",
+    "DropReason",
+    "Failback",
+    "FailoverConfig",
+    "Flush",
+    "Mode",
+    "Role",
+    "RoleChanged",
+    "Send",
+    "SplitBrain",
+]
 
 
 class Mode(enum.Enum):

@@ -20,9 +20,30 @@ import orjson
 FORMATS: Final = ("syslog", "json", "line")
 
 FACILITIES: Final = (
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-    "authpriv", "ftp", "ntp", "security", "console", "solaris-cron", "local0", "local1",
-    "local2", "local3", "local4", "local5", "local6", "local7",
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "security",
+    "console",
+    "solaris-cron",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
 )  # RFC 5424 table 1, by facility code
 
 _TOKEN_NAMES: Final = tuple(f"Token{i}" for i in range(1, 257))
@@ -70,9 +91,14 @@ def _pri_tokens(pri: str) -> dict[str, str]:
 
 # Every PRI a syslog header can carry (3 digits at most), computed once: per event this
 # is one dict lookup and update instead of int(), a table lookup and three stores.
-_PRI: Final = {pri: _pri_tokens(pri) for pri in (
-    [str(v) for v in range(1000)] + [f"{v:02d}" for v in range(100)] + [f"{v:03d}" for v in range(1000)]
-)}
+_PRI: Final = {
+    pri: _pri_tokens(pri)
+    for pri in (
+        [str(v) for v in range(1000)]
+        + [f"{v:02d}" for v in range(100)]
+        + [f"{v:03d}" for v in range(1000)]
+    )
+}
 
 
 def _pri(tokens: dict[str, str], pri: str) -> None:
@@ -102,14 +128,27 @@ def tokenise_syslog(raw: bytes, split: bool = True) -> dict[str, str]:
     if m is not None:
         pri, timestamp, host, program, procid, message = m.groups()
         if pri is None:
-            tokens = {"Line": line, "Timestamp": timestamp, "Hostname": host or "",
-                      "Program": program or "", "ProcId": procid or "", "Message": message}
+            tokens = {
+                "Line": line,
+                "Timestamp": timestamp,
+                "Hostname": host or "",
+                "Program": program or "",
+                "ProcId": procid or "",
+                "Message": message,
+            }
         else:
             priority, facility, severity = _PRI3[pri]
-            tokens = {"Line": line, "Priority": priority, "Facility": facility,
-                      "SyslogSeverity": severity, "Timestamp": timestamp,
-                      "Hostname": host or "", "Program": program or "",
-                      "ProcId": procid or "", "Message": message}
+            tokens = {
+                "Line": line,
+                "Priority": priority,
+                "Facility": facility,
+                "SyslogSeverity": severity,
+                "Timestamp": timestamp,
+                "Hostname": host or "",
+                "Program": program or "",
+                "ProcId": procid or "",
+                "Message": message,
+            }
     elif (m := _RFC5424.match(line)) is not None:
         tokens = {"Line": line}
         _pri(tokens, m[1])

@@ -64,8 +64,14 @@ class Notifier:
         ConfigError: ``command`` cannot be split into arguments.
     """
 
-    def __init__(self, command: str, name: str, *, timeout: float = NOTIFY_TIMEOUT,
-                 queue_size: int = NOTIFY_QUEUE) -> None:
+    def __init__(
+        self,
+        command: str,
+        name: str,
+        *,
+        timeout: float = NOTIFY_TIMEOUT,
+        queue_size: int = NOTIFY_QUEUE,
+    ) -> None:
         self.argv = split_command(command)
         self.name = name
         self.timeout = timeout
@@ -80,8 +86,12 @@ class Notifier:
             self._send.send_nowait((role, reason))
         except trio.WouldBlock:
             self.dropped += 1
-            logger.warning("NotifyCommand: queue full, not notifying role %s (%s); "
-                           "%d dropped so far", role, reason, self.dropped)
+            logger.warning(
+                "NotifyCommand: queue full, not notifying role %s (%s); %d dropped so far",
+                role,
+                reason,
+                self.dropped,
+            )
 
     def on_role(self, old: Role, new: Role, reason: str) -> None:
         """``notify`` in the shape of ``pair.build_driver(on_role=...)``."""
@@ -95,23 +105,33 @@ class Notifier:
 
     async def _run_one(self, role: str, reason: str) -> None:
         argv = [*self.argv, role, reason]
-        env = dict(os.environ, PROBEPAIR_ROLE=role, PROBEPAIR_REASON=reason,
-                   PROBEPAIR_NAME=self.name)
+        env = dict(
+            os.environ, PROBEPAIR_ROLE=role, PROBEPAIR_REASON=reason, PROBEPAIR_NAME=self.name
+        )
         with trio.move_on_after(self.timeout) as timer:
             try:
                 result = await trio.run_process(
-                    argv, check=False, env=env, stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, start_new_session=True,
+                    argv,
+                    check=False,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    start_new_session=True,
                     deliver_cancel=_kill_group,
                 )
             except OSError as exc:
                 logger.error("NotifyCommand %r cannot start: %s", argv[0], exc.strerror or exc)
                 return
         if timer.cancelled_caught:
-            logger.error("NotifyCommand %r for role %s killed after %g s", argv[0], role,
-                         self.timeout)
+            logger.error(
+                "NotifyCommand %r for role %s killed after %g s", argv[0], role, self.timeout
+            )
         elif result.returncode != 0:
-            logger.error("NotifyCommand %r for role %s failed with exit status %d", argv[0],
-                         role, result.returncode)
+            logger.error(
+                "NotifyCommand %r for role %s failed with exit status %d",
+                argv[0],
+                role,
+                result.returncode,
+            )
         else:
             logger.debug("NotifyCommand %r ran for role %s", argv[0], role)

@@ -35,8 +35,7 @@ from probepair.failover import (
 )
 from probepair.wire import Heartbeat, ReplayGuard, decode, encode, make_boot_id
 
-__all__ = ["DatagramLink", "NullObserver", "PeerDriver", "PeerObserver", "UdpLink",
-           "new_boot_id"]
+__all__ = ["DatagramLink", "NullObserver", "PeerDriver", "PeerObserver", "UdpLink", "new_boot_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +107,7 @@ class UdpLink:
     Source addresses are not filtered: the HMAC authenticates datagrams.
     """
 
-    def __init__(self, listen_host: str, listen_port: int, peer_host: str,
-                 peer_port: int) -> None:
+    def __init__(self, listen_host: str, listen_port: int, peer_host: str, peer_port: int) -> None:
         self.listen_host = listen_host
         self.listen_port = listen_port
         self.peer_host = peer_host
@@ -125,12 +123,16 @@ class UdpLink:
         host, port = self._sock.getsockname()[:2]
         return host, port
 
-    async def serve(self, *, task_status: trio.TaskStatus[tuple[str, int]]
-                    = trio.TASK_STATUS_IGNORED) -> NoReturn:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
         """Bind, then hold the socket open until cancelled."""
-        infos = await trio.socket.getaddrinfo(self.listen_host or None, self.listen_port,
-                                              type=socket.SOCK_DGRAM,
-                                              flags=socket.AI_PASSIVE)
+        infos = await trio.socket.getaddrinfo(
+            self.listen_host or None,
+            self.listen_port,
+            type=socket.SOCK_DGRAM,
+            flags=socket.AI_PASSIVE,
+        )
         family, type_, proto, _, sockaddr = infos[0]
         with trio.socket.socket(family, type_, proto) as sock:
             await sock.bind(sockaddr)
@@ -146,8 +148,9 @@ class UdpLink:
     async def set_peer(self, host: str, port: int) -> None:
         """Send to ``host:port`` from now on (resolved once, here)."""
         assert self._sock is not None
-        infos = await trio.socket.getaddrinfo(host, port, family=self._sock.family,
-                                              type=socket.SOCK_DGRAM)
+        infos = await trio.socket.getaddrinfo(
+            host, port, family=self._sock.family, type=socket.SOCK_DGRAM
+        )
         self.peer_host, self.peer_port = host, port
         self._peer = tuple(infos[0][4])
 
@@ -204,9 +207,15 @@ class PeerDriver:
     in the same trio run; ``run`` must be running (in a nursery) for anything to be sent.
     """
 
-    def __init__(self, machine: FailoverMachine, link: DatagramLink, secret: bytes,
-                 observer: PeerObserver | None = None, *,
-                 log_interval: float = DEFAULT_LOG_INTERVAL) -> None:
+    def __init__(
+        self,
+        machine: FailoverMachine,
+        link: DatagramLink,
+        secret: bytes,
+        observer: PeerObserver | None = None,
+        *,
+        log_interval: float = DEFAULT_LOG_INTERVAL,
+    ) -> None:
         self.machine = machine
         self.link = link
         self.secret = secret
@@ -239,12 +248,15 @@ class PeerDriver:
 
     # -- the tasks ----------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> NoReturn:
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
         """Drive the machine until cancelled."""
         if not self.secret and self.machine.config.mode is not Mode.STANDARD:
-            logger.warning("no SharedSecret: heartbeats and acks are not authenticated; "
-                           "anyone who can reach this port can take over the pair")
+            logger.warning(
+                "no SharedSecret: heartbeats and acks are not authenticated; "
+                "anyone who can reach this port can take over the pair"
+            )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._receive_loop, name="peer:receive")
             task_status.started()
@@ -271,8 +283,7 @@ class PeerDriver:
                 self.guard.check(msg)
             except HeartbeatDecodeError as exc:
                 observer.on_rejected(exc.reason)
-                self._log(exc.reason, logging.WARNING, "dropped datagram from %s: %s",
-                          address, exc)
+                self._log(exc.reason, logging.WARNING, "dropped datagram from %s: %s", address, exc)
                 continue
             if isinstance(msg, Heartbeat):
                 observer.on_heartbeat_received()
@@ -295,14 +306,19 @@ class PeerDriver:
             elif isinstance(action, Flush):
                 await observer.on_flush(action.items)
             elif isinstance(action, RoleChanged):
-                logger.warning("role %s -> %s: %s", action.old.value, action.new.value,
-                               action.reason)
+                logger.warning(
+                    "role %s -> %s: %s", action.old.value, action.new.value, action.reason
+                )
                 observer.on_role_changed(action.old, action.new, action.reason)
             elif isinstance(action, SplitBrain):
-                logger.warning("split brain %s: %s", "detected" if action.active else "over",
-                               action.detail)
+                logger.warning(
+                    "split brain %s: %s", "detected" if action.active else "over", action.detail
+                )
                 observer.on_split_brain(action.active, action.detail)
             elif isinstance(action, ConfigDrift):
-                logger.warning("peer config digest %s differs from ours %s: pair-wide "
-                               "settings disagree", action.peer.hex(), action.local.hex())
+                logger.warning(
+                    "peer config digest %s differs from ours %s: pair-wide settings disagree",
+                    action.peer.hex(),
+                    action.local.hex(),
+                )
                 observer.on_config_drift(action.local, action.peer)

@@ -17,7 +17,7 @@ import math
 import platform
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -25,6 +25,7 @@ from probepair.errors import ConfigError
 
 PropType = Literal["STRING", "INTEGER", "FLOAT", "BOOLEAN"]
 Value = str | int | float | bool
+
 
 def _shipped_rules() -> str:
     """rules/syslog.rules of a source checkout, else of an installed wheel (data-files)."""
@@ -59,40 +60,46 @@ def _prop(
 class Props:
     """Every property with its value. Field order is the ``--dumpprops`` order."""
 
-    Mode: str = _prop("standard", "failover role: master, slave or standard (no failover)",
-                      choices=MODES)
+    Mode: str = _prop(
+        "standard", "failover role: master, slave or standard (no failover)", choices=MODES
+    )
     PeerHost: str = _prop("", "host of the peer probe that receives our heartbeats")
     PeerPort: int = _prop(0, "UDP port of the peer probe's heartbeat listener", low=0, high=65535)
     ListenAddress: str = _prop("0.0.0.0", "address our heartbeat listener binds")
-    ListenPort: int = _prop(0, "UDP port of our heartbeat listener; 0 = same as PeerPort",
-                            low=0, high=65535)
-    BeatInterval: float = _prop(2.0, "seconds between heartbeats sent by the master",
-                                positive=True)
+    ListenPort: int = _prop(
+        0, "UDP port of our heartbeat listener; 0 = same as PeerPort", low=0, high=65535
+    )
+    BeatInterval: float = _prop(2.0, "seconds between heartbeats sent by the master", positive=True)
     BeatThreshold: float = _prop(1.0, "seconds of grace after a missed heartbeat", low=0)
     HeartbeatTimeout: float = _prop(1.0, "further seconds before the slave takes over", low=0)
-    Failback: str = _prop("handshake", "when the master returns: handshake, immediate or manual",
-                          choices=FAILBACKS)
+    Failback: str = _prop(
+        "handshake", "when the master returns: handshake, immediate or manual", choices=FAILBACKS
+    )
     SharedSecret: str = _prop("", "secret that signs heartbeats and acks (HMAC-SHA256)")
-    AckInterval: float = _prop(0.1, "seconds between delivery acks sent to the peer",
-                               positive=True)
+    AckInterval: float = _prop(0.1, "seconds between delivery acks sent to the peer", positive=True)
     BufferSize: int = _prop(1_000_000, "events a standby slave holds at most", low=1)
-    BufferRetention: float = _prop(60.0, "seconds a standby slave holds an un-acked event",
-                                   positive=True)
-    KeyWindow: float = _prop(5.0, "seconds within which identical payloads are numbered",
-                             positive=True)
+    BufferRetention: float = _prop(
+        60.0, "seconds a standby slave holds an un-acked event", positive=True
+    )
+    KeyWindow: float = _prop(
+        5.0, "seconds within which identical payloads are numbered", positive=True
+    )
     Name: str = _prop(platform.node(), "name of this probe in metrics, status and self-events")
     RulesFile: str = _prop(SHIPPED_RULES, "rules file run on every event; '' = tokens as fields")
     Manager: str = _prop("probepair", "value of %Manager for the rules (OMNIbus: the probe name)")
     FeedType: str = _prop("udp", "input feed: udp, tcp, file or stdin", choices=FEED_TYPES)
     FeedAddress: str = _prop("127.0.0.1", "address the udp/tcp feed listens on")
-    FeedPort: int = _prop(5514, "port the udp/tcp feed listens on; 0 = any free port",
-                          low=0, high=65535)
+    FeedPort: int = _prop(
+        5514, "port the udp/tcp feed listens on; 0 = any free port", low=0, high=65535
+    )
     FeedFile: str = _prop("", "file followed like tail -F by the file feed")
     FeedFormat: str = _prop("syslog", "record format: syslog, json or line", choices=FEED_FORMATS)
-    QueueSize: int = _prop(256, "batches held between the feed and the rules (back-pressure)",
-                           low=1)
-    SinkType: str = _prop("file", "event sink: file, tcp, http, sqlite or stdout",
-                          choices=SINK_TYPES)
+    QueueSize: int = _prop(
+        256, "batches held between the feed and the rules (back-pressure)", low=1
+    )
+    SinkType: str = _prop(
+        "file", "event sink: file, tcp, http, sqlite or stdout", choices=SINK_TYPES
+    )
     SinkFile: str = _prop("alerts.jsonl", "JSON-lines file written by the file sink")
     SinkAddress: str = _prop("", "host:port of the tcp sink")
     SinkUrl: str = _prop("", "URL the http sink POSTs JSON arrays to")
@@ -101,11 +108,13 @@ class Props:
     SAFFileName: str = _prop("", "store-and-forward spool file; '' = probepair-<Name>.saf")
     MetricsAddress: str = _prop("127.0.0.1", "address of the /metrics endpoint")
     MetricsPort: int = _prop(0, "port of the /metrics endpoint; 0 = off", low=0, high=65535)
-    ControlSocket: str = _prop("", "Unix socket for status, takeover and release; "
-                               "'' = probepair-<Name>.sock")
+    ControlSocket: str = _prop(
+        "", "Unix socket for status, takeover and release; '' = probepair-<Name>.sock"
+    )
     NotifyCommand: str = _prop("", "command run on role changes with role and reason")
-    MessageLevel: str = _prop("warn", "log level: debug, info, warn, error or fatal",
-                              choices=LEVELS)
+    MessageLevel: str = _prop(
+        "warn", "log level: debug, info, warn, error or fatal", choices=LEVELS
+    )
     MessageLog: str = _prop("", "file the log is written to besides stderr")
 
     @property
@@ -144,9 +153,10 @@ def describe(name: str) -> str:
 
 
 def default(name: str) -> Value:
+    """The built-in default of property ``name``."""
     value = _FIELDS[name].default
-    assert value is not MISSING
-    return value  # type: ignore[return-value]
+    assert isinstance(value, str | int | float | bool)
+    return value
 
 
 def _convert(name: str, raw: object, source: str) -> Value:
@@ -198,7 +208,8 @@ def _convert(name: str, raw: object, source: str) -> Value:
 
 def _unknown(name: str, source: str) -> ConfigError:
     close = _BY_LOWER.get(str(name).lower()) or next(
-        iter(difflib.get_close_matches(str(name), NAMES, n=1)), None)
+        iter(difflib.get_close_matches(str(name), NAMES, n=1)), None
+    )
     hint = f" (did you mean {close!r}?)" if close else ""
     return ConfigError(source, str(name), f"unknown property{hint}")
 

@@ -72,26 +72,35 @@ ROWS: Final[tuple[tuple[str, Callable[[Status], str]], ...]] = (
 def verdict(local: Status, peer: Status | None, peer_error: str | None = None) -> list[str]:
     """The lines under the table: ``pair OK: ...`` or one ``WARNING: ...`` per problem."""
     if local.get("role") == "standard":
-        return ["standard probe (no failover peer): " + ("active" if local.get("active")
-                                                          else "not active")]
+        return [
+            "standard probe (no failover peer): "
+            + ("active" if local.get("active") else "not active")
+        ]
     warnings: list[str] = []
     probes = [local] if peer is None else [local, peer]
     active = [str(s.get("name", UNKNOWN)) for s in probes if s.get("active")]
     if peer is None:
         # the error itself is on the "peer:" line above the verdict
-        warnings.append("WARNING: peer status unavailable; this probe is "
-                        + ("active" if local.get("active") else "NOT active"))
+        warnings.append(
+            "WARNING: peer status unavailable; this probe is "
+            + ("active" if local.get("active") else "NOT active")
+        )
         if local.get("split_brain"):
             warnings.append("WARNING: both active (split brain)")
     elif len(active) == 0:
         warnings.append("WARNING: no probe active")
     elif len(active) > 1 or local.get("split_brain") or peer.get("split_brain"):
         warnings.append("WARNING: both active (split brain)")
-    rules_differ = peer is not None and None not in (local.get("rules"), peer.get("rules")) \
+    rules_differ = (
+        peer is not None
+        and None not in (local.get("rules"), peer.get("rules"))
         and local.get("rules") != peer.get("rules")
+    )
     if any(s.get("config_drift") for s in probes) or rules_differ:
-        warnings.append("WARNING: config drift between peers"
-                        + (" (rules digests differ)" if rules_differ else ""))
+        warnings.append(
+            "WARNING: config drift between peers"
+            + (" (rules digests differ)" if rules_differ else "")
+        )
     if warnings:
         return warnings
     return [f"pair OK: one active ({active[0]})"]
@@ -106,8 +115,11 @@ def render_table(local: Status, peer: Status | None, peer_error: str | None = No
         peer_error: why the peer's status is missing; shown under the table.
     """
     columns = [[cell(local) for _, cell in ROWS]]
-    columns.append([cell(peer) for _, cell in ROWS] if peer is not None else
-                   ["(unreachable)"] + [UNKNOWN] * (len(ROWS) - 1))
+    columns.append(
+        [cell(peer) for _, cell in ROWS]
+        if peer is not None
+        else ["(unreachable)"] + [UNKNOWN] * (len(ROWS) - 1)
+    )
     if peer is not None and local.get("rules") is not None and peer.get("rules") is not None:
         same = local.get("rules") == peer.get("rules")
         columns[1][-1] += " (match)" if same else " (DIFFERENT)"
@@ -138,8 +150,9 @@ def fetch_status(url: str, timeout: float = 3.0) -> Status:
     try:
         response = httpx.get(url, timeout=timeout)
     except httpx.ConnectError:
-        raise ControlError(url, "no probe answers (is its MetricsPort set and reachable?)"
-                           ) from None
+        raise ControlError(
+            url, "no probe answers (is its MetricsPort set and reachable?)"
+        ) from None
     except httpx.TimeoutException:
         raise ControlError(url, f"no answer within {timeout:g} s") from None
     except httpx.HTTPError as exc:

@@ -183,8 +183,18 @@ def encode(msg: Message, secret: bytes) -> bytes:
         body = _ACK.pack(msg.serial, len(msg.keys)) + b"".join(msg.keys)
     auth = _Auth.SIGNED if secret else _Auth.UNSIGNED
     try:
-        header = _HEADER.pack(MAGIC, VERSION, kind, auth, flags, _ROLE_CODES[msg.role],
-                              msg.sender, msg.boot_id, msg.epoch, msg.seq)
+        header = _HEADER.pack(
+            MAGIC,
+            VERSION,
+            kind,
+            auth,
+            flags,
+            _ROLE_CODES[msg.role],
+            msg.sender,
+            msg.boot_id,
+            msg.epoch,
+            msg.seq,
+        )
     except struct.error as exc:
         raise ValueError(f"field out of range: {exc}") from None
     signed = header + body
@@ -220,20 +230,29 @@ def decode(data: bytes, secret: bytes) -> Message:
     role = _ROLES.get(role_code)
     if role is None:
         raise HeartbeatDecodeError("malformed", f"unknown role {role_code}")
-    body = signed[_HEADER.size:]
+    body = signed[_HEADER.size :]
     if kind == _Kind.HEARTBEAT:
         if len(body) != _HEARTBEAT.size or flags & ~_ALL_FLAGS:
             raise HeartbeatDecodeError("malformed", "heartbeat length or flags")
         interval, digest, acks_sent = _HEARTBEAT.unpack(body)
         if not (math.isfinite(interval) and interval > 0):
             raise HeartbeatDecodeError("malformed", f"beat interval {interval!r}")
-        return Heartbeat(sender, bytes(boot_id), epoch, seq, role, Flag(flags), interval,
-                         bytes(digest), acks_sent)
+        return Heartbeat(
+            sender,
+            bytes(boot_id),
+            epoch,
+            seq,
+            role,
+            Flag(flags),
+            interval,
+            bytes(digest),
+            acks_sent,
+        )
     if kind == _Kind.ACK:
         if len(body) < _ACK.size or flags:
             raise HeartbeatDecodeError("malformed", "ack header")
         serial, count = _ACK.unpack_from(body)
-        raw = body[_ACK.size:]
+        raw = body[_ACK.size :]
         if count > MAX_ACK_KEYS or len(raw) != count * KEY_SIZE:
             raise HeartbeatDecodeError("malformed", f"ack count {count}, {len(raw)} key bytes")
         keys = tuple(bytes(raw[i : i + KEY_SIZE]) for i in range(0, len(raw), KEY_SIZE))
@@ -288,7 +307,7 @@ class ReplayGuard:
             if boot in self._old or when < self._boot_time:
                 raise HeartbeatDecodeError("stale", f"boot id {boot.hex()} is older")
             if self._boot is not None:
-                self._old = [*self._old[-(_OLD_BOOTS - 1):], self._boot]
+                self._old = [*self._old[-(_OLD_BOOTS - 1) :], self._boot]
             self._boot, self._boot_time = boot, when
             self._highest, self._bitmap = seq, 1
             return

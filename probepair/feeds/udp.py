@@ -108,9 +108,11 @@ class UdpFeed:
                 pass  # ICMP errors surfacing on an unconnected socket: nothing to read now
             if raws:
                 received = wall()
-                await send_batch(send, [
-                    Event(raw, key, received) for raw, key in zip(raws, keys(raws, now()))
-                ])
+                batch = [
+                    Event(raw, key, received)
+                    for raw, key in zip(raws, keys(raws, now()), strict=True)
+                ]
+                await send_batch(send, batch)
             if empty:
                 await trio.lowlevel.wait_readable(sock)
             elif not raws:

@@ -97,7 +97,7 @@ class Program:
         """
         try:
             return self._fn(tokens, ctx, {} if fields is None else dict(fields))
-        except Exception as exc:  # noqa: BLE001 - a bug in generated code must not crash the probe
+        except Exception as exc:
             ctx.on_error(RulesRuntimeError(self.source, 0, 0, f"internal error: {exc!r}"))
             return None
 
@@ -335,7 +335,7 @@ def compile_rules(
         code = compile(python_source, f"<rules {source}>", "exec")
     except (SyntaxError, RecursionError, MemoryError, ValueError, OverflowError) as exc:
         raise RulesCompileError(source, 1, 1, f"rules nest too deeply to compile ({exc})") from None
-    exec(code, namespace)  # noqa: S102 - our own generated code, names are constants
+    exec(code, namespace)
     return Program(
         source,
         front.hash.hexdigest(),

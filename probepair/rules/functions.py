@@ -257,22 +257,22 @@ def ne(a: object, b: object) -> bool:
 
 def lt(a: object, b: object) -> bool:
     x, y = _pair(a, b)
-    return x < y  # type: ignore[operator]
+    return bool(x < y)  # type: ignore[operator]
 
 
 def le(a: object, b: object) -> bool:
     x, y = _pair(a, b)
-    return x <= y  # type: ignore[operator]
+    return bool(x <= y)  # type: ignore[operator]
 
 
 def gt(a: object, b: object) -> bool:
     x, y = _pair(a, b)
-    return x > y  # type: ignore[operator]
+    return bool(x > y)  # type: ignore[operator]
 
 
 def ge(a: object, b: object) -> bool:
     x, y = _pair(a, b)
-    return x >= y  # type: ignore[operator]
+    return bool(x >= y)  # type: ignore[operator]
 
 
 # -- strings ---------------------------------------------------------------------------

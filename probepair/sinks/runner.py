@@ -75,8 +75,12 @@ class SinkRunner:
                 if not await self._replay():
                     await trio.sleep_until(min(self._retry_at, trio.current_time() + 1.0))
         if self.spool is not None and self.spool.pending:
-            logger.warning("%s: %d bytes left in spool %s; replayed at next start",
-                           self.sink.name, self.spool.backlog_bytes, self.spool.path)
+            logger.warning(
+                "%s: %d bytes left in spool %s; replayed at next start",
+                self.sink.name,
+                self.spool.backlog_bytes,
+                self.spool.path,
+            )
         with trio.move_on_after(CLOSE_GRACE, shield=True):
             await self.sink.aclose()
 

@@ -100,7 +100,9 @@ class SqliteSink:
         try:
             for key, payload in items:
                 hexkey = key.hex()
-                cur = db.execute("INSERT OR IGNORE INTO delivered_keys VALUES (?, ?)", (hexkey, now))
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO delivered_keys VALUES (?, ?)", (hexkey, now)
+                )
                 if cur.rowcount != 1:
                     continue  # a resend of an event already delivered
                 fields = orjson.loads(payload)
@@ -111,7 +113,11 @@ class SqliteSink:
                     ident,
                     *(str(fields.get(c, "")) for c in COLUMNS),
                     *(_int(fields.get(c, 0)) for c in INT_COLUMNS),
-                    first, last, 1, hexkey, payload.decode(),
+                    first,
+                    last,
+                    1,
+                    hexkey,
+                    payload.decode(),
                 )
                 db.execute(UPSERT, row)
             self._since_prune += len(items)

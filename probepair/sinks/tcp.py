@@ -51,7 +51,12 @@ class TcpSink:
         try:
             with trio.fail_after(SEND_TIMEOUT):
                 await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, trio.TooSlowError) as exc:
+        except (
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            OSError,
+            trio.TooSlowError,
+        ) as exc:
             await self._drop()
             raise SinkError(self.name, f"connection lost: {exc or type(exc).__name__}") from None
         return [key for key, _ in items]
