@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import enum
 import math
-from collections import OrderedDict
 from typing import Final
 
 from probepair.failover_types import (
@@ -74,6 +73,7 @@ from probepair.failover_types import (
     Send,
     SplitBrain,
 )
+from probepair.standby import StandbyBuffer
 from probepair.wire import MAX_ACK_KEYS, Ack, Flag, Heartbeat, Role
 
 __all__ = [
@@ -119,8 +119,7 @@ class FailoverMachine:
         self._ack_serial = 0
         self._silence_since = now  # start, or the last heartbeat that re-armed the timer
         self._beat_interval = config.beat_interval
-        self._buffer: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
-        self._unseen: OrderedDict[bytes, float] = OrderedDict()  # acked key -> expiry
+        self._standby = StandbyBuffer(config.buffer_limit, config.retention)
         self._pending_acks: list[bytes] = []
         self._tail: list[bytes] = []
         self._handover = _Handover.NONE
@@ -141,12 +140,8 @@ class FailoverMachine:
         self._ack_due = INF
         self._drain_deadline = INF
         self._giveup = INF
-        self.duplicates_avoided = 0  # events dropped on arrival: the peer had acked them
-        self.acked = 0  # buffered events removed by the peer's acks
         self.failovers = 0  # times this probe became active after start
         self.split_brains = 0
-        self._dropped_full = 0
-        self._dropped_retention = 0
         if config.mode is Mode.STANDARD:
             self._role = Role.STANDARD
         else:
@@ -188,7 +183,17 @@ class FailoverMachine:
     @property
     def buffer_depth(self) -> int:
         """Events held un-forwarded."""
-        return len(self._buffer)
+        return len(self._standby)
+
+    @property
+    def duplicates_avoided(self) -> int:
+        """Events dropped on arrival because the peer had already acked them."""
+        return self._standby.duplicates_avoided
+
+    @property
+    def acked(self) -> int:
+        """Held events removed by the peer's acks."""
+        return self._standby.acked
 
     @property
     def beat_interval(self) -> float:
@@ -224,8 +229,8 @@ class FailoverMachine:
     def dropped(self) -> dict[DropReason, int]:
         """Buffered events dropped without forwarding, by reason."""
         return {
-            DropReason.BUFFER_FULL: self._dropped_full,
-            DropReason.RETENTION: self._dropped_retention,
+            DropReason.BUFFER_FULL: self._standby.dropped_full,
+            DropReason.RETENTION: self._standby.dropped_retention,
         }
 
     def next_deadline(self) -> float:
@@ -242,19 +247,16 @@ class FailoverMachine:
         False means the machine holds it (or dropped it because the peer already
         acked its key). Runs no timers, for speed: the runtime ticks separately.
         """
-        unseen = self._unseen
+        standby = self._standby
+        unseen = standby.unseen
         if unseen and key in unseen:
             del unseen[key]
-            self.duplicates_avoided += 1
+            standby.duplicates_avoided += 1
             return False
         if self._active:
             self._forwarded += 1
             return True
-        buffer = self._buffer
-        buffer[key] = (payload, now)
-        if len(buffer) > self.config.buffer_limit:
-            buffer.popitem(last=False)
-            self._dropped_full += 1
+        standby.hold(key, payload, now)
         return False
 
     def delivered(self, keys: list[bytes], now: float) -> None:
@@ -398,7 +400,7 @@ class FailoverMachine:
             )
         )
         self._next_beat = now + self._beat_interval
-        self._prune(now)
+        self._standby.prune(now)
 
     def _send_acks(
         self, keys: list[bytes], actions: list[Action], *, at_least_one: bool = False
@@ -421,16 +423,6 @@ class FailoverMachine:
                     )
                 )
             )
-
-    def _prune(self, now: float) -> None:
-        horizon = now - self.config.retention
-        buffer = self._buffer
-        while buffer and next(iter(buffer.values()))[1] < horizon:
-            buffer.popitem(last=False)
-            self._dropped_retention += 1
-        unseen = self._unseen
-        while unseen and next(iter(unseen.values())) <= now:
-            unseen.popitem(last=False)
 
     # -- role changes ---------------------------------------------------------------------
 
@@ -458,9 +450,7 @@ class FailoverMachine:
             self._awaited_serial = None
             self._active_since = now
             self.failovers += 1
-            self._prune(now)
-            items = [(key, payload) for key, (payload, _) in self._buffer.items()]
-            self._buffer.clear()
+            items = self._standby.drain(now)
             self._forwarded, self._delivered = len(items), 0
             if items:
                 actions.append(Flush(items))
@@ -492,15 +482,7 @@ class FailoverMachine:
         if msg.boot_id != self._serial_boot:  # acks may overtake the first heartbeat
             self._serial_boot, self._peer_serial = msg.boot_id, msg.serial
         self._peer_serial = max(self._peer_serial, msg.serial)
-        buffer, unseen = self._buffer, self._unseen
-        expiry = now + self.config.retention
-        for key in msg.keys:
-            if buffer.pop(key, None) is not None:
-                self.acked += 1
-            else:
-                unseen[key] = expiry
-        while len(unseen) > self.config.buffer_limit:
-            unseen.popitem(last=False)
+        self._standby.ack(msg.keys, now)
         self._maybe_take_over_from_handover(now, actions)
 
     def _maybe_take_over_from_handover(self, now: float, actions: list[Action]) -> None:
@@ -588,9 +570,7 @@ class FailoverMachine:
 
     def _handover_from_standby(self, now: float, actions: list[Action]) -> None:
         """Flush what nobody forwarded while the master was away, then hand over."""
-        self._prune(now)
-        items = [(key, payload) for key, (payload, _) in self._buffer.items()]
-        self._buffer.clear()
+        items = self._standby.drain(now)
         # Still in flight from an earlier active period counts too; a surplus of
         # deliveries must not make the flush look drained at once.
         self._forwarded = max(self._forwarded, self._delivered) + len(items)
