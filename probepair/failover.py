@@ -43,6 +43,12 @@ nobody forwarded while the master was down), then hands over the same way. Under
 ``manual`` an active slave keeps forwarding until ``request_mode``. A master configured
 ``immediate`` starts active, like OMNIbus.
 
+Stalls: an active master whose beat timer ran more than the silence bound late (SIGSTOP,
+a frozen VM) must assume its peer took over meanwhile. Its next tick makes it
+``master-pending`` and it goes through the handshake above, so the backlog its socket
+queued during the stall is buffered and reconciled by acks instead of forwarded twice.
+The runtime checks ``stall_at`` before offering events, so this tick comes first.
+
 Epochs and split brain: ``request_mode`` takes effect at once and increments the epoch;
 heartbeats carry it; a probe hearing a higher epoch adopts it and takes the mode opposite
 to the sender's. When both sides are active, the one with the higher precedence stays
@@ -136,6 +142,10 @@ class FailoverMachine:
         self._split_brain = False
         self._active_since = now
         self._next_beat = INF
+        # An active master whose beat is overdue by more than the takeover bound was
+        # stalled (SIGSTOP, a frozen VM): its peer has likely taken over, so the next
+        # tick makes it a pending master that waits for the handover (see stall_at).
+        self._stall_at = INF
         self._peer_deadline = INF
         self._ack_due = INF
         self._drain_deadline = INF
@@ -184,6 +194,15 @@ class FailoverMachine:
     def buffer_depth(self) -> int:
         """Events held un-forwarded."""
         return len(self._standby)
+
+    @property
+    def stall_at(self) -> float:
+        """Past this time an active master counts as stalled (``math.inf``: not master).
+
+        ``tick`` then makes it ``master-pending``. The runtime checks it before offering
+        events, so a master that wakes from a stall ticks before it forwards anything.
+        """
+        return self._stall_at
 
     @property
     def duplicates_avoided(self) -> int:
@@ -332,6 +351,15 @@ class FailoverMachine:
         return self._beat_interval + c.beat_threshold + c.heartbeat_timeout
 
     def _run_timers(self, now: float, actions: list[Action]) -> None:
+        if now >= self._stall_at:
+            self._stall_at = INF
+            stalled = now - (self._next_beat - self._beat_interval)
+            self._set_role(
+                Role.MASTER_PENDING,
+                f"stalled for {stalled:.1f} s without beating; the peer may have taken over",
+                now,
+                actions,
+            )
         if self._peer_deadline <= now:
             self._peer_deadline = INF
             self._on_silence(now, actions)
@@ -400,6 +428,7 @@ class FailoverMachine:
             )
         )
         self._next_beat = now + self._beat_interval
+        self._stall_at = self._next_beat + self._bound() if self._role is Role.MASTER else INF
         self._standby.prune(now)
 
     def _send_acks(
@@ -435,6 +464,8 @@ class FailoverMachine:
             return
         was_active = self._active
         self._role = new
+        if new is not Role.MASTER:
+            self._stall_at = INF
         self._active = new in ACTIVE_ROLES
         actions.append(RoleChanged(old, new, reason))
         if new in MASTER_ROLES:

@@ -229,7 +229,17 @@ class PeerDriver:
 
     def event(self, key: bytes, payload: bytes) -> bool:
         """True: forward ``payload`` to the sink now; False: held (or already acked)."""
-        return self.machine.event(key, payload, trio.current_time())
+        machine = self.machine
+        now = trio.current_time()
+        if now >= machine.stall_at:
+            # We were stalled (SIGSTOP, a frozen VM) and the drive loop has not ticked
+            # yet: run the overdue timers first, so a master that has likely been
+            # replaced steps down before it forwards its socket backlog again.
+            actions = machine.tick(now)
+            if actions:
+                self._pending.extend(actions)
+                self._wake.set()
+        return machine.event(key, payload, now)
 
     def delivered(self, keys: list[bytes]) -> None:
         """The sink acknowledged ``keys``; they are acked to the peer."""

@@ -647,3 +647,35 @@ def test_invariants_over_random_inputs(mode: Mode, failback: Failback, interval:
         assert machine.buffer_depth <= 5
         if machine.active:
             assert machine.buffer_depth == 0
+
+
+# -- a master that was stalled ----------------------------------------------------------
+
+
+def test_a_master_stalled_past_the_bound_waits_for_the_handover_instead_of_forwarding() -> None:
+    # SIGSTOP or a frozen VM: the beat due at 4.0 runs only at 8.5, past 4.0 + the 4.0 s
+    # bound, so the slave has taken over meanwhile. Forwarding the socket backlog now
+    # would duplicate what the slave delivered; the master goes pending instead.
+    m = FailoverMachine(config(Mode.MASTER, failback=Failback.IMMEDIATE), now=0.0)
+    m.tick(0.0)
+    m.tick(2.0)
+    assert m.stall_at == 8.0
+    assert m.event(K(1), P(1), 7.9) is True  # late, but within the bound: still master
+    actions = m.tick(8.5)
+    assert changes(actions) == [RoleChanged(
+        Role.MASTER, Role.MASTER_PENDING,
+        "stalled for 6.5 s without beating; the peer may have taken over")]
+    assert beats(actions)[0].role is Role.MASTER_PENDING
+    assert m.stall_at == math.inf and not m.active
+    assert m.event(K(2), P(2), 8.5) is False and m.buffer_depth == 1
+    # Nobody active answers within the bound: it takes over on its own, flushing.
+    actions = m.tick(12.5)
+    assert changes(actions) == [RoleChanged(Role.MASTER_PENDING, Role.MASTER,
+                                            "no active peer heard for 4.0 s")]
+    assert [a for a in actions if isinstance(a, Flush)] == [Flush([(K(2), P(2))])]
+
+
+def test_only_an_active_master_can_stall() -> None:
+    s = FailoverMachine(config(Mode.SLAVE), now=0.0)
+    s.tick(0.0)
+    assert s.stall_at == math.inf
