@@ -127,8 +127,28 @@ class Processor:
         logger.warning("rules file sets %%Mode = %r", name)
         self.gate.request_mode(Mode(name))
 
+    def _self_events(self, batch: Batch) -> list[Item]:
+        """ProbeWatch events: the rules see them (tokens and pre-set fields, as OMNIbus
+        does) and they bypass the gate, so a standby slave's own events show it is alive.
+
+        Feeds never fill ``tokens``; ``self_event`` does, and the probe sends self-events
+        in batches of their own, so the hot loop of ``process`` never checks for them.
+        """
+        out: list[Item] = []
+        for ev in batch:
+            if self.program is None:
+                fields: dict[str, object] | None = dict(ev.tokens)
+            else:
+                assert self.ctx is not None
+                fields = self.program.run(ev.tokens, self.ctx, ev.tokens)
+            if fields is not None:
+                out.append((ev.key, serialise(fields, ev.key)))
+        return out
+
     def process(self, batch: Batch) -> list[Item]:
         """The alerts of ``batch`` the gate lets through now, in order."""
+        if batch and batch[0].tokens:
+            return self._self_events(batch)
         out: list[Item] = []
         append = out.append
         tokenise = self._tokenise
@@ -140,9 +160,6 @@ class Processor:
         if program is None:
             for ev in batch:
                 key = ev.key
-                if ev.tokens:
-                    append((key, serialise(dict(ev.tokens), key)))
-                    continue
                 payload = serialise(tokenise(ev.raw, True), key)
                 if gate_event is None or gate_event(key, payload):
                     append((key, payload))
@@ -154,14 +171,6 @@ class Processor:
             assigned = ctx.assigned
             for ev in batch:
                 key = ev.key
-                if ev.tokens:
-                    # A ProbeWatch self-event: the rules see it (tokens and pre-set
-                    # fields, as OMNIbus does); it bypasses the gate, so a standby
-                    # slave's own events show it is alive.
-                    fields = run(ev.tokens, ctx, ev.tokens)
-                    if fields is not None:
-                        append((key, serialise(fields, key)))
-                    continue
                 fields = run(tokenise(ev.raw, split), ctx)
                 if assigned:
                     self._assigned()
