@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 
 from probepair import __version__, props
-from probepair.errors import ConfigError, ProbepairError, RulesError
+from probepair.errors import ConfigError, ProbepairError, RulesError, leaf_exceptions
 from probepair.propsfile import read_props_file
 
 logger = logging.getLogger("probepair")
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     except (ProbepairError, BaseExceptionGroup) as exc:
-        leaves = _leaves(exc)
+        leaves = leaf_exceptions(exc)
         if not all(isinstance(e, ProbepairError | KeyboardInterrupt) for e in leaves):
             raise  # a bug: show the traceback
         for leaf in leaves:
@@ -219,10 +219,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             return EXIT_CONFIG
         return EXIT_FAILURE if any(isinstance(e, ProbepairError) for e in leaves) else EXIT_OK
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside (nested) exception groups; nurseries raise groups."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]

@@ -33,7 +33,7 @@ import httpx
 import orjson
 import trio
 
-from probepair.errors import ProbepairError
+from probepair.errors import ProbepairError, leaf_exceptions
 
 HOST: Final = "127.0.0.1"
 PAYLOAD_PREFIX: Final = "demo event "
@@ -514,7 +514,7 @@ def main(args: list[str]) -> int:
             with tempfile.TemporaryDirectory(prefix="probepair-demo-") as tmp:
                 result = run_demo(Path(tmp), out, rate=int(opts.rate), phase=opts.phase)
     except (KeyboardInterrupt, DemoError, BaseExceptionGroup) as exc:
-        leaves = _leaves(exc)
+        leaves = leaf_exceptions(exc)
         if any(isinstance(e, KeyboardInterrupt) for e in leaves):
             out.write("\ninterrupted: every probe process was stopped\n")
             return 128 + signal.SIGINT
@@ -524,12 +524,6 @@ def main(args: list[str]) -> int:
             print(f"probepair demo: {leaf}", file=sys.stderr)
         return 1
     return 0 if result.lost == 0 else 1
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
 
 
 if __name__ == "__main__":

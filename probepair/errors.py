@@ -80,3 +80,10 @@ class SinkError(ProbepairError):
         self.component = component
         self.message = message
         super().__init__(f"sink {component}: {message}")
+
+
+def leaf_exceptions(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups; trio nurseries raise groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaf_exceptions(inner)]
+    return [exc]

@@ -148,9 +148,10 @@ def build_driver(
     flush_send: trio.MemorySendChannel[list[Item]],
     rules_digest: str = "",
     on_role: Callable[[Role, Role, str], None] | None = None,
-) -> tuple[PeerDriver, UdpLink]:
-    """A PeerDriver for ``props`` (Mode master or slave), not yet running."""
+) -> tuple[PeerDriver, UdpLink, PairObserver]:
+    """A PeerDriver for ``props`` (Mode master or slave), not yet running, its link, and
+    its observer (the runtime closes the observer's flush path when it stops)."""
     machine = FailoverMachine(failover_config(props, rules_digest), now=trio.current_time())
     link = UdpLink(props.ListenAddress, props.heartbeat_port, props.PeerHost, props.PeerPort)
     observer = PairObserver(metrics, machine, flush_send, on_role)
-    return PeerDriver(machine, link, props.SharedSecret.encode(), observer), link
+    return PeerDriver(machine, link, props.SharedSecret.encode(), observer), link, observer

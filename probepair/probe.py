@@ -35,7 +35,7 @@ from probepair.failover import ACTIVE_ROLES, Role
 from probepair.feeds import make_feed
 from probepair.metrics import Metrics, serve_metrics
 from probepair.notify import Notifier
-from probepair.pair import build_driver
+from probepair.pair import PairObserver, build_driver
 from probepair.peer import PeerDriver
 from probepair.pipeline import AlwaysForward, Gate, Processor, self_event
 from probepair.sinks import make_sink
@@ -257,11 +257,12 @@ class Probe:
         sink_send, sink_recv = trio.open_memory_channel[list["Item"]](props.QueueSize)
         flush_send = sink_send.clone()
         link = None
+        observer: PairObserver | None = None
         if props.Mode == "standard":
             self.metrics.set_role("standard", True)
             await flush_send.aclose()
         else:
-            self.driver, link = build_driver(
+            self.driver, link, observer = build_driver(
                 props, self.metrics, flush_send, getattr(self.program, "digest", ""), self._on_role
             )
             self.gate = self.processor.gate = self.driver
@@ -292,9 +293,9 @@ class Probe:
                     async def process() -> None:
                         async with sink_send, feed_recv:
                             await self.processor.run(feed_recv, sink_send)
-                        if self.driver is not None:
+                        if observer is not None:
                             # No takeover flush can come any more: let the runner finish.
-                            await self.driver.observer.close_flush()  # type: ignore[attr-defined]
+                            await observer.close_flush()
 
                     pipeline.start_soon(process, name="rules")
                     pipeline.start_soon(self._self_events, feed_send.clone(), name="self-events")
