@@ -20,11 +20,3 @@ def serialise(fields: dict[str, Any], key: bytes) -> bytes:
     """
     fields["EventKey"] = key.hex()
     return orjson.dumps(fields)
-
-
-def parse(line: bytes) -> dict[str, object]:
-    """One serialised alert back to a dict (sinks that need fields: SQLite)."""
-    value = orjson.loads(line)
-    if not isinstance(value, dict):
-        raise ValueError("alert is not a JSON object")
-    return value

@@ -17,7 +17,7 @@ import math
 import platform
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -152,13 +152,6 @@ def describe(name: str) -> str:
     return str(_FIELDS[name].metadata["doc"])
 
 
-def default(name: str) -> Value:
-    """The built-in default of property ``name``."""
-    value = _FIELDS[name].default
-    assert isinstance(value, str | int | float | bool)
-    return value
-
-
 def _convert(name: str, raw: object, source: str) -> Value:
     """``raw`` as the property's type, range-checked; ConfigError naming source and name."""
     kind = prop_type(name)
@@ -240,12 +233,6 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
                 where = origin.get(name, origin.get("Mode", "defaults"))
                 raise ConfigError(where, name, f"Mode {props.Mode!r} needs the peer's {what}")
     return props
-
-
-def with_values(props: Props, **changes: object) -> Props:
-    """``props`` with some properties changed at run time (validated like the file)."""
-    converted = {name: _convert(name, raw, "runtime") for name, raw in changes.items()}
-    return replace(props, **converted)  # type: ignore[arg-type]
 
 
 def _yaml_char(c: str) -> str:

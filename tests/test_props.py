@@ -230,14 +230,6 @@ def test_booleans_from_the_command_line(raw: str, expected: bool) -> None:
     assert props.load([("command line", {"StoreAndForward": raw})]).StoreAndForward is expected
 
 
-def test_with_values_validates() -> None:
-    p = props.with_values(props.load(), Mode="slave")
-    assert p.Mode == "slave"
-    with pytest.raises(ConfigError, match=r"^runtime: Mode: expected one of master, slave, "
-                                          r"standard, got 'x'$"):
-        props.with_values(p, Mode="x")
-
-
 # --- dumpprops -----------------------------------------------------------------------
 
 LINE = re.compile(r"^([A-Za-z]+): (.*) # (STRING|INTEGER|FLOAT|BOOLEAN) \((.*)\)$")

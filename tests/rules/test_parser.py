@@ -10,7 +10,7 @@ from probepair.errors import RulesError, RulesSyntaxError
 from probepair.rules import ast, printer
 from probepair.rules.compiler import compile_rules  # pure: no file access from fuzzed text
 from probepair.rules.lexer import tokenize
-from probepair.rules.parser import parse
+from probepair.rules.parser import KEYWORDS, parse
 
 
 def test_token_kinds_and_positions() -> None:
@@ -138,29 +138,11 @@ def test_any_unicode_raises_only_rules_errors(text: str) -> None:
         pass
 
 
+# Names that are not keywords of the language (KEYWORDS), nor word operators or booleans
+# (matched case-insensitively by the lexer).
+_RESERVED = KEYWORDS | {"and", "or", "not", "true", "false"}
 _names = st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True).filter(
-    lambda n: (
-        n
-        not in {
-            "if",
-            "else",
-            "switch",
-            "case",
-            "default",
-            "foreach",
-            "in",
-            "discard",
-            "break",
-            "include",
-            "table",
-            "array",
-            "and",
-            "or",
-            "not",
-            "true",
-            "false",
-        }
-    )
+    lambda n: n not in _RESERVED
 )
 _strings = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
 _leaves = st.one_of(
