@@ -81,6 +81,18 @@ class Props:
     BufferRetention: float = _prop(
         60.0, "seconds a standby slave holds an un-acked event", positive=True
     )
+    GapTimeout: float = _prop(
+        1.0,
+        "seconds by which a key the active peer delivered must follow a held event before "
+        "the standby counts the event as missed by the peer and delivers it",
+        positive=True,
+    )
+    SinkFailover: float = _prop(
+        30.0,
+        "seconds an active probe's sink may fail before it hands over to a peer whose sink "
+        "works; 0 = never",
+        low=0,
+    )
     KeyWindow: float = _prop(
         5.0, "seconds within which identical payloads are numbered", positive=True
     )
