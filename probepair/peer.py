@@ -321,11 +321,12 @@ class PeerDriver:
                 observer.on_rejected(exc.reason)
                 self._log(exc.reason, logging.WARNING, "dropped datagram from %s: %s", address, exc)
                 continue
-            if isinstance(msg, Heartbeat):
-                observer.on_heartbeat_received()
             if self.feed_idle is not None:
                 machine.feed_idle(self.feed_idle())
-            actions = machine.receive(msg, trio.current_time())
+            now = trio.current_time()
+            actions = machine.receive(msg, now)
+            if isinstance(msg, Heartbeat) and machine.peer_last_heard == now:
+                observer.on_heartbeat_received()  # fresh and newest: it counted
             if actions:
                 self._pending.extend(actions)
                 self._wake.set()

@@ -132,7 +132,7 @@ def test_master_beats_every_interval() -> None:
 def test_slave_takes_over_exactly_at_the_bound() -> None:
     s = FailoverMachine(config(Mode.SLAVE), now=0.0)
     master = master_peer(listener=s)
-    assert only_beat(s.tick(0.0), Role.SLAVE_STANDBY).flags == Flag.NONE
+    assert only_beat(s.tick(0.0), Role.SLAVE_STANDBY).flags == Flag.ECHO_REQUEST  # a standby asks to be answered
     assert s.receive(master.hb(Role.MASTER), 1.0) == []
     assert s.peer_last_heard == 1.0
     only_beat(s.tick(2.0), Role.SLAVE_STANDBY)
@@ -336,7 +336,7 @@ def test_handshake_slave_side() -> None:
         RoleChanged(Role.SLAVE_ACTIVE, Role.SLAVE_STANDBY, "handing over to returning master 1"),
         Handover(HandoverReason.FAILBACK),
     ]
-    assert only_beat(actions[2:], Role.SLAVE_STANDBY).flags == Flag.HANDING_OVER
+    assert only_beat(actions[2:], Role.SLAVE_STANDBY).flags == Flag.HANDING_OVER | Flag.ECHO_REQUEST
     assert s.handing_over
     assert s.event(K(2), P(2), 10.01) is False  # no new forwarding: the master has it
     s.delivered([K(1)], 10.02)  # the sink delivered the last forwarded event
@@ -346,14 +346,14 @@ def test_handshake_slave_side() -> None:
     ack, hb = msgs
     assert isinstance(ack, Ack) and isinstance(hb, Heartbeat)
     assert ack.keys == (K(0), K(1))
-    assert hb.flags == Flag.HANDED_OVER and hb.acks_sent == ack.serial == 1
+    assert hb.flags == Flag.HANDED_OVER | Flag.ECHO_REQUEST and hb.acks_sent == ack.serial == 1
     # The master says it lacks ack 1 (it echoes our heartbeat): it is sent again.
     msgs = sent(s.receive(master.hb(Role.MASTER_PENDING, acks_heard=0), 10.1))
     assert [(type(m).__name__, getattr(m, "serial", None)) for m in msgs] == [("Ack", 1)]
     assert s.acks_resent == 1
     s.receive(master.hb(Role.MASTER, acks_heard=1), 10.2)
     assert not s.handing_over
-    assert beats(s.tick(12.05))[0].flags == Flag.NONE
+    assert beats(s.tick(12.05))[0].flags == Flag.ECHO_REQUEST
 
 
 def test_handshake_drain_is_bounded() -> None:
@@ -363,7 +363,7 @@ def test_handshake_drain_is_bounded() -> None:
     s.receive(master.hb(Role.MASTER_PENDING), 10.0)
     assert s.next_deadline() == pytest.approx(11.1)  # ack_interval + heartbeat_timeout
     hb = beats(s.tick(11.1))[0]
-    assert hb.flags == Flag.HANDED_OVER
+    assert hb.flags & Flag.HANDED_OVER
 
 
 def test_handshake_master_side() -> None:
@@ -422,10 +422,10 @@ def test_standby_slave_flushes_its_buffer_before_handing_over() -> None:
     s.tick(2.5)
     actions = s.receive(new.hb(Role.MASTER_PENDING), 2.5)  # restarted within the bound
     assert actions[0] == Flush([(K(1), P(1))])
-    assert only_beat(actions[1:], Role.SLAVE_STANDBY).flags == Flag.HANDING_OVER
+    assert only_beat(actions[1:], Role.SLAVE_STANDBY).flags == Flag.HANDING_OVER | Flag.ECHO_REQUEST
     assert s.role is Role.SLAVE_STANDBY and not changes(actions)
     s.delivered([K(1)], 2.6)
-    assert beats(s.tick(2.7))[0].flags == Flag.HANDED_OVER
+    assert beats(s.tick(2.7))[0].flags & Flag.HANDED_OVER
 
 
 def test_failback_manual_keeps_the_slave_active_until_request_mode() -> None:
@@ -519,7 +519,7 @@ def test_request_slave_on_the_active_side_hands_over() -> None:
     assert changes(actions) == [RoleChanged(Role.MASTER, Role.SLAVE_STANDBY,
                                             "mode set to slave (epoch 1)")]
     hb = beats(actions)[0]
-    assert hb.flags == Flag.CONFIGURED_MASTER | Flag.HANDING_OVER and hb.epoch == 1
+    assert hb.flags & ~Flag.ECHO_REQUEST == Flag.CONFIGURED_MASTER | Flag.HANDING_OVER and hb.epoch == 1
     assert changes(s.receive(hb, 1.0)) == [RoleChanged(
         Role.SLAVE_STANDBY, Role.MASTER_PENDING, "peer 1 is slave-standby at epoch 1")]
     m.delivered([K(1)], 1.05)

@@ -73,7 +73,7 @@ class FailoverMachine:
         self._peer_boot: bytes | None = None
         self._peer_role: Role | None = None
         self._peer_last_heard: float | None = None
-        self._peer_seq = 0  # newest fresh datagram seq from _peer_boot
+        self._peer_seq = 0  # newest fresh heartbeat seq from _peer_boot
         self._peer_sink_failing = 0.0
         self._peer_spool_bytes = 0
         self._awaited_serial: int | None = None  # from the peer's HANDED_OVER beat
@@ -312,13 +312,14 @@ class FailoverMachine:
             return actions
         if age > _ECHO_REFRESH * bound:
             self._extra_beat(now, actions)  # our last datagrams may be lost: refresh
-        newest = msg.boot_id != self._peer_boot or msg.seq > self._peer_seq
         if isinstance(msg, Ack):
             self._on_ack(msg, now, actions)
         else:
+            # Heartbeats only: an ack overtaking a heartbeat must not make it look old.
+            newest = msg.boot_id != self._peer_boot or msg.seq > self._peer_seq
             self._on_heartbeat(msg, newest, now, actions)
-        if newest:
-            self._peer_seq = msg.seq
+            if newest:
+                self._peer_seq = msg.seq
         self._fill_gaps(now, actions)
         return actions
 
@@ -425,7 +426,10 @@ class FailoverMachine:
             flags |= Flag.HANDING_OVER
         elif self._handover is _Handover.DONE:
             flags |= Flag.HANDED_OVER
-        if request:
+        # A standby side asks for an echo with every beat and the active side answers at
+        # once, so the liveness of the active side is proven each beat period whatever
+        # the phase of the two beat timers (else a fresh echo could be BI + RTT old).
+        if request or (regular and not self._active and self._role is not Role.STANDARD):
             flags |= Flag.ECHO_REQUEST
         if self._idle():
             if self._pending_acks:  # IDLE covers acks up to acks_sent: send them first
@@ -702,7 +706,8 @@ class FailoverMachine:
             self._gap_marks.append((hb.acks_sent, now - self.config.gap_timeout))
         stream.advance(now, self._bound())
         self._peer_role = hb.role
-        self._peer_last_heard = now
+        if newest:
+            self._peer_last_heard = now
         self._peer_sink_failing = hb.sink_failing
         self._peer_spool_bytes = hb.spool_bytes
         if hb.config_digest != self._peer_digest:
