@@ -9,7 +9,8 @@ then it warns at every start.
 
 The secret comes from ``SharedSecretFile`` (preferred: the props file stays 0644, the
 secret lives in a 0600 file or a systemd credential) or from ``SharedSecret`` inline. A
-secret file group or others may access is refused, as ssh refuses such a private key.
+secret file group or others may access is refused, as ssh refuses such a private key
+(POSIX ACLs included: see ``others_may_access``).
 
 Nothing here puts the secret into a message: errors say how long it is and which rule it
 breaks, never what it is.
@@ -18,10 +19,12 @@ breaks, never what it is.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import secrets
 import stat
+import struct
 from collections.abc import Mapping
 from typing import Final
 
@@ -36,6 +39,15 @@ logger = logging.getLogger(__name__)
 MIN_SECRET_BYTES: Final = 32
 NEW_SECRET_BYTES: Final = 32  # random bytes in `probepair secret` (64 hex characters)
 FILE_MODE_FORBIDDEN: Final = 0o077  # no bit for group or others, as ssh wants of a private key
+# POSIX ACL xattr (linux/posix_acl_xattr.h): a u32 version, then (u16 tag, u16 perm, u32 id).
+_ACL_XATTR: Final = "system.posix_acl_access"
+_ACL_HEADER: Final = struct.Struct("<I")
+_ACL_ENTRY: Final = struct.Struct("<HHI")
+_ACL_USER: Final = 0x02
+_ACL_GROUP_OBJ: Final = 0x04
+_ACL_GROUP: Final = 0x08
+_ACL_MASK: Final = 0x10
+_ACL_OTHER: Final = 0x20
 MAX_SECRET_FILE: Final = 4096  # bytes read from SharedSecretFile: a secret is one short line
 # Placeholders: found anywhere in the value (any case) ...
 PLACEHOLDER_PARTS: Final = ("change-me", "changeme", "change_me", "change me")
@@ -107,12 +119,13 @@ def read_secret_file(path: str, source: str) -> str:
         if not stat.S_ISREG(st.st_mode):
             raise ConfigError(source, "SharedSecretFile", f"{path!r} is not a regular file")
         mode = stat.S_IMODE(st.st_mode)
-        if mode & FILE_MODE_FORBIDDEN:
+        acl = _access_acl(fd)
+        if others_may_access(mode, acl, os.geteuid()):
             raise ConfigError(
                 source,
                 "SharedSecretFile",
-                f"{path!r} has mode {mode:04o}, expected 0600 or stricter (no access for "
-                f"group or others): chmod 600 {path}",
+                f"{path!r} has mode {mode:04o}{' and an ACL' if acl else ''}, expected 0600 "
+                f"or stricter (no access for group or others): chmod 600 {path}",
             )
         data = b""
         while len(data) <= MAX_SECRET_FILE and (chunk := os.read(fd, MAX_SECRET_FILE + 1)):
@@ -137,6 +150,47 @@ def read_secret_file(path: str, source: str) -> str:
             "SharedSecretFile",
             f"{path!r} is not UTF-8 text, expected one line such as 'probepair secret' prints",
         ) from None
+
+
+def others_may_access(mode: int, acl: bytes | None, uid: int) -> bool:
+    """Whether anyone but the file's owner (and ``uid``, the reader) may access it.
+
+    Without an ACL that is any group or other bit of ``mode``. With one, the group bits
+    of ``mode`` are the ACL's mask, not the owning group's access: systemd's
+    ``LoadCredential=`` hands the service a 0400 root-owned file plus an ACL entry that
+    lets the service's user read it, which shows as mode 0440. So with an ACL: the
+    owning group, named groups and named users other than ``uid`` (each through the
+    mask), and others, must have no access.
+
+    Args:
+        mode: ``st_mode`` of the file.
+        acl: the ``system.posix_acl_access`` xattr, or None when the file has none.
+        uid: the reader's effective uid.
+    """
+    if acl is None or len(acl) < _ACL_HEADER.size:
+        return bool(mode & FILE_MODE_FORBIDDEN)
+    entries = [
+        _ACL_ENTRY.unpack_from(acl, offset)
+        for offset in range(_ACL_HEADER.size, len(acl) - _ACL_ENTRY.size + 1, _ACL_ENTRY.size)
+    ]
+    mask = next((perm for tag, perm, _ in entries if tag == _ACL_MASK), 0o7)
+    for tag, perm, ident in entries:
+        if tag == _ACL_OTHER and perm:
+            return True
+        if tag in (_ACL_GROUP_OBJ, _ACL_GROUP) and perm & mask:
+            return True
+        if tag == _ACL_USER and ident != uid and perm & mask:
+            return True
+    return False
+
+
+def _access_acl(fd: int) -> bytes | None:
+    try:
+        return os.getxattr(fd, _ACL_XATTR)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return None
+        raise
 
 
 def load_secret(props: Props, origins: Mapping[str, str]) -> Props:

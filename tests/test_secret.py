@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from probepair.secret import (
     MIN_SECRET_BYTES,
     load_secret,
     new_secret,
+    others_may_access,
     weakness,
     write_secret_file,
 )
@@ -160,6 +162,56 @@ def test_secret_file_open_to_group_or_others_is_refused_naming_the_mode(
         f"conf/m.props: SharedSecretFile: {str(path)!r} has mode {mode:04o}, expected 0600 "
         f"or stricter (no access for group or others): chmod 600 {path}")
     assert GOOD not in message
+
+
+def acl(*entries: tuple[int, int, int]) -> bytes:
+    """A system.posix_acl_access xattr value (version 2, then tag, perm, id)."""
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+
+
+USER_OBJ, USER, GROUP_OBJ, GROUP, MASK, OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+NONE = 0xFFFFFFFF
+
+
+def test_acl_of_a_systemd_credential_is_private_to_the_service() -> None:
+    # LoadCredential=: root's file, mode 0400, plus "user:<service>:r--"; stat shows 0440.
+    credential = acl((USER_OBJ, 4, NONE), (USER, 4, 998), (GROUP_OBJ, 0, NONE),
+                     (MASK, 4, NONE), (OTHER, 0, NONE))
+    assert not others_may_access(0o440, credential, uid=998)
+    assert others_may_access(0o440, credential, uid=1000)  # read by someone else
+    group = acl((USER_OBJ, 6, NONE), (GROUP_OBJ, 4, NONE), (MASK, 4, NONE), (OTHER, 0, NONE))
+    assert others_may_access(0o640, group, uid=0)
+    named_group = acl((USER_OBJ, 6, NONE), (GROUP_OBJ, 0, NONE), (GROUP, 4, 50),
+                      (MASK, 4, NONE), (OTHER, 0, NONE))
+    assert others_may_access(0o640, named_group, uid=0)
+    masked = acl((USER_OBJ, 6, NONE), (USER, 4, 1234), (GROUP_OBJ, 4, NONE),
+                 (MASK, 0, NONE), (OTHER, 0, NONE))  # after chmod 600: the mask is empty
+    assert not others_may_access(0o600, masked, uid=0)
+    other = acl((USER_OBJ, 6, NONE), (GROUP_OBJ, 0, NONE), (OTHER, 4, NONE))
+    assert others_may_access(0o604, other, uid=0)
+    assert not others_may_access(0o600, None, uid=0)
+    assert others_may_access(0o620, None, uid=0)
+
+
+def test_secret_file_with_a_service_acl_is_accepted(tmp_path: Path) -> None:
+    path = secret_file(tmp_path, mode=0o400)
+    me = os.geteuid()
+    try:
+        os.setxattr(path, "system.posix_acl_access", acl(
+            (USER_OBJ, 4, NONE), (USER, 4, me), (GROUP_OBJ, 0, NONE), (MASK, 4, NONE),
+            (OTHER, 0, NONE)))
+    except OSError as exc:  # pragma: no cover - a filesystem without POSIX ACLs
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"no POSIX ACLs on {tmp_path}: {exc}")
+    assert path.stat().st_mode & 0o777 == 0o440
+    assert resolve(("m.props", {**PAIR, "SharedSecretFile": str(path)})).SharedSecret == GOOD
+    os.setxattr(path, "system.posix_acl_access", acl(
+        (USER_OBJ, 4, NONE), (USER, 4, me + 1), (GROUP_OBJ, 0, NONE), (MASK, 4, NONE),
+        (OTHER, 0, NONE)))
+    assert refusal(("m.props", {**PAIR, "SharedSecretFile": str(path)})) == (
+        f"m.props: SharedSecretFile: {str(path)!r} has mode 0440 and an ACL, expected 0600 "
+        f"or stricter (no access for group or others): chmod 600 {path}")
 
 
 def test_secret_file_problems(tmp_path: Path) -> None:
