@@ -141,7 +141,12 @@ class Metrics:
             "1 when the peer's pair-wide settings (intervals, rules digest) differ from ours",
             registry=r,
         )
-        self.info = Info("probepair", "version, mode and node of this probe", registry=r)
+        self.info = Info(
+            "probepair",
+            "version, mode and node of this probe; allow_insecure_heartbeats=true: "
+            "AllowInsecureHeartbeats is set",
+            registry=r,
+        )
         # Called before each exposition, to bring counters kept elsewhere up to date.
         self.before_collect: list[Callable[[], None]] = []
         for reason in ("rules", "buffer_full", "buffer_bytes", "retention"):
@@ -157,8 +162,15 @@ class Metrics:
         """The current value of a sample, e.g. ``count("probepair_events_received_total")``."""
         return self.registry.get_sample_value(name) or 0.0
 
-    def set_info(self, mode: str, node: str) -> None:
-        self.info.info({"version": __version__, "mode": mode, "node": node})
+    def set_info(self, mode: str, node: str, allow_insecure_heartbeats: bool = False) -> None:
+        self.info.info(
+            {
+                "version": __version__,
+                "mode": mode,
+                "node": node,
+                "allow_insecure_heartbeats": "true" if allow_insecure_heartbeats else "false",
+            }
+        )
 
     def set_role(self, role: str, active: bool) -> None:
         for r in ROLES:

@@ -101,7 +101,7 @@ class Probe:
     ) -> None:
         self.props = props
         self.metrics = Metrics()
-        self.metrics.set_info(props.Mode, props.Name)
+        self.metrics.set_info(props.Mode, props.Name, props.AllowInsecureHeartbeats)
         self.metrics.beat_interval.set(props.BeatInterval)
         self.metrics.takeover_bound.set(props.takeover_bound)
         self.metrics.buffer_limit.set(props.BufferSize)
@@ -179,6 +179,7 @@ class Probe:
             "active": True,
             "addresses": self.addresses,
             "rules": getattr(self.program, "digest", ""),
+            "allow_insecure_heartbeats": self.props.AllowInsecureHeartbeats,
             "events_in": int(self.metrics.count("probepair_events_received_total")),
             "events_out": int(self.metrics.count("probepair_events_forwarded_total")),
         }
