@@ -104,10 +104,10 @@ def test_run_prints_one_json_object_per_alert(tmp_path: Path) -> None:
 
 
 def test_run_with_bad_rules_exits_2(tmp_path: Path) -> None:
-    rules = _write(tmp_path / "r.rules", "@A = genevent()")
+    rules = _write(tmp_path / "r.rules", "@A = nosuch()")
     out, err = io.BytesIO(), io.StringIO()
     assert run_command(str(rules), "syslog", io.BytesIO(b"x\n"), out, err) == 2
-    assert err.getvalue() == f"{rules}:1:6: unknown function 'genevent'\n"
+    assert err.getvalue() == f"{rules}:1:6: unknown function 'nosuch'\n"
     assert out.getvalue() == b""
 
 
