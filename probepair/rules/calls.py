@@ -35,7 +35,8 @@ def check_arity(gen: Codegen, node: ast.Call) -> str:
             raise gen.error(
                 node, f"{node.name!r} is specific to {probe} and probepair does not provide it"
             )
-        raise gen.error(node, f"unknown function {node.name!r}")
+        hint = f" (did you mean {node.name.lower()!r}?)" if node.name.lower() in BUILTINS else ""
+        raise gen.error(node, f"unknown function {node.name!r}{hint}")
     n = len(node.args)
     if n < spec.min_args or (spec.max_args >= 0 and n > spec.max_args):
         if spec.max_args < 0:

@@ -81,7 +81,10 @@ def test_check_ok_and_error(tmp_path: Path) -> None:
     good = _write(tmp_path / "good.rules", 'table t = {{"a","b"}}\n@A = lookup($x, t)\n')
     out, err = io.StringIO(), io.StringIO()
     assert check_command(str(good), out, err) == 0
-    assert out.getvalue() == f"{good}: OK (2 statements, 1 tables, 0 includes)\n"
+    assert out.getvalue() == (
+        f"{good}: OK (2 statements, 1 tables, 0 includes, 0 targets)\n"
+        f"  {good}: 2 statements, 1 tables, 0 includes\n"
+    )
     bad = _write(tmp_path / "bad.rules", "@A = 1\nif (x {\n")
     out, err = io.StringIO(), io.StringIO()
     assert check_command(str(bad), out, err) == 1
