@@ -145,3 +145,16 @@ def test_run_syslog_rules_end_to_end() -> None:
 def test_syntax_error_class(tmp_path: Path) -> None:
     with pytest.raises(RulesSyntaxError):
         load_rules(_write(tmp_path / "s.rules", "@A = ("))
+
+
+def test_include_paths_name_environment_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(tmp_path / "home/include-snmptrap/vendor.include.rules", 'case "1.2":\n  @V = 1\n')
+    main = _write(
+        tmp_path / "probe/trap.rules",
+        'switch ($enterprise) {\n  case "dummy case statement":\n'
+        '  include "${NC_RULES_HOME}/include-snmptrap/vendor.include.rules"\n}\n',
+    )
+    monkeypatch.setenv("NC_RULES_HOME", str(tmp_path / "home"))
+    assert load_rules(main).run({"enterprise": "1.2"}, Recorder().ctx()) == {"V": 1}
