@@ -13,6 +13,11 @@ module-level constants of the generated code, bound by name (``_R0``, ``_T0``...
 Only statements that can fail at run time (arithmetic, date parsing, a regex built
 at run time) are wrapped in ``try``; a failure reports a RulesRuntimeError with the
 statement's location through ``ctx.on_error`` and the next statement runs.
+
+In ``foreach (e in $*)`` the body's ``$e`` is the token that ``e`` names (``Tg(_v1,
+'')``); assigning it stores a string, so the static types of other tokens hold, and
+turns off the one-read-per-token locals (any token may change). Calls of built-ins
+are generated in calls.py; switches come rebuilt by the front end (frontend.py).
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "FATAL")
 
 @dataclass(frozen=True, slots=True)
 class Builtin:
-    """Arity bounds and role: "value" returns a value, "statement" does not."""
+    """Arity bounds and role: "value" returns a value, "statement" does not, "list"
+    gives several (``[$a, $b] = ...`` only), "target" is ``T = registertarget(...)``."""
 
     min_args: int
     max_args: int  # -1: any number
