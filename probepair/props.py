@@ -125,6 +125,11 @@ class Props:
     FeedPort: int = _prop(
         5514, "port the udp/tcp feed listens on; 0 = any free port", low=0, high=65535
     )
+    FeedRcvBuf: int = _prop(
+        0,
+        "bytes of kernel receive buffer for the udp feed; 0 = the largest the kernel allows",
+        low=0,
+    )
     FeedFile: str = _prop("", "file followed like tail -F by the file feed")
     FeedFormat: str = _prop("syslog", "record format: syslog, json or line", choices=FEED_FORMATS)
     QueueSize: int = _prop(

@@ -520,12 +520,12 @@ def test_request_slave_on_the_active_side_hands_over() -> None:
                                             "mode set to slave (epoch 1)")]
     hb = beats(actions)[0]
     assert hb.flags & ~Flag.ECHO_REQUEST == Flag.CONFIGURED_MASTER | Flag.HANDING_OVER and hb.epoch == 1
-    assert changes(s.receive(hb, 1.0)) == [RoleChanged(
+    reply = s.receive(hb, 1.0)
+    assert changes(reply) == [RoleChanged(
         Role.SLAVE_STANDBY, Role.MASTER_PENDING, "peer 1 is slave-standby at epoch 1")]
+    converse(m, s, 1.0, reply, sender=s)  # m hears s's new role
     m.delivered([K(1)], 1.05)
-    msgs = sent(m.tick(1.15))
-    for msg in msgs:
-        s.receive(msg, 1.16)
+    converse(m, s, 1.15, m.tick(1.15), sender=m)  # drained: acks, then HANDED_OVER
     assert s.role is Role.MASTER and m.role is Role.SLAVE_STANDBY
     assert changes(m.request_mode(Mode.SLAVE, 2.0)) == []
 

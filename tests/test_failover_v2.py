@@ -299,3 +299,19 @@ def test_an_older_heartbeat_overtaken_by_a_newer_one_changes_no_role() -> None:
     assert s.peer_role is Role.MASTER
     assert s.receive(pending, 0.51) == []  # reordered: no second handover, no flush
     assert s.peer_role is Role.MASTER and not s.handing_over
+
+
+def test_a_heartbeat_captured_just_before_the_master_died_and_replayed_at_once_is_ignored(
+) -> None:
+    s = FailoverMachine(config(Mode.SLAVE), now=0.0)
+    master = master_peer(listener=s)
+    s.tick(0.0)
+    s.receive(master.hb(Role.MASTER), 1.0)
+    s.tick(2.0)
+    captured = master.hb(Role.MASTER)  # echoes our beat at 2.0; an attacker keeps it
+    assert changes(s.tick(5.0))[0].new is Role.SLAVE_ACTIVE  # the master died at 1.0
+    # Its echo is only 3.5 s old (within the bound), but from before our takeover: it
+    # cannot know we are active, so it cannot make us step down (no split brain).
+    actions = s.receive(captured, 5.5)
+    assert Rejected("unfresh") in actions and not changes(actions)
+    assert s.active and s.split_brains == 0

@@ -54,6 +54,7 @@ class FailoverMachine:
         self.config = config
         self._epoch = 0
         self._seq = 0
+        self._role_seq = 0  # seq of the first datagram sent with the current role
         self._silence_since = now  # start, or the last heartbeat that re-armed the timer
         self._beat_interval = config.beat_interval
         self._standby = StandbyBuffer(config.buffer_limit, config.retention, config.buffer_bytes)
@@ -309,7 +310,12 @@ class FailoverMachine:
         self._fresh.heard(msg.boot_id, msg.seq)
         age = self._fresh.age(msg.echo_boot, msg.echo_seq, now)
         bound = self._bound()
+        # A heartbeat that echoes what we sent before our last role change was written
+        # without knowing our role: it may not change it (a heartbeat captured just
+        # before the master died, replayed right after our takeover, is such a one).
         fresh = age is not None and age <= bound
+        if isinstance(msg, Heartbeat) and msg.echo_seq < self._role_seq:
+            fresh = False
         if isinstance(msg, Heartbeat) and msg.flags & Flag.ECHO_REQUEST and fresh:
             # Answer fresh requests only: stale ones queued during a stall must not use up
             # the answer a live peer is waiting for (an unproven peer gets our own request).
@@ -549,6 +555,7 @@ class FailoverMachine:
             return
         was_active = self._active
         self._role = new
+        self._role_seq = self._seq + 1  # our next datagram is the first to carry it
         if new is not Role.MASTER:
             self._stall_at = INF
         self._active = new in ACTIVE_ROLES

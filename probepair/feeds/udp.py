@@ -18,27 +18,12 @@ import trio
 from probepair.errors import FeedError
 from probepair.events import Event, KeyMaker
 from probepair.feeds.base import MAX_BATCH, Batch, send_batch
+from probepair.sockopts import raise_rcvbuf
 
 if TYPE_CHECKING:
     from probepair.props import Props
 
 RECV_SIZE = 65535  # the largest UDP payload
-WANTED_RCVBUF = 32 * 1024 * 1024  # bytes; ~100k syslog lines, capped by the kernel
-
-
-def _raise_rcvbuf(sock: socket.socket) -> None:
-    try:
-        rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
-    except (OSError, ValueError):
-        rmem_max = 0
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
-    if force is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, WANTED_RCVBUF)
-            return
-        except OSError:
-            pass  # not root: fall back to what rmem_max allows
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, max(rmem_max, 1 << 20))
 
 
 def kernel_drops(sock: socket.socket) -> int:
@@ -64,6 +49,7 @@ class UdpFeed:
         self._address = (props.FeedAddress, props.FeedPort)
         self._keys = KeyMaker(props.KeyWindow)
         self._wall_clock = wall_clock
+        self._rcvbuf = props.FeedRcvBuf
         self.socket: socket.socket | None = None
 
     async def run(
@@ -76,7 +62,10 @@ class UdpFeed:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         with sock:
             sock.setblocking(False)
-            _raise_rcvbuf(sock)
+            if self._rcvbuf:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
+            else:
+                raise_rcvbuf(sock)
             try:
                 sock.bind(self._address)
             except OSError as exc:

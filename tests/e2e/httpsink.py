@@ -1,0 +1,44 @@
+"""A tiny HTTP sink server for end-to-end tests: ``python -m tests.e2e.httpsink PORT FILE``.
+
+Each POST carries a JSON array of alerts (the http sink's format); every alert is
+appended to FILE as one JSON line and the file is flushed before the 200 answer, so
+what the probe counts as delivered is on disk. Killing the process is a dead sink.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from threading import Lock
+
+_lock = Lock()
+
+
+def main() -> None:
+    port, path = int(sys.argv[1]), sys.argv[2]
+    out = open(path, "ab")  # noqa: SIM115 (held for the process's life)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            alerts = json.loads(body)
+            with _lock:
+                out.write(b"".join(json.dumps(a).encode() + b"\n" for a in alerts))
+                out.flush()
+                os.fsync(out.fileno())
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    print("READY", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
