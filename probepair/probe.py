@@ -36,6 +36,7 @@ from probepair.feeds import make_feed
 from probepair.metrics import Metrics, serve_metrics
 from probepair.notify import Notifier
 from probepair.pair import PairObserver, build_driver
+from probepair.paths import default_spool
 from probepair.peer import PeerDriver
 from probepair.pipeline import AlwaysForward, Gate, Processor, self_event
 from probepair.sinks import make_sink
@@ -84,8 +85,9 @@ def load_program(props: Props) -> Program | None:
     return load_rules(props.RulesFile)
 
 
-def spool_path(props: Props) -> str:
-    return props.SAFFileName or f"probepair-{props.Name}.saf"
+def spool_path(props: Props, *, create: bool = False) -> str:
+    """``SAFFileName``, or ``<Name>.saf`` in the state directory (see ``paths``)."""
+    return props.SAFFileName or default_spool(props.Name, create=create)
 
 
 class Probe:
@@ -249,7 +251,7 @@ class Probe:
         props = self.props
         sink = make_sink(props)
         spool = (
-            Spool(spool_path(props))
+            Spool(spool_path(props, create=True))
             if props.StoreAndForward and props.SinkType != "stdout"
             else None
         )
@@ -272,7 +274,7 @@ class Probe:
                 outer.start_soon(self._watch_signals, name="signals")
                 outer.start_soon(self._watch_rules_file, name="rules-watch")
                 outer.start_soon(self.notifier.run, name="notify")
-                control = socket_path(props.Name, props.ControlSocket)
+                control = socket_path(props.Name, props.ControlSocket, create=True)
                 handler = make_handler(
                     self.status, self.driver.request_mode if self.driver else None
                 )

@@ -115,11 +115,14 @@ class Props:
         300.0, "seconds an alertmanager alert stays firing unless repeated", positive=True
     )
     StoreAndForward: bool = _prop(True, "spool alerts to SAFFileName while the sink is down")
-    SAFFileName: str = _prop("", "store-and-forward spool file; '' = probepair-<Name>.saf")
+    SAFFileName: str = _prop(
+        "", "store-and-forward spool file; '' = <Name>.saf in the state directory"
+    )
     MetricsAddress: str = _prop("127.0.0.1", "address of the /metrics endpoint")
     MetricsPort: int = _prop(0, "port of the /metrics endpoint; 0 = off", low=0, high=65535)
     ControlSocket: str = _prop(
-        "", "Unix socket for status, takeover and release; '' = probepair-<Name>.sock"
+        "",
+        "Unix socket for status, takeover and release; '' = <Name>.sock in the runtime directory",
     )
     NotifyCommand: str = _prop("", "command run on role changes with role and reason")
     MessageLevel: str = _prop(

@@ -159,8 +159,12 @@ async def test_path_too_long_is_a_clear_error(tmp_path: Path) -> None:
         await serve_control(path, _handler)
 
 
-def test_socket_path_default() -> None:
-    assert socket_path("m") == "probepair-m.sock"
+def test_socket_path_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
+    assert socket_path("m") == str(tmp_path / "run" / "m.sock")
+    assert not (tmp_path / "run").exists()
+    assert socket_path("m", create=True) == str(tmp_path / "run" / "m.sock")
+    assert (tmp_path / "run").is_dir()
     assert socket_path("m", "/run/probepair/m.sock") == "/run/probepair/m.sock"
 
 

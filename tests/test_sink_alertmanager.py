@@ -119,3 +119,23 @@ async def test_real_alertmanager_holds_resolves_and_merges_resends(am: Alertmana
         assert a["status"]["state"] == "active"  # type: ignore[index]
         assert a["labels"]["severity"] == "major"  # type: ignore[index]
         assert a["annotations"]["EventKey"] == problems[n][0].hex()  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("level", "httpx_level"), [("info", "WARNING"), ("debug", "DEBUG")])
+def test_http_requests_are_not_logged_at_info(level: str, httpx_level: str) -> None:
+    import logging
+
+    from probepair.cli import setup_logging
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers), logging.getLogger("httpx").level)
+    try:
+        setup_logging(make(MessageLevel=level))
+        assert logging.getLevelName(logging.getLogger("httpx").getEffectiveLevel()) == httpx_level
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        root.setLevel(saved[0])
+        for h in saved[1]:
+            root.addHandler(h)
+        logging.getLogger("httpx").setLevel(saved[2])

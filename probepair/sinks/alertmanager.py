@@ -43,9 +43,7 @@ LABELS: Final = ("Node", "AlertKey", "Agent", "Manager", "Identifier")
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _number(value: object) -> float | None:

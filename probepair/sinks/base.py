@@ -34,8 +34,8 @@ class Sink(Protocol):
 
 def make_sink(props: Props) -> Sink:
     """The sink ``props.SinkType`` names, configured from ``props``."""
-    from probepair.sinks.file import FileSink, StdoutSink
     from probepair.sinks.alertmanager import AlertmanagerSink
+    from probepair.sinks.file import FileSink, StdoutSink
     from probepair.sinks.http import HttpSink
     from probepair.sinks.postgres import PostgresSink
     from probepair.sinks.sqlite import SqliteSink

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import psycopg
+import psycopg.conninfo
 import psycopg.errors
 import trio
 
@@ -78,7 +79,8 @@ CREATE INDEX IF NOT EXISTS delivered_keys_delivered ON delivered_keys (Delivered
 
 def _int(expr: str) -> str:
     """SQL: ``expr`` (text) as an integer, 0 when it is not a number (as ``int()``)."""
-    return f"(CASE WHEN {expr} ~ '^-?[0-9]{{1,9}}(\\.[0-9]*)?$' THEN trunc(({expr})::numeric)::int ELSE 0 END)"
+    number = "'^-?[0-9]{1,9}(\\.[0-9]*)?$'"
+    return f"(CASE WHEN {expr} ~ {number} THEN trunc(({expr})::numeric)::int ELSE 0 END)"
 
 
 def _time(expr: str) -> str:
@@ -183,7 +185,8 @@ class PostgresSink:
         self._since_prune = 0
 
     def _connect_sync(self) -> psycopg.Connection[tuple[object, ...]]:
-        db = psycopg.connect(self.url, autocommit=True, **self._params)
+        conninfo = psycopg.conninfo.make_conninfo(self.url, **self._params)
+        db = psycopg.connect(conninfo, autocommit=True)
         try:
             self._create_sync(db, DEFAULT_TABLE)
         except BaseException:
