@@ -159,6 +159,11 @@ async def test_postgres_sink_password_file(server: Postgres, url: str, tmp_path:
     await sink.aclose()
 
 
+def test_postgres_sink_name_hides_passwords() -> None:
+    assert PostgresSink(make(SinkUrl="postgresql://u:pw@h:5432/d?password=x&sslmode=require")
+                        ).name == "postgres:postgresql://u:***@h:5432/d?password=***&sslmode=require"
+
+
 def test_postgres_sink_config_errors(tmp_path: Path) -> None:
     with pytest.raises(SinkError, match=r"^sink postgres: SinkType 'postgres' needs SinkUrl$"):
         PostgresSink(make())

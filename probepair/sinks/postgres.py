@@ -8,7 +8,7 @@ once when both probes write one database: a key inserted by the other probe's
 uncommitted transaction makes ours wait for its outcome, then skip the alert (READ
 COMMITTED ``INSERT ... ON CONFLICT``), so no interleaving counts an event twice.
 
-Throughput: one statement per batch (so one transaction, autocommit). The batch travels
+Throughput: one transaction per batch, one statement per table in it. The batch travels
 as two binary ``bytea[]`` parameters (keys and JSON payloads) and the server does the
 rest: it parses the JSON, keeps the first occurrence of each new key, folds repeats of
 an Identifier within the batch into one upsert (a row may be upserted only once per
@@ -24,6 +24,7 @@ next delivery reconnects (the runner backs off and spools meanwhile).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -90,6 +91,7 @@ def _time(expr: str) -> str:
     return f"coalesce(nullif({number}, 0), {now})"
 
 
+@functools.cache
 def upsert(table: str) -> str:
     """The one statement that delivers a batch into ``table``.
 
@@ -215,17 +217,22 @@ class PostgresSink:
             raise SinkError(self.name, f"{what}: {message}") from None
 
     def _deliver_sync(self, db: psycopg.Connection[tuple[object, ...]], items: list[Item]) -> None:
-        for table, group in target_tables(items).items():
-            if table not in self._tables:
-                self._create_sync(db, table)
-            params = {"keys": [k for k, _ in group], "alerts": [_clean(p) for _, p in group]}
-            for attempt in range(RETRIES + 1):
-                try:
-                    db.execute(upsert(table).encode(), params)
-                    break
-                except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
-                    if attempt == RETRIES:
-                        raise
+        groups = target_tables(items)
+        for table in groups.keys() - self._tables:
+            self._create_sync(db, table)
+        for attempt in range(RETRIES + 1):
+            try:
+                with db.transaction():  # the whole batch, every table, or nothing
+                    for table, group in groups.items():
+                        keys = [k for k, _ in group]
+                        db.execute(
+                            upsert(table).encode(),
+                            {"keys": keys, "alerts": [_clean(p) for _, p in group]},
+                        )
+                break
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                if attempt == RETRIES:
+                    raise
         self._since_prune += len(items)
         if self._since_prune >= PRUNE_EVERY:
             self._since_prune = 0
@@ -255,4 +262,5 @@ class PostgresSink:
 
 def _redact(url: str) -> str:
     """``url`` without its password, for names in logs and metrics."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    url = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
