@@ -270,7 +270,7 @@ def request(path: str, command: str, timeout: float = 5.0) -> dict[str, Any]:
                 buf += chunk
         except (FileNotFoundError, ConnectionRefusedError):
             raise ControlError(
-                path, "no probe is listening (is it running in this directory? see ControlSocket)"
+                path, "no probe is listening (is it running, as this user? see ControlSocket)"
             ) from None
         except PermissionError:
             raise ControlError(path, "permission denied: run as the probe's user or root") from None

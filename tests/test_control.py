@@ -138,8 +138,8 @@ def test_request_errors_name_the_socket(tmp_path: Path) -> None:
     missing = str(tmp_path / "probepair-m.sock")
     with pytest.raises(ControlError) as info:
         request(missing, "status")
-    assert str(info.value) == (f"{missing}: no probe is listening (is it running in this "
-                               "directory? see ControlSocket)")
+    assert str(info.value) == (f"{missing}: no probe is listening (is it running, as this "
+                               "user? see ControlSocket)")
     with pytest.raises(ControlError, match="expected command takeover, release, status, got 'x'"):
         request(missing, "x")
 
