@@ -128,6 +128,11 @@ def setup_logging(p: props.Props) -> None:
     for h in handlers:
         h.setFormatter(fmt)
         root.addHandler(h)
+    # httpx logs every request at info ("HTTP Request: POST ..."): one line per sink
+    # batch. Its requests show only at debug; its warnings and errors always.
+    logging.getLogger("httpx").setLevel(
+        logging.DEBUG if level <= logging.DEBUG else logging.WARNING
+    )
 
 
 def _run(p: props.Props, origins: dict[str, str]) -> int:

@@ -1,7 +1,7 @@
 """The local control channel behind ``probepair takeover | release | status``.
 
-A Unix domain stream socket next to the probe (``ControlSocket``; '' means
-``probepair-<Name>.sock`` in the working directory). Authentication is the kernel's:
+A Unix domain stream socket (``ControlSocket``; '' means ``<Name>.sock`` in the
+runtime directory, see ``paths``). Authentication is the kernel's:
 the socket file is created mode 0600, so only its owner (and root) may connect, and
 each connection's peer uid is checked again with ``SO_PEERCRED`` where the platform
 has it, so a socket file later made world-writable still refuses strangers.
@@ -29,6 +29,7 @@ import trio
 
 from probepair.errors import ProbepairError
 from probepair.failover import Mode
+from probepair.paths import default_control_socket
 
 if TYPE_CHECKING:
     Handler = Callable[[str], dict[str, Any]]
@@ -58,9 +59,10 @@ class ControlError(ProbepairError):
         super().__init__(f"{where}: {message}")
 
 
-def socket_path(name: str, control_socket: str = "") -> str:
-    """The control socket path: ``ControlSocket``, or ``probepair-<Name>.sock``."""
-    return control_socket or f"probepair-{name}.sock"
+def socket_path(name: str, control_socket: str = "", *, create: bool = False) -> str:
+    """The control socket path: ``ControlSocket``, or ``<Name>.sock`` in the runtime
+    directory (created when ``create``; see ``paths``)."""
+    return control_socket or default_control_socket(name, create=create)
 
 
 def make_handler(
@@ -268,7 +270,7 @@ def request(path: str, command: str, timeout: float = 5.0) -> dict[str, Any]:
                 buf += chunk
         except (FileNotFoundError, ConnectionRefusedError):
             raise ControlError(
-                path, "no probe is listening (is it running in this directory? see ControlSocket)"
+                path, "no probe is listening (is it running, as this user? see ControlSocket)"
             ) from None
         except PermissionError:
             raise ControlError(path, "permission denied: run as the probe's user or root") from None

@@ -37,6 +37,7 @@ from probepair.feeds import make_feed
 from probepair.metrics import Metrics, serve_metrics
 from probepair.notify import Notifier
 from probepair.pair import PairObserver, build_driver
+from probepair.paths import default_spool
 from probepair.peer import PeerDriver
 from probepair.pipeline import AlwaysForward, Gate, Processor, self_event
 from probepair.sinks import make_sink
@@ -85,8 +86,9 @@ def load_program(props: Props) -> Program | None:
     return load_rules(props.RulesFile)
 
 
-def spool_path(props: Props) -> str:
-    return props.SAFFileName or f"probepair-{props.Name}.saf"
+def spool_path(props: Props, *, create: bool = False) -> str:
+    """``SAFFileName``, or ``<Name>.saf`` in the state directory (see ``paths``)."""
+    return props.SAFFileName or default_spool(props.Name, create=create)
 
 
 class Probe:
@@ -276,7 +278,7 @@ class Probe:
         props = self.props
         sink = make_sink(props)
         spool = (
-            Spool(spool_path(props))
+            Spool(spool_path(props, create=True))
             if props.StoreAndForward and props.SinkType != "stdout"
             else None
         )
@@ -308,7 +310,7 @@ class Probe:
                 outer.start_soon(self._watch_signals, name="signals")
                 outer.start_soon(self._watch_rules_file, name="rules-watch")
                 outer.start_soon(self.notifier.run, name="notify")
-                control = socket_path(props.Name, props.ControlSocket)
+                control = socket_path(props.Name, props.ControlSocket, create=True)
                 handler = make_handler(self.status, self._operator_mode if self.driver else None)
                 await outer.start(serve_control, control, handler)
                 self.addresses["control"] = control

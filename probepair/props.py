@@ -43,7 +43,7 @@ SHIPPED_RULES: Final = _shipped_rules()
 MODES: Final = ("master", "slave", "standard")
 FEED_TYPES: Final = ("udp", "tcp", "file", "stdin")
 FEED_FORMATS: Final = ("syslog", "json", "line")
-SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout")
+SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout", "postgres", "alertmanager")
 FAILBACKS: Final = ("handshake", "immediate", "manual")
 LEVELS: Final = ("debug", "info", "warn", "error", "fatal")  # OMNIbus MessageLevel values
 
@@ -131,18 +131,31 @@ class Props:
         256, "batches held between the feed and the rules (back-pressure)", low=1
     )
     SinkType: str = _prop(
-        "file", "event sink: file, tcp, http, sqlite or stdout", choices=SINK_TYPES
+        "file",
+        "event sink: file, tcp, http, sqlite, stdout, postgres or alertmanager",
+        choices=SINK_TYPES,
     )
     SinkFile: str = _prop("alerts.jsonl", "JSON-lines file written by the file sink")
     SinkAddress: str = _prop("", "host:port of the tcp sink")
-    SinkUrl: str = _prop("", "URL the http sink POSTs JSON arrays to")
+    SinkUrl: str = _prop(
+        "", "http: URL POSTed to; postgres: libpq URI; alertmanager: http://host:9093"
+    )
     SinkDatabase: str = _prop("", "SQLite database of the sqlite sink")
+    SinkPasswordFile: str = _prop(
+        "", "file holding the postgres sink's password (else SinkUrl's or PGPASSFILE)"
+    )
+    AlertmanagerResolve: float = _prop(
+        300.0, "seconds an alertmanager alert stays firing unless repeated", positive=True
+    )
     StoreAndForward: bool = _prop(True, "spool alerts to SAFFileName while the sink is down")
-    SAFFileName: str = _prop("", "store-and-forward spool file; '' = probepair-<Name>.saf")
+    SAFFileName: str = _prop(
+        "", "store-and-forward spool file; '' = <Name>.saf in the state directory"
+    )
     MetricsAddress: str = _prop("127.0.0.1", "address of the /metrics endpoint")
     MetricsPort: int = _prop(0, "port of the /metrics endpoint; 0 = off", low=0, high=65535)
     ControlSocket: str = _prop(
-        "", "Unix socket for status, takeover and release; '' = probepair-<Name>.sock"
+        "",
+        "Unix socket for status, takeover and release; '' = <Name>.sock in the runtime directory",
     )
     NotifyCommand: str = _prop("", "command run on role changes with role and reason")
     MessageLevel: str = _prop(

@@ -138,8 +138,8 @@ def test_request_errors_name_the_socket(tmp_path: Path) -> None:
     missing = str(tmp_path / "probepair-m.sock")
     with pytest.raises(ControlError) as info:
         request(missing, "status")
-    assert str(info.value) == (f"{missing}: no probe is listening (is it running in this "
-                               "directory? see ControlSocket)")
+    assert str(info.value) == (f"{missing}: no probe is listening (is it running, as this "
+                               "user? see ControlSocket)")
     with pytest.raises(ControlError, match="expected command takeover, release, status, got 'x'"):
         request(missing, "x")
 
@@ -159,8 +159,12 @@ async def test_path_too_long_is_a_clear_error(tmp_path: Path) -> None:
         await serve_control(path, _handler)
 
 
-def test_socket_path_default() -> None:
-    assert socket_path("m") == "probepair-m.sock"
+def test_socket_path_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
+    assert socket_path("m") == str(tmp_path / "run" / "m.sock")
+    assert not (tmp_path / "run").exists()
+    assert socket_path("m", create=True) == str(tmp_path / "run" / "m.sock")
+    assert (tmp_path / "run").is_dir()
     assert socket_path("m", "/run/probepair/m.sock") == "/run/probepair/m.sock"
 
 

@@ -25,7 +25,10 @@ logger = logging.getLogger(__name__)
 
 MAX_ITEMS = 4096  # alerts per delivery: one write(2) or one transaction
 BACKOFF_FIRST = 0.25  # seconds before the first retry of a failed sink
-BACKOFF_MAX = 15.0  # seconds between retries at most
+# Seconds between retries at most: a sink that comes back is written to again within
+# this (plus one attempt), so delivery resumes well inside a second. A retry of a sink
+# that is down costs a refused connect, which is cheap even twice a second.
+BACKOFF_MAX = 0.5
 CLOSE_GRACE = 5.0  # seconds to finish deliveries at shutdown
 
 
