@@ -141,6 +141,12 @@ class Metrics:
             "1 when the peer's pair-wide settings (intervals, rules digest) differ from ours",
             registry=r,
         )
+        self.failback_window_open = Gauge(
+            "probepair_failback_window_open",
+            "1 while a returning master may take the role back (FailbackWindow open or unset)",
+            registry=r,
+        )
+        self.failback_window_open.set(1)
         self.info = Info(
             "probepair",
             "version, mode and node of this probe; allow_insecure_heartbeats=true: "

@@ -32,7 +32,9 @@ import trio
 from probepair import __version__
 from probepair.control import make_handler, serve_control, socket_path
 from probepair.errors import RulesError
+from probepair.failback import drive_window, window_status
 from probepair.failover import ACTIVE_ROLES, HandoverReason, Mode, Role
+from probepair.failover.window import FailbackWindow
 from probepair.feeds import make_feed
 from probepair.metrics import Metrics, serve_metrics
 from probepair.notify import Notifier
@@ -118,6 +120,11 @@ class Probe:
         self.notifier = Notifier(props.NotifyCommand, props.Name)
         self._self_send: trio.MemorySendChannel[Batch] | None = None
         self.addresses: dict[str, str] = {}
+        self.window = (
+            FailbackWindow(props.FailbackWindow, props.FailbackWindowLength)
+            if props.FailbackWindow and props.Mode != "standard"
+            else None
+        )
 
     def _mtime(self) -> float:
         try:
@@ -201,6 +208,7 @@ class Probe:
                 peer_spool_bytes=m.peer_spool_bytes,
                 gap_fills=m.gap_fills,
             )
+            status.update(window_status(self.window, m.failback, self._wall_clock()))
         return status
 
     async def _watch_signals(self) -> None:
@@ -335,6 +343,12 @@ class Probe:
                     pipeline.start_soon(self._self_events, feed_send.clone(), name="self-events")
                     feed_address = await pipeline.start(self._run_feed, feed_send)
                     self.addresses["feed"] = self._format(feed_address)
+                    if self.window is not None and self.driver is not None:
+                        gate = self.driver.machine.failback
+                        self.metrics.failback_window_open.set_function(
+                            lambda: 1 if gate.window_open else 0
+                        )
+                        await outer.start(drive_window, gate, self.window, self._wall_clock)
                     if link is not None and self.driver is not None:
                         # Only now that the feed is bound may we beat: a returning master's
                         # first heartbeat stops the active slave forwarding, so every event
