@@ -38,9 +38,7 @@ async def drive_window(
         is_open = window.is_open(wall)
         if is_open != gate.window_open or first:
             gate.window_open = is_open
-            logger.warning(
-                "failback window %r is %s", window.expr, "open" if is_open else "closed"
-            )
+            logger.warning("failback window %r is %s", window.expr, "open" if is_open else "closed")
             if on_change is not None:
                 on_change(is_open)
         if first:
@@ -50,9 +48,7 @@ async def drive_window(
         await trio.sleep(max(MIN_SLEEP, min(change - wall, RECHECK)))
 
 
-def window_status(
-    window: FailbackWindow | None, gate: FailbackGate, wall: float
-) -> dict[str, Any]:
+def window_status(window: FailbackWindow | None, gate: FailbackGate, wall: float) -> dict[str, Any]:
     """The ``probepair status`` fields of the failback window and delay."""
     status: dict[str, Any] = {
         "failback_window": window.expr if window is not None else "",
