@@ -189,7 +189,8 @@ async def test_tampered_or_unsigned_archives_are_refused_and_counted(tmp_path: P
         tampered = b"\n".join(header) + b"\n" + body.replace(b'"main":"main.rules"',
                                                              b'"main":"evil.rules"')
         assert tampered != genuine
-        fake_status = {"rules": "f" * 64, "settings_digest": ""}
+        settings = (await status_of(master))["settings_digest"]  # the pair's: only rules differ
+        fake_status = {"rules": "f" * 64, "settings_digest": settings}
         fake_port = await nursery.start(serve_fake_peer, fake_status, tampered)
         slave = await start_probe(
             nursery,
@@ -210,6 +211,15 @@ async def test_tampered_or_unsigned_archives_are_refused_and_counted(tmp_path: P
         rc, out = await sync_cmd(s, m, "--peer-url", f"http://127.0.0.1:{unsigned_port}/rules")
         assert rc == 1 and "not a probepair rules archive (unsigned" in out, out
         assert "v1" in (s.cwd / "rules" / "lib" / "common.rules").read_text()
+
+        # Availability first: a desynchronised slave takes over, and says so.
+        await kill9(master)
+        await wait_metric(slave, ACTIVE, 1, timeout=10)
+        with trio.fail_after(10):
+            while not [x for x in await summaries(s.sink, 0)
+                       if x.startswith("Became active") and "(desynchronised: rules)" in x]:
+                await trio.sleep(0.05)
+        assert "took over while desynchronised from the master (rules)" in s.log.read_text()
         nursery.cancel_scope.cancel()
 
 
