@@ -392,6 +392,9 @@ class Probe:
                 ),
             )
             self.gate = self.processor.gate = self.driver
+            machine = self.driver.machine
+            # A sync (or a reload on either side) can end a drift: follow the machine.
+            self.metrics.config_drift.set_function(lambda: 1 if machine.config_drift else 0)
         runner = SinkRunner(sink, self.metrics, self.gate.delivered, spool)
         if self.driver is not None:
             runner.on_health = self.driver.sink_state

@@ -120,6 +120,8 @@ async def test_a_slave_with_older_rules_syncs_them_by_command(tmp_path: Path) ->
             '@Summary = "v1: "')
         await wait_metric(slave, READY, 1, timeout=10)
         assert (await status_of(slave))["rules"] == (await status_of(master))["rules"]
+        await wait_metric(slave, "probepair_config_drift", 0, timeout=5)
+        await wait_metric(master, "probepair_config_drift", 0, timeout=5)
         await wait_summary(s.sink, "Ready")
         rc, out = await sync_cmd(s, m)
         assert (rc, "rules already in sync" in out) == (0, True), out
