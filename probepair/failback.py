@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable
+from datetime import tzinfo
 from typing import Any, Final, NoReturn
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import trio
 
@@ -21,6 +24,22 @@ logger = logging.getLogger(__name__)
 
 RECHECK: Final = 30.0  # seconds between two evaluations at most
 MIN_SLEEP: Final = 0.01  # never spin on a change that rounding put at "now"
+
+
+def local_zone() -> tzinfo | None:
+    """The host's time zone with its DST rules (TZ, else /etc/localtime); None: unknown.
+
+    ``datetime.astimezone()`` alone gives today's fixed offset, which puts a window on
+    the far side of a DST change an hour off.
+    """
+    name = os.environ.get("TZ", "").lstrip(":")
+    try:
+        if name:
+            return ZoneInfo(name)
+        with open("/etc/localtime", "rb") as f:
+            return ZoneInfo.from_file(f, key="localtime")
+    except (OSError, ValueError, ZoneInfoNotFoundError):
+        return None
 
 
 async def drive_window(

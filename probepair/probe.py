@@ -33,7 +33,7 @@ import trio
 from probepair import __version__
 from probepair.control import make_handler, serve_control, socket_path
 from probepair.errors import RulesError
-from probepair.failback import drive_window, window_status
+from probepair.failback import drive_window, local_zone, window_status
 from probepair.failover import ACTIVE_ROLES, HandoverReason, Mode, Role
 from probepair.failover.window import FailbackWindow
 from probepair.feeds import make_feed
@@ -127,7 +127,7 @@ class Probe:
         self._self_send: trio.MemorySendChannel[Batch] | None = None
         self.addresses: dict[str, str] = {}
         self.window = (
-            FailbackWindow(props.FailbackWindow, props.FailbackWindowLength)
+            FailbackWindow(props.FailbackWindow, props.FailbackWindowLength, local_zone())
             if props.FailbackWindow and props.Mode != "standard"
             else None
         )

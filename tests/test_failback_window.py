@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from probepair.errors import ConfigError
-from probepair.failback import drive_window, window_status
+from probepair.failback import drive_window, local_zone, window_status
 from probepair.failover import (
     Failback,
     FailoverConfig,
@@ -65,6 +65,21 @@ def test_an_always_open_window_has_no_end_within_the_horizon() -> None:
     w = FailbackWindow("* * * * *", 120, tz=UTC)
     assert w.is_open(ts("2026-03-02 10:00:30"))
     assert w.next_change(ts("2026-03-02 10:00:30")) == math.inf
+
+
+def test_local_time_follows_daylight_saving_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    zone = local_zone()
+    assert str(zone) == "Europe/Paris"
+    w = FailbackWindow("0 2 * * *", 3600, zone)
+    saturday = datetime(2026, 3, 28, 12, tzinfo=zone).timestamp()
+    # 02:00 does not exist on the night clocks go forward: cron's way is to run at 03:00.
+    opens = datetime.fromtimestamp(w.next_change(saturday), zone)
+    assert opens.isoformat() == "2026-03-29T03:00:00+02:00"
+    after = datetime.fromtimestamp(w.next_change(opens.timestamp() + 3600), zone)
+    assert after.isoformat() == "2026-03-30T02:00:00+02:00"
+    monkeypatch.setenv("TZ", "No/Such_Zone")
+    assert local_zone() is None
 
 
 @pytest.mark.parametrize(("expr", "length", "message"), [

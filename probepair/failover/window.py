@@ -10,8 +10,8 @@ time.
 
 Cron evaluation is cronsim's (no dependencies, one module, typed, maintained; croniter
 pulls in dateutil and pytz for the same job). 5-field expressions (``m h dom mon dow``)
-or cronsim's 6-field form with seconds first; times are the host's local time unless a
-zone is given.
+or cronsim's 6-field form with seconds first, read in the zone given (the runtime passes
+the host's, with its DST rules: ``failback.local_zone``).
 """
 
 from __future__ import annotations
