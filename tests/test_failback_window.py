@@ -67,6 +67,14 @@ def test_an_always_open_window_has_no_end_within_the_horizon() -> None:
     assert w.next_change(ts("2026-03-02 10:00:30")) == math.inf
 
 
+def test_a_window_more_than_a_year_away_counts_as_none() -> None:
+    w = FailbackWindow("0 0 29 2 *", 600, tz=UTC)  # leap days only
+    assert w.last_start(ts("2026-03-02 00:00:00")) == -math.inf
+    assert not w.is_open(ts("2026-03-02 00:00:00"))
+    assert w.next_change(ts("2026-03-02 00:00:00")) == math.inf
+    assert w.next_change(ts("2027-03-02 00:00:00")) == ts("2028-02-29 00:00:00")
+
+
 def test_local_time_follows_daylight_saving_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TZ", "Europe/Paris")
     zone = local_zone()
