@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-COMMANDS: Final = ("takeover", "release", "status")
+COMMANDS: Final = ("takeover", "release", "status", "reload")
 CLIENT_TIMEOUT: Final = 5.0  # seconds one client may take to send its request and read the answer
 MAX_REQUEST: Final = 4096  # bytes: a request is one short JSON line
 MAX_RESPONSE: Final = 1 << 20  # bytes: a status answer is a few KiB
@@ -66,7 +66,9 @@ def socket_path(name: str, control_socket: str = "", *, create: bool = False) ->
 
 
 def make_handler(
-    status: Callable[[], dict[str, Any]], request_mode: Callable[[Mode], None] | None
+    status: Callable[[], dict[str, Any]],
+    request_mode: Callable[[Mode], None] | None,
+    reload: Callable[[], bool] | None = None,
 ) -> Handler:
     """A handler for ``serve_control`` over a probe.
 
@@ -74,10 +76,15 @@ def make_handler(
         status: the probe's status (``Probe.status``).
         request_mode: ``PeerDriver.request_mode``; None for a Mode standard probe, which
             has no peer, so takeover and release are refused.
+        reload: reloads the rules (``probepair sync`` wrote a new tree); False: failed.
     """
 
     def handle(command: str) -> dict[str, Any]:
         if command == "status":
+            return {"ok": True, "status": status()}
+        if command == "reload":
+            if reload is None or not reload():
+                return {"ok": False, "error": "rules reload failed: see the probe's log"}
             return {"ok": True, "status": status()}
         if request_mode is None:
             return {

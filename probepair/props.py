@@ -45,6 +45,7 @@ FEED_TYPES: Final = ("udp", "tcp", "file", "stdin")
 FEED_FORMATS: Final = ("syslog", "json", "line")
 SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout", "postgres", "alertmanager")
 FAILBACKS: Final = ("handshake", "immediate", "manual")
+RULES_SYNCS: Final = ("off", "pull")
 LEVELS: Final = ("debug", "info", "warn", "error", "fatal")  # OMNIbus MessageLevel values
 
 
@@ -113,6 +114,28 @@ class Props:
         "seconds an active probe's sink may fail before it hands over to a peer whose sink "
         "works; 0 = never",
         low=0,
+    )
+    FailbackWindow: str = _prop(
+        "",
+        "cron expression (local time) for the start of each window in which a returning "
+        "master takes the role back; '' = any time",
+    )
+    FailbackWindowLength: float = _prop(
+        3600.0, "seconds each FailbackWindow stays open", positive=True
+    )
+    FailbackDelay: float = _prop(
+        0.0, "seconds a returning master must beat without a silence before failback", low=0
+    )
+    RulesSync: str = _prop(
+        "off",
+        "off, or pull: a standby slave fetches the master's rules tree when the digests differ",
+        choices=RULES_SYNCS,
+    )
+    PeerMetricsPort: int = _prop(
+        0,
+        "port of the peer's metrics endpoint (/status, /rules); 0 = same as MetricsPort",
+        low=0,
+        high=65535,
     )
     KeyWindow: float = _prop(
         5.0, "seconds within which identical payloads are numbered", positive=True
@@ -278,12 +301,33 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
             values[name] = _convert(name, raw, source)
             origin[name] = source
     props = Props(**values)  # type: ignore[arg-type]
+    _check_failback_window(props, origin)
     if props.Mode != "standard":
         for name, what in (("PeerHost", "host"), ("PeerPort", "port")):
             if not getattr(props, name):
                 where = origin.get(name, origin.get("Mode", "defaults"))
                 raise ConfigError(where, name, f"Mode {props.Mode!r} needs the peer's {what}")
     return props
+
+
+def _check_failback_window(props: Props, origin: dict[str, str]) -> None:
+    """FailbackWindow must be a cron expression; window and delay need a handshake."""
+    if props.FailbackWindow:
+        from probepair.failover.window import FailbackWindow, WindowError
+
+        try:
+            FailbackWindow(props.FailbackWindow, props.FailbackWindowLength)
+        except WindowError as exc:
+            raise ConfigError(origin["FailbackWindow"], "FailbackWindow", str(exc)) from None
+    if props.Failback == "immediate":
+        for name in ("FailbackWindow", "FailbackDelay"):
+            if getattr(props, name):
+                raise ConfigError(
+                    origin[name],
+                    name,
+                    "needs Failback handshake or manual: with immediate a returning master "
+                    "is active at once",
+                )
 
 
 def _yaml_char(c: str) -> str:
