@@ -16,6 +16,7 @@ from tests.e2e.procs import (
     http_get,
     kill9,
     loopback_pair,
+    probe_env,
     probepair_cmd,
     scrape,
     start_probe,
@@ -38,7 +39,8 @@ async def operator(side: PairSide, peer: PairSide, command: str) -> str:
                         "--peerhost", peer.host, "--peerport", str(peer.heartbeat_port))
     with trio.fail_after(30):
         result = await trio.run_process(cmd, cwd=side.cwd, capture_stdout=True,
-                                        capture_stderr=True, check=False)
+                                        capture_stderr=True, check=False,
+                                        env=probe_env(side.cwd))
     assert result.returncode == 0, result.stderr.decode()
     return result.stdout.decode()
 

@@ -18,6 +18,7 @@ from tests.e2e.procs import (
     http_get,
     kill9,
     loopback_pair,
+    probe_env,
     probepair_cmd,
     scrape,
     start_probe,
@@ -80,7 +81,8 @@ async def sync_cmd(side: PairSide, peer: PairSide, *args: str) -> tuple[int, str
                         *rules_args(side), *args)
     with trio.fail_after(30):
         result = await trio.run_process(cmd, cwd=side.cwd, capture_stdout=True,
-                                        capture_stderr=True, check=False)
+                                        capture_stderr=True, check=False,
+                                        env=probe_env(side.cwd))
     return result.returncode, (result.stdout + result.stderr).decode()
 
 
