@@ -38,7 +38,7 @@ SHIPPED_RULES: Final = _shipped_rules()
 MODES: Final = ("master", "slave", "standard")
 FEED_TYPES: Final = ("udp", "tcp", "file", "stdin")
 FEED_FORMATS: Final = ("syslog", "json", "line")
-SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout")
+SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout", "nats")
 FAILBACKS: Final = ("handshake", "immediate", "manual")
 LEVELS: Final = ("debug", "info", "warn", "error", "fatal")  # OMNIbus MessageLevel values
 
@@ -98,12 +98,24 @@ class Props:
         256, "batches held between the feed and the rules (back-pressure)", low=1
     )
     SinkType: str = _prop(
-        "file", "event sink: file, tcp, http, sqlite or stdout", choices=SINK_TYPES
+        "file", "event sink: file, tcp, http, sqlite, stdout or nats", choices=SINK_TYPES
     )
     SinkFile: str = _prop("alerts.jsonl", "JSON-lines file written by the file sink")
     SinkAddress: str = _prop("", "host:port of the tcp sink")
-    SinkUrl: str = _prop("", "URL the http sink POSTs JSON arrays to")
+    SinkUrl: str = _prop(
+        "", "URL the http sink POSTs JSON arrays to; nats: nats://host:port list, comma-separated"
+    )
     SinkDatabase: str = _prop("", "SQLite database of the sqlite sink")
+    # -- the nats (JetStream) sink, issue 16 --
+    SinkSubject: str = _prop(
+        "probepair.alerts", "nats: subject alerts are published to (+ '.<Table>' of a target)"
+    )
+    SinkStream: str = _prop("PROBEPAIR", "nats: JetStream stream; created if missing")
+    SinkReplicas: int = _prop(1, "nats: replicas of a stream the sink creates", low=1, high=5)
+    SinkDedupWindow: float = _prop(
+        600.0, "nats: seconds JetStream remembers a Nats-Msg-Id (created stream)", positive=True
+    )
+    SinkCredentialsFile: str = _prop("", "nats: .creds file (JWT and NKey seed) to authenticate")
     StoreAndForward: bool = _prop(True, "spool alerts to SAFFileName while the sink is down")
     SAFFileName: str = _prop("", "store-and-forward spool file; '' = probepair-<Name>.saf")
     MetricsAddress: str = _prop("127.0.0.1", "address of the /metrics endpoint")

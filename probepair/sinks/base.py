@@ -36,6 +36,7 @@ def make_sink(props: Props) -> Sink:
     """The sink ``props.SinkType`` names, configured from ``props``."""
     from probepair.sinks.file import FileSink, StdoutSink
     from probepair.sinks.http import HttpSink
+    from probepair.sinks.jetstream import NatsSink
     from probepair.sinks.sqlite import SqliteSink
     from probepair.sinks.tcp import TcpSink
 
@@ -45,5 +46,6 @@ def make_sink(props: Props) -> Sink:
         "tcp": TcpSink,
         "http": HttpSink,
         "sqlite": SqliteSink,
+        "nats": NatsSink,
     }
     return kinds[props.SinkType](props)
