@@ -204,9 +204,26 @@ async def _read_stream(url: str, stream: str) -> StreamContents:
         await nc.close()
 
 
+API_TRIES = 10  # a JetStream API call may time out while a killed server's roles move
+
+
+async def _retrying(make: Any) -> Any:
+    """``asyncio.run(make())`` in a worker thread, tried again on NATS errors."""
+    import nats.errors
+
+    for attempt in range(API_TRIES):
+        try:
+            return await trio.to_thread.run_sync(asyncio.run, make())
+        except (nats.errors.Error, TimeoutError):
+            if attempt == API_TRIES - 1:
+                raise
+            await trio.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 async def read_stream(url: str, stream: str) -> StreamContents:
     """Every message of ``stream`` with its Nats-Msg-Id (nats-py in a worker thread)."""
-    return await trio.to_thread.run_sync(asyncio.run, _read_stream(url, stream))
+    return await _retrying(lambda: _read_stream(url, stream))  # type: ignore[no-any-return]
 
 
 async def stream_info(url: str, stream: str) -> Any:
@@ -221,4 +238,4 @@ async def stream_info(url: str, stream: str) -> Any:
         finally:
             await nc.close()
 
-    return await trio.to_thread.run_sync(asyncio.run, info())
+    return await _retrying(info)

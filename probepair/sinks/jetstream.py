@@ -49,11 +49,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-ACK_TIMEOUT: Final = 5.0  # seconds for a batch's publish acks; a leader election takes ~2 s
-CONNECT_WAIT: Final = 2.0  # seconds open()/deliver() wait for a connection before failing
+# Seconds a batch waits for its publish acks before it fails (and is spooled). Acks
+# normally take milliseconds; a stream whose leader died gets no leader for a few
+# seconds, and waiting that long would back up the pipeline (QueueSize batches, ~2.5 s
+# at 2,000 events/s) into the feed, where a UDP socket drops. Spool instead.
+ACK_TIMEOUT: Final = 1.0
+CONNECT_WAIT: Final = 2.0  # seconds open() waits for a first connection
+PUBLISH_WAIT: Final = 0.5  # seconds a batch waits for a (re)connection before it fails
 RECONNECT_WAIT: Final = 0.5  # seconds between two reconnect rounds over the server list
 PENDING_BYTES: Final = 16 << 20  # client buffer: a full runner batch (4096 alerts) many times
-STREAM_TIMEOUT: Final = 5.0  # seconds for the JetStream API calls that look up/create the stream
+# The stream lookup/creation (JetStream API): short, for the same reason as ACK_TIMEOUT;
+# when the API does not answer (its meta leader is being elected) publishing goes on and
+# the lookup is tried again STREAM_RETRY seconds later.
+STREAM_TIMEOUT: Final = 1.0
+STREAM_RETRY: Final = 10.0
 LOG_INTERVAL: Final = 10.0  # seconds between two logged client errors (connection refused ...)
 DEFAULT_TABLE: Final = "alerts.status"  # a target table that adds no subject token
 _TABLE_MARK: Final = b'"Table":'
@@ -127,6 +136,7 @@ class Publisher:
         self._subjects: dict[str, str] = {}
         self._last_log = -LOG_INTERVAL
         self._closing = False
+        self._lookup_after = -STREAM_RETRY
 
     # -- connection ---------------------------------------------------------------------
 
@@ -188,9 +198,11 @@ class Publisher:
         return self._nc is not None and self._nc.is_connected
 
     async def ensure_stream(self) -> None:
-        """Look the stream up, or create it with SinkReplicas and SinkDedupWindow."""
-        if self.stream_window is not None:
-            return
+        """Look the stream up, or create it with SinkReplicas and SinkDedupWindow.
+
+        Raises:
+            SinkError: the stream does not exist and cannot be created.
+        """
         from nats.js.api import StreamConfig
         from nats.js.errors import NotFoundError
 
@@ -204,7 +216,12 @@ class Publisher:
                 num_replicas=self.replicas,
                 duplicate_window=self.window,
             )
-            info = await js.add_stream(config)
+            try:
+                info = await js.add_stream(config)
+            except Exception as exc:  # nats-py raises unrelated types; all mean "not now"
+                raise SinkError(
+                    self.name, f"cannot create stream {self.stream!r}: {exc!r}"
+                ) from None
             logger.warning(
                 "%s: created stream %s (%d replicas, duplicate window %gs)",
                 self.name,
@@ -226,6 +243,19 @@ class Publisher:
                 self.window,
             )
         self.stream_window = window
+
+    async def _look_up_stream(self) -> None:
+        """ensure_stream() once; when the API does not answer, publish meanwhile."""
+        now = time.monotonic()  # a retry interval for a lookup, not a protocol timer
+        if self.stream_window is not None or now < self._lookup_after:
+            return
+        try:
+            await self.ensure_stream()
+        except SinkError:
+            raise
+        except Exception as exc:  # a timeout, "JetStream not available" ...: try later
+            self._lookup_after = now + STREAM_RETRY
+            self._log_limited("%s: stream %s lookup: %r; publishing", self.name, self.stream, exc)
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -271,14 +301,9 @@ class Publisher:
         Raises:
             SinkError: not connected, an ack is an error, or acks missing after ACK_TIMEOUT.
         """
-        if not await self.connected(CONNECT_WAIT):
+        if not await self.connected(PUBLISH_WAIT):
             raise SinkError(self.name, f"no NATS server answers at {', '.join(self.servers)}")
-        try:
-            await self.ensure_stream()
-        except SinkError:
-            raise
-        except Exception as exc:  # nats-py raises many unrelated types; all mean "not now"
-            raise SinkError(self.name, f"stream {self.stream!r}: {exc!r}") from None
+        await self._look_up_stream()
         from nats.errors import Error as NatsError
 
         loop = asyncio.get_running_loop()
