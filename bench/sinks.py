@@ -20,6 +20,7 @@ Numbers on a shared 2-core machine swing ±40% between runs: compare rows of one
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -144,6 +145,7 @@ async def main() -> None:
     parser.add_argument("--bridges", action="store_true", help="compare the trio bridges")
     parser.add_argument("--no-nats", action="store_true", help="only the file sink")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # "created stream ..." would break the table
     print(f"{'sink':<34} {'median/s':>10} {'best/s':>10} {'µs/alert':>9}", flush=True)
     with tempfile.TemporaryDirectory(prefix="probepair-sinks-") as tmpdir:
         tmp = Path(tmpdir)

@@ -206,6 +206,27 @@ async def test_spools_while_no_server_answers_then_replays_in_order(
     )
 
 
+async def test_a_cancelled_delivery_leaves_the_sink_usable(tmp_path: Path) -> None:
+    cluster = NatsCluster(tmp_path, size=1)
+    async with trio.open_nursery() as nursery:
+        await cluster.start(nursery)
+        sink = NatsSink(nats_props(cluster.url))
+        first, second = alerts(2000, b"cancelled"), alerts(10, b"after")
+        with trio.fail_after(WAIT):
+            await sink.open()
+            with trio.CancelScope() as scope:
+                scope.cancel()  # cancels the publishing coroutine on the asyncio loop too
+                await sink.deliver(first)
+            assert scope.cancelled_caught
+            assert await sink.deliver(second) == [k for k, _ in second]
+            await sink.aclose()
+        contents = await read_stream(cluster.url, "PROBEPAIR")
+        nursery.cancel_scope.cancel()
+    # Whatever of the cancelled batch went out is there once; the next batch is complete.
+    assert contents.ids[-10:] == [k.hex() for k, _ in second]
+    assert len(set(contents.ids)) == len(contents.ids)
+
+
 async def test_open_fails_quickly_when_no_server_answers() -> None:
     sink = NatsSink(nats_props(f"nats://127.0.0.1:{free_tcp_port()}"))
     with trio.fail_after(WAIT):

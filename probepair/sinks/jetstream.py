@@ -352,12 +352,13 @@ class LoopThread:
 
     def start(self) -> None:
         """Start the loop's thread (returns at once)."""
-        loop = self.loop = asyncio.new_event_loop()
+        # The class, not asyncio.new_event_loop(): a library that replaced the event loop
+        # policy (trio-asyncio does on import) must not decide which loop this thread runs.
+        loop = self.loop = asyncio.SelectorEventLoop()
         stopped = self._stopped = trio.Event()
         token = trio.lowlevel.current_trio_token()
 
         def run() -> None:
-            asyncio.set_event_loop(loop)
             try:
                 loop.run_forever()
                 for task in asyncio.all_tasks(loop):
