@@ -93,6 +93,15 @@ def test_nats_properties_defaults_and_ranges() -> None:
         P.load([("f", {"SinkReplicas": 7})])
 
 
+def test_a_short_dedup_window_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="probepair.sinks.jetstream"):
+        NatsSink(nats_props("nats://127.0.0.1:4222", SinkDedupWindow=20))
+    assert [r.getMessage() for r in caplog.records] == [
+        "nats:PROBEPAIR: SinkDedupWindow 20s is short: a takeover (4s) plus the sink's longest "
+        "back-off (15s) may resend alerts older than the window, stored twice then"
+    ]
+
+
 def test_table_becomes_one_subject_token() -> None:
     assert subject_token("custom.vmstatus") == "custom_vmstatus"
     assert subject_token("a b*>") == "a_b__"

@@ -42,6 +42,7 @@ import trio
 
 from probepair.errors import ConfigError, SinkError
 from probepair.sinks.base import Item
+from probepair.sinks.runner import BACKOFF_MAX
 
 if TYPE_CHECKING:
     from probepair.props import Props
@@ -422,6 +423,16 @@ class NatsSink:
                 what = "a stream name" if prop == "SinkStream" else "a subject without wildcards"
                 raise ConfigError("sink nats", prop, f"expected {what}, got {value!r}")
         self.name = f"nats:{props.SinkStream}"
+        resend_age = props.takeover_bound + BACKOFF_MAX
+        if props.SinkDedupWindow < 2 * resend_age:
+            logger.warning(
+                "%s: SinkDedupWindow %gs is short: a takeover (%gs) plus the sink's longest "
+                "back-off (%gs) may resend alerts older than the window, stored twice then",
+                self.name,
+                props.SinkDedupWindow,
+                props.takeover_bound,
+                BACKOFF_MAX,
+            )
         self.publisher = Publisher(props, self.servers, self.name)
         self.duplicates = 0  # messages the stream had already stored (resends)
         self._wall_clock = wall_clock
