@@ -80,6 +80,12 @@ def test_bad_subject_or_stream_names_the_property(prop: str, value: str, what: s
         make_sink(nats_props("nats://127.0.0.1:4222", **{prop: value}))
 
 
+def test_a_missing_credentials_file_is_a_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "probe.creds"
+    with pytest.raises(ConfigError, match=r"^sink nats: SinkCredentialsFile: no such file: '"):
+        make_sink(nats_props("nats://127.0.0.1:4222", SinkCredentialsFile=str(missing)))
+
+
 def test_nats_properties_defaults_and_ranges() -> None:
     props = P.load()
     assert (props.SinkSubject, props.SinkStream, props.SinkReplicas) == (

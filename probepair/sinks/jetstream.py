@@ -14,11 +14,14 @@ alerts the stream already stored come back as duplicates, harmless within the wi
 
 Under trio: nats-py is asyncio-only. It runs on its own asyncio event loop in one
 thread (trio's ``start_thread_soon``); trio hands each batch over with
-``run_coroutine_threadsafe`` and sleeps until the batch's future is done. We measured
-this against trio-asyncio (``bench/sinks.py --bridges``): the thread is as fast or
-faster per batch, and it keeps the sink a plain object with ``open``/``deliver``/
-``aclose``, where trio-asyncio needs ``open_loop()`` held open by a task around the
-whole runner. Nothing outside this module knows that asyncio is involved.
+``run_coroutine_threadsafe`` and sleeps until the batch's future is done. Measured
+against trio-asyncio with this same publisher (``bench/sinks.py --bridges``, R1 stream,
+loaded 2-core machine): equal within the noise (thread 22-27k alerts/s at batches of 16
+and 39-47k/s at 1024; trio-asyncio 21-22k/s and 31-51k/s). The thread wins on shape: the
+sink stays a plain object with ``open``/``deliver``/``aclose``, where trio-asyncio needs
+``open_loop()`` held by a task around the whole runner, and trio-asyncio replaces
+asyncio's event loop policy for the whole process when imported. Nothing outside this
+module knows that asyncio is involved.
 
 The duplicate window is a promise with a limit: a resend older than the window (a spool
 replayed after a long outage) would be stored twice. The sink logs a warning when it
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import re
 import ssl
 import time
@@ -183,20 +187,28 @@ class Publisher:
         await self._nc.subscribe(self._reply + "*", cb=self._on_ack)
 
     async def connected(self, wait: float) -> bool:
-        """Start connecting (in the background, for ever) and wait up to ``wait`` s."""
-        if self._nc is not None and self._nc.is_connected:
-            return True
-        if self._connecting is None or (
-            self._connecting.done() and (self._nc is None or self._nc.is_closed)
+        """Start connecting (in the background, for ever) and wait up to ``wait`` s.
+
+        True once connected *and* subscribed to the acks' inbox.
+
+        Raises:
+            SinkError: the connection attempt failed for good (a bad .creds file ...);
+                the next call starts a new one.
+        """
+        task = self._connecting
+        if task is None or (
+            task.done() and (task.cancelled() or (self._nc is not None and self._nc.is_closed))
         ):
-            self._connecting = asyncio.get_running_loop().create_task(self._connect())
-        if not self._connecting.done():
-            await asyncio.wait([self._connecting], timeout=wait)
-        if self._connecting.done() and self._connecting.exception() is not None:
-            exc = self._connecting.exception()
+            task = self._connecting = asyncio.get_running_loop().create_task(self._connect())
+        if not task.done():
+            await asyncio.wait([task], timeout=wait)
+        if not task.done() or task.cancelled():
+            return False
+        exc = task.exception()
+        if exc is not None:
             self._connecting = None
-            raise SinkError(self.name, f"cannot connect: {exc}")
-        return self._nc is not None and self._nc.is_connected
+            raise SinkError(self.name, f"cannot connect: {exc!r}")
+        return self._nc is not None and bool(self._nc.is_connected)
 
     async def ensure_stream(self) -> None:
         """Look the stream up, or create it with SinkReplicas and SinkDedupWindow.
@@ -423,6 +435,9 @@ class NatsSink:
                 what = "a stream name" if prop == "SinkStream" else "a subject without wildcards"
                 raise ConfigError("sink nats", prop, f"expected {what}, got {value!r}")
         self.name = f"nats:{props.SinkStream}"
+        creds = props.SinkCredentialsFile
+        if creds and not os.path.isfile(creds):
+            raise ConfigError("sink nats", "SinkCredentialsFile", f"no such file: {creds!r}")
         resend_age = props.takeover_bound + BACKOFF_MAX
         if props.SinkDedupWindow < 2 * resend_age:
             logger.warning(
