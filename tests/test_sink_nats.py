@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -216,9 +218,36 @@ async def test_spools_while_no_server_answers_then_replays_in_order(
     assert delivered == [k for k, _ in first + second]
     assert contents.ids == [k.hex() for k, _ in first + second]
     assert any(
-        "longer than stream PROBEPAIR's duplicate window (60s)" in r.getMessage()
+        "of outage, longer than stream PROBEPAIR's duplicate window (60s)" in r.getMessage()
         for r in caplog.records
     )
+
+
+async def test_a_spool_left_by_an_earlier_run_older_than_the_window_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster = NatsCluster(tmp_path, size=1)
+    old = alerts(20, b"old")
+    spool = Spool(str(tmp_path / "spool.saf"))
+    spool.append(old)
+    hour_ago = time.time() - 3600
+    os.utime(spool.path, (hour_ago, hour_ago))
+    delivered: list[bytes] = []
+    sink = NatsSink(nats_props(cluster.url, SinkDedupWindow=60))
+    runner = SinkRunner(sink, Metrics(), delivered.extend, spool)
+    send, recv = trio.open_memory_channel[list[Item]](4)
+    async with trio.open_nursery() as servers:
+        await cluster.start(servers)
+        with caplog.at_level(logging.WARNING, logger="probepair.sinks.jetstream"):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(runner.run, recv)
+                await send.aclose()  # nothing new: the runner replays the spool and ends
+        servers.cancel_scope.cancel()
+    assert delivered == [k for k, _ in old]
+    warnings = [r.getMessage() for r in caplog.records if "of outage" in r.getMessage()]
+    assert len(warnings) == 1
+    assert re.match(r"^nats:PROBEPAIR: delivering again after 36\d\ds of outage, longer than "
+                    r"stream PROBEPAIR's duplicate window \(60s\)", warnings[0])
 
 
 async def test_a_cancelled_delivery_leaves_the_sink_usable(tmp_path: Path) -> None:

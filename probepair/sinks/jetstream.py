@@ -459,6 +459,11 @@ class NatsSink:
             self._thread.start()
         return await self._thread.run(fn, *args)  # type: ignore[arg-type]
 
+    def spooled_before(self, wall: float) -> None:
+        """The runner found a spool from an earlier run, last written at ``wall``."""
+        if self._failing_since is None or wall < self._failing_since:
+            self._failing_since = wall
+
     def _failed(self) -> None:
         if self._failing_since is None:
             self._failing_since = self._wall_clock()
@@ -498,11 +503,13 @@ class NatsSink:
         age = self._wall_clock() - self._failing_since
         self._failing_since = None
         window = self.publisher.stream_window
-        if window is not None and age > window:
+        if window is None:  # the stream lookup has not answered yet
+            window = self.publisher.window
+        if age > window:
             logger.warning(
-                "%s: delivering again after %.0fs, longer than stream %s's duplicate window "
-                "(%gs): spooled or resent alerts the stream had stored before the outage "
-                "may now be stored twice",
+                "%s: delivering again after %.0fs of outage, longer than stream %s's "
+                "duplicate window (%gs): spooled or resent alerts the stream had stored "
+                "before the outage may now be stored twice",
                 self.name,
                 age,
                 self.publisher.stream,
