@@ -33,12 +33,12 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from probepair import props as props_mod  # noqa: E402
-from probepair.alerts import serialise  # noqa: E402
-from probepair.sinks.base import Item  # noqa: E402
-from probepair.sinks.file import FileSink  # noqa: E402
-from probepair.sinks.jetstream import NatsSink, Publisher  # noqa: E402
-from tests.natscluster import NatsCluster  # noqa: E402
+from probepair import props as props_mod
+from probepair.alerts import serialise
+from probepair.sinks.base import Item
+from probepair.sinks.file import FileSink
+from probepair.sinks.jetstream import NatsSink, Publisher
+from tests.natscluster import NatsCluster
 
 
 def make_batches(total: int, batch: int, tag: str) -> list[list[Item]]:
