@@ -226,16 +226,16 @@ async def read_stream(url: str, stream: str) -> StreamContents:
     return await _retrying(lambda: _read_stream(url, stream))  # type: ignore[no-any-return]
 
 
+async def _stream_info(url: str, stream: str) -> Any:
+    import nats
+
+    nc = await nats.connect(url.split(","), max_reconnect_attempts=5)
+    try:
+        return await nc.jetstream(timeout=10).stream_info(stream)
+    finally:
+        await nc.close()
+
+
 async def stream_info(url: str, stream: str) -> Any:
     """The stream's info (config and state)."""
-
-    async def info() -> Any:
-        import nats
-
-        nc = await nats.connect(url.split(","), max_reconnect_attempts=5)
-        try:
-            return await nc.jetstream(timeout=10).stream_info(stream)
-        finally:
-            await nc.close()
-
-    return await _retrying(info)
+    return await _retrying(lambda: _stream_info(url, stream))

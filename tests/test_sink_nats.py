@@ -22,7 +22,7 @@ from probepair.metrics import Metrics
 from probepair.sinks import make_sink
 from probepair.sinks.base import Item
 from probepair.sinks.jetstream import NatsSink, parse_servers, subject_token
-from probepair.sinks.runner import SinkRunner
+from probepair.sinks.runner import BACKOFF_MAX, SinkRunner
 from probepair.sinks.spool import Spool
 from tests.natscluster import NatsCluster, free_tcp_port, read_stream, stream_info
 
@@ -95,7 +95,7 @@ def test_nats_properties_defaults_and_ranges() -> None:
     )
     # The window must outlast a takeover plus the sink's longest back-off by far.
     assert props.SinkDedupWindow == 600.0
-    assert props.SinkDedupWindow > 10 * (props.takeover_bound + 15.0)
+    assert props.SinkDedupWindow > 10 * (props.takeover_bound + BACKOFF_MAX)
     with pytest.raises(ConfigError, match=r"^f: SinkReplicas: expected an integer between 1 "
                        r"and 5, got 7$"):
         P.load([("f", {"SinkReplicas": 7})])
@@ -103,10 +103,10 @@ def test_nats_properties_defaults_and_ranges() -> None:
 
 def test_a_short_dedup_window_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="probepair.sinks.jetstream"):
-        NatsSink(nats_props("nats://127.0.0.1:4222", SinkDedupWindow=20))
+        NatsSink(nats_props("nats://127.0.0.1:4222", SinkDedupWindow=8))
     assert [r.getMessage() for r in caplog.records] == [
-        "nats:PROBEPAIR: SinkDedupWindow 20s is short: a takeover (4s) plus the sink's longest "
-        "back-off (15s) may resend alerts older than the window, stored twice then"
+        "nats:PROBEPAIR: SinkDedupWindow 8s is short: a takeover (4s) plus the sink's longest "
+        f"back-off ({BACKOFF_MAX:g}s) may resend alerts older than the window, stored twice then"
     ]
 
 

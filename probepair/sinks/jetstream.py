@@ -15,7 +15,7 @@ alerts the stream already stored come back as duplicates, harmless within the wi
 Under trio: nats-py is asyncio-only. It runs on its own asyncio event loop in one
 thread (trio's ``start_thread_soon``); trio hands each batch over with
 ``run_coroutine_threadsafe`` and sleeps until the batch's future is done. Measured
-against trio-asyncio with this same publisher (``bench/sinks.py --bridges``, R1 stream,
+against trio-asyncio with this same publisher (``bench/nats_bridge.py``, R1 stream,
 loaded 2-core machine): equal within the noise (thread 22-27k alerts/s at batches of 16
 and 39-47k/s at 1024; trio-asyncio 21-22k/s and 31-51k/s). The thread wins on shape: the
 sink stays a plain object with ``open``/``deliver``/``aclose``, where trio-asyncio needs
