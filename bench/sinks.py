@@ -12,7 +12,10 @@ Rows are registered with ``@row(name)`` on an async context manager that starts 
 row needs and yields a ``Setup`` (the sink's properties, how many writers deliver the
 stream at once, and whether to pre-deliver the stream once). To add a sink, add a
 function below (see ``postgres`` and ``alertmanager``); ``--list`` shows the rows.
-Servers: Debian's postgresql and prometheus-alertmanager (``.ci/setup``).
+Servers: Debian's postgresql, prometheus-alertmanager and nats-server (``.ci/setup``);
+the nats rows start a three-node JetStream cluster (tests/natscluster.py) and publish
+into an R1 and an R3 stream of it. ``bench/nats_bridge.py`` compares the two ways of
+running nats-py under trio.
 """
 
 from __future__ import annotations
@@ -167,6 +170,37 @@ async def alertmanager_row() -> AsyncIterator[Setup]:
 
     with servers.alertmanager() as am:
         yield Setup({"SinkType": "alertmanager", "SinkUrl": am.url})
+
+
+def _nats(replicas: int) -> RowFactory:
+    @asynccontextmanager
+    async def factory() -> AsyncIterator[Setup]:
+        import asyncio
+
+        from tests.natscluster import NatsCluster, _stream_info
+
+        with tempfile.TemporaryDirectory() as d:
+            cluster = NatsCluster(Path(d))
+            async with trio.open_nursery() as nursery:
+                await cluster.start(nursery)
+                stream = f"BENCH_R{replicas}"
+
+                def check(fed: int) -> str:
+                    # A blocking look-up is fine here: the row's timing is over.
+                    got = int(asyncio.run(_stream_info(cluster.url, stream)).state.messages)
+                    return f"stream holds {got} for {fed} fed" + ("" if got == fed else " WRONG")
+
+                yield Setup({"SinkType": "nats", "SinkUrl": cluster.url, "SinkStream": stream,
+                             "SinkSubject": f"bench.r{replicas}", "SinkReplicas": replicas},
+                            note=f"3 local servers, R{replicas} stream", check=check)
+                await cluster.stop()
+                nursery.cancel_scope.cancel()
+
+    return factory
+
+
+row("nats JetStream R1")(_nats(1))
+row("nats JetStream R3")(_nats(3))
 
 
 def main() -> int:

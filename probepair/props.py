@@ -43,7 +43,7 @@ SHIPPED_RULES: Final = _shipped_rules()
 MODES: Final = ("master", "slave", "standard")
 FEED_TYPES: Final = ("udp", "tcp", "file", "stdin")
 FEED_FORMATS: Final = ("syslog", "json", "line")
-SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout", "postgres", "alertmanager")
+SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout", "postgres", "alertmanager", "nats")
 FAILBACKS: Final = ("handshake", "immediate", "manual")
 RULES_SYNCS: Final = ("off", "pull")
 LEVELS: Final = ("debug", "info", "warn", "error", "fatal")  # OMNIbus MessageLevel values
@@ -155,15 +155,27 @@ class Props:
     )
     SinkType: str = _prop(
         "file",
-        "event sink: file, tcp, http, sqlite, stdout, postgres or alertmanager",
+        "event sink: file, tcp, http, sqlite, stdout, postgres, alertmanager or nats",
         choices=SINK_TYPES,
     )
     SinkFile: str = _prop("alerts.jsonl", "JSON-lines file written by the file sink")
     SinkAddress: str = _prop("", "host:port of the tcp sink")
     SinkUrl: str = _prop(
-        "", "http: URL POSTed to; postgres: libpq URI; alertmanager: http://host:9093"
+        "",
+        "http: URL POSTed to; postgres: libpq URI; alertmanager: http://host:9093; "
+        "nats: nats://host:port,...",
     )
     SinkDatabase: str = _prop("", "SQLite database of the sqlite sink")
+    # -- the nats (JetStream) sink, issue 16 --
+    SinkSubject: str = _prop(
+        "probepair.alerts", "nats: subject alerts are published to (+ '.<Table>' of a target)"
+    )
+    SinkStream: str = _prop("PROBEPAIR", "nats: JetStream stream; created if missing")
+    SinkReplicas: int = _prop(1, "nats: replicas of a stream the sink creates", low=1, high=5)
+    SinkDedupWindow: float = _prop(
+        600.0, "nats: seconds JetStream remembers a Nats-Msg-Id (created stream)", positive=True
+    )
+    SinkCredentialsFile: str = _prop("", "nats: .creds file (JWT and NKey seed) to authenticate")
     SinkPasswordFile: str = _prop(
         "", "file holding the postgres sink's password (else SinkUrl's or PGPASSFILE)"
     )

@@ -37,6 +37,7 @@ def make_sink(props: Props) -> Sink:
     from probepair.sinks.alertmanager import AlertmanagerSink
     from probepair.sinks.file import FileSink, StdoutSink
     from probepair.sinks.http import HttpSink
+    from probepair.sinks.jetstream import NatsSink
     from probepair.sinks.postgres import PostgresSink
     from probepair.sinks.sqlite import SqliteSink
     from probepair.sinks.tcp import TcpSink
@@ -49,5 +50,6 @@ def make_sink(props: Props) -> Sink:
         "sqlite": SqliteSink,
         "postgres": PostgresSink,
         "alertmanager": AlertmanagerSink,
+        "nats": NatsSink,
     }
     return kinds[props.SinkType](props)

@@ -9,6 +9,7 @@ the feed).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -64,6 +65,12 @@ class SinkRunner:
 
     async def run(self, recv: trio.MemoryReceiveChannel[list[Item]]) -> None:
         """Deliver until ``recv`` is closed and drained, then close the sink."""
+        if self.spool is not None and self.spool.pending:
+            # A spool an earlier run left: its alerts are older than its last write. A
+            # sink whose resends are idempotent only for a while (nats) wants to know.
+            spooled_before = getattr(self.sink, "spooled_before", None)
+            if spooled_before is not None:
+                spooled_before(os.stat(self.spool.path).st_mtime)
         try:
             await self.sink.open()
         except SinkError as exc:
