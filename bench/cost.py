@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -43,7 +44,6 @@ from throughput import (
     ROOT,
     count_lines,
     cpu_seconds,
-    free_port,
     rsyslog_conf,
     wait_port_bound,
     write_lines,
@@ -64,6 +64,18 @@ class Proc:
     lines0: int = 0
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` different free ports (held open together, so none is handed out twice)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def compile_pace(work: Path) -> Path:
     pace = work / "udppace"
     subprocess.run(["gcc", "-O2", "-o", str(pace), str(HERE / "udppace.c")], check=True)
@@ -81,8 +93,20 @@ def probe_cmd(port: int, out: Path, name: str, rules: str, latency: float | None
 
 
 def start(label: str, cmd: list[str], port: int, out: Path, cwd: Path) -> Proc:
-    popen = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with (cwd / f"{label}-{port}.log").open("wb") as log:
+        popen = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
     return Proc(label, popen, port, out)
+
+
+def wait_bound(procs: list[Proc], cwd: Path) -> None:
+    """Wait until every process has bound its feed port; on failure show its log."""
+    for p in procs:
+        try:
+            wait_port_bound(p.port)
+        except SystemExit:
+            log = (cwd / f"{p.label}-{p.port}.log").read_text(errors="replace")
+            raise SystemExit(f"{p.label} did not bind {p.port} (exit {p.popen.poll()}):\n"
+                             + log[-2000:]) from None
 
 
 def metric(port: int, name: str) -> float | None:
@@ -160,19 +184,16 @@ def main() -> int:
         write_lines(lines)
         for run in args.runs.split(","):
             procs: list[Proc] = []
-            rs_port = free_port()
+            rs_port, port, hb_m, hb_s, feed_m, feed_s, metrics_port = free_ports(7)
             rs_out = work / f"rsyslog-{rs_port}.jsonl"
             conf = rsyslog_conf(work, rs_port, rs_out)
-            metrics_port = 0
             if run == "standard":
-                port = free_port()
+                metrics_port = 0
                 out = work / f"probe-{port}.jsonl"
                 procs.append(start("probepair", probe_cmd(
                     port, out, f"cost{port}", args.rules, args.batch_latency, []),
                     port, out, work))
             elif run == "pair":
-                hb_m, hb_s, feed_m, feed_s = (free_port() for _ in range(4))
-                metrics_port = free_port()
                 for label, mode, feed, hb, peer in (("master", "master", feed_m, hb_m, hb_s),
                                                     ("slave", "slave", feed_s, hb_s, hb_m)):
                     out = work / f"{label}-{feed}.jsonl"
@@ -189,8 +210,7 @@ def main() -> int:
             procs.append(start("rsyslog", [rsyslogd, "-n", "-f", str(conf), "-i",
                                            str(work / f"rs-{rs_port}.pid")], rs_port, rs_out, work))
             with running(procs):
-                for p in procs:
-                    wait_port_bound(p.port)
+                wait_bound(procs, work)
                 if metrics_port:
                     wait_active(metrics_port)
                 time.sleep(SETTLE)
@@ -204,7 +224,7 @@ def main() -> int:
     latency = "unset" if args.batch_latency is None else f"{args.batch_latency:g} ms"
     print(f"evenly paced single datagrams, {args.seconds:g} s per rate, BatchLatency {latency}")
     print(f"{'run':<10}{'rate/s':>8}  {'who':<10}{'µs CPU/event':>13}{'core %':>8}"
-          f"{'written':>9}{'× rsyslog':>11}")
+          f"{'written':>9}{'x rsyslog':>11}")
     for run, rate, rows in results:
         rs = next(us for label, us, _, _ in rows if label == "rsyslog")
         for label, us, share, written in rows:

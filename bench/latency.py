@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cost import Proc, compile_pace, probe_cmd, running, start, wait_active
-from throughput import ROOT, free_port, wait_port_bound, write_lines
+from cost import Proc, compile_pace, free_ports, probe_cmd, running, start, wait_active, wait_bound
+from throughput import ROOT, write_lines
 
 STAMP = re.compile(rb" t=(\d+)")
 SETTLE = 1.0  # seconds after start-up before sending
@@ -98,15 +98,13 @@ def main() -> int:
             # writing finds a reader and returns at once.
             fifo_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
             procs: list[Proc] = []
-            metrics_port = 0
+            port, hb_m, hb_s, feed_m, feed_s, metrics_port = free_ports(6)
             if run == "standard":
-                port = free_port()
+                metrics_port = 0
                 procs.append(start("probepair", probe_cmd(
                     port, fifo, f"lat{port}", args.rules, args.batch_latency, []),
                     port, fifo, work))
             elif run == "pair":
-                hb_m, hb_s, feed_m, feed_s = (free_port() for _ in range(4))
-                metrics_port = free_port()
                 for label, mode, feed, hb, peer in (("master", "master", feed_m, hb_m, hb_s),
                                                     ("slave", "slave", feed_s, hb_s, hb_m)):
                     out = fifo if label == "master" else work / f"slave-{feed}.jsonl"
@@ -122,8 +120,7 @@ def main() -> int:
                 raise SystemExit(f"unknown run {run!r}: expected standard or pair")
             try:
                 with running(procs):
-                    for p in procs:
-                        wait_port_bound(p.port)
+                    wait_bound(procs, work)
                     if metrics_port:
                         wait_active(metrics_port)
                     time.sleep(SETTLE)

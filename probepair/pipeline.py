@@ -191,7 +191,10 @@ class Processor:
         send: trio.MemorySendChannel[list[Item]],
     ) -> None:
         """Process until ``recv`` ends; the caller closes ``send``."""
-        async for batch in recv:
+        async for batch in recv:  # each receive is a schedule point
             out = self.process(batch)
             if out:
-                await send.send(out)
+                try:
+                    send.send_nowait(out)  # saves the scheduler a round per batch
+                except trio.WouldBlock:
+                    await send.send(out)

@@ -40,6 +40,8 @@ FEED_TYPES: Final = ("udp", "tcp", "file", "stdin")
 FEED_FORMATS: Final = ("syslog", "json", "line")
 SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout")
 FAILBACKS: Final = ("handshake", "immediate", "manual")
+# ms: batching in time at everyday rates (issue 13, bench/cost.py and bench/latency.py).
+BATCH_LATENCY_MS: Final = 5.0
 LEVELS: Final = ("debug", "info", "warn", "error", "fatal")  # OMNIbus MessageLevel values
 
 
@@ -96,6 +98,12 @@ class Props:
     FeedFormat: str = _prop("syslog", "record format: syslog, json or line", choices=FEED_FORMATS)
     QueueSize: int = _prop(
         256, "batches held between the feed and the rules (back-pressure)", low=1
+    )
+    BatchLatency: float = _prop(
+        BATCH_LATENCY_MS,
+        "milliseconds the udp feed gathers datagrams before handing a batch on; 0 = at once",
+        low=0,
+        high=1000,
     )
     SinkType: str = _prop(
         "file", "event sink: file, tcp, http, sqlite or stdout", choices=SINK_TYPES
