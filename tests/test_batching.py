@@ -1,4 +1,5 @@
-"""The UDP feed's batching in time (BatchLatency, issue 13).
+"""Batching (issue 13): the UDP feed's batching in time (BatchLatency), and the
+processor's gate consulted once per batch.
 
 A real loopback socket and trio's MockClock without autojump: datagrams are in the
 socket as soon as ``sendto`` returns, ``wait_all_tasks_blocked`` lets the feed react to
@@ -13,12 +14,19 @@ from collections.abc import Callable
 
 import pytest
 import trio
+from prometheus_client import CollectorRegistry
 from trio.testing import MockClock, wait_all_tasks_blocked
 
 from probepair import props
 from probepair.errors import ConfigError
+from probepair.events import Event, key_of
 from probepair.feeds.base import Batch
 from probepair.feeds.udp import UdpFeed
+from probepair.metrics import Metrics
+from probepair.pair import build_driver
+from probepair.peer import PeerDriver
+from probepair.pipeline import Processor
+from probepair.sinks.base import Item
 
 Clock = Callable[[], float]
 
@@ -114,3 +122,42 @@ def test_batch_latency_is_bounded() -> None:
     assert make().BatchLatency == props.BATCH_LATENCY_MS
     with pytest.raises(ConfigError, match=r"BatchLatency.*between 0 and 1000"):
         make(BatchLatency=1001)
+
+
+# --- the processor's gate, once per batch ------------------------------------------------
+
+
+def pair_processor(mode: str, **values: object) -> tuple[Processor, PeerDriver]:
+    p = props.load([("test", {"Mode": mode, "PeerHost": "127.0.0.1", "PeerPort": 9,
+                              "FeedPort": 0, "FeedFormat": "line", "RulesFile": "",
+                              **values})])
+    metrics = Metrics(CollectorRegistry())
+    flush_send, _ = trio.open_memory_channel[list[Item]](1)
+    driver, _, _ = build_driver(p, metrics, flush_send)
+    return Processor(p, None, driver, metrics, lambda: 1.0), driver
+
+
+def line(raw: bytes) -> Event:
+    return Event(raw, key_of(raw), 1.0)
+
+
+async def test_a_standby_slave_holds_the_whole_batch(autojump_clock: MockClock) -> None:
+    processor, driver = pair_processor("slave")
+    assert processor.process([line(b"a"), line(b"b")]) == []
+    assert driver.machine.buffer_depth == 2
+
+
+async def test_a_stalled_master_steps_down_before_it_forwards_a_batch(
+    autojump_clock: MockClock,
+) -> None:
+    processor, driver = pair_processor("master", Failback="immediate")
+    machine = driver.machine
+    machine.tick(trio.current_time())  # the first beat arms the stall deadline
+    assert machine.active
+    assert [k for k, _ in processor.process([line(b"a")])] == [key_of(b"a")]
+    # Asleep (SIGSTOP, a frozen VM) past the silence bound: the first batch after it
+    # runs the overdue timers before anything is forwarded, and is held.
+    await trio.sleep_until(machine.stall_at + 1.0)
+    assert processor.process([line(b"b"), line(b"c")]) == []
+    assert not machine.active
+    assert machine.buffer_depth == 2
