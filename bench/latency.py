@@ -3,7 +3,8 @@
 bench/udppace.c sends evenly paced single datagrams, each stamped with its send time
 (CLOCK_MONOTONIC). The probe's file sink writes into a named pipe (FIFO) that this
 script reads, so a line is seen the moment the probe's write(2) returns; the latency of
-each line is the read time minus its stamp. Prints p50, p99 and max per rate, for a
+each line is the read time minus its stamp (the pipe is enlarged to 1 MiB, so the
+probe's write never waits for this reader). Prints p50, p99 and max per rate, for a
 standard probe and for the active side (master) of a loopback pair.
 
 Latency percentiles are wall-clock figures: on a machine other work is loading, the
@@ -17,6 +18,8 @@ more than once and read the spread. Goal (issue 13): p99 <= BatchLatency + 5 ms.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import re
 import selectors
@@ -33,6 +36,7 @@ from throughput import ROOT, write_lines
 STAMP = re.compile(rb" t=(\d+)")
 SETTLE = 1.0  # seconds after start-up before sending
 TAIL = 1.0  # seconds to wait for the last lines after the sender is done
+PIPE_SIZE = 1 << 20  # bytes: Linux's default pipe-max-size
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -97,6 +101,10 @@ def main() -> int:
             # Open the reading end first (non-blocking), so the probe's open() for
             # writing finds a reader and returns at once.
             fifo_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+            # A batch of 200 lines is ~80 KiB: with the default 64 KiB pipe the probe's
+            # write(2) would wait for this reader, which a regular file never makes it do.
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fifo_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
             procs: list[Proc] = []
             port, hb_m, hb_s, feed_m, feed_s, metrics_port = free_ports(6)
             if run == "standard":

@@ -20,6 +20,7 @@ from trio.testing import MockClock, wait_all_tasks_blocked
 from probepair import props
 from probepair.errors import ConfigError
 from probepair.events import Event, key_of
+from probepair.feeds import udp
 from probepair.feeds.base import Batch
 from probepair.feeds.udp import UdpFeed
 from probepair.metrics import Metrics
@@ -161,3 +162,30 @@ async def test_a_stalled_master_steps_down_before_it_forwards_a_batch(
     assert processor.process([line(b"b"), line(b"c")]) == []
     assert not machine.active
     assert machine.buffer_depth == 2
+
+
+async def test_the_window_shrinks_to_what_gathers_a_full_batch(
+    mock_clock: MockClock, wall_clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(udp, "BATCH_TARGET", 2)
+    feed = UdpFeed(make(BatchLatency=100), wall_clock)
+    send, recv = trio.open_memory_channel[Batch](16)
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(feed.run, send)
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for raw in (b"1", b"2", b"3", b"4"):
+                await sock.sendto(raw, address)
+            await wait_all_tasks_blocked()
+            mock_clock.jump(0.1)
+            await wait_all_tasks_blocked()
+            assert pending(recv) == [[b"1", b"2", b"3", b"4"]]
+            # 4 datagrams in 100 ms: 2 (the target) take 50 ms at that rate.
+            await sock.sendto(b"5", address)
+            await sock.sendto(b"6", address)
+            mock_clock.jump(0.049)
+            await wait_all_tasks_blocked()
+            assert pending(recv) == []
+            mock_clock.jump(0.001)
+            await wait_all_tasks_blocked()
+            assert pending(recv) == [[b"5", b"6"]]
+        nursery.cancel_scope.cancel()
