@@ -189,3 +189,21 @@ async def test_the_window_shrinks_to_what_gathers_a_full_batch(
             await wait_all_tasks_blocked()
             assert pending(recv) == [[b"5", b"6"]]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_backlog_found_on_waking_goes_on_at_once(
+    mock_clock: MockClock, wall_clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A burst, or a socket that filled while the probe was stopped: no window.
+    monkeypatch.setattr(udp, "MAX_BATCH", 2)
+    feed = UdpFeed(make(BatchLatency=50), wall_clock)
+    send, recv = trio.open_memory_channel[Batch](16)
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(feed.run, send)
+        # A plain socket: the three datagrams are queued before the feed runs again.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for raw in (b"1", b"2", b"3"):
+                sock.sendto(raw, address)
+        await wait_all_tasks_blocked()
+        assert pending(recv) == [[b"1", b"2"], [b"3"]]
+        nursery.cancel_scope.cancel()

@@ -105,8 +105,9 @@ class UdpFeed:
         # drains again, so whatever arrived meanwhile (it waited at most ``latency``)
         # goes on as one batch, one wake-up per batch. While batches hold several
         # datagrams the feed keeps polling like that; once one holds a single datagram
-        # or none, it waits for readability again (an idle probe costs nothing), and
-        # the first datagram then waits ``latency`` for company. At higher rates the
+        # or none, it waits for readability again (an idle probe costs nothing), reads
+        # what is there and, unless that is a backlog (a burst, a stall: drained and
+        # handed on at once), waits ``latency`` for company. At higher rates the
         # window shrinks to what gathers BATCH_TARGET datagrams. A socket that still
         # holds datagrams after a drain (a burst, a backlog) is drained again at once:
         # floods are batched by size, as before. Only this task sleeps: heartbeats,
@@ -116,9 +117,10 @@ class UdpFeed:
         now = trio.current_time
         wall = self._wall_clock
         latency = window = self._latency
+        held: list[bytes] = []  # read on waking from idle, waiting out the window
         while True:
-            raws: list[bytes] = []
-            empty = _drain(recv, raws, MAX_BATCH)
+            raws, held = held, []
+            empty = _drain(recv, raws, MAX_BATCH - len(raws))
             drained_at = now()
             if raws:
                 received = wall()
@@ -142,6 +144,8 @@ class UdpFeed:
                 await trio.lowlevel.wait_readable(sock)
                 drained_at = now()
                 window = latency
+                if not _drain(recv, held, MAX_BATCH):
+                    continue  # a backlog (a burst, a stall): no reason to wait
             else:
                 # The last window brought len(raws) datagrams: the next one need only
                 # be long enough for BATCH_TARGET at that rate (never longer than
@@ -150,13 +154,15 @@ class UdpFeed:
             try:
                 await trio.sleep_until(drained_at + window)
             except trio.Cancelled:
-                # Stopping: what the kernel queued during the window is accepted too.
-                await self._last_batch(sock, send)
+                # Stopping: what was read, and what the kernel queued during the
+                # window, is accepted too.
+                await self._last_batch(sock, send, held)
                 raise
 
-    async def _last_batch(self, sock: socket.socket, send: trio.MemorySendChannel[Batch]) -> None:
-        raws: list[bytes] = []
-        _drain(sock.recv, raws, MAX_BATCH)
+    async def _last_batch(
+        self, sock: socket.socket, send: trio.MemorySendChannel[Batch], raws: list[bytes]
+    ) -> None:
+        _drain(sock.recv, raws, MAX_BATCH - len(raws))
         if raws:
             received = self._wall_clock()
             keys = self._keys.keys(raws, trio.current_time())
