@@ -3,7 +3,8 @@
 One Metrics object owns every metric, registered against its own CollectorRegistry
 (never the global one), so tests build a fresh one each. The endpoint speaks HTTP/1.1
 through h11 (no hand-rolled parsing) on a trio listener and serves ``/metrics`` (text
-exposition) and ``/status`` (JSON for ``probepair status``).
+exposition), ``/status`` (JSON for ``probepair status``) and ``/rules`` (the signed
+rules tree for ``probepair sync``, see ``rulestree``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ REJECT_REASONS = (
     "replay",
     "stale",
     "self",
+    "unfresh",  # authentic but not provably recent (failover.freshness): changed nothing
 )
 REQUEST_TIMEOUT = 10.0  # seconds a scrape connection may take
 MAX_REQUEST = 16384  # bytes of request we read before answering 400
@@ -120,18 +122,60 @@ class Metrics:
         self.kernel_drops: Callable[[], int] | None = None
         r.register(_KernelDrops(self))
         self.split_brains = Counter("probepair_split_brains", "split brains detected", registry=r)
+        self.gap_fills = Counter(
+            "probepair_gap_fills",
+            "held events delivered because the active peer passed them by (it missed them)",
+            registry=r,
+        )
+        self.handovers = Counter(
+            "probepair_handovers",
+            "times this probe stepped down from active and handed over, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.sink_healthy = Gauge(
+            "probepair_sink_healthy", "1 while the sink delivers, 0 while it fails", registry=r
+        )
+        self.sink_healthy.set(1)
         self.config_drift = Gauge(
             "probepair_config_drift",
             "1 when the peer's pair-wide settings (intervals, rules digest) differ from ours",
             registry=r,
         )
-        self.info = Info("probepair", "version, mode and node of this probe", registry=r)
+        self.failback_window_open = Gauge(
+            "probepair_failback_window_open",
+            "1 while a returning master may take the role back (FailbackWindow open or unset)",
+            registry=r,
+        )
+        self.failback_window_open.set(1)
+        self.ready = Gauge(
+            "probepair_ready",
+            "1 while this probe's config and rules digests match the master's (readiness)",
+            registry=r,
+        )
+        self.ready.set(1)
+        self.rules_syncs = Counter(
+            "probepair_rules_syncs",
+            "rules syncs from the master, by result (refused: unsigned or tampered archive)",
+            ["result"],
+            registry=r,
+        )
+        self.info = Info(
+            "probepair",
+            "version, mode and node of this probe; allow_insecure_heartbeats=true: "
+            "AllowInsecureHeartbeats is set",
+            registry=r,
+        )
         # Called before each exposition, to bring counters kept elsewhere up to date.
         self.before_collect: list[Callable[[], None]] = []
-        for reason in ("rules", "buffer_full", "retention"):
+        for reason in ("rules", "buffer_full", "buffer_bytes", "retention"):
             self.events_discarded.labels(reason=reason)
         for result in ("success", "failure"):
             self.rules_reloads.labels(result=result)
+        for reason in ("sink", "operator", "rules", "failback"):
+            self.handovers.labels(reason=reason)
+        for result in ("success", "refused", "failure"):
+            self.rules_syncs.labels(result=result)
         for reason in REJECT_REASONS:
             self.heartbeats_rejected.labels(reason=reason)
 
@@ -139,8 +183,15 @@ class Metrics:
         """The current value of a sample, e.g. ``count("probepair_events_received_total")``."""
         return self.registry.get_sample_value(name) or 0.0
 
-    def set_info(self, mode: str, node: str) -> None:
-        self.info.info({"version": __version__, "mode": mode, "node": node})
+    def set_info(self, mode: str, node: str, allow_insecure_heartbeats: bool = False) -> None:
+        self.info.info(
+            {
+                "version": __version__,
+                "mode": mode,
+                "node": node,
+                "allow_insecure_heartbeats": "true" if allow_insecure_heartbeats else "false",
+            }
+        )
 
     def set_role(self, role: str, active: bool) -> None:
         for r in ROLES:
@@ -182,8 +233,14 @@ async def _respond(
     await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
 
 
+RulesArchive = Callable[[], tuple[int, bytes]]  # (HTTP status, body) of GET /rules
+
+
 async def _handle(
-    metrics: Metrics, status: Callable[[], dict[str, Any]], stream: trio.SocketStream
+    metrics: Metrics,
+    status: Callable[[], dict[str, Any]],
+    rules: RulesArchive | None,
+    stream: trio.SocketStream,
 ) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
     async with stream:
@@ -208,6 +265,10 @@ async def _handle(
                 elif target == b"/status":
                     body = orjson.dumps(status(), option=orjson.OPT_INDENT_2)
                     await _respond(stream, conn, 200, body, "application/json")
+                elif target == b"/rules" and rules is not None:
+                    code, body = rules()
+                    kind = "application/octet-stream" if code == 200 else "text/plain"
+                    await _respond(stream, conn, code, body, kind)
                 else:
                     await _respond(stream, conn, 404, b"try /metrics or /status\n", "text/plain")
             except (h11.RemoteProtocolError, trio.BrokenResourceError, OSError):
@@ -219,15 +280,17 @@ async def serve_metrics(
     host: str,
     port: int,
     status: Callable[[], dict[str, Any]],
+    rules: RulesArchive | None = None,
     *,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Serve ``/metrics`` and ``/status`` on host:port until cancelled."""
+    """Serve ``/metrics``, ``/status`` and (given ``rules``) ``/rules`` until cancelled."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     address = listeners[0].socket.getsockname()[:2]
     logger.info("metrics on http://%s:%d/metrics", *address)
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, partial(_handle, metrics, status), listeners)
+        handler = partial(_handle, metrics, status, rules)
+        await nursery.start(trio.serve_listeners, handler, listeners)
         task_status.started(address)
         await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover

@@ -8,6 +8,11 @@ default < props file (``--props FILE``) < command line (``--beatinterval 3``). A
 file is a YAML mapping ``Name: value``; OMNIbus-style ``Name : 'value'`` lines with
 ``#`` comments are YAML too, and ``--dumpprops`` prints a file that loads back to the
 same values.
+
+Secrets (``SECRET_NAMES``) never leave this module in clear unless asked for: the
+dataclass ``repr`` leaves them out, ``dumpprops`` prints them as ``'<redacted>'`` (a value
+that loads back as "not set here", so the secret stays the one of the original source),
+the rules read ``'<redacted>'``, and error messages never quote them.
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ SHIPPED_RULES: Final = _shipped_rules()
 MODES: Final = ("master", "slave", "standard")
 FEED_TYPES: Final = ("udp", "tcp", "file", "stdin")
 FEED_FORMATS: Final = ("syslog", "json", "line")
-SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout")
+SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout", "postgres", "alertmanager")
 FAILBACKS: Final = ("handshake", "immediate", "manual")
+RULES_SYNCS: Final = ("off", "pull")
 # ms the udp feed gathers datagrams (issue 13). Measured with bench/cost.py: a wake-up
 # of the probe costs ~165 µs of CPU whatever it carries (trio's run loop alone ~90 µs on
 # the 2-core VM), an event ~17 µs more; rsyslog spends 25-35 µs an event at 1k/s. So
@@ -57,9 +63,17 @@ def _prop(
     low: float | None = None,
     high: float | None = None,
     positive: bool = False,
+    secret: bool = False,
 ) -> Any:  # a dataclass field() standing in for the field's value, as dataclasses do
-    meta = {"doc": doc, "choices": choices, "low": low, "high": high, "positive": positive}
-    return field(default=default, metadata=meta)
+    meta = {
+        "doc": doc,
+        "choices": choices,
+        "low": low,
+        "high": high,
+        "positive": positive,
+        "secret": secret,
+    }
+    return field(default=default, metadata=meta, repr=not secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +95,53 @@ class Props:
     Failback: str = _prop(
         "handshake", "when the master returns: handshake, immediate or manual", choices=FAILBACKS
     )
-    SharedSecret: str = _prop("", "secret that signs heartbeats and acks (HMAC-SHA256)")
+    SharedSecret: str = _prop(
+        "", "secret that signs heartbeats and acks (HMAC-SHA256)", secret=True
+    )
+    SharedSecretFile: str = _prop(
+        "", "file holding the SharedSecret (mode 0600 or stricter; 'probepair secret' makes one)"
+    )
+    AllowInsecureHeartbeats: bool = _prop(
+        False, "start Mode master/slave with an empty, short or placeholder secret (unsafe)"
+    )
     AckInterval: float = _prop(0.1, "seconds between delivery acks sent to the peer", positive=True)
     BufferSize: int = _prop(1_000_000, "events a standby slave holds at most", low=1)
     BufferRetention: float = _prop(
         60.0, "seconds a standby slave holds an un-acked event", positive=True
+    )
+    GapTimeout: float = _prop(
+        1.0,
+        "seconds by which a key the active peer delivered must follow a held event before "
+        "the standby counts the event as missed by the peer and delivers it",
+        positive=True,
+    )
+    SinkFailover: float = _prop(
+        30.0,
+        "seconds an active probe's sink may fail before it hands over to a peer whose sink "
+        "works; 0 = never",
+        low=0,
+    )
+    FailbackWindow: str = _prop(
+        "",
+        "cron expression (local time) for the start of each window in which a returning "
+        "master takes the role back; '' = any time",
+    )
+    FailbackWindowLength: float = _prop(
+        3600.0, "seconds each FailbackWindow stays open", positive=True
+    )
+    FailbackDelay: float = _prop(
+        0.0, "seconds a returning master must beat without a silence before failback", low=0
+    )
+    RulesSync: str = _prop(
+        "off",
+        "off, or pull: a standby slave fetches the master's rules tree when the digests differ",
+        choices=RULES_SYNCS,
+    )
+    PeerMetricsPort: int = _prop(
+        0,
+        "port of the peer's metrics endpoint (/status, /rules); 0 = same as MetricsPort",
+        low=0,
+        high=65535,
     )
     KeyWindow: float = _prop(
         5.0, "seconds within which identical payloads are numbered", positive=True
@@ -110,18 +166,31 @@ class Props:
         high=1000,
     )
     SinkType: str = _prop(
-        "file", "event sink: file, tcp, http, sqlite or stdout", choices=SINK_TYPES
+        "file",
+        "event sink: file, tcp, http, sqlite, stdout, postgres or alertmanager",
+        choices=SINK_TYPES,
     )
     SinkFile: str = _prop("alerts.jsonl", "JSON-lines file written by the file sink")
     SinkAddress: str = _prop("", "host:port of the tcp sink")
-    SinkUrl: str = _prop("", "URL the http sink POSTs JSON arrays to")
+    SinkUrl: str = _prop(
+        "", "http: URL POSTed to; postgres: libpq URI; alertmanager: http://host:9093"
+    )
     SinkDatabase: str = _prop("", "SQLite database of the sqlite sink")
+    SinkPasswordFile: str = _prop(
+        "", "file holding the postgres sink's password (else SinkUrl's or PGPASSFILE)"
+    )
+    AlertmanagerResolve: float = _prop(
+        300.0, "seconds an alertmanager alert stays firing unless repeated", positive=True
+    )
     StoreAndForward: bool = _prop(True, "spool alerts to SAFFileName while the sink is down")
-    SAFFileName: str = _prop("", "store-and-forward spool file; '' = probepair-<Name>.saf")
+    SAFFileName: str = _prop(
+        "", "store-and-forward spool file; '' = <Name>.saf in the state directory"
+    )
     MetricsAddress: str = _prop("127.0.0.1", "address of the /metrics endpoint")
     MetricsPort: int = _prop(0, "port of the /metrics endpoint; 0 = off", low=0, high=65535)
     ControlSocket: str = _prop(
-        "", "Unix socket for status, takeover and release; '' = probepair-<Name>.sock"
+        "",
+        "Unix socket for status, takeover and release; '' = <Name>.sock in the runtime directory",
     )
     NotifyCommand: str = _prop("", "command run on role changes with role and reason")
     MessageLevel: str = _prop(
@@ -143,6 +212,8 @@ class Props:
 _FIELDS: Final = {f.name: f for f in fields(Props)}
 NAMES: Final = tuple(_FIELDS)
 _BY_LOWER: Final = {name.lower(): name for name in NAMES}
+SECRET_NAMES: Final = tuple(name for name in NAMES if _FIELDS[name].metadata["secret"])
+REDACTED: Final = "<redacted>"  # a secret's value in --dumpprops and the rules' %Property
 _TRUE: Final = ("true", "yes", "on", "1")
 _FALSE: Final = ("false", "no", "off", "0")
 
@@ -204,7 +275,8 @@ def _convert(name: str, raw: object, source: str) -> Value:
     if isinstance(raw, bool | int | float):
         raw = str(raw).lower() if isinstance(raw, bool) else str(raw)
     if not isinstance(raw, str):
-        raise ConfigError(source, name, f"expected a string, got {raw!r}")
+        got = f"a {type(raw).__name__} (not shown: a secret)" if meta["secret"] else repr(raw)
+        raise ConfigError(source, name, f"expected a string, got {got}")
     choices = meta["choices"]
     if choices and raw not in choices:
         raise ConfigError(source, name, f"expected one of {', '.join(choices)}, got {raw!r}")
@@ -236,15 +308,38 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
         for name, raw in mapping.items():
             if name not in _FIELDS:
                 raise _unknown(name, source)
+            if name in SECRET_NAMES and raw == REDACTED:
+                continue  # a --dumpprops output: the secret stays the earlier source's
             values[name] = _convert(name, raw, source)
             origin[name] = source
     props = Props(**values)  # type: ignore[arg-type]
+    _check_failback_window(props, origin)
     if props.Mode != "standard":
         for name, what in (("PeerHost", "host"), ("PeerPort", "port")):
             if not getattr(props, name):
                 where = origin.get(name, origin.get("Mode", "defaults"))
                 raise ConfigError(where, name, f"Mode {props.Mode!r} needs the peer's {what}")
     return props
+
+
+def _check_failback_window(props: Props, origin: dict[str, str]) -> None:
+    """FailbackWindow must be a cron expression; window and delay need a handshake."""
+    if props.FailbackWindow:
+        from probepair.failover.window import FailbackWindow, WindowError
+
+        try:
+            FailbackWindow(props.FailbackWindow, props.FailbackWindowLength)
+        except WindowError as exc:
+            raise ConfigError(origin["FailbackWindow"], "FailbackWindow", str(exc)) from None
+    if props.Failback == "immediate":
+        for name in ("FailbackWindow", "FailbackDelay"):
+            if getattr(props, name):
+                raise ConfigError(
+                    origin[name],
+                    name,
+                    "needs Failback handshake or manual: with immediate a returning master "
+                    "is active at once",
+                )
 
 
 def _yaml_char(c: str) -> str:
@@ -269,18 +364,34 @@ def render_value(value: Value) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def dumpprops(props: Props, header: Iterable[str] = ()) -> str:
+def origins(sources: Sequence[tuple[str, Mapping[str, object]]]) -> dict[str, str]:
+    """Which source set each property ``load(sources)`` took from a source (not a default)."""
+    found: dict[str, str] = {}
+    for source, mapping in sources:
+        for name, raw in mapping.items():
+            if not (name in SECRET_NAMES and raw == REDACTED):
+                found[str(name)] = source
+    return found
+
+
+def _shown(name: str, value: Value, show_secrets: bool) -> Value:
+    return REDACTED if name in SECRET_NAMES and value and not show_secrets else value
+
+
+def dumpprops(props: Props, header: Iterable[str] = (), *, show_secrets: bool = False) -> str:
     """Every property, one ``Name: value # TYPE (description)`` line, after a header.
 
-    The result is itself a valid props file that loads back to ``props``.
+    The result is itself a valid props file. It loads back to ``props`` when
+    ``show_secrets`` is true; otherwise a set secret is printed as ``'<redacted>'``,
+    which loads back as "not set in this file".
     """
     lines = [f"# {h}" for h in header]
     for name in NAMES:
-        value = getattr(props, name)
+        value = _shown(name, getattr(props, name), show_secrets)
         lines.append(f"{name}: {render_value(value)} # {prop_type(name)} ({describe(name)})")
     return "\n".join(lines) + "\n"
 
 
 def as_mapping(props: Props) -> dict[str, Value]:
-    """The values by name (for the rules' ``%Property`` reads)."""
-    return {name: getattr(props, name) for name in NAMES}
+    """The values by name (for the rules' ``%Property`` reads); secrets redacted."""
+    return {name: _shown(name, getattr(props, name), False) for name in NAMES}

@@ -54,6 +54,39 @@ def _digest(status: Status) -> str:
     return digest[:DIGEST_CHARS] if digest else "(no rules)"
 
 
+def _insecure(status: Status) -> str:
+    if status.get("role") == "standard":
+        return "n/a"
+    allowed = status.get("allow_insecure_heartbeats")
+    return UNKNOWN if allowed is None else ("ALLOWED" if allowed else "no")
+
+
+def _ready(status: Status) -> str:
+    ready = status.get("ready")
+    if ready is None or status.get("role") == "standard":
+        return UNKNOWN if ready is None else "n/a"
+    return "yes" if ready else "NO: " + ",".join(status.get("desynchronised") or ["?"])
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds + 59) // 60  # rounded up: "in 1 min" until it opens
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d}" if hours < 48 else f"{hours // 24} days"
+
+
+def _window(status: Status) -> str:
+    if "failback_window" not in status or status.get("role") == "standard":
+        return UNKNOWN if status.get("role") != "standard" else "n/a"
+    if not status["failback_window"]:
+        return "any time"
+    if status.get("failback_window_open"):
+        return "open"
+    after = status.get("next_window_in_seconds")
+    return "closed" if not isinstance(after, int | float) else f"in {_duration(after)}"
+
+
 ROWS: Final[tuple[tuple[str, Callable[[Status], str]], ...]] = (
     ("name", lambda s: str(s.get("name", UNKNOWN))),
     ("mode", lambda s: str(s.get("mode", UNKNOWN))),
@@ -66,7 +99,12 @@ ROWS: Final[tuple[tuple[str, Callable[[Status], str]], ...]] = (
     ("events out", lambda s: _number(s.get("events_out"))),
     ("config digest", _drift),
     ("rules digest", _digest),
+    ("insecure beats", _insecure),
+    ("ready", _ready),
+    ("failback window", _window),
 )
+
+_RULES_ROW: Final = [label for label, _ in ROWS].index("rules digest")
 
 
 def verdict(local: Status, peer: Status | None, peer_error: str | None = None) -> list[str]:
@@ -101,6 +139,16 @@ def verdict(local: Status, peer: Status | None, peer_error: str | None = None) -
             "WARNING: config drift between peers"
             + (" (rules digests differ)" if rules_differ else "")
         )
+    for s in probes:
+        if s.get("ready") is False and s.get("role") != "standard":
+            what = ", ".join(s.get("desynchronised") or ["?"])
+            warnings.append(f"WARNING: {s.get('name', UNKNOWN)} is desynchronised ({what})")
+    insecure = [str(s.get("name", UNKNOWN)) for s in probes if s.get("allow_insecure_heartbeats")]
+    if insecure:
+        warnings.append(
+            f"WARNING: AllowInsecureHeartbeats on {', '.join(insecure)}: "
+            "heartbeats and acks may be forged"
+        )
     if warnings:
         return warnings
     return [f"pair OK: one active ({active[0]})"]
@@ -122,7 +170,7 @@ def render_table(local: Status, peer: Status | None, peer_error: str | None = No
     )
     if peer is not None and local.get("rules") is not None and peer.get("rules") is not None:
         same = local.get("rules") == peer.get("rules")
-        columns[1][-1] += " (match)" if same else " (DIFFERENT)"
+        columns[1][_RULES_ROW] += " (match)" if same else " (DIFFERENT)"
     width = max(MIN_COLUMN, *(len(c) + 2 for c in columns[0]))
     lines = [f"{'':<{LABEL_WIDTH}}{'this probe':<{width}}peer"]
     for i, (label, _) in enumerate(ROWS):

@@ -22,6 +22,7 @@ def _status(**changes: Any) -> dict[str, Any]:
         "addresses": {}, "rules": RULES, "epoch": 1, "buffer_depth": 0, "beat_interval": 2.0,
         "peer_role": "slave-standby", "peer_heard_seconds_ago": 0.42, "split_brain": False,
         "config_drift": False, "events_in": 1000, "events_out": 998,
+        "allow_insecure_heartbeats": False,
     }
     status.update(changes)
     return status
@@ -47,6 +48,9 @@ def test_master_and_standby_slave() -> None:
         "events out        998               0\n"
         "config digest     match             match\n"
         "rules digest      3f2a9c0b1d2e      3f2a9c0b1d2e (match)\n"
+        "insecure beats    no                no\n"
+        "ready             -                 -\n"
+        "failback window   -                 -\n"
         "pair OK: one active (m)\n"
     )
 
@@ -82,6 +86,16 @@ def test_config_drift_and_different_rules() -> None:
     assert lines[-1] == "WARNING: config drift between peers (rules digests differ)"
 
 
+def test_allow_insecure_heartbeats_shows_and_warns() -> None:
+    peer = _status(**SLAVE, allow_insecure_heartbeats=True)
+    lines = render_table(_status(), peer).splitlines()
+    assert lines[12] == "insecure beats    no                ALLOWED"
+    assert lines[-1] == (
+        "WARNING: AllowInsecureHeartbeats on s: heartbeats and acks may be forged")
+    both = verdict(_status(allow_insecure_heartbeats=True), peer)
+    assert both == ["WARNING: AllowInsecureHeartbeats on m, s: heartbeats and acks may be forged"]
+
+
 def test_several_warnings_are_all_shown() -> None:
     peer = _status(**{**SLAVE, "active": True, "config_drift": True})
     assert verdict(_status(config_drift=True), peer) == [
@@ -94,6 +108,7 @@ def test_missing_keys_show_as_unknown() -> None:
     assert lines[5] == "epoch             1                 -"
     assert lines[8] == "events in         1000              -"
     assert lines[11] == "rules digest      3f2a9c0b1d2e      -"
+    assert lines[12] == "insecure beats    no                -"
 
 
 def test_standard_probe_and_never_heard_peer() -> None:
@@ -102,6 +117,7 @@ def test_standard_probe_and_never_heard_peer() -> None:
     lines = render_table(standard, None, "Mode standard has no peer").splitlines()
     assert lines[6] == "peer last heard   n/a               -"
     assert lines[11] == "rules digest      (no rules)        -"
+    assert lines[12] == "insecure beats    n/a               -"
     assert lines[-1] == "standard probe (no failover peer): active"
     fresh = render_table(_status(peer_heard_seconds_ago=None, peer_role=None), None, "x")
     assert "peer last heard   never" in fresh
@@ -135,3 +151,16 @@ def test_fetch_status_nobody_listening(tmp_path: Path) -> None:
     with pytest.raises(ControlError) as info:
         fetch_status(url, timeout=2.0)
     assert str(info.value) == f"{url}: no probe answers (is its MetricsPort set and reachable?)"
+
+
+def test_readiness_and_the_failback_window_rows() -> None:
+    local = _status(ready=True, desynchronised=[], failback_window="0 2 * * *",
+                    failback_window_open=False, next_window_in_seconds=3 * 3600 + 61)
+    peer = _status(**SLAVE, ready=False, desynchronised=["rules"], failback_window="0 2 * * *",
+                   failback_window_open=True)
+    lines = render_table(local, peer).splitlines()
+    assert lines[13] == "ready             yes               NO: rules"
+    assert lines[14] == "failback window   in 3 h 02         open"
+    assert lines[-1] == "WARNING: s is desynchronised (rules)"
+    assert render_table(_status(failback_window=""), None).splitlines()[14].split()[2:4] == [
+        "any", "time"]
