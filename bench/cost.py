@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
+import secrets
 import signal
 import socket
 import subprocess
@@ -52,6 +53,7 @@ from throughput import (
 SETTLE = 1.0  # seconds after start-up before measuring (start-up CPU is not per event)
 TAIL = 0.5  # seconds after the last datagram: batched events reach the sink meanwhile
 PAIR_READY = 20.0  # seconds for the master to become active
+PAIR_SECRET = secrets.token_hex(32)  # a probe in a pair wants >= 32 random bytes
 
 
 @dataclass
@@ -199,7 +201,7 @@ def main() -> int:
                     out = work / f"{label}-{feed}.jsonl"
                     extra = ["--mode", mode, "--peerhost", "127.0.0.1", "--peerport", str(peer),
                              "--listenaddress", "127.0.0.1", "--listenport", str(hb),
-                             "--sharedsecret", "bench-secret"]
+                             "--sharedsecret", PAIR_SECRET]
                     if label == "master":
                         extra += ["--metricsport", str(metrics_port)]
                     procs.append(start(label, probe_cmd(

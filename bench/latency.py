@@ -30,7 +30,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from cost import Proc, compile_pace, free_ports, probe_cmd, running, start, wait_active, wait_bound
+from cost import (
+    PAIR_SECRET,
+    Proc,
+    compile_pace,
+    free_ports,
+    probe_cmd,
+    running,
+    start,
+    wait_active,
+    wait_bound,
+)
 from throughput import ROOT, write_lines
 
 STAMP = re.compile(rb" t=(\d+)")
@@ -118,7 +128,7 @@ def main() -> int:
                     out = fifo if label == "master" else work / f"slave-{feed}.jsonl"
                     extra = ["--mode", mode, "--peerhost", "127.0.0.1", "--peerport", str(peer),
                              "--listenaddress", "127.0.0.1", "--listenport", str(hb),
-                             "--sharedsecret", "bench-secret"]
+                             "--sharedsecret", PAIR_SECRET]
                     if label == "master":
                         extra += ["--metricsport", str(metrics_port)]
                     procs.append(start(label, probe_cmd(
