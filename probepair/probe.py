@@ -450,7 +450,11 @@ class Probe:
                     if link is not None and self.driver is not None:
                         # Only now that the feed is bound may we beat: a returning master's
                         # first heartbeat stops the active slave forwarding, so every event
-                        # from then on must reach this probe too.
+                        # from then on must reach this probe too. The slave's feed may
+                        # still hold up to BatchLatency of datagrams read before our first
+                        # heartbeat (and held, not forwarded, after it): wait that long, so
+                        # those reached our feed as well.
+                        await trio.sleep(props.BatchLatency / 1000.0)
                         host, port = await outer.start(link.serve)
                         self.addresses["heartbeat"] = f"{host}:{port}"
                         await outer.start(self.driver.run)

@@ -46,6 +46,12 @@ FEED_FORMATS: Final = ("syslog", "json", "line")
 SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout", "postgres", "alertmanager", "nats")
 FAILBACKS: Final = ("handshake", "immediate", "manual")
 RULES_SYNCS: Final = ("off", "pull")
+# ms the udp feed gathers datagrams (issue 13). Measured with bench/cost.py: a wake-up
+# of the probe costs ~165 µs of CPU whatever it carries (trio's run loop alone ~90 µs on
+# the 2-core VM), an event ~17 µs more; rsyslog spends 25-35 µs an event at 1k/s. So
+# staying within 1.5x of rsyslog at 1k events/s takes >= ~7 events a batch: 5 ms gave
+# 1.4-2.3x, 10 ms 1.1-1.55x. bench/latency.py: p99 stays within this + 5 ms.
+BATCH_LATENCY_MS: Final = 10.0
 LEVELS: Final = ("debug", "info", "warn", "error", "fatal")  # OMNIbus MessageLevel values
 
 
@@ -152,6 +158,12 @@ class Props:
     FeedFormat: str = _prop("syslog", "record format: syslog, json or line", choices=FEED_FORMATS)
     QueueSize: int = _prop(
         256, "batches held between the feed and the rules (back-pressure)", low=1
+    )
+    BatchLatency: float = _prop(
+        BATCH_LATENCY_MS,
+        "milliseconds the udp feed gathers datagrams before handing a batch on; 0 = at once",
+        low=0,
+        high=1000,
     )
     SinkType: str = _prop(
         "file",
