@@ -9,6 +9,7 @@ the feed).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,10 @@ logger = logging.getLogger(__name__)
 
 MAX_ITEMS = 4096  # alerts per delivery: one write(2) or one transaction
 BACKOFF_FIRST = 0.25  # seconds before the first retry of a failed sink
-BACKOFF_MAX = 15.0  # seconds between retries at most
+# Seconds between retries at most: a sink that comes back is written to again within
+# this (plus one attempt), so delivery resumes well inside a second. A retry of a sink
+# that is down costs a refused connect, which is cheap even twice a second.
+BACKOFF_MAX = 0.5
 CLOSE_GRACE = 5.0  # seconds to finish deliveries at shutdown
 
 
@@ -61,6 +65,12 @@ class SinkRunner:
 
     async def run(self, recv: trio.MemoryReceiveChannel[list[Item]]) -> None:
         """Deliver until ``recv`` is closed and drained, then close the sink."""
+        if self.spool is not None and self.spool.pending:
+            # A spool an earlier run left: its alerts are older than its last write. A
+            # sink whose resends are idempotent only for a while (nats) wants to know.
+            spooled_before = getattr(self.sink, "spooled_before", None)
+            if spooled_before is not None:
+                spooled_before(os.stat(self.spool.path).st_mtime)
         try:
             await self.sink.open()
         except SinkError as exc:
