@@ -269,6 +269,10 @@ class PeerDriver:
         if machine.next_deadline() < before:
             self._wake.set()
 
+    def bypassed(self, count: int) -> None:
+        """``count`` alerts go to the sink without the gate (the probe's own events)."""
+        self.machine.bypassed(count)
+
     def request_mode(self, mode: Mode, reason: HandoverReason = HandoverReason.RULES) -> None:
         """Switch mode now (``%Mode`` in a rules file, or an operator)."""
         actions = self.machine.request_mode(mode, trio.current_time(), reason)

@@ -49,6 +49,8 @@ class Gate(Protocol):
 
     def delivered(self, keys: list[bytes]) -> None: ...
 
+    def bypassed(self, count: int) -> None: ...
+
     def request_mode(self, mode: Mode) -> None: ...
 
 
@@ -59,6 +61,9 @@ class AlwaysForward:
         return True
 
     def delivered(self, keys: list[bytes]) -> None:
+        pass
+
+    def bypassed(self, count: int) -> None:
         pass
 
     def request_mode(self, mode: Mode) -> None:
@@ -165,6 +170,7 @@ class Processor:
                     self._generated(ev.key, None, out.append)
             if fields is not None:
                 out.append((ev.key, serialise(fields, ev.key)))
+        self.gate.bypassed(len(out))  # they will be delivered: keep in-flight counts exact
         return out
 
     @staticmethod

@@ -22,7 +22,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import select
 import signal
 from collections.abc import Callable
 from dataclasses import replace
@@ -317,22 +316,23 @@ class Probe:
         assert self.driver is not None
         self.driver.request_mode(mode, HandoverReason.OPERATOR)
 
-    def _feed_source_empty(self) -> bool:
-        """True if the feed's socket has nothing unread right now (udp only; else False).
-
-        A fresh non-blocking check, never a remembered state: a probe woken from a stall
-        has a full socket although its feed task was idle when it stopped.
+    def _pipeline_idle(self, feed_recv: trio.MemoryReceiveChannel[Batch]) -> bool:
+        """Nothing is on its way to the failover gate: the feed holds and has nothing
+        unread, the channel is empty and the rules task waits on it (a task that has
+        just taken a batch is not waiting yet, though the channel already looks empty).
         """
+        stats = feed_recv.statistics()
+        return (
+            stats.current_buffer_used == 0
+            and stats.tasks_waiting_receive > 0
+            and self._feed_source_empty()
+        )
+
+    def _feed_source_empty(self) -> bool:
+        """True if the feed has nothing unread or held right now (udp only; else False)."""
         from probepair.feeds.udp import UdpFeed
 
-        feed = self.feed
-        if not isinstance(feed, UdpFeed) or feed.socket is None:
-            return False
-        try:
-            readable, _, _ = select.select([feed.socket], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        return not readable
+        return isinstance(self.feed, UdpFeed) and self.feed.idle()
 
     def _count_kernel_drops(self) -> None:
         from probepair.feeds.udp import UdpFeed, kernel_drops
@@ -389,9 +389,7 @@ class Probe:
                 flush_send,
                 self.rules_digest,
                 self._on_role,
-                feed_idle=lambda: (
-                    feed_recv.statistics().current_buffer_used == 0 and self._feed_source_empty()
-                ),
+                feed_idle=lambda: self._pipeline_idle(feed_recv),
             )
             self.gate = self.processor.gate = self.driver
             machine = self.driver.machine

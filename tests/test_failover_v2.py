@@ -16,7 +16,7 @@ from probepair.failover import (
     Role,
     RoleChanged,
 )
-from probepair.wire import Flag
+from probepair.wire import Ack, Flag
 from tests.test_failover import (
     BOOT_M2,
     K,
@@ -315,3 +315,17 @@ def test_a_heartbeat_captured_just_before_the_master_died_and_replayed_at_once_i
     actions = s.receive(captured, 5.5)
     assert Rejected("unfresh") in actions and not changes(actions)
     assert s.active and s.split_brains == 0
+
+
+def test_own_events_count_as_in_flight_so_idle_is_claimed_only_when_all_is_delivered(
+) -> None:
+    m, s = running_pair()
+    m.feed_idle(True)
+    assert m.event(K(1), P(1), 0.5)
+    m.bypassed(1)  # a ProbeWatch event on its way to the sink, past the gate
+    m.delivered([K(1)], 0.55)
+    acks = [x for x in sent(m.tick(0.65)) if isinstance(x, Ack)]
+    assert acks and not acks[-1].flags & Flag.IDLE  # the own event is not delivered yet
+    m.delivered([b"own-evt!"], 0.7)
+    acks = [x for x in sent(m.tick(0.8)) if isinstance(x, Ack)]
+    assert acks[-1].flags & Flag.IDLE

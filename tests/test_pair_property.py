@@ -73,8 +73,13 @@ class Sim:
         drops: dict[str, list[Window]],
         replays: int,
         failback: Failback,
+        *,
+        rate: int = 40,
+        socket_events: int = SOCKET_EVENTS,
+        beat: float = 2.0,
     ) -> None:
         self.rng = random.Random(seed)
+        self.socket_events = socket_events
         self.loss, self.dup, self.delay = loss, dup, delay
         self.queue: list[tuple[float, int, str, str, object]] = []
         self.order = itertools.count()
@@ -83,7 +88,12 @@ class Sim:
         for name, mode, node in (("m", Mode.MASTER, 1), ("s", Mode.SLAVE, 2)):
             boot = make_boot_id(1_700_000_000, name.encode() * 4)
             cfg = FailoverConfig(
-                mode=mode, node_id=node, boot_id=boot, failback=failback, retention=600.0
+                mode=mode,
+                node_id=node,
+                boot_id=boot,
+                failback=failback,
+                retention=600.0,
+                beat_interval=beat,
             )
             self.probes[name] = Probe(
                 name,
@@ -93,8 +103,8 @@ class Sim:
                 stalls[name],
                 drops[name],
             )
-        for i in range(1, int(FEED_END * 40)):  # 40 events/s
-            t = i / 40
+        for i in range(1, int(FEED_END * rate)):
+            t = i / rate
             self.at(t, "feed", "*", key_of(b"event %d" % i))
         for _ in range(replays):
             self.at(self.rng.uniform(1, FEED_END + QUIET), "replay", "*", None)
@@ -129,7 +139,7 @@ class Sim:
         if kind == "tick" and p.machine.next_deadline() > t:
             return  # superseded
         if p.stalled(t):
-            if kind == "event" and sum(k == "event" for k, _ in p.queued) >= SOCKET_EVENTS:
+            if kind == "event" and sum(k == "event" for k, _ in p.queued) >= self.socket_events:
                 return  # the socket is full: the kernel drops it
             if kind != "tick":
                 p.queued.append((kind, what))

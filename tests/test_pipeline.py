@@ -28,6 +28,9 @@ class HoldingGate:
     def delivered(self, keys: list[bytes]) -> None:
         pass
 
+    def bypassed(self, count: int) -> None:
+        self.bypassed_count = getattr(self, "bypassed_count", 0) + count
+
     def request_mode(self, mode: str, reason: str) -> None:
         pass
 

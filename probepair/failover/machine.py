@@ -275,6 +275,14 @@ class FailoverMachine:
         if self._ack_due == INF and (keys or self._handover is _Handover.DRAINING):
             self._ack_due = now + self.config.ack_interval
 
+    def bypassed(self, count: int) -> None:
+        """``count`` alerts reach the sink without ``event`` (the probe's own events).
+
+        Their deliveries come back through ``delivered``; counting them here keeps the
+        in-flight count (``pending``, ``IDLE``, the handover drain) exact. Runs no timers.
+        """
+        self._forwarded += count
+
     def feed_idle(self, idle: bool) -> None:
         """Whether our feed's source was empty when last checked (runtime fact).
 
@@ -577,7 +585,8 @@ class FailoverMachine:
             self._active_since = now
             self.failovers += 1
             items = self._standby.drain(now)
-            self._forwarded, self._delivered = len(items), 0
+            in_flight = max(0, self._forwarded - self._delivered)  # gap fills, own events
+            self._forwarded, self._delivered = len(items) + in_flight, 0
             if items:
                 actions.append(Flush(items))
         if not self._active:

@@ -10,6 +10,7 @@ At everyday rates the feed batches in time as well (``BatchLatency``, see
 
 from __future__ import annotations
 
+import select
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +57,24 @@ class UdpFeed:
         self._wall_clock = wall_clock
         self._rcvbuf = props.FeedRcvBuf
         self._latency = props.BatchLatency / 1000.0  # seconds
+        self._held: list[bytes] = []
         self.socket: socket.socket | None = None
+
+    def idle(self) -> bool:
+        """True if nothing is unread in the socket nor read and held for a batch, now.
+
+        A fresh non-blocking look, never a remembered state: a probe woken from a stall
+        has a full socket although this task was waiting when it stopped. The failover
+        machine claims IDLE to the peer only on this (which lets the standby fill gaps).
+        """
+        sock = self.socket
+        if sock is None or self._held:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     async def run(
         self,
@@ -109,6 +127,7 @@ class UdpFeed:
         held: list[bytes] = []  # read on waking from idle, waiting out the window
         while True:
             raws, held = held, []
+            self._held = held
             empty = _drain(recv, raws, MAX_BATCH - len(raws))
             drained_at = now()
             if raws:
