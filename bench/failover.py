@@ -18,6 +18,13 @@ traffic.
 
 ``default`` is 2/1/1 s (bound 4 s), ``fast`` is 0.1/0.1/0.1 s (bound 0.3 s). Exits 1
 when a goal is missed.
+
+``--faults 1000,20000`` runs the partial-failure scenarios of ``tests/e2e/faults.py``
+instead (a stall below the bound that overflows the master's socket, a 12 s stall, kill -9
+and restart, a replay of captured datagrams, the master's sink dying) at each rate and
+prints one row each: events sent, lost, duplicates (all, and among the events sent after
+the fault ended), gap fills, and the time the role change took. Goal (issue 8): 0 lost,
+0 duplicates after the fault; exits 1 otherwise.
 """
 
 from __future__ import annotations
@@ -175,7 +182,33 @@ async def run_timings(name: str, timings: Timings, cycles: int, rate: float,
     return met
 
 
+async def run_faults(rates: list[float]) -> bool:
+    from tests.e2e import faults
+
+    scenarios = [
+        ("stall below the bound", faults.stall_below_bound),
+        ("stall past the bound", faults.stall_past_bound),
+        ("kill -9 and restart", faults.kill9_failback),
+        ("replay", faults.replay),
+        ("sink failover", faults.sink_failover),
+    ]
+    print(faults.HEADER, flush=True)
+    met = True
+    for rate in rates:
+        for label, scenario in scenarios:
+            print(f"  running {label} at {rate:g}/s", file=sys.stderr, flush=True)
+            with tempfile.TemporaryDirectory(prefix="pp-bench-faults-") as tmp:
+                result = await scenario(Path(tmp), rate)
+            ok = not result.lost and result.duplicates_after == 0 and not result.unexpected
+            met = met and ok
+            notes = ", ".join(f"{k} {v:.3g}" for k, v in result.notes.items())
+            print(f"{result.row()}  {'ok' if ok else 'MISSED GOAL'}  {notes}", flush=True)
+    return met
+
+
 async def main(args: argparse.Namespace) -> int:
+    if args.faults:
+        return 0 if await run_faults([float(r) for r in args.faults.split(",")]) else 1
     rng = random.Random(args.seed)
     names = ["default", "fast"] if args.timings == "both" else [args.timings]
     met = [await run_timings(name, TIMINGS[name], args.cycles, args.rate, rng)
@@ -190,6 +223,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="2/1/1 s, 0.1/0.1/0.1 s, or both (default)")
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second (1000)")
     parser.add_argument("--seed", type=int, default=1, help="seeds the kill phases (1)")
+    parser.add_argument("--faults", default="", metavar="RATES",
+                        help="run the fault scenarios at these rates (e.g. 1000,20000)")
     return parser.parse_args(argv)
 
 

@@ -274,6 +274,7 @@ class Probe:
                 split_brain=m.split_brain,
                 config_drift=m.config_drift,
                 sink_healthy=m.sink_healthy,
+                spool_bytes=m.spool_bytes,
                 peer_sink_failing_seconds=m.peer_sink_failing,
                 peer_spool_bytes=m.peer_spool_bytes,
                 gap_fills=m.gap_fills,

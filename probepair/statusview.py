@@ -68,6 +68,16 @@ def _ready(status: Status) -> str:
     return "yes" if ready else "NO: " + ",".join(status.get("desynchronised") or ["?"])
 
 
+def _sink(status: Status) -> str:
+    healthy = status.get("sink_healthy")
+    if healthy is None:
+        return "n/a" if status.get("role") == "standard" else UNKNOWN
+    if healthy:
+        return "delivering"
+    spool = status.get("spool_bytes")
+    return "FAILING" + (f", spool {_number(spool)} B" if isinstance(spool, int) else "")
+
+
 def _duration(seconds: float) -> str:
     minutes = int(seconds + 59) // 60  # rounded up: "in 1 min" until it opens
     if minutes < 60:
@@ -102,6 +112,8 @@ ROWS: Final[tuple[tuple[str, Callable[[Status], str]], ...]] = (
     ("insecure beats", _insecure),
     ("ready", _ready),
     ("failback window", _window),
+    ("sink", _sink),
+    ("gap fills", lambda s: _number(s.get("gap_fills"))),
 )
 
 _RULES_ROW: Final = [label for label, _ in ROWS].index("rules digest")

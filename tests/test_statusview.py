@@ -51,8 +51,21 @@ def test_master_and_standby_slave() -> None:
         "insecure beats    no                no\n"
         "ready             -                 -\n"
         "failback window   -                 -\n"
+        "sink              -                 -\n"
+        "gap fills         -                 -\n"
         "pair OK: one active (m)\n"
     )
+
+
+def test_sink_health_and_gap_fills_show_per_side() -> None:
+    local = _status(sink_healthy=False, spool_bytes=40960, gap_fills=0)
+    peer = _status(**SLAVE, sink_healthy=True, gap_fills=1932)
+    lines = render_table(local, peer).splitlines()
+    # The columns widen to the longest value: compare without the padding.
+    rows = {line.split()[0]: line.split(None, 1)[1].split() for line in lines[1:-1]}
+    assert rows["sink"] == ["FAILING,", "spool", "40960", "B", "delivering"]
+    assert [line.split() for line in lines if line.startswith("gap fills")] == [
+        ["gap", "fills", "0", "1932"]]
 
 
 def test_both_active_is_split_brain() -> None:

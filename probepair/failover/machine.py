@@ -195,6 +195,11 @@ class FailoverMachine:
         return self._peer_sink_failing
 
     @property
+    def spool_bytes(self) -> int:
+        """Our spool's bytes as the runtime last reported them."""
+        return self._spool_bytes
+
+    @property
     def peer_spool_bytes(self) -> int:
         """The peer's spool bytes at its last heartbeat."""
         return self._peer_spool_bytes
