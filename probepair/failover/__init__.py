@@ -33,10 +33,9 @@ runs the timers that are due at ``now`` and re-arms or clears each one it runs, 
 - hole: an ack serial missing for a whole bound is skipped (below).
 
 Freshness. Every datagram echoes the newest sequence number its sender received from
-us. A datagram is *fresh* when it echoes one we sent within the bound (and, for a
-heartbeat, one we sent since our last role change: a heartbeat written before the peer
-could know our role may not change it); only fresh datagrams change a role, a deadline
-or the buffer. Anything else (a replay of a
+us. A datagram is *fresh* when it echoes one we sent within the bound and since our
+last role change (one written before the peer could know our role may not change it);
+only fresh datagrams change a role, a deadline or the buffer. Anything else (a replay of a
 captured datagram, delivered or not, of this boot or an earlier one) is reported as
 ``Rejected("unfresh")`` and answered with a heartbeat flagged ``ECHO_REQUEST``; the peer
 answers fresh requests at once, so a live peer is proven within a round trip (at start,

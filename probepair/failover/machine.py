@@ -325,12 +325,11 @@ class FailoverMachine:
         self._fresh.heard(msg.boot_id, msg.seq)
         age = self._fresh.age(msg.echo_boot, msg.echo_seq, now)
         bound = self._bound()
-        # A heartbeat that echoes what we sent before our last role change was written
+        # A datagram that echoes what we sent before our last role change was written
         # without knowing our role: it may not change it (a heartbeat captured just
-        # before the master died, replayed right after our takeover, is such a one).
-        fresh = age is not None and age <= bound
-        if isinstance(msg, Heartbeat) and msg.echo_seq < self._role_seq:
-            fresh = False
+        # before the master died, replayed right after our takeover, is such a one). An
+        # ack refused this way comes again: the ack stream re-sends what is missing.
+        fresh = age is not None and age <= bound and msg.echo_seq >= self._role_seq
         if isinstance(msg, Heartbeat) and msg.flags & Flag.ECHO_REQUEST and fresh:
             # Answer fresh requests only: stale ones queued during a stall must not use up
             # the answer a live peer is waiting for (an unproven peer gets our own request).
