@@ -7,10 +7,16 @@ duplicates are reported (the file sink is not key-aware, so a takeover may rewri
 the dead master delivered in its last ack interval).
 
 Roles and activity are read from each probe's /metrics, polled; every wait is bounded.
+Timing is judged by the probe's own clock (the silence it reports in its log when it
+takes over), never by how long the test waited: a loaded machine delays the test too.
+The exact "one ack period" of takeover duplicates is held by the MockClock simulation
+(tests/test_pair_sim.py); here the duplicates must be what that claim describes: the
+tail of the master's file that it could no longer ack.
 """
 
 from __future__ import annotations
 
+import re
 import signal
 from pathlib import Path
 
@@ -31,7 +37,7 @@ from tests.e2e.procs import (
     start_probe,
     wait_metric,
 )
-from tests.e2e.sinkcheck import count, duplicated, wait_delivered
+from tests.e2e.sinkcheck import count, duplicated, read_keys, wait_delivered
 
 pytestmark = pytest.mark.e2e
 
@@ -40,15 +46,39 @@ TIMINGS = Timings(beat_interval=0.2, beat_threshold=0.2, heartbeat_timeout=0.2,
 RATE = 1000  # events per second
 START_TIMEOUT = 10.0  # seconds for a pair to come up (master active, slave standby)
 DELIVERY_TIMEOUT = 10.0  # seconds for the last events to reach a sink
-# Takeover is due at the bound; a loaded CI machine may wake the slave late. The bench
-# (bench/failover.py) holds the tight goal of bound + 50 ms.
-# The last heartbeat before a kill left at most one BeatInterval (+ the master's
-# scheduling jitter) earlier, so a takeover sooner than bound - BeatInterval is false.
-BEAT_JITTER = 0.02  # seconds
-TAKEOVER_SLACK = 0.5  # seconds
-# Duplicates after a kill: what the master delivered but had not acked yet, i.e. up to
-# one ack interval plus the sink's batch and the ack datagram's trip (DESIGN.md point 3).
+# Takeover is due at the bound. The slave logs the silence it measured on its own clock
+# ("master silent for 0.6 s"); a loaded machine may wake it late, never early.
+TAKEOVER_SLACK = 0.5  # seconds of scheduling delay the probe's own timer may suffer
+# A sanity cap on takeover duplicates (what the master delivered but could not ack any
+# more); their shape is asserted exactly by assert_takeover_tail, their span in the
+# probe's own time by tests/test_pair_sim.py.
 MAX_KILL_DUPLICATES = int(RATE * 3 * TIMINGS.ack_interval)
+SILENCE = re.compile(r"-> slave-active: master silent for ([0-9.]+) s")
+
+
+def reported_silence(log: Path) -> float:
+    """The silence the slave measured when it took over, from its own log (one takeover)."""
+    found = SILENCE.findall(log.read_text())
+    assert len(found) == 1, found
+    return float(found[0])
+
+
+def assert_takeover_tail(master_sink: Path, slave_sink: Path, sent: list[str]) -> int:
+    """Duplicates are exactly a tail of the master's deliveries: what it could not ack.
+
+    Acks run in delivery order, so what the slave still held un-acked at the takeover is
+    the end of the master's file; a duplicate from earlier would mean an ack was ignored.
+    Returns the number of duplicated events.
+    """
+    wanted = set(sent)
+    mine = [k for k in read_keys(master_sink) if k in wanted]
+    theirs = set(read_keys(slave_sink))
+    again = [i for i, k in enumerate(mine) if k in theirs]
+    if not again:
+        return 0
+    tail = mine[again[0]:]
+    assert [k for k in tail if k not in theirs] == [], "a duplicate before the unacked tail"
+    return len(tail)
 
 
 async def start_side(nursery: trio.Nursery, side: PairSide, peer: PairSide) -> ProbeProcess:
@@ -84,18 +114,22 @@ async def test_kill9_master_under_load_slave_takes_over_without_loss(tmp_path: P
         await kill9(master)
         await wait_metric(slave, ACTIVE, 1, TIMINGS.bound + 5)
         took = trio.current_time() - killed_at
+        silence = reported_silence(s.log)
         assert (await scrape(slave))["probepair_failovers_total"] == 1
         await feeder.wait_traffic(0.5)
         feeder.stop()
         await wait_delivered(feeder.keys(), [m.sink, s.sink], DELIVERY_TIMEOUT)
         assert await slave.stop() == 0
     result = count(feeder.keys(), [m.sink, s.sink])
-    report("kill -9", f"takeover {took:.3f} s (bound {TIMINGS.bound:.1f} s); {result}")
-    assert TIMINGS.bound - TIMINGS.beat_interval - BEAT_JITTER <= took
-    assert took <= TIMINGS.bound + TAKEOVER_SLACK
+    report("kill -9", f"takeover seen {took:.3f} s after the kill, after {silence} s of "
+           f"silence by the slave's clock (bound {TIMINGS.bound:.1f} s); {result}")
+    # The slave's own clock: not before the bound (to its 0.1 s rounding), and late only
+    # by scheduling.
+    assert TIMINGS.bound - 0.05 <= silence <= TIMINGS.bound + TAKEOVER_SLACK
     assert feeder.seqs(result.lost) == []
     assert result.unexpected == 0
     assert result.per_file[1] > 0  # the slave did write: it took over
+    assert assert_takeover_tail(m.sink, s.sink, feeder.keys()) == result.duplicates
     assert result.duplicates <= MAX_KILL_DUPLICATES
 
 
@@ -107,10 +141,10 @@ async def test_sigstop_master_slave_takes_over_and_sigcont_converges(tmp_path: P
         nursery.start_soon(feeder.run)
         await feeder.wait_traffic(0.5)
         master.signal(signal.SIGSTOP)
-        stopped_at = trio.current_time()
         await wait_metric(slave, ACTIVE, 1, TIMINGS.bound + 5)
-        took = trio.current_time() - stopped_at
+        silence = reported_silence(s.log)
         await feeder.wait_traffic(0.5)
+        resumed_from = feeder.sent  # events from here on are sent after the takeover
         master.signal(signal.SIGCONT)
         continued_at = trio.current_time()
         # Converge: the configured master wins when both are active (failover.py).
@@ -125,23 +159,31 @@ async def test_sigstop_master_slave_takes_over_and_sigcont_converges(tmp_path: P
             await trio.sleep(0.02)
         assert (await scrape(slave))[STANDBY] == 1
         split = [(await scrape(p)).get("probepair_split_brains_total") for p in (master, slave)]
+        handovers = (await scrape(slave))['probepair_handovers_total{reason="failback"}']
         feeder.stop()
         await wait_delivered(feeder.keys(), [m.sink, s.sink], DELIVERY_TIMEOUT)
         assert await slave.stop() == 0
         assert await master.stop() == 0
     result = count(feeder.keys(), [m.sink, s.sink])
-    report("SIGSTOP/SIGCONT", f"takeover {took:.3f} s, converged {converged:.3f} s after "
-           f"SIGCONT, split brains counted (master, slave) {split}; {result}")
-    assert took <= TIMINGS.bound + TAKEOVER_SLACK
+    after = duplicated([m.sink, s.sink], among=feeder.keys(resumed_from))
+    report("SIGSTOP/SIGCONT", f"takeover after {silence} s of silence (slave's clock), "
+           f"converged {converged:.3f} s after SIGCONT, split brains counted (master, "
+           f"slave) {split}; duplicates after the takeover {sum(after.values()) - len(after)}; "
+           f"{result}")
+    assert TIMINGS.bound - 0.05 <= silence <= TIMINGS.bound + TAKEOVER_SLACK
     assert feeder.seqs(result.lost) == []
     assert result.unexpected == 0
+    # Frozen past the bound, the master comes back as a returning master and goes through
+    # the handshake (README "Stalls"): no split brain, nothing delivered twice after it.
+    assert split == [0, 0]
+    assert handovers == 1
+    assert after == {}
+    assert result.duplicates <= MAX_KILL_DUPLICATES  # only the takeover's unacked tail
 
 
 async def test_restarted_master_takes_back_over_by_handshake(tmp_path: Path) -> None:
-    # Known product gap (reported with issue 3): a restarted master beats before its
-    # feed is bound, and the active slave stops forwarding at that first heartbeat;
-    # events in between reach only the slave's standby buffer. Under CPU load this
-    # shows as a few lost sequence numbers just after the slave's last forwarded one.
+    # README "Failback": handshake, no gap, no overlap. What the restarted master's feed
+    # missed while it started is delivered by the slave (gap fill).
     m, s = loopback_pair(tmp_path)
     feeder = feeder_for(m, s)
     async with trio.open_nursery() as nursery:
@@ -169,7 +211,4 @@ async def test_restarted_master_takes_back_over_by_handshake(tmp_path: Path) -> 
            f"the failback {sum(across.values()) - len(across)}; {result}")
     assert feeder.seqs(result.lost) == []
     assert result.unexpected == 0
-    # The handshake aims at no overlap; its drain wait is bounded (AckInterval +
-    # HeartbeatTimeout), so on a loaded machine it may hand over with a few deliveries
-    # un-acked: duplicates, never loss. They are reported above and bounded here.
-    assert sum(across.values()) - len(across) <= MAX_KILL_DUPLICATES
+    assert across == {}  # the handshake failback duplicates nothing
