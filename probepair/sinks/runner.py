@@ -59,6 +59,9 @@ class SinkRunner:
         if failing_since == self._failing_since:
             return
         self._failing_since = failing_since
+        # A standard probe's gauge follows the runner; a pair's reads the machine, which
+        # on_health below informs (its set_function takes precedence over this value).
+        self._metrics.sink_healthy.set(0 if failing_since is not None else 1)
         if self.on_health is not None:
             spooled = self.spool.backlog_bytes if self.spool is not None else 0
             self.on_health(failing_since, spooled)
