@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from probepair.demo import PAYLOAD_PREFIX
 
 pytestmark = pytest.mark.e2e
 
@@ -33,6 +36,11 @@ def test_demo_kills_the_master_takes_over_fails_back_and_loses_nothing(tmp_path:
                         r"duplicates (\d+)", out)
     assert summary, out
     assert int(summary.group(1)) == int(summary.group(2)) > 1000
+    # Judged outside the demo: its events are numbered 0 .. sent-1; the two sinks together
+    # must hold every number, and nothing else.
+    sent = int(summary.group(1))
+    assert _numbers_in_sinks(tmp_path) == set(range(sent))
+    assert _processes_under(tmp_path) == []  # no probe outlived the demo
     # a live line per refresh when stdout is not a terminal, with both probes in it
     assert len(re.findall(r"m: master +yes .* \| s: slave-standby +no", out)) >= 3
     assert re.search(r"m: \(down\) .* \| s: slave-active +yes", out)
@@ -63,3 +71,31 @@ def test_demo_interrupted_stops_every_probe(tmp_path: Path) -> None:
     for name in ("m", "s"):
         log = (tmp_path / name / "probe.log").read_text()
         assert "stopping" in log, log  # each probe was told to stop, cleanly
+    assert _processes_under(tmp_path) == []
+
+
+def _numbers_in_sinks(workdir: Path) -> set[int]:
+    """The sequence numbers of the demo's events in both sinks (its own payload format)."""
+    numbers: set[int] = set()
+    for name in ("m", "s"):
+        for line in (workdir / name / "alerts.jsonl").read_bytes().splitlines():
+            text = str(json.loads(line).get("Line", ""))
+            if text.startswith(PAYLOAD_PREFIX):
+                numbers.add(int(text[len(PAYLOAD_PREFIX):]))
+    return numbers
+
+
+def _processes_under(workdir: Path) -> list[int]:
+    """Pids of live processes whose command line names ``workdir`` (the demo's probes)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(workdir).encode() in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
