@@ -461,6 +461,13 @@ class Probe:
                     settle_gc()  # start-up is done: what exists now lives as long as we do
                     self._ready("READY " + " ".join(f"{k}={v}" for k, v in self.addresses.items()))
                     task_status.started(self.addresses)
+                m = self.metrics
+                logger.info(
+                    "drained: %d events received, %d alerts delivered, %d spool bytes",
+                    m.count("probepair_events_received_total"),
+                    m.count("probepair_events_forwarded_total"),
+                    m.count("probepair_spool_bytes"),
+                )
                 if self.driver is not None:
                     # Everything is delivered; let the last deliveries be acked to the peer
                     # (the driver still runs), so it does not send them again on takeover.

@@ -1,0 +1,52 @@
+"""The file sink's promises in the README "Sinks" table: one ``write(2)`` per batch, and
+``fsync`` at stop (not per batch)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from probepair import props
+from probepair.alerts import serialise
+from probepair.events import key_of
+from probepair.sinks.base import Item
+from probepair.sinks.file import FileSink
+
+
+def _alert(n: int) -> Item:
+    key = key_of(b"event %d" % n)
+    return key, serialise({"Summary": f"event {n}"}, key)
+
+
+async def test_one_write_per_batch_and_fsync_only_at_stop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "alerts.jsonl"
+    sink = FileSink(props.load([("test", {"SinkFile": str(path)})]))
+    calls: list[str] = []
+    real_write, real_fsync = os.write, os.fsync
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if fd == sink_fd():
+            calls.append("write")
+        return real_write(fd, data)
+
+    def fsync(fd: int) -> None:
+        if fd == sink_fd():
+            calls.append("fsync")
+        real_fsync(fd)
+
+    def sink_fd() -> int:
+        fd = getattr(sink, "_fd", None)
+        return -1 if fd is None else int(fd)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "fsync", fsync)
+    await sink.open()
+    for batch in range(3):
+        await sink.deliver([_alert(batch * 100 + i) for i in range(100)])
+    assert calls == ["write"] * 3  # one write(2) per batch of 100, no fsync yet
+    await sink.aclose()
+    assert calls == ["write"] * 3 + ["fsync"]
+    assert len(path.read_bytes().splitlines()) == 300
