@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 import trio
 
+from probepair.wire import Flag, Heartbeat, config_digest, encode, make_boot_id, node_id_of
+from probepair.wire import Role as WireRole
 from tests.e2e.faults import SLOW
 from tests.e2e.procs import (
     ACTIVE,
     STANDBY,
     ProbeProcess,
+    Timings,
     loopback_pair,
     scrape,
     start_probe,
@@ -93,3 +96,38 @@ async def test_a_running_pair_counts_what_happened_to_it(tmp_path: Path) -> None
         assert got["probepair_failovers_total"] == 0 and got["probepair_gap_fills_total"] == 0
         assert await slave.stop() == 0
         assert await master.stop() == 0
+
+
+REJECTED = 'probepair_heartbeats_rejected_total{reason="%s"}'
+
+
+async def test_drift_and_rejected_datagrams_are_counted_by_a_running_pair(
+        tmp_path: Path) -> None:
+    m, s = loopback_pair(tmp_path)
+    async with trio.open_nursery() as nursery:
+        master = await start_probe(nursery, m.args(s, Timings()), cwd=m.cwd)
+        # A pair-wide setting that differs: the heartbeats' config digests differ.
+        slave = await start_probe(nursery, s.args(m, Timings(), extra=["--keywindow", "7"]),
+                                  cwd=s.cwd)
+        await wait_metric(master, ACTIVE, 1, 10)
+        await wait_metric(slave, STANDBY, 1, 10)
+        await wait_metric(slave, "probepair_config_drift", 1, 10)
+        await wait_metric(master, "probepair_config_drift", 1, 10)
+
+        # Datagrams to the slave's heartbeat port: one signed with another secret, one
+        # unsigned, one too short, one with another magic. Each counted under its reason.
+        forged = Heartbeat(sender=node_id_of("m"), boot_id=make_boot_id(1_700_000_000, b"abcd"),
+                           epoch=0, seq=1, role=WireRole.MASTER, flags=Flag(0),
+                           beat_interval=0.2, config_digest=config_digest("x"))
+        before = await scrape(slave)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            to = (s.host, s.heartbeat_port)
+            sock.sendto(encode(forged, b"another secret of the right length......"), to)
+            sock.sendto(encode(forged, b""), to)
+            sock.sendto(b"PB", to)
+            sock.sendto(b"XXXX" + b"\0" * 100, to)
+        for reason in ("mac", "unsigned", "short", "magic"):
+            await wait_metric(slave, REJECTED % reason, before.get(REJECTED % reason, 0) + 1, 10)
+        after = await scrape(slave)
+        assert after[STANDBY] == 1 and after["probepair_failovers_total"] == 0
+        nursery.cancel_scope.cancel()
