@@ -23,6 +23,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -112,7 +113,9 @@ class Probe:
         self.metrics.takeover_bound.set(props.takeover_bound)
         self.metrics.buffer_limit.set(props.BufferSize)
         self._wall_clock = wall_clock
-        self._ready = ready or (lambda line: print(line, flush=True))
+        # The READY line goes to stdout, unless the stdout sink owns it (JSON lines only).
+        ready_to = sys.stderr if props.SinkType == "stdout" else sys.stdout
+        self._ready = ready or (lambda line: print(line, file=ready_to, flush=True))
         self.program = load_program(props)
         self.tree = self._read_tree()
         self._archive: tuple[str, bytes] | None = None  # (digest, signed archive) served

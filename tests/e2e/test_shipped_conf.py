@@ -65,8 +65,8 @@ def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
 
 
 def test_the_stdout_sink_writes_one_json_alert_per_line(tmp_path: Path) -> None:
-    # stdin holds the feed: the probe stops at its end and flushes (no READY race on
-    # stdout, which the sink shares with the READY line).
+    # stdin holds the feed: the probe stops at its end and flushes. Every line on stdout
+    # is an alert (the READY line goes to stderr with this sink).
     feed = b"".join(b"line %d\n" % i for i in range(3))
     result = subprocess.run(
         probepair_cmd("run", "--feedtype", "stdin", "--feedformat", "line", "--rulesfile", "",
@@ -74,7 +74,8 @@ def test_the_stdout_sink_writes_one_json_alert_per_line(tmp_path: Path) -> None:
         input=feed, capture_output=True, check=False, cwd=tmp_path, env=probe_env(tmp_path),
         timeout=60)
     assert result.returncode == 0, result.stderr
-    alerts = [json.loads(x) for x in result.stdout.splitlines() if x.startswith(b"{")]
+    alerts = [json.loads(x) for x in result.stdout.splitlines()]
+    assert b"READY" in result.stderr
     lines = [a["Line"] for a in alerts if a.get("Manager") != "ProbeWatch"]
     assert lines == ["line 0", "line 1", "line 2"]
     assert all("EventKey" in a for a in alerts)
