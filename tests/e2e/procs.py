@@ -7,6 +7,7 @@ bound; tests read it under ``fail_after`` and never sleep to "let things settle"
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import socket
@@ -264,3 +265,13 @@ async def kill9(probe: ProbeProcess) -> None:
 async def active_flags(*probes: ProbeProcess) -> list[float]:
     """``probepair_active`` of each probe, in order."""
     return [(await scrape(p)).get(ACTIVE, -1.0) for p in probes]
+
+
+SILENCE = re.compile(r"-> slave-active: master silent for ([0-9.]+) s")
+
+
+def reported_silence(log: Path) -> float:
+    """The silence the slave measured when it took over, from its own log (one takeover)."""
+    found = SILENCE.findall(log.read_text())
+    assert len(found) == 1, found
+    return float(found[0])

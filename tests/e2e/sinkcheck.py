@@ -101,3 +101,21 @@ async def wait_delivered(sent: Iterable[str], paths: Iterable[Path],
         while count(expected, files).lost:
             await trio.sleep(POLL)
     return count(expected, files)
+
+
+def assert_takeover_tail(master_sink: Path, slave_sink: Path, sent: list[str]) -> int:
+    """Duplicates are exactly a tail of the master's deliveries: what it could not ack.
+
+    Acks run in delivery order, so what the slave still held un-acked at the takeover is
+    the end of the master's file; a duplicate from earlier would mean an ack was ignored.
+    Returns the number of duplicated events.
+    """
+    wanted = set(sent)
+    mine = [k for k in read_keys(master_sink) if k in wanted]
+    theirs = set(read_keys(slave_sink))
+    again = [i for i, k in enumerate(mine) if k in theirs]
+    if not again:
+        return 0
+    tail = mine[again[0]:]
+    assert [k for k in tail if k not in theirs] == [], "a duplicate before the unacked tail"
+    return len(tail)

@@ -16,7 +16,6 @@ tail of the master's file that it could no longer ack.
 
 from __future__ import annotations
 
-import re
 import signal
 from pathlib import Path
 
@@ -33,11 +32,12 @@ from tests.e2e.procs import (
     active_flags,
     kill9,
     loopback_pair,
+    reported_silence,
     scrape,
     start_probe,
     wait_metric,
 )
-from tests.e2e.sinkcheck import count, duplicated, read_keys, wait_delivered
+from tests.e2e.sinkcheck import assert_takeover_tail, count, duplicated, wait_delivered
 
 pytestmark = pytest.mark.e2e
 
@@ -53,34 +53,6 @@ TAKEOVER_SLACK = 0.5  # seconds of scheduling delay the probe's own timer may su
 # more); their shape is asserted exactly by assert_takeover_tail, their span in the
 # probe's own time by tests/test_pair_sim.py.
 MAX_KILL_DUPLICATES = int(RATE * 3 * TIMINGS.ack_interval)
-SILENCE = re.compile(r"-> slave-active: master silent for ([0-9.]+) s")
-
-
-def reported_silence(log: Path) -> float:
-    """The silence the slave measured when it took over, from its own log (one takeover)."""
-    found = SILENCE.findall(log.read_text())
-    assert len(found) == 1, found
-    return float(found[0])
-
-
-def assert_takeover_tail(master_sink: Path, slave_sink: Path, sent: list[str]) -> int:
-    """Duplicates are exactly a tail of the master's deliveries: what it could not ack.
-
-    Acks run in delivery order, so what the slave still held un-acked at the takeover is
-    the end of the master's file; a duplicate from earlier would mean an ack was ignored.
-    Returns the number of duplicated events.
-    """
-    wanted = set(sent)
-    mine = [k for k in read_keys(master_sink) if k in wanted]
-    theirs = set(read_keys(slave_sink))
-    again = [i for i, k in enumerate(mine) if k in theirs]
-    if not again:
-        return 0
-    tail = mine[again[0]:]
-    assert [k for k in tail if k not in theirs] == [], "a duplicate before the unacked tail"
-    return len(tail)
-
-
 async def start_side(nursery: trio.Nursery, side: PairSide, peer: PairSide) -> ProbeProcess:
     return await start_probe(nursery, side.args(peer, TIMINGS), cwd=side.cwd)
 
