@@ -125,7 +125,7 @@ class FailoverMachine:
         self._ack_serial = 0
         self._silence_since = now  # start, or the last heartbeat that re-armed the timer
         self._beat_interval = config.beat_interval
-        self._standby = StandbyBuffer(config.buffer_limit, config.retention)
+        self._standby = StandbyBuffer(config.buffer_limit, config.retention, config.buffer_bytes)
         self._pending_acks: list[bytes] = []
         self._tail: list[bytes] = []
         self._handover = _Handover.NONE
@@ -196,6 +196,11 @@ class FailoverMachine:
         return len(self._standby)
 
     @property
+    def buffer_bytes(self) -> int:
+        """Payload bytes held un-forwarded."""
+        return self._standby.bytes
+
+    @property
     def stall_at(self) -> float:
         """Past this time an active master counts as stalled (``math.inf``: not master).
 
@@ -250,6 +255,7 @@ class FailoverMachine:
         return {
             DropReason.BUFFER_FULL: self._standby.dropped_full,
             DropReason.RETENTION: self._standby.dropped_retention,
+            DropReason.BUFFER_BYTES: self._standby.dropped_bytes,
         }
 
     def next_deadline(self) -> float:

@@ -47,6 +47,7 @@ class DropReason(enum.Enum):
 
     BUFFER_FULL = "buffer_full"
     RETENTION = "retention"
+    BUFFER_BYTES = "buffer_bytes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class FailoverConfig:
     buffer_limit: int = 1_000_000  # events
     retention: float = 60.0
     config_digest: bytes = bytes(DIGEST_SIZE)
+    buffer_bytes: int = 256 * 2**20  # payload bytes held at most (BufferBytes)
 
     def __post_init__(self) -> None:
         if len(self.boot_id) != BOOT_ID_SIZE or len(self.config_digest) != DIGEST_SIZE:

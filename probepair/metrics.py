@@ -57,6 +57,9 @@ class Metrics:
         self.buffer_depth = Gauge(
             "probepair_buffer_depth", "events held by a standby slave", registry=r
         )
+        self.buffer_bytes = Gauge(
+            "probepair_buffer_bytes", "payload bytes held by a standby slave", registry=r
+        )
         self.failovers = Counter(
             "probepair_failovers", "times this probe became active by takeover", registry=r
         )
@@ -128,7 +131,7 @@ class Metrics:
         self.info = Info("probepair", "version, mode and node of this probe", registry=r)
         # Called before each exposition, to bring counters kept elsewhere up to date.
         self.before_collect: list[Callable[[], None]] = []
-        for reason in ("rules", "buffer_full", "retention"):
+        for reason in ("rules", "buffer_full", "retention", "buffer_bytes"):
             self.events_discarded.labels(reason=reason)
         for result in ("success", "failure"):
             self.rules_reloads.labels(result=result)

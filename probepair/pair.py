@@ -47,6 +47,7 @@ def failover_config(props: Props, rules_digest: str = "") -> FailoverConfig:
         failback=Failback(props.Failback),
         ack_interval=props.AckInterval,
         buffer_limit=props.BufferSize,
+        buffer_bytes=props.BufferBytes,
         retention=props.BufferRetention,
         config_digest=config_digest(
             props.BeatInterval,
@@ -67,7 +68,7 @@ class PairObserver:
         self,
         metrics: Metrics,
         machine: FailoverMachine,
-        flush_send: trio.MemorySendChannel[list[Item]],
+        flush_send: trio.abc.SendChannel[list[Item]],
         on_role: Callable[[Role, Role, str], None] | None = None,
     ) -> None:
         self._metrics = metrics
@@ -77,7 +78,9 @@ class PairObserver:
         self._flush_lock = trio.Lock()
         self._flush_closed = False
         self._seen = {"dup": 0, DropReason.BUFFER_FULL: 0, DropReason.RETENTION: 0, "fo": 0}
+        self._seen[DropReason.BUFFER_BYTES] = 0
         metrics.buffer_depth.set_function(lambda: machine.buffer_depth)
+        metrics.buffer_bytes.set_function(lambda: machine.buffer_bytes)
         metrics.beat_interval.set_function(lambda: machine.beat_interval)
         metrics.peer_heartbeat_age.set_function(self._peer_age)
         metrics.before_collect.append(self.sync)
@@ -145,7 +148,7 @@ class PairObserver:
 def build_driver(
     props: Props,
     metrics: Metrics,
-    flush_send: trio.MemorySendChannel[list[Item]],
+    flush_send: trio.abc.SendChannel[list[Item]],
     rules_digest: str = "",
     on_role: Callable[[Role, Role, str], None] | None = None,
 ) -> tuple[PeerDriver, UdpLink, PairObserver]:

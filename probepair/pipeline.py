@@ -187,8 +187,8 @@ class Processor:
 
     async def run(
         self,
-        recv: trio.MemoryReceiveChannel[Batch],
-        send: trio.MemorySendChannel[list[Item]],
+        recv: trio.abc.ReceiveChannel[Batch],
+        send: trio.abc.SendChannel[list[Item]],
     ) -> None:
         """Process until ``recv`` ends; the caller closes ``send``."""
         async for batch in recv:

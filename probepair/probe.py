@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from probepair import __version__
+from probepair.channels import BoundedSendChannel, batch_bytes, items_bytes, open_bounded_channel
 from probepair.control import make_handler, serve_control, socket_path
 from probepair.errors import RulesError
 from probepair.failover import ACTIVE_ROLES, Role
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     from probepair.feeds.base import Batch, Feed
     from probepair.props import Props
     from probepair.rules import Program
-    from probepair.sinks.base import Item
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Probe:
         self._stop = trio.Event()
         self._feed_done = trio.Event()
         self.notifier = Notifier(props.NotifyCommand, props.Name)
-        self._self_send: trio.MemorySendChannel[Batch] | None = None
+        self._self_send: BoundedSendChannel[Batch] | None = None
         self.addresses: dict[str, str] = {}
 
     def _mtime(self) -> float:
@@ -140,7 +140,7 @@ class Probe:
         self.send_self_event(f"{verb} ({new.value}): {reason}")
         self.notifier.on_role(old, new, reason)
 
-    async def _self_events(self, send: trio.MemorySendChannel[Batch]) -> None:
+    async def _self_events(self, send: BoundedSendChannel[Batch]) -> None:
         """'Running ...' now, 'Going Down ...' at stop; then the channel closes."""
         async with send:
             self._self_send = send
@@ -223,7 +223,7 @@ class Probe:
 
     async def _run_feed(
         self,
-        send: trio.MemorySendChannel[Batch],
+        send: trio.abc.SendChannel[Batch],
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -253,8 +253,9 @@ class Probe:
             if props.StoreAndForward and props.SinkType != "stdout"
             else None
         )
-        feed_send, feed_recv = trio.open_memory_channel["Batch"](props.QueueSize)
-        sink_send, sink_recv = trio.open_memory_channel[list["Item"]](props.QueueSize)
+        # Bounded in batches and in bytes: a burst of large datagrams cannot queue GiBs.
+        feed_send, feed_recv = open_bounded_channel(props.QueueSize, props.QueueBytes, batch_bytes)
+        sink_send, sink_recv = open_bounded_channel(props.QueueSize, props.QueueBytes, items_bytes)
         flush_send = sink_send.clone()
         link = None
         observer: PairObserver | None = None

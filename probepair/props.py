@@ -78,6 +78,9 @@ class Props:
     SharedSecret: str = _prop("", "secret that signs heartbeats and acks (HMAC-SHA256)")
     AckInterval: float = _prop(0.1, "seconds between delivery acks sent to the peer", positive=True)
     BufferSize: int = _prop(1_000_000, "events a standby slave holds at most", low=1)
+    BufferBytes: int = _prop(
+        256 * 2**20, "bytes of alerts a standby slave holds at most", low=65536
+    )
     BufferRetention: float = _prop(
         60.0, "seconds a standby slave holds an un-acked event", positive=True
     )
@@ -96,6 +99,9 @@ class Props:
     FeedFormat: str = _prop("syslog", "record format: syslog, json or line", choices=FEED_FORMATS)
     QueueSize: int = _prop(
         256, "batches held between the feed and the rules (back-pressure)", low=1
+    )
+    QueueBytes: int = _prop(
+        32 * 2**20, "bytes held between two stages at most, besides QueueSize", low=65536
     )
     SinkType: str = _prop(
         "file", "event sink: file, tcp, http, sqlite or stdout", choices=SINK_TYPES

@@ -223,7 +223,9 @@ def test_buffer_limit_drops_oldest_and_counts() -> None:
     for i in range(5):
         s.event(K(i), P(i), 0.0)
     assert s.buffer_depth == 3
-    assert s.dropped == {DropReason.BUFFER_FULL: 2, DropReason.RETENTION: 0}
+    assert s.dropped == {
+        DropReason.BUFFER_FULL: 2, DropReason.RETENTION: 0, DropReason.BUFFER_BYTES: 0
+    }
     assert s.tick(4.0)[1] == Flush([(K(i), P(i)) for i in (2, 3, 4)])
 
 

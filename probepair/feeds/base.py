@@ -28,7 +28,7 @@ class Feed(Protocol):
 
     async def run(
         self,
-        send: trio.MemorySendChannel[Batch],
+        send: trio.abc.SendChannel[Batch],
         *,
         task_status: trio.TaskStatus[Any] = ...,
     ) -> None: ...
@@ -53,7 +53,7 @@ def make_feed(props: Props, wall_clock: Callable[[], float]) -> Feed:
 STOP_GRACE = 5.0  # seconds a cancelled feed may wait to hand over its last batch
 
 
-async def send_batch(send: trio.MemorySendChannel[Batch], batch: Batch) -> None:
+async def send_batch(send: trio.abc.SendChannel[Batch], batch: Batch) -> None:
     """Send ``batch``; if the feed is being stopped meanwhile, still hand it over.
 
     A datagram read from the socket is accepted: a clean stop (which cancels the feed)

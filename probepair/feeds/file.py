@@ -82,7 +82,7 @@ class FileFeed:
 
     async def run(
         self,
-        send: trio.MemorySendChannel[Batch],
+        send: trio.abc.SendChannel[Batch],
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -113,9 +113,7 @@ class FileFeed:
         key = self._keys.key(b"%d:" % start + line, trio.current_time())
         return [Event(line, key, self._wall_clock())]
 
-    async def _after_idle(
-        self, cur: _Follow, send: trio.MemorySendChannel[Batch]
-    ) -> _Follow | None:
+    async def _after_idle(self, cur: _Follow, send: trio.abc.SendChannel[Batch]) -> _Follow | None:
         """Sleep a poll interval, then handle rotation or truncation."""
         await trio.sleep(POLL_INTERVAL)
         try:

@@ -33,7 +33,7 @@ class TcpFeed:
 
     async def run(
         self,
-        send: trio.MemorySendChannel[Batch],
+        send: trio.abc.SendChannel[Batch],
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -47,7 +47,7 @@ class TcpFeed:
             await nursery.start(trio.serve_listeners, partial(self._client, send), listeners)
             task_status.started(address)
 
-    async def _client(self, send: trio.MemorySendChannel[Batch], stream: trio.SocketStream) -> None:
+    async def _client(self, send: trio.abc.SendChannel[Batch], stream: trio.SocketStream) -> None:
         splitter = LineSplitter(self._keys, trio.current_time, self._wall_clock)
         async with stream:
             while True:

@@ -68,7 +68,7 @@ class UdpFeed:
 
     async def run(
         self,
-        send: trio.MemorySendChannel[Batch],
+        send: trio.abc.SendChannel[Batch],
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -86,9 +86,7 @@ class UdpFeed:
             task_status.started(sock.getsockname()[:2])
             await self._drain_forever(sock, send)
 
-    async def _drain_forever(
-        self, sock: socket.socket, send: trio.MemorySendChannel[Batch]
-    ) -> None:
+    async def _drain_forever(self, sock: socket.socket, send: trio.abc.SendChannel[Batch]) -> None:
         # The loop per datagram is only recv + rstrip + append: keys and Events are
         # made per batch (KeyMaker.keys), which halves the feed's per-event cost.
         recv = sock.recv

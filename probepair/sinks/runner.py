@@ -19,7 +19,10 @@ from probepair.sinks.base import Item, Sink
 from probepair.sinks.spool import Spool
 
 if TYPE_CHECKING:
+    from probepair.channels import BoundedReceiveChannel
     from probepair.metrics import Metrics
+
+    Batches = trio.MemoryReceiveChannel[list[Item]] | BoundedReceiveChannel[list[Item]]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ class SinkRunner:
         self._retry_at = -float("inf")  # trio time of the next attempt after a failure
         self._logged_down = False
 
-    async def run(self, recv: trio.MemoryReceiveChannel[list[Item]]) -> None:
+    async def run(self, recv: Batches) -> None:
         """Deliver until ``recv`` is closed and drained, then close the sink."""
         try:
             await self.sink.open()
@@ -85,7 +88,7 @@ class SinkRunner:
             await self.sink.aclose()
 
     @staticmethod
-    async def _next(recv: trio.MemoryReceiveChannel[list[Item]]) -> list[Item] | None:
+    async def _next(recv: Batches) -> list[Item] | None:
         try:
             items = await recv.receive()
         except trio.EndOfChannel:
