@@ -6,11 +6,13 @@ Only the accounting is asserted here; RSS figures belong to bench/memory.py.
 
 from __future__ import annotations
 
+import orjson
 import pytest
 import trio
 import trio.testing
 
 from probepair import props
+from probepair.alerts import exact_copies
 from probepair.channels import (
     EVENT_OVERHEAD,
     ITEM_OVERHEAD,
@@ -126,3 +128,10 @@ async def test_byte_cap_drops_are_counted_and_the_gauge_shows_bytes_held() -> No
     assert r.get_sample_value("probepair_events_discarded_total", {"reason": "buffer_bytes"}) == 5
     assert r.get_sample_value("probepair_events_discarded_total", {"reason": "buffer_full"}) == 0
     assert r.get_sample_value("probepair_buffer_bytes") == 65_000
+
+
+def test_exact_copies_drop_what_orjson_keeps_allocated() -> None:
+    payload = orjson.dumps({"Summary": "x" * 100})
+    assert bytes(payload) is payload  # why a plain bytes() would not do
+    [(key, copy)] = exact_copies([(b"k" * 8, payload)])
+    assert key == b"k" * 8 and copy == payload and copy is not payload

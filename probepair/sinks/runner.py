@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from probepair.alerts import exact_copies
 from probepair.errors import SinkError
 from probepair.sinks.base import Item, Sink
 from probepair.sinks.spool import Spool
@@ -138,10 +139,13 @@ class SinkRunner:
         self._metrics.spool_bytes.set(self.spool.backlog_bytes)
 
     async def _deliver_or_spool(self, items: list[Item]) -> None:
+        retried = False
         while not await self._deliver(items):
             if self.spool is not None:
                 self._spool(items)
                 return
+            if not retried:  # held until the sink is back: at their size (issue 9)
+                items, retried = exact_copies(items), True
             await trio.sleep_until(self._retry_at)
 
     async def _replay(self) -> bool:
