@@ -34,6 +34,7 @@ from probepair.control import make_handler, serve_control, socket_path
 from probepair.errors import RulesError
 from probepair.failover import ACTIVE_ROLES, Role
 from probepair.feeds import make_feed
+from probepair.heap import trim_heap_forever
 from probepair.metrics import Metrics, serve_metrics
 from probepair.notify import Notifier
 from probepair.pair import PairObserver, build_driver
@@ -273,6 +274,7 @@ class Probe:
                 outer.start_soon(self._watch_signals, name="signals")
                 outer.start_soon(self._watch_rules_file, name="rules-watch")
                 outer.start_soon(self.notifier.run, name="notify")
+                outer.start_soon(trim_heap_forever, name="heap-trim")
                 control = socket_path(props.Name, props.ControlSocket)
                 handler = make_handler(
                     self.status, self.driver.request_mode if self.driver else None

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from probepair import props
+from probepair import heap, props
 from probepair.alerts import exact_copies
 from probepair.channels import (
     EVENT_OVERHEAD,
@@ -135,3 +135,21 @@ def test_exact_copies_drop_what_orjson_keeps_allocated() -> None:
     assert bytes(payload) is payload  # why a plain bytes() would not do
     [(key, copy)] = exact_copies([(b"k" * 8, payload)])
     assert key == b"k" * 8 and copy == payload and copy is not payload
+
+
+def test_malloc_trim_is_callable_here() -> None:
+    trim = heap.malloc_trim()
+    assert trim is not None  # glibc (Debian, the CI image)
+    assert trim() in (0, 1)
+
+
+async def test_the_heap_is_trimmed_every_interval(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[float] = []
+    monkeypatch.setattr(heap, "malloc_trim", lambda: lambda: calls.append(trio.current_time()))
+    with trio.move_on_after(16):
+        await heap.trim_heap_forever(5.0)
+    assert calls == [5.0, 10.0, 15.0]
+    monkeypatch.setattr(heap, "malloc_trim", lambda: None)
+    await heap.trim_heap_forever(5.0)  # nothing to call: returns at once
