@@ -26,6 +26,7 @@ from probepair.events import Event
 from probepair.failover import FailoverMachine
 from probepair.metrics import Metrics
 from probepair.pair import PairObserver, failover_config
+from probepair.sinks.runner import MAX_BYTES, SinkRunner
 
 
 def size(value: bytes) -> int:
@@ -153,3 +154,17 @@ async def test_the_heap_is_trimmed_every_interval(
     assert calls == [5.0, 10.0, 15.0]
     monkeypatch.setattr(heap, "malloc_trim", lambda: None)
     await heap.trim_heap_forever(5.0)  # nothing to call: returns at once
+
+
+async def test_the_sink_runner_collects_a_delivery_up_to_max_bytes() -> None:
+    send, recv = trio.open_memory_channel[list[tuple[bytes, bytes]]](10)
+    big = b"x" * (MAX_BYTES // 2 + 1)
+    for i in range(3):
+        send.send_nowait([(K(i), big)])
+    first = await SinkRunner._next(recv)
+    assert first is not None and [k for k, _ in first] == [K(0), K(1)]
+    assert await SinkRunner._next(recv) == [(K(2), big)]
+
+
+def K(i: int) -> bytes:
+    return i.to_bytes(8, "big")

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_ITEMS = 4096  # alerts per delivery: one write(2) or one transaction
+MAX_BYTES = 4 * 2**20  # alert bytes per delivery: 4096 long alerts must not make 1 GiB
 BACKOFF_FIRST = 0.25  # seconds before the first retry of a failed sink
 BACKOFF_MAX = 15.0  # seconds between retries at most
 CLOSE_GRACE = 5.0  # seconds to finish deliveries at shutdown
@@ -97,11 +98,13 @@ class SinkRunner:
         # One copy, then extend it: not a copy of the growing list per batch appended
         # (and never the sender's list, which a sender may still hold).
         own: list[Item] | None = None
-        while len(items) < MAX_ITEMS:
+        size = sum([len(payload) for _, payload in items])
+        while len(items) < MAX_ITEMS and size < MAX_BYTES:
             try:
                 batch = recv.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
+            size += sum([len(payload) for _, payload in batch])
             if own is None:
                 items = own = items + batch
             else:
