@@ -30,6 +30,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -300,7 +301,9 @@ def part_overload(which: str, work: Path, flood_bin: Path, lines: Path,
     common = ["--bufferretention", str(args.retention)]
     master: list[str] = []
     if which == "outage":
-        sink_port = free_port(__import__("socket").SOCK_STREAM)
+        with socket.socket() as s:  # a TCP port nothing listens on until the outage ends
+            s.bind(("127.0.0.1", 0))
+            sink_port = s.getsockname()[1]
         master = ["--sinktype", "tcp", "--sinkaddress", f"127.0.0.1:{sink_port}"]
     probes = start_pair(work, common, master, [])
     budget = 256 * MIB
