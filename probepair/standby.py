@@ -110,7 +110,12 @@ class StandbyBuffer:
     )
 
     def __init__(
-        self, limit: int, retention: float, byte_limit: int, *, block_size: int = BLOCK_SIZE
+        self,
+        limit: int,
+        retention: float,
+        byte_limit: int = 256 * 2**20,
+        *,
+        block_size: int = BLOCK_SIZE,
     ) -> None:
         if limit < 1 or byte_limit < 1 or retention <= 0:
             raise ValueError("limit and byte_limit must be >= 1 and retention positive")
@@ -152,7 +157,8 @@ class StandbyBuffer:
     def hold(self, key: bytes, payload: bytes, now: float) -> None:
         """Keep an event; past ``limit`` or ``byte_limit`` the oldest go (counted).
 
-        A key held already is replaced (the old copy goes).
+        A key held already is replaced (the old copy goes). The newest event stays even
+        when it alone is larger than ``byte_limit``.
         """
         seq = self._seq
         index = self.index
@@ -184,10 +190,9 @@ class StandbyBuffer:
         if len(index) > self.limit:
             self._evict_oldest()
             self.dropped_full += 1
-        if self.bytes > self.byte_limit or self.footprint > self._fp_limit:
-            while (self.bytes > self.byte_limit or self.footprint > self._fp_limit) and index:
-                self._evict_oldest()
-                self.dropped_bytes += 1
+        while (self.bytes > self.byte_limit or self.footprint > self._fp_limit) and len(index) > 1:
+            self._evict_oldest()
+            self.dropped_bytes += 1
 
     def ack(self, keys: tuple[bytes, ...] | list[bytes], now: float) -> float | None:
         """The peer delivered ``keys``: forget them, or remember them until seen.
