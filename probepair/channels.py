@@ -119,6 +119,10 @@ class BoundedSendChannel(trio.abc.SendChannel[T], Generic[T]):
     def clone(self) -> BoundedSendChannel[T]:
         return BoundedSendChannel(self._inner.clone(), self.budget, self._size_of)
 
+    def statistics(self) -> trio.MemoryChannelStatistics:
+        """The wrapped channel's statistics (``current_buffer_used`` counts batches)."""
+        return self._inner.statistics()
+
     def close(self) -> None:
         self._inner.close()
 
@@ -142,6 +146,10 @@ class BoundedReceiveChannel(trio.abc.ReceiveChannel[T], Generic[T]):
         n, value = self._inner.receive_nowait()
         self.budget.release(n)
         return value
+
+    def statistics(self) -> trio.MemoryChannelStatistics:
+        """The wrapped channel's statistics (``current_buffer_used`` counts batches)."""
+        return self._inner.statistics()
 
     def close(self) -> None:
         self._inner.close()

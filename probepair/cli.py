@@ -1,4 +1,4 @@
-"""Command line: ``probepair run | status | demo | rules ...`` and ``--dumpprops``.
+"""Command line: ``probepair run | status | demo | secret | rules ...`` and ``--dumpprops``.
 
 ``main`` is the one place that turns ProbepairError into a message and an exit code:
 0 success, 1 runtime failure, 2 bad configuration or usage. A user error never prints a
@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print every property with the value the probe would start with",
     )
+    parser.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="with --dumpprops: print secrets instead of '<redacted>'",
+    )
     _add_prop_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run the probe in the foreground")
@@ -80,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="a pair, a feed and a sink on loopback: watch a failover", add_help=False
     )
     demo.add_argument("demo_args", nargs=argparse.REMAINDER)
+    sub.add_parser(
+        "secret", help="print a new random SharedSecret (put it in a SharedSecretFile, mode 0600)"
+    )
     rules = sub.add_parser("rules", help="check or try a rules file")
     rules_sub = rules.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
     check = rules_sub.add_parser("check", help="compile a rules file and report errors")
@@ -90,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_props(args: argparse.Namespace) -> props.Props:
-    """Defaults < --props FILE < --<prop> options."""
+def prop_sources(args: argparse.Namespace) -> list[tuple[str, dict[str, object]]]:
+    """Defaults < --props FILE < --<prop> options: the sources for ``props.load``."""
     sources: list[tuple[str, dict[str, object]]] = []
     props_file = getattr(args, "props", None)
     if props_file is not None:
@@ -99,7 +107,7 @@ def load_props(args: argparse.Namespace) -> props.Props:
     overrides = {k[len("prop_") :]: v for k, v in vars(args).items() if k.startswith("prop_")}
     if overrides:
         sources.append(("command line", overrides))
-    return props.load(sources)
+    return sources
 
 
 def setup_logging(p: props.Props) -> None:
@@ -122,12 +130,14 @@ def setup_logging(p: props.Props) -> None:
         root.addHandler(h)
 
 
-def _run(p: props.Props) -> int:
+def _run(p: props.Props, origins: dict[str, str]) -> int:
     import trio
 
     from probepair.probe import run_probe
+    from probepair.secret import load_secret
 
     setup_logging(p)
+    p = load_secret(p, origins)  # refuses a weak secret; reads SharedSecretFile
     logger.info("probepair %s starting: Mode %s", __version__, p.Mode)
     trio.run(lambda: run_probe(p, wall_clock=time.time))
     return EXIT_OK
@@ -192,13 +202,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return tool.run_command(
                 args.file, args.format, sys.stdin.buffer, sys.stdout.buffer, sys.stderr
             )
-        p = load_props(args)
+        if args.command == "secret":
+            from probepair.secret import new_secret
+
+            print(new_secret())
+            return EXIT_OK
+        sources = prop_sources(args)
+        p = props.load(sources)
         if args.dumpprops:
             header = [f"probepair {__version__} properties: Name: value # TYPE (description)"]
-            sys.stdout.write(props.dumpprops(p, header))
+            if not args.show_secrets and any(getattr(p, n) for n in props.SECRET_NAMES):
+                header.append(f"secrets show as {props.REDACTED!r} (--show-secrets prints them)")
+            sys.stdout.write(props.dumpprops(p, header, show_secrets=args.show_secrets))
             return EXIT_OK
         if args.command == "run":
-            return _run(p)
+            return _run(p, props.origins(sources))
         if args.command == "status":
             return _status(p, args.json, args.peer_url)
         if args.command in ("takeover", "release"):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -34,6 +33,7 @@ import orjson
 import trio
 
 from probepair.errors import ProbepairError, leaf_exceptions
+from probepair.secret import new_secret, write_secret_file
 
 HOST: Final = "127.0.0.1"
 PAYLOAD_PREFIX: Final = "demo event "
@@ -72,7 +72,11 @@ class Node:
     def sink(self) -> Path:
         return self.directory / "alerts.jsonl"
 
-    def argv(self, secret: str) -> list[str]:
+    @property
+    def secret_file(self) -> Path:
+        return self.directory / "secret"
+
+    def argv(self) -> list[str]:
         options = {
             "mode": self.mode,
             "name": self.name,
@@ -80,7 +84,7 @@ class Node:
             "peerport": str(self.peer_port),
             "listenaddress": HOST,
             "listenport": str(self.heartbeat_port),
-            "sharedsecret": secret,
+            "sharedsecretfile": str(self.secret_file),
             "feedtype": "udp",
             "feedaddress": HOST,
             "feedport": str(self.feed_port),
@@ -247,7 +251,7 @@ class Demo:
     out: TextIO
     rate: int = DEFAULT_RATE
     phase: float = DEFAULT_PHASE
-    secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    secret: str = field(default_factory=new_secret)  # this pair's own, as a real pair's
     sent: int = 0
     views: dict[str, View] = field(default_factory=dict)
     processes: dict[str, trio.Process] = field(default_factory=dict)
@@ -273,12 +277,13 @@ class Demo:
     async def start(self, nursery: trio.Nursery, node: Node) -> None:
         """Start ``node`` and wait for its READY line (stdout and log in its directory)."""
         out_path = node.directory / "stdout.txt"
+        write_secret_file(str(node.secret_file), self.secret)
         stdout, log = _open_outputs(node)
         with stdout, log:  # the child holds its own copies
             process: trio.Process = await nursery.start(
                 partial(
                     trio.run_process,
-                    node.argv(self.secret),
+                    node.argv(),
                     check=False,
                     cwd=node.directory,
                     stdout=stdout,

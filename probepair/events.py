@@ -65,6 +65,20 @@ def key_of(payload: bytes, index: int = 0) -> bytes:
     return _indexed(h.digest(), index)
 
 
+# Keys of alerts that rules derive from an event (genevent): a digest of the event's
+# key and the alert's index under its own personalisation, so a derived key never
+# equals a payload key. Both probes run the same rules on the same event, so both
+# derive the same keys, and the failover gate treats derived alerts like any other.
+_DERIVED: Final = blake2b(digest_size=KEY_SIZE, person=b"probepair-gen")
+
+
+def derived_key(key: bytes, index: int) -> bytes:
+    """The key of the ``index``-th alert (from 0) that the rules generated for ``key``."""
+    h = _DERIVED.copy()
+    h.update(key + index.to_bytes(4, "big"))
+    return h.digest()
+
+
 class KeyMaker:
     """Computes payload-digest event keys with occurrence indexes.
 

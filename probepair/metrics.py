@@ -38,6 +38,7 @@ REJECT_REASONS = (
     "replay",
     "stale",
     "self",
+    "unfresh",  # authentic but not provably recent (failover.freshness): changed nothing
 )
 REQUEST_TIMEOUT = 10.0  # seconds a scrape connection may take
 MAX_REQUEST = 16384  # bytes of request we read before answering 400
@@ -123,18 +124,40 @@ class Metrics:
         self.kernel_drops: Callable[[], int] | None = None
         r.register(_KernelDrops(self))
         self.split_brains = Counter("probepair_split_brains", "split brains detected", registry=r)
+        self.gap_fills = Counter(
+            "probepair_gap_fills",
+            "held events delivered because the active peer passed them by (it missed them)",
+            registry=r,
+        )
+        self.handovers = Counter(
+            "probepair_handovers",
+            "times this probe stepped down from active and handed over, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.sink_healthy = Gauge(
+            "probepair_sink_healthy", "1 while the sink delivers, 0 while it fails", registry=r
+        )
+        self.sink_healthy.set(1)
         self.config_drift = Gauge(
             "probepair_config_drift",
             "1 when the peer's pair-wide settings (intervals, rules digest) differ from ours",
             registry=r,
         )
-        self.info = Info("probepair", "version, mode and node of this probe", registry=r)
+        self.info = Info(
+            "probepair",
+            "version, mode and node of this probe; allow_insecure_heartbeats=true: "
+            "AllowInsecureHeartbeats is set",
+            registry=r,
+        )
         # Called before each exposition, to bring counters kept elsewhere up to date.
         self.before_collect: list[Callable[[], None]] = []
-        for reason in ("rules", "buffer_full", "retention", "buffer_bytes"):
+        for reason in ("rules", "buffer_full", "buffer_bytes", "retention"):
             self.events_discarded.labels(reason=reason)
         for result in ("success", "failure"):
             self.rules_reloads.labels(result=result)
+        for reason in ("sink", "operator", "rules", "failback"):
+            self.handovers.labels(reason=reason)
         for reason in REJECT_REASONS:
             self.heartbeats_rejected.labels(reason=reason)
 
@@ -142,8 +165,15 @@ class Metrics:
         """The current value of a sample, e.g. ``count("probepair_events_received_total")``."""
         return self.registry.get_sample_value(name) or 0.0
 
-    def set_info(self, mode: str, node: str) -> None:
-        self.info.info({"version": __version__, "mode": mode, "node": node})
+    def set_info(self, mode: str, node: str, allow_insecure_heartbeats: bool = False) -> None:
+        self.info.info(
+            {
+                "version": __version__,
+                "mode": mode,
+                "node": node,
+                "allow_insecure_heartbeats": "true" if allow_insecure_heartbeats else "false",
+            }
+        )
 
     def set_role(self, role: str, active: bool) -> None:
         for r in ROLES:

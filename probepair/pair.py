@@ -19,6 +19,7 @@ from probepair.failover import (
     Failback,
     FailoverConfig,
     FailoverMachine,
+    HandoverReason,
     Mode,
     Role,
 )
@@ -49,6 +50,8 @@ def failover_config(props: Props, rules_digest: str = "") -> FailoverConfig:
         buffer_limit=props.BufferSize,
         buffer_bytes=props.BufferBytes,
         retention=props.BufferRetention,
+        gap_timeout=props.GapTimeout,
+        sink_failover=props.SinkFailover,
         config_digest=config_digest(
             props.BeatInterval,
             props.BeatThreshold,
@@ -77,12 +80,13 @@ class PairObserver:
         self._on_role = on_role
         self._flush_lock = trio.Lock()
         self._flush_closed = False
-        self._seen = {"dup": 0, DropReason.BUFFER_FULL: 0, DropReason.RETENTION: 0, "fo": 0}
-        self._seen[DropReason.BUFFER_BYTES] = 0
+        self._seen: dict[object, int] = {"dup": 0, "fo": 0, "gap": 0}
+        self._seen.update((reason, 0) for reason in DropReason)
         metrics.buffer_depth.set_function(lambda: machine.buffer_depth)
         metrics.buffer_bytes.set_function(lambda: machine.buffer_bytes)
         metrics.beat_interval.set_function(lambda: machine.beat_interval)
         metrics.peer_heartbeat_age.set_function(self._peer_age)
+        metrics.sink_healthy.set_function(lambda: 1 if machine.sink_healthy else 0)
         metrics.before_collect.append(self.sync)
         metrics.set_role(machine.role.value, machine.active)
 
@@ -101,18 +105,31 @@ class PairObserver:
         if avoided > seen["dup"]:
             self._metrics.duplicates_avoided.inc(avoided - seen["dup"])
             seen["dup"] = avoided
+        if m.gap_fills > seen["gap"]:
+            self._metrics.gap_fills.inc(m.gap_fills - seen["gap"])
+            seen["gap"] = m.gap_fills
         if m.failovers > seen["fo"]:
             self._metrics.failovers.inc(m.failovers - seen["fo"])
             seen["fo"] = m.failovers
 
     async def on_flush(self, items: list[tuple[bytes, bytes]]) -> None:
+        logger.warning("flushing %d buffered events to the sink", len(items))
+        await self._send_held(items)
+
+    async def on_gap_fill(self, items: list[tuple[bytes, bytes]]) -> None:
+        self.sync()
+        await self._send_held(items)
+
+    async def _send_held(self, items: list[tuple[bytes, bytes]]) -> None:
         async with self._flush_lock:
             if self._flush_closed:
-                logger.error("%d buffered events not flushed: the probe is stopping", len(items))
+                logger.error("%d held events not delivered: the probe is stopping", len(items))
                 return
-            logger.warning("flushing %d buffered events to the sink", len(items))
             for i in range(0, len(items), FLUSH_CHUNK):
                 await self._flush_send.send(items[i : i + FLUSH_CHUNK])
+
+    def on_handover(self, reason: HandoverReason) -> None:
+        self._metrics.handovers.labels(reason=reason.value).inc()
 
     async def close_flush(self) -> None:
         """No more flushes: the sink runner may finish once the pipeline has drained."""
@@ -151,10 +168,12 @@ def build_driver(
     flush_send: trio.abc.SendChannel[list[Item]],
     rules_digest: str = "",
     on_role: Callable[[Role, Role, str], None] | None = None,
+    feed_idle: Callable[[], bool] | None = None,
 ) -> tuple[PeerDriver, UdpLink, PairObserver]:
     """A PeerDriver for ``props`` (Mode master or slave), not yet running, its link, and
     its observer (the runtime closes the observer's flush path when it stops)."""
     machine = FailoverMachine(failover_config(props, rules_digest), now=trio.current_time())
     link = UdpLink(props.ListenAddress, props.heartbeat_port, props.PeerHost, props.PeerPort)
     observer = PairObserver(metrics, machine, flush_send, on_role)
-    return PeerDriver(machine, link, props.SharedSecret.encode(), observer), link, observer
+    driver = PeerDriver(machine, link, props.SharedSecret.encode(), observer, feed_idle=feed_idle)
+    return driver, link, observer

@@ -27,12 +27,17 @@ from probepair.failover import (
     ConfigDrift,
     FailoverMachine,
     Flush,
+    GapFill,
+    Handover,
+    HandoverReason,
     Mode,
+    Rejected,
     Role,
     RoleChanged,
     Send,
     SplitBrain,
 )
+from probepair.sockopts import raise_rcvbuf
 from probepair.wire import Heartbeat, ReplayGuard, decode, encode, make_boot_id
 
 __all__ = ["DatagramLink", "NullObserver", "PeerDriver", "PeerObserver", "UdpLink", "new_boot_id"]
@@ -66,6 +71,8 @@ class PeerObserver(Protocol):
     """
 
     async def on_flush(self, items: list[tuple[bytes, bytes]]) -> None: ...
+    async def on_gap_fill(self, items: list[tuple[bytes, bytes]]) -> None: ...
+    def on_handover(self, reason: HandoverReason) -> None: ...
     def on_role_changed(self, old: Role, new: Role, reason: str) -> None: ...
     def on_heartbeat_sent(self) -> None: ...
     def on_heartbeat_received(self) -> None: ...
@@ -79,6 +86,12 @@ class NullObserver:
 
     async def on_flush(self, items: list[tuple[bytes, bytes]]) -> None:
         """Drop the items."""
+
+    async def on_gap_fill(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Drop the items."""
+
+    def on_handover(self, reason: HandoverReason) -> None:
+        """Ignore."""
 
     def on_role_changed(self, old: Role, new: Role, reason: str) -> None:
         """Ignore."""
@@ -135,6 +148,9 @@ class UdpLink:
         )
         family, type_, proto, _, sockaddr = infos[0]
         with trio.socket.socket(family, type_, proto) as sock:
+            # Acks arrive in bursts (a peer back from a stall sends its backlog): a
+            # datagram the kernel drops here costs a duplicate or a resend.
+            raise_rcvbuf(sock, 4 * 1024 * 1024)  # type: ignore[arg-type]
             await sock.bind(sockaddr)
             self._sock = sock
             try:
@@ -202,6 +218,8 @@ class PeerDriver:
         secret: the SharedSecret (empty: unsigned datagrams; a warning is logged).
         observer: receives flushes, role changes and counts (``NullObserver`` if None).
         log_interval: seconds between two log lines about the same kind of bad datagram.
+        feed_idle: tells, without blocking, whether the feed's source and the pipeline
+            before the gate are empty now (None: never idle, so no IDLE claims).
 
     ``event``, ``delivered`` and ``request_mode`` are called by the processing task,
     in the same trio run; ``run`` must be running (in a nursery) for anything to be sent.
@@ -215,8 +233,10 @@ class PeerDriver:
         observer: PeerObserver | None = None,
         *,
         log_interval: float = DEFAULT_LOG_INTERVAL,
+        feed_idle: Callable[[], bool] | None = None,
     ) -> None:
         self.machine = machine
+        self.feed_idle = feed_idle
         self.link = link
         self.secret = secret
         self.observer: PeerObserver = observer if observer is not None else NullObserver()
@@ -249,12 +269,16 @@ class PeerDriver:
         if machine.next_deadline() < before:
             self._wake.set()
 
-    def request_mode(self, mode: Mode) -> None:
+    def request_mode(self, mode: Mode, reason: HandoverReason = HandoverReason.RULES) -> None:
         """Switch mode now (``%Mode`` in a rules file, or an operator)."""
-        actions = self.machine.request_mode(mode, trio.current_time())
+        actions = self.machine.request_mode(mode, trio.current_time(), reason)
         if actions:
             self._pending.extend(actions)
             self._wake.set()
+
+    def sink_state(self, failing_since: float | None, spool_bytes: int) -> None:
+        """The sink runner's health report (trio time the failures began, or None)."""
+        self.machine.sink_state(failing_since, spool_bytes, trio.current_time())
 
     # -- the tasks ----------------------------------------------------------------------
 
@@ -281,6 +305,8 @@ class PeerDriver:
                     await self._wake.wait()
             self._wake = trio.Event()
             actions, self._pending = self._pending, []
+            if self.feed_idle is not None:
+                machine.feed_idle(self.feed_idle())
             actions += machine.tick(trio.current_time())
             await self._perform(actions)
 
@@ -295,9 +321,12 @@ class PeerDriver:
                 observer.on_rejected(exc.reason)
                 self._log(exc.reason, logging.WARNING, "dropped datagram from %s: %s", address, exc)
                 continue
-            if isinstance(msg, Heartbeat):
-                observer.on_heartbeat_received()
-            actions = machine.receive(msg, trio.current_time())
+            if self.feed_idle is not None:
+                machine.feed_idle(self.feed_idle())
+            now = trio.current_time()
+            actions = machine.receive(msg, now)
+            if isinstance(msg, Heartbeat) and machine.peer_last_heard == now:
+                observer.on_heartbeat_received()  # fresh and newest: it counted
             if actions:
                 self._pending.extend(actions)
                 self._wake.set()
@@ -315,6 +344,22 @@ class PeerDriver:
                     observer.on_heartbeat_sent()
             elif isinstance(action, Flush):
                 await observer.on_flush(action.items)
+            elif isinstance(action, GapFill):
+                logger.warning(
+                    "the active peer passed by %d events it did not deliver: delivering them",
+                    len(action.items),
+                )
+                await observer.on_gap_fill(action.items)
+            elif isinstance(action, Rejected):
+                observer.on_rejected(action.reason)
+                self._log(
+                    action.reason,
+                    logging.WARNING,
+                    "ignored a datagram that does not echo a recent one of ours (%s)",
+                    action.reason,
+                )
+            elif isinstance(action, Handover):
+                observer.on_handover(action.reason)
             elif isinstance(action, RoleChanged):
                 logger.warning(
                     "role %s -> %s: %s", action.old.value, action.new.value, action.reason

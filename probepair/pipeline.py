@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from probepair.alerts import serialise
-from probepair.events import Event, key_of
+from probepair.events import Event, derived_key, key_of
 from probepair.failover import Mode
 from probepair.formats import TOKENISERS
 from probepair.props import Props, as_mapping
@@ -127,6 +127,24 @@ class Processor:
         logger.warning("rules file sets %%Mode = %r", name)
         self.gate.request_mode(Mode(name))
 
+    def _generated(
+        self,
+        key: bytes,
+        gate_event: Callable[[bytes, bytes], bool] | None,
+        append: Callable[[Item], None],
+    ) -> None:
+        """Alerts the rules generated (genevent) for the event ``key``: each gets a key
+        derived from it (the same on both probes) and goes through the gate like any
+        alert, before the event's own alert (OMNIbus sends them at the genevent call)."""
+        assert self.ctx is not None
+        generated = self.ctx.generated
+        for i, fields in enumerate(generated):
+            gkey = derived_key(key, i)
+            payload = serialise(fields, gkey)
+            if gate_event is None or gate_event(gkey, payload):
+                append((gkey, payload))
+        generated.clear()
+
     def _self_events(self, batch: Batch) -> list[Item]:
         """ProbeWatch events: the rules see them (tokens and pre-set fields, as OMNIbus
         does) and they bypass the gate, so a standby slave's own events show it is alive.
@@ -141,6 +159,8 @@ class Processor:
             else:
                 assert self.ctx is not None
                 fields = self.program.run(ev.tokens, self.ctx, ev.tokens)
+                if self.ctx.generated:
+                    self._generated(ev.key, None, out.append)
             if fields is not None:
                 out.append((ev.key, serialise(fields, ev.key)))
         return out
@@ -169,11 +189,14 @@ class Processor:
             ctx = self.ctx
             assert ctx is not None
             assigned = ctx.assigned
+            generated = ctx.generated
             for ev in batch:
                 key = ev.key
                 fields = run(tokenise(ev.raw, split), ctx)
                 if assigned:
                     self._assigned()
+                if generated:
+                    self._generated(key, gate_event, append)
                 if fields is None:
                     discarded += 1
                     continue

@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import select
 import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from probepair import __version__
 from probepair.channels import BoundedSendChannel, batch_bytes, items_bytes, open_bounded_channel
 from probepair.control import make_handler, serve_control, socket_path
 from probepair.errors import RulesError
-from probepair.failover import ACTIVE_ROLES, Role
+from probepair.failover import ACTIVE_ROLES, HandoverReason, Mode, Role
 from probepair.feeds import make_feed
 from probepair.heap import trim_heap_forever
 from probepair.metrics import Metrics, serve_metrics
@@ -101,7 +102,7 @@ class Probe:
     ) -> None:
         self.props = props
         self.metrics = Metrics()
-        self.metrics.set_info(props.Mode, props.Name)
+        self.metrics.set_info(props.Mode, props.Name, props.AllowInsecureHeartbeats)
         self.metrics.beat_interval.set(props.BeatInterval)
         self.metrics.takeover_bound.set(props.takeover_bound)
         self.metrics.buffer_limit.set(props.BufferSize)
@@ -179,6 +180,7 @@ class Probe:
             "active": True,
             "addresses": self.addresses,
             "rules": getattr(self.program, "digest", ""),
+            "allow_insecure_heartbeats": self.props.AllowInsecureHeartbeats,
             "events_in": int(self.metrics.count("probepair_events_received_total")),
             "events_out": int(self.metrics.count("probepair_events_forwarded_total")),
         }
@@ -195,6 +197,10 @@ class Probe:
                 peer_heard_seconds_ago=None if heard is None else trio.current_time() - heard,
                 split_brain=m.split_brain,
                 config_drift=m.config_drift,
+                sink_healthy=m.sink_healthy,
+                peer_sink_failing_seconds=m.peer_sink_failing,
+                peer_spool_bytes=m.peer_spool_bytes,
+                gap_fills=m.gap_fills,
             )
         return status
 
@@ -213,6 +219,27 @@ class Probe:
             if mtime != self._rules_mtime:
                 self._rules_mtime = mtime
                 self.reload_rules("RulesFile changed")
+
+    def _operator_mode(self, mode: Mode) -> None:
+        assert self.driver is not None
+        self.driver.request_mode(mode, HandoverReason.OPERATOR)
+
+    def _feed_source_empty(self) -> bool:
+        """True if the feed's socket has nothing unread right now (udp only; else False).
+
+        A fresh non-blocking check, never a remembered state: a probe woken from a stall
+        has a full socket although its feed task was idle when it stopped.
+        """
+        from probepair.feeds.udp import UdpFeed
+
+        feed = self.feed
+        if not isinstance(feed, UdpFeed) or feed.socket is None:
+            return False
+        try:
+            readable, _, _ = select.select([feed.socket], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     def _count_kernel_drops(self) -> None:
         from probepair.feeds.udp import UdpFeed, kernel_drops
@@ -265,10 +292,19 @@ class Probe:
             await flush_send.aclose()
         else:
             self.driver, link, observer = build_driver(
-                props, self.metrics, flush_send, getattr(self.program, "digest", ""), self._on_role
+                props,
+                self.metrics,
+                flush_send,
+                getattr(self.program, "digest", ""),
+                self._on_role,
+                feed_idle=lambda: (
+                    feed_recv.statistics().current_buffer_used == 0 and self._feed_source_empty()
+                ),
             )
             self.gate = self.processor.gate = self.driver
         runner = SinkRunner(sink, self.metrics, self.gate.delivered, spool)
+        if self.driver is not None:
+            runner.on_health = self.driver.sink_state
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._watch_signals, name="signals")
@@ -276,9 +312,7 @@ class Probe:
                 outer.start_soon(self.notifier.run, name="notify")
                 outer.start_soon(trim_heap_forever, name="heap-trim")
                 control = socket_path(props.Name, props.ControlSocket)
-                handler = make_handler(
-                    self.status, self.driver.request_mode if self.driver else None
-                )
+                handler = make_handler(self.status, self._operator_mode if self.driver else None)
                 await outer.start(serve_control, control, handler)
                 self.addresses["control"] = control
                 if props.MetricsPort:

@@ -8,6 +8,11 @@ default < props file (``--props FILE``) < command line (``--beatinterval 3``). A
 file is a YAML mapping ``Name: value``; OMNIbus-style ``Name : 'value'`` lines with
 ``#`` comments are YAML too, and ``--dumpprops`` prints a file that loads back to the
 same values.
+
+Secrets (``SECRET_NAMES``) never leave this module in clear unless asked for: the
+dataclass ``repr`` leaves them out, ``dumpprops`` prints them as ``'<redacted>'`` (a value
+that loads back as "not set here", so the secret stays the one of the original source),
+the rules read ``'<redacted>'``, and error messages never quote them.
 """
 
 from __future__ import annotations
@@ -51,9 +56,17 @@ def _prop(
     low: float | None = None,
     high: float | None = None,
     positive: bool = False,
+    secret: bool = False,
 ) -> Any:  # a dataclass field() standing in for the field's value, as dataclasses do
-    meta = {"doc": doc, "choices": choices, "low": low, "high": high, "positive": positive}
-    return field(default=default, metadata=meta)
+    meta = {
+        "doc": doc,
+        "choices": choices,
+        "low": low,
+        "high": high,
+        "positive": positive,
+        "secret": secret,
+    }
+    return field(default=default, metadata=meta, repr=not secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +88,15 @@ class Props:
     Failback: str = _prop(
         "handshake", "when the master returns: handshake, immediate or manual", choices=FAILBACKS
     )
-    SharedSecret: str = _prop("", "secret that signs heartbeats and acks (HMAC-SHA256)")
+    SharedSecret: str = _prop(
+        "", "secret that signs heartbeats and acks (HMAC-SHA256)", secret=True
+    )
+    SharedSecretFile: str = _prop(
+        "", "file holding the SharedSecret (mode 0600 or stricter; 'probepair secret' makes one)"
+    )
+    AllowInsecureHeartbeats: bool = _prop(
+        False, "start Mode master/slave with an empty, short or placeholder secret (unsafe)"
+    )
     AckInterval: float = _prop(0.1, "seconds between delivery acks sent to the peer", positive=True)
     BufferSize: int = _prop(1_000_000, "events a standby slave holds at most", low=1)
     BufferBytes: int = _prop(
@@ -83,6 +104,18 @@ class Props:
     )
     BufferRetention: float = _prop(
         60.0, "seconds a standby slave holds an un-acked event", positive=True
+    )
+    GapTimeout: float = _prop(
+        1.0,
+        "seconds by which a key the active peer delivered must follow a held event before "
+        "the standby counts the event as missed by the peer and delivers it",
+        positive=True,
+    )
+    SinkFailover: float = _prop(
+        30.0,
+        "seconds an active probe's sink may fail before it hands over to a peer whose sink "
+        "works; 0 = never",
+        low=0,
     )
     KeyWindow: float = _prop(
         5.0, "seconds within which identical payloads are numbered", positive=True
@@ -137,6 +170,8 @@ class Props:
 _FIELDS: Final = {f.name: f for f in fields(Props)}
 NAMES: Final = tuple(_FIELDS)
 _BY_LOWER: Final = {name.lower(): name for name in NAMES}
+SECRET_NAMES: Final = tuple(name for name in NAMES if _FIELDS[name].metadata["secret"])
+REDACTED: Final = "<redacted>"  # a secret's value in --dumpprops and the rules' %Property
 _TRUE: Final = ("true", "yes", "on", "1")
 _FALSE: Final = ("false", "no", "off", "0")
 
@@ -198,7 +233,8 @@ def _convert(name: str, raw: object, source: str) -> Value:
     if isinstance(raw, bool | int | float):
         raw = str(raw).lower() if isinstance(raw, bool) else str(raw)
     if not isinstance(raw, str):
-        raise ConfigError(source, name, f"expected a string, got {raw!r}")
+        got = f"a {type(raw).__name__} (not shown: a secret)" if meta["secret"] else repr(raw)
+        raise ConfigError(source, name, f"expected a string, got {got}")
     choices = meta["choices"]
     if choices and raw not in choices:
         raise ConfigError(source, name, f"expected one of {', '.join(choices)}, got {raw!r}")
@@ -230,6 +266,8 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
         for name, raw in mapping.items():
             if name not in _FIELDS:
                 raise _unknown(name, source)
+            if name in SECRET_NAMES and raw == REDACTED:
+                continue  # a --dumpprops output: the secret stays the earlier source's
             values[name] = _convert(name, raw, source)
             origin[name] = source
     props = Props(**values)  # type: ignore[arg-type]
@@ -263,18 +301,34 @@ def render_value(value: Value) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def dumpprops(props: Props, header: Iterable[str] = ()) -> str:
+def origins(sources: Sequence[tuple[str, Mapping[str, object]]]) -> dict[str, str]:
+    """Which source set each property ``load(sources)`` took from a source (not a default)."""
+    found: dict[str, str] = {}
+    for source, mapping in sources:
+        for name, raw in mapping.items():
+            if not (name in SECRET_NAMES and raw == REDACTED):
+                found[str(name)] = source
+    return found
+
+
+def _shown(name: str, value: Value, show_secrets: bool) -> Value:
+    return REDACTED if name in SECRET_NAMES and value and not show_secrets else value
+
+
+def dumpprops(props: Props, header: Iterable[str] = (), *, show_secrets: bool = False) -> str:
     """Every property, one ``Name: value # TYPE (description)`` line, after a header.
 
-    The result is itself a valid props file that loads back to ``props``.
+    The result is itself a valid props file. It loads back to ``props`` when
+    ``show_secrets`` is true; otherwise a set secret is printed as ``'<redacted>'``,
+    which loads back as "not set in this file".
     """
     lines = [f"# {h}" for h in header]
     for name in NAMES:
-        value = getattr(props, name)
+        value = _shown(name, getattr(props, name), show_secrets)
         lines.append(f"{name}: {render_value(value)} # {prop_type(name)} ({describe(name)})")
     return "\n".join(lines) + "\n"
 
 
 def as_mapping(props: Props) -> dict[str, Value]:
-    """The values by name (for the rules' ``%Property`` reads)."""
-    return {name: getattr(props, name) for name in NAMES}
+    """The values by name (for the rules' ``%Property`` reads); secrets redacted."""
+    return {name: _shown(name, getattr(props, name), False) for name in NAMES}

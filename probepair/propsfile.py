@@ -8,6 +8,10 @@ from pathlib import Path
 import yaml
 
 from probepair.errors import ConfigError
+from probepair.props import SECRET_NAMES
+
+# A line setting a secret: an error quotes its name, never its value.
+_SECRET_LINE = re.compile(r"\s*(" + "|".join(SECRET_NAMES) + r")\b", re.IGNORECASE)
 
 
 def _parse_omnibus_line(line: str) -> tuple[str, str] | None:
@@ -47,8 +51,10 @@ def read_props_file(path: str) -> dict[str, object]:
             if parsed is None:
                 mark = getattr(exc, "problem_mark", None)
                 where = f"line {mark.line + 1}" if mark is not None else f"line {lineno}"
+                secret = _SECRET_LINE.match(stripped)
+                got = f"{secret[1]!r} and a value not shown" if secret else repr(stripped)
                 raise ConfigError(
-                    path, None, f"{where}: expected 'Name: value', got {stripped!r}"
+                    path, None, f"{where}: expected 'Name: value', got {got}"
                 ) from None
             data[parsed[0]] = parsed[1]
     if data is None:

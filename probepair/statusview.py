@@ -54,6 +54,13 @@ def _digest(status: Status) -> str:
     return digest[:DIGEST_CHARS] if digest else "(no rules)"
 
 
+def _insecure(status: Status) -> str:
+    if status.get("role") == "standard":
+        return "n/a"
+    allowed = status.get("allow_insecure_heartbeats")
+    return UNKNOWN if allowed is None else ("ALLOWED" if allowed else "no")
+
+
 ROWS: Final[tuple[tuple[str, Callable[[Status], str]], ...]] = (
     ("name", lambda s: str(s.get("name", UNKNOWN))),
     ("mode", lambda s: str(s.get("mode", UNKNOWN))),
@@ -66,7 +73,10 @@ ROWS: Final[tuple[tuple[str, Callable[[Status], str]], ...]] = (
     ("events out", lambda s: _number(s.get("events_out"))),
     ("config digest", _drift),
     ("rules digest", _digest),
+    ("insecure beats", _insecure),
 )
+
+_RULES_ROW: Final = [label for label, _ in ROWS].index("rules digest")
 
 
 def verdict(local: Status, peer: Status | None, peer_error: str | None = None) -> list[str]:
@@ -101,6 +111,12 @@ def verdict(local: Status, peer: Status | None, peer_error: str | None = None) -
             "WARNING: config drift between peers"
             + (" (rules digests differ)" if rules_differ else "")
         )
+    insecure = [str(s.get("name", UNKNOWN)) for s in probes if s.get("allow_insecure_heartbeats")]
+    if insecure:
+        warnings.append(
+            f"WARNING: AllowInsecureHeartbeats on {', '.join(insecure)}: "
+            "heartbeats and acks may be forged"
+        )
     if warnings:
         return warnings
     return [f"pair OK: one active ({active[0]})"]
@@ -122,7 +138,7 @@ def render_table(local: Status, peer: Status | None, peer_error: str | None = No
     )
     if peer is not None and local.get("rules") is not None and peer.get("rules") is not None:
         same = local.get("rules") == peer.get("rules")
-        columns[1][-1] += " (match)" if same else " (DIFFERENT)"
+        columns[1][_RULES_ROW] += " (match)" if same else " (DIFFERENT)"
     width = max(MIN_COLUMN, *(len(c) + 2 for c in columns[0]))
     lines = [f"{'':<{LABEL_WIDTH}}{'this probe':<{width}}peer"]
     for i, (label, _) in enumerate(ROWS):

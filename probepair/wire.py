@@ -2,13 +2,21 @@
 
 PURE: standard library only (no trio, no socket, no clock reads).
 
-Layout (network byte order), version 1::
+Layout (network byte order), version 2::
 
     header  magic "PBPR" | version u8 | kind u8 | auth u8 | flags u8 | role u8
-            | sender u32 | boot_id 8s | epoch u32 | seq u64                  (33 bytes)
-    body    heartbeat: beat_interval f64 | config_digest 4s | acks_sent u32  (16 bytes)
-            ack:       serial u32 | count u16 | count x 8-byte event keys
+            | sender u32 | boot_id 8s | epoch u32 | seq u64
+            | echo_boot 8s | echo_seq u64                                   (49 bytes)
+    body    heartbeat: beat_interval f64 | config_digest 4s | acks_sent u32
+                       | ack_base u32 | acks_heard u32 | pending u32
+                       | sink_failing f64 | spool_bytes u64                 (44 bytes)
+            ack:       serial u32 | pending u32 | count u16 | count x 8-byte event keys
     tag     HMAC-SHA256 over header + body, truncated to 16 bytes
+
+``echo_boot``/``echo_seq`` name the newest datagram the sender has received from us: it
+is what makes a datagram provably fresh (the receiver knows when it sent that sequence
+number; a captured datagram replayed later echoes an old one). Version 1 had no echo
+and is refused (reason ``version``).
 
 Magic and version come first so a future format is recognisable. The tag is truncated to
 128 bits (RFC 2104 section 5 allows truncation to no less than half the hash length; an
@@ -42,7 +50,7 @@ from probepair.errors import HeartbeatDecodeError
 from probepair.events import KEY_SIZE
 
 MAGIC: Final = b"PBPR"
-VERSION: Final = 1
+VERSION: Final = 2
 TAG_SIZE: Final = 16  # bytes of HMAC-SHA256 kept; see the module docstring
 BOOT_ID_SIZE: Final = 8
 DIGEST_SIZE: Final = 4  # bytes of config digest: enough to notice drift, not a secret
@@ -50,10 +58,11 @@ MAX_DATAGRAM: Final = 1400  # bytes: below a 1500-byte Ethernet MTU with IP/UDP 
 # The published key used when no SharedSecret is configured (detects corruption only).
 UNSIGNED_KEY: Final = b"probepair unsigned v1"
 
-_HEADER: Final = struct.Struct("!4sBBBBBI8sIQ")
-_HEARTBEAT: Final = struct.Struct("!d4sI")
-_ACK: Final = struct.Struct("!IH")
-MAX_ACK_KEYS: Final = (MAX_DATAGRAM - _HEADER.size - _ACK.size - TAG_SIZE) // KEY_SIZE  # 168
+NO_BOOT: Final = bytes(BOOT_ID_SIZE)  # echo_boot before anything was heard from the peer
+_HEADER: Final = struct.Struct("!4sBBBBBI8sIQ8sQ")
+_HEARTBEAT: Final = struct.Struct("!d4sIIIIdQ")
+_ACK: Final = struct.Struct("!IIH")
+MAX_ACK_KEYS: Final = (MAX_DATAGRAM - _HEADER.size - _ACK.size - TAG_SIZE) // KEY_SIZE  # 165
 _U32: Final = 2**32
 _U64: Final = 2**64
 
@@ -75,6 +84,8 @@ class Flag(enum.IntFlag):
     CONFIGURED_MASTER = 1  # Mode is master in the sender's props (split-brain tie break)
     HANDING_OVER = 2  # sender stepped down for a returning master and drains its sink
     HANDED_OVER = 4  # drained; every delivered key is acked up to ``acks_sent``
+    ECHO_REQUEST = 8  # please answer with a heartbeat now (it will echo this datagram)
+    IDLE = 16  # at sending, the sender's feed was empty and its sink had delivered all
 
 
 class _Kind(enum.IntEnum):
@@ -89,7 +100,10 @@ class _Auth(enum.IntEnum):
 
 _ROLE_CODES: Final = {role: code for code, role in enumerate(Role, start=1)}
 _ROLES: Final = {code: role for role, code in _ROLE_CODES.items()}
-_ALL_FLAGS: Final = int(Flag.CONFIGURED_MASTER | Flag.HANDING_OVER | Flag.HANDED_OVER)
+_ALL_FLAGS: Final = int(
+    Flag.CONFIGURED_MASTER | Flag.HANDING_OVER | Flag.HANDED_OVER | Flag.ECHO_REQUEST | Flag.IDLE
+)
+_ACK_FLAGS: Final = int(Flag.IDLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +120,15 @@ class Heartbeat:
         beat_interval: the sender's BeatInterval in seconds (a slave adopts a master's).
         config_digest: digest of pair-wide settings, so drift between peers shows.
         acks_sent: serial of the last ack datagram sent (the handover waits for it).
+        echo_boot: the receiver's boot id as the sender knows it (``NO_BOOT``: none yet).
+        echo_seq: the newest sequence number the sender has received from ``echo_boot``.
+        ack_base: the first of the sender's ack serials that concern the receiver's
+            current boot (acks before it were sent before the receiver could hold events).
+        acks_heard: the receiver's ack serials the sender holds without a hole, from the
+            receiver's ``ack_base`` (the receiver re-sends what is missing above it).
+        pending: events the sender forwarded that its sink has not acknowledged yet.
+        sink_failing: seconds the sender's sink has been failing (0: delivering).
+        spool_bytes: bytes in the sender's store-and-forward spool.
     """
 
     sender: int
@@ -117,6 +140,13 @@ class Heartbeat:
     beat_interval: float
     config_digest: bytes
     acks_sent: int = 0
+    echo_boot: bytes = NO_BOOT
+    echo_seq: int = 0
+    ack_base: int = 0
+    acks_heard: int = 0
+    pending: int = 0
+    sink_failing: float = 0.0
+    spool_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +154,12 @@ class Ack:
     """Event keys the sender's sink acknowledged, so the peer can drop its copies.
 
     Attributes:
-        serial: per-boot ack counter, 1 for the first ack datagram.
+        serial: per-boot ack counter, 1 for the first ack datagram (a re-sent ack
+            keeps its serial and gets a new ``seq``).
         keys: up to ``MAX_ACK_KEYS`` 8-byte event keys.
+        echo_boot, echo_seq: as in ``Heartbeat``.
+        pending: events the sender forwarded that its sink has not acknowledged yet.
+        flags: only ``Flag.IDLE``.
     """
 
     sender: int
@@ -135,6 +169,10 @@ class Ack:
     role: Role
     serial: int
     keys: tuple[bytes, ...]
+    echo_boot: bytes = NO_BOOT
+    echo_seq: int = 0
+    pending: int = 0
+    flags: Flag = Flag.NONE
 
 
 Message = Heartbeat | Ack
@@ -167,20 +205,35 @@ def encode(msg: Message, secret: bytes) -> bytes:
     Raises:
         ValueError: a field does not fit the format (a bug in the caller).
     """
-    if len(msg.boot_id) != BOOT_ID_SIZE:
-        raise ValueError(f"boot_id must be {BOOT_ID_SIZE} bytes")
-    if isinstance(msg, Heartbeat):
-        kind, flags = _Kind.HEARTBEAT, int(msg.flags)
-        if len(msg.config_digest) != DIGEST_SIZE:
-            raise ValueError(f"config_digest must be {DIGEST_SIZE} bytes")
-        body = _HEARTBEAT.pack(msg.beat_interval, msg.config_digest, msg.acks_sent)
-    else:
-        kind, flags = _Kind.ACK, 0
-        if len(msg.keys) > MAX_ACK_KEYS:
-            raise ValueError(f"an ack carries at most {MAX_ACK_KEYS} keys")
-        if any(len(k) != KEY_SIZE for k in msg.keys):
-            raise ValueError(f"event keys must be {KEY_SIZE} bytes")
-        body = _ACK.pack(msg.serial, len(msg.keys)) + b"".join(msg.keys)
+    if len(msg.boot_id) != BOOT_ID_SIZE or len(msg.echo_boot) != BOOT_ID_SIZE:
+        raise ValueError(f"boot_id and echo_boot must be {BOOT_ID_SIZE} bytes")
+    try:
+        if isinstance(msg, Heartbeat):
+            kind, flags = _Kind.HEARTBEAT, int(msg.flags)
+            if len(msg.config_digest) != DIGEST_SIZE:
+                raise ValueError(f"config_digest must be {DIGEST_SIZE} bytes")
+            body = _HEARTBEAT.pack(
+                msg.beat_interval,
+                msg.config_digest,
+                msg.acks_sent,
+                msg.ack_base,
+                msg.acks_heard,
+                min(msg.pending, _U32 - 1),
+                msg.sink_failing,
+                msg.spool_bytes,
+            )
+        else:
+            kind, flags = _Kind.ACK, int(msg.flags)
+            if flags & ~_ACK_FLAGS:
+                raise ValueError("an ack carries only the IDLE flag")
+            if len(msg.keys) > MAX_ACK_KEYS:
+                raise ValueError(f"an ack carries at most {MAX_ACK_KEYS} keys")
+            if any(len(k) != KEY_SIZE for k in msg.keys):
+                raise ValueError(f"event keys must be {KEY_SIZE} bytes")
+            body = _ACK.pack(msg.serial, min(msg.pending, _U32 - 1), len(msg.keys))
+            body += b"".join(msg.keys)
+    except struct.error as exc:
+        raise ValueError(f"field out of range: {exc}") from None
     auth = _Auth.SIGNED if secret else _Auth.UNSIGNED
     try:
         header = _HEADER.pack(
@@ -194,6 +247,8 @@ def encode(msg: Message, secret: bytes) -> bytes:
             msg.boot_id,
             msg.epoch,
             msg.seq,
+            msg.echo_boot,
+            msg.echo_seq,
         )
     except struct.error as exc:
         raise ValueError(f"field out of range: {exc}") from None
@@ -226,7 +281,10 @@ def decode(data: bytes, secret: bytes) -> Message:
     if auth != (_Auth.SIGNED if secret else _Auth.UNSIGNED):
         # Only reachable if the secret equals the published unsigned key.
         raise HeartbeatDecodeError("unsigned", "unsigned datagram")
-    _, _, kind, _, flags, role_code, sender, boot_id, epoch, seq = _HEADER.unpack_from(signed)
+    header = _HEADER.unpack_from(signed)
+    kind, flags, role_code, sender, boot_id, epoch, seq, echo_boot, echo_seq = (
+        header[2:3] + header[4:]
+    )
     role = _ROLES.get(role_code)
     if role is None:
         raise HeartbeatDecodeError("malformed", f"unknown role {role_code}")
@@ -234,9 +292,11 @@ def decode(data: bytes, secret: bytes) -> Message:
     if kind == _Kind.HEARTBEAT:
         if len(body) != _HEARTBEAT.size or flags & ~_ALL_FLAGS:
             raise HeartbeatDecodeError("malformed", "heartbeat length or flags")
-        interval, digest, acks_sent = _HEARTBEAT.unpack(body)
+        interval, digest, acks_sent, base, heard, pending, failing, spool = _HEARTBEAT.unpack(body)
         if not (math.isfinite(interval) and interval > 0):
             raise HeartbeatDecodeError("malformed", f"beat interval {interval!r}")
+        if not (math.isfinite(failing) and failing >= 0):
+            raise HeartbeatDecodeError("malformed", f"sink failing for {failing!r} s")
         return Heartbeat(
             sender,
             bytes(boot_id),
@@ -247,16 +307,35 @@ def decode(data: bytes, secret: bytes) -> Message:
             interval,
             bytes(digest),
             acks_sent,
+            bytes(echo_boot),
+            echo_seq,
+            base,
+            heard,
+            pending,
+            failing,
+            spool,
         )
     if kind == _Kind.ACK:
-        if len(body) < _ACK.size or flags:
-            raise HeartbeatDecodeError("malformed", "ack header")
-        serial, count = _ACK.unpack_from(body)
+        if len(body) < _ACK.size or flags & ~_ACK_FLAGS:
+            raise HeartbeatDecodeError("malformed", "ack header or flags")
+        serial, pending, count = _ACK.unpack_from(body)
         raw = body[_ACK.size :]
         if count > MAX_ACK_KEYS or len(raw) != count * KEY_SIZE:
             raise HeartbeatDecodeError("malformed", f"ack count {count}, {len(raw)} key bytes")
         keys = tuple(bytes(raw[i : i + KEY_SIZE]) for i in range(0, len(raw), KEY_SIZE))
-        return Ack(sender, bytes(boot_id), epoch, seq, role, serial, keys)
+        return Ack(
+            sender,
+            bytes(boot_id),
+            epoch,
+            seq,
+            role,
+            serial,
+            keys,
+            bytes(echo_boot),
+            echo_seq,
+            pending,
+            Flag(flags),
+        )
     raise HeartbeatDecodeError("malformed", f"unknown kind {kind}")
 
 

@@ -18,13 +18,16 @@ from probepair.failover import (
     FailoverConfig,
     FailoverMachine,
     Flush,
+    Handover,
+    HandoverReason,
     Mode,
+    Rejected,
     Role,
     RoleChanged,
     Send,
     SplitBrain,
 )
-from probepair.wire import Ack, Flag, Heartbeat, make_boot_id
+from probepair.wire import NO_BOOT, Ack, Flag, Heartbeat, make_boot_id
 
 BOOT_M = make_boot_id(1_000, b"MMMM")
 BOOT_M2 = make_boot_id(2_000, b"mmmm")  # the master after a restart
@@ -47,30 +50,47 @@ def P(i: int) -> bytes:
 
 
 class Peer:
-    """Scripted datagrams of the other probe, with increasing sequence numbers."""
+    """Scripted datagrams of the other probe, with increasing sequence numbers.
 
-    def __init__(self, node: int, boot: bytes, *, configured_master: bool) -> None:
+    Each datagram echoes the newest sequence number ``listener`` has sent (so it is
+    fresh while that was sent within the bound), unless the test says otherwise.
+    """
+
+    def __init__(self, node: int, boot: bytes, *, configured_master: bool,
+                 listener: FailoverMachine | None = None) -> None:
         self.node, self.boot, self.seq, self.serial = node, boot, 0, 0
         self.flags = Flag.CONFIGURED_MASTER if configured_master else Flag.NONE
+        self.listener = listener
+
+    def _echo(self) -> tuple[bytes, int]:
+        if self.listener is None:
+            return NO_BOOT, 0
+        return self.listener.config.boot_id, self.listener.seq
 
     def hb(self, role: Role, *, epoch: int = 0, interval: float = 2.0,
-           flags: Flag = Flag.NONE, acks_sent: int = 0, digest: bytes = DIGEST) -> Heartbeat:
+           flags: Flag = Flag.NONE, acks_sent: int = 0, digest: bytes = DIGEST,
+           **kw: object) -> Heartbeat:
         self.seq += 1
-        return Heartbeat(self.node, self.boot, epoch, self.seq, role, self.flags | flags,
-                         interval, digest, acks_sent)
+        echo_boot, echo_seq = self._echo()
+        fields: dict[str, object] = {
+            "echo_boot": echo_boot, "echo_seq": echo_seq, "ack_base": 1, **kw}
+        return Heartbeat(self.node, self.boot, epoch, self.seq, role,  # type: ignore[arg-type]
+                         self.flags | flags, interval, digest, acks_sent, **fields)
 
-    def ack(self, *keys: bytes, role: Role = Role.MASTER) -> Ack:
+    def ack(self, *keys: bytes, role: Role = Role.MASTER, flags: Flag = Flag.NONE) -> Ack:
         self.seq += 1
         self.serial += 1
-        return Ack(self.node, self.boot, 0, self.seq, role, self.serial, keys)
+        echo_boot, echo_seq = self._echo()
+        return Ack(self.node, self.boot, 0, self.seq, role, self.serial, keys,
+                   echo_boot, echo_seq, 0, flags)
 
 
-def master_peer(boot: bytes = BOOT_M) -> Peer:
-    return Peer(1, boot, configured_master=True)
+def master_peer(boot: bytes = BOOT_M, listener: FailoverMachine | None = None) -> Peer:
+    return Peer(1, boot, configured_master=True, listener=listener)
 
 
-def slave_peer() -> Peer:
-    return Peer(2, BOOT_S, configured_master=False)
+def slave_peer(listener: FailoverMachine | None = None) -> Peer:
+    return Peer(2, BOOT_S, configured_master=False, listener=listener)
 
 
 def sent(actions: list[Action]) -> list[Heartbeat | Ack]:
@@ -111,8 +131,8 @@ def test_master_beats_every_interval() -> None:
 
 def test_slave_takes_over_exactly_at_the_bound() -> None:
     s = FailoverMachine(config(Mode.SLAVE), now=0.0)
-    master = master_peer()
-    assert only_beat(s.tick(0.0), Role.SLAVE_STANDBY).flags == Flag.NONE
+    master = master_peer(listener=s)
+    assert only_beat(s.tick(0.0), Role.SLAVE_STANDBY).flags == Flag.ECHO_REQUEST  # a standby asks to be answered
     assert s.receive(master.hb(Role.MASTER), 1.0) == []
     assert s.peer_last_heard == 1.0
     only_beat(s.tick(2.0), Role.SLAVE_STANDBY)
@@ -130,7 +150,7 @@ def test_slave_takes_over_exactly_at_the_bound() -> None:
 
 def test_beats_within_the_bound_prevent_takeover() -> None:
     s = FailoverMachine(config(Mode.SLAVE), now=0.0)
-    master = master_peer()
+    master = master_peer(listener=s)
     for t in range(0, 1000, 3):  # a beat every 3.0 s: late, but within the 4.0 s bound
         s.receive(master.hb(Role.MASTER), float(t))
         s.tick(float(t) + 2.5)
@@ -149,7 +169,7 @@ def test_starting_slave_with_no_master_takes_over_after_the_bound() -> None:
 
 def test_slave_adopts_the_masters_beat_interval() -> None:
     s = FailoverMachine(config(Mode.SLAVE, beat_interval=5.0), now=0.0)
-    master = master_peer()
+    master = master_peer(listener=s)
     s.tick(0.0)
     s.receive(master.hb(Role.MASTER, interval=0.5), 1.0)
     assert s.beat_interval == 0.5
@@ -164,7 +184,7 @@ def test_threshold_and_timeout_are_properties() -> None:
     s = FailoverMachine(config(Mode.SLAVE, beat_interval=0.1, beat_threshold=0.1,
                                heartbeat_timeout=0.1), now=0.0)
     s.tick(0.0)
-    s.receive(master_peer().hb(Role.MASTER, interval=0.1), 0.0)
+    s.receive(master_peer(listener=s).hb(Role.MASTER, interval=0.1), 0.0)
     assert s.next_deadline() == pytest.approx(0.1)
     for t in (0.1, 0.2):
         s.tick(t)
@@ -178,7 +198,7 @@ def test_threshold_and_timeout_are_properties() -> None:
 
 def test_takeover_flushes_only_unacked_events_in_order() -> None:
     s = FailoverMachine(config(Mode.SLAVE), now=0.0)
-    master = master_peer()
+    master = master_peer(listener=s)
     s.tick(0.0)
     s.receive(master.hb(Role.MASTER), 0.0)
     assert [s.event(K(i), P(i), 0.1 * i) for i in range(1, 6)] == [False] * 5
@@ -192,7 +212,7 @@ def test_takeover_flushes_only_unacked_events_in_order() -> None:
 
 def test_key_acked_before_it_is_seen_is_dropped_on_arrival() -> None:
     s = FailoverMachine(config(Mode.SLAVE, retention=30.0), now=0.0)
-    master = master_peer()
+    master = master_peer(listener=s)
     s.receive(master.hb(Role.MASTER), 0.0)
     s.receive(master.ack(K(1), K(2)), 0.1)  # the master's feed copy was faster
     assert s.event(K(1), P(1), 0.2) is False
@@ -208,7 +228,7 @@ def test_key_acked_before_it_is_seen_is_dropped_on_arrival() -> None:
 
 def test_active_probe_also_drops_keys_the_peer_acked() -> None:
     s = FailoverMachine(config(Mode.SLAVE), now=0.0)
-    master = master_peer()
+    master = master_peer(listener=s)
     s.receive(master.hb(Role.MASTER), 0.0)
     s.receive(master.ack(K(7)), 3.9)  # the master's last ack before it died
     s.tick(4.0)
@@ -223,15 +243,14 @@ def test_buffer_limit_drops_oldest_and_counts() -> None:
     for i in range(5):
         s.event(K(i), P(i), 0.0)
     assert s.buffer_depth == 3
-    assert s.dropped == {
-        DropReason.BUFFER_FULL: 2, DropReason.RETENTION: 0, DropReason.BUFFER_BYTES: 0
-    }
+    assert s.dropped == {DropReason.BUFFER_FULL: 2, DropReason.BUFFER_BYTES: 0,
+                         DropReason.RETENTION: 0}
     assert s.tick(4.0)[1] == Flush([(K(i), P(i)) for i in (2, 3, 4)])
 
 
 def test_retention_prunes_at_each_beat() -> None:
     s = FailoverMachine(config(Mode.SLAVE, retention=10.0), now=0.0)
-    master = master_peer()
+    master = master_peer(listener=s)
     s.event(K(1), P(1), 0.5)
     s.event(K(2), P(2), 5.0)
     for t in (0.0, 2.0, 4.0, 6.0, 8.0, 10.0):
@@ -252,7 +271,7 @@ def test_active_probe_batches_delivery_acks() -> None:
     assert m.next_deadline() == 0.6
     m.delivered(keys[150:], 0.55)
     acks = sent(m.tick(0.6))
-    assert [len(a.keys) for a in acks if isinstance(a, Ack)] == [168, 32]
+    assert [len(a.keys) for a in acks if isinstance(a, Ack)] == [165, 35]
     assert [a.serial for a in acks if isinstance(a, Ack)] == [1, 2]
     assert m.next_deadline() == 2.0
     assert beats(m.tick(2.0))[0].acks_sent == 2
@@ -265,11 +284,11 @@ def active_slave(**kw: object) -> tuple[FailoverMachine, Peer]:
     """A slave that heard the master at 0.0 and took over at 4.0 (master died)."""
     s = FailoverMachine(config(Mode.SLAVE, **kw), now=0.0)
     s.tick(0.0)
-    s.receive(master_peer().hb(Role.MASTER), 0.0)
+    s.receive(master_peer(listener=s).hb(Role.MASTER), 0.0)
     s.tick(2.0)
     s.tick(4.0)
     assert s.role is Role.SLAVE_ACTIVE
-    return s, master_peer(BOOT_M2)
+    return s, master_peer(BOOT_M2, listener=s)
 
 
 def test_failback_immediate_restarted_master_is_active_at_once() -> None:
@@ -280,9 +299,15 @@ def test_failback_immediate_restarted_master_is_active_at_once() -> None:
     s.event(K(1), P(1), 99.0)
     s.tick(100.0)
     actions = s.receive(master.hb(Role.MASTER), 100.0)
-    assert actions[0] == RoleChanged(Role.SLAVE_ACTIVE, Role.SLAVE_STANDBY,
-                                     "master 1 returned and is active (master by mode)")
-    assert not any(isinstance(a, SplitBrain) for a in actions)
+    # Both were active for a moment: even this short overlap counts as a split brain.
+    assert [a for a in actions if not isinstance(a, Send)] == [
+        SplitBrain(True, "peer 1 is also active (master, epoch 0); "
+                         "the peer wins: master by mode"),
+        RoleChanged(Role.SLAVE_ACTIVE, Role.SLAVE_STANDBY,
+                    "master 1 returned and is active (master by mode)"),
+        SplitBrain(False, "resolved: this probe stepped down"),
+    ]
+    assert s.split_brains == 1
     assert s.event(K(2), P(2), 100.1) is False  # stops at the first master heartbeat
 
 
@@ -302,43 +327,48 @@ def test_pending_master_alone_becomes_active_after_the_bound() -> None:
 
 def test_handshake_slave_side() -> None:
     s, master = active_slave()
+    assert s.event(K(0), P(0), 8.9) is True
     assert s.event(K(1), P(1), 9.0) is True  # forwarded, not yet delivered
+    s.delivered([K(0)], 9.95)  # delivered just before; its ack is not due yet
     s.tick(10.0)
     actions = s.receive(master.hb(Role.MASTER_PENDING), 10.0)
-    assert actions[0] == RoleChanged(Role.SLAVE_ACTIVE, Role.SLAVE_STANDBY,
-                                     "handing over to returning master 1")
-    assert only_beat(actions[1:], Role.SLAVE_STANDBY).flags == Flag.HANDING_OVER
+    assert actions[:2] == [
+        RoleChanged(Role.SLAVE_ACTIVE, Role.SLAVE_STANDBY, "handing over to returning master 1"),
+        Handover(HandoverReason.FAILBACK),
+    ]
+    assert only_beat(actions[2:], Role.SLAVE_STANDBY).flags == Flag.HANDING_OVER | Flag.ECHO_REQUEST
     assert s.handing_over
     assert s.event(K(2), P(2), 10.01) is False  # no new forwarding: the master has it
-    s.delivered([K(1)], 10.05)  # the sink delivered the last forwarded event
-    assert s.next_deadline() == pytest.approx(10.15)
-    actions = s.tick(10.15)
-    msgs = sent(actions)
-    assert isinstance(msgs[0], Ack) and msgs[0].keys == (K(1),)
-    assert isinstance(msgs[1], Ack) and msgs[1].keys == (K(1),)  # the tail, re-sent
-    hb = msgs[2]
-    assert isinstance(hb, Heartbeat)
-    assert hb.flags == Flag.HANDED_OVER and hb.acks_sent == msgs[1].serial == 2
-    # Until the master is heard active, each beat re-sends the tail with a new serial.
-    msgs = sent(s.tick(12.15))
+    s.delivered([K(1)], 10.02)  # the sink delivered the last forwarded event
+    # Drained: every pending ack goes out, and only then the beat that counts them.
+    msgs = sent(s.tick(10.05))
     assert [type(m).__name__ for m in msgs] == ["Ack", "Heartbeat"]
-    s.receive(master.hb(Role.MASTER), 12.2)
+    ack, hb = msgs
+    assert isinstance(ack, Ack) and isinstance(hb, Heartbeat)
+    assert ack.keys == (K(0), K(1))
+    assert hb.flags == Flag.HANDED_OVER | Flag.ECHO_REQUEST and hb.acks_sent == ack.serial == 1
+    # The master says it lacks ack 1 (it echoes our heartbeat): it is sent again.
+    msgs = sent(s.receive(master.hb(Role.MASTER_PENDING, acks_heard=0), 10.1))
+    assert [(type(m).__name__, getattr(m, "serial", None)) for m in msgs] == [("Ack", 1)]
+    assert s.acks_resent == 1
+    s.receive(master.hb(Role.MASTER, acks_heard=1), 10.2)
     assert not s.handing_over
-    assert beats(s.tick(14.15))[0].flags == Flag.NONE
+    assert beats(s.tick(12.05))[0].flags == Flag.ECHO_REQUEST
 
 
 def test_handshake_drain_is_bounded() -> None:
     s, master = active_slave()
     s.event(K(1), P(1), 9.0)
+    s.tick(10.0)
     s.receive(master.hb(Role.MASTER_PENDING), 10.0)
     assert s.next_deadline() == pytest.approx(11.1)  # ack_interval + heartbeat_timeout
     hb = beats(s.tick(11.1))[0]
-    assert hb.flags == Flag.HANDED_OVER
+    assert hb.flags & Flag.HANDED_OVER
 
 
 def test_handshake_master_side() -> None:
     m = FailoverMachine(config(Mode.MASTER), now=0.0)
-    slave = slave_peer()
+    slave = slave_peer(listener=m)
     m.tick(0.0)
     for i in range(1, 6):
         m.event(K(i), P(i), 0.1 * i)
@@ -358,15 +388,24 @@ def test_handshake_master_side() -> None:
 
 def test_handshake_master_waits_for_the_last_ack_then_gives_up() -> None:
     m = FailoverMachine(config(Mode.MASTER), now=0.0)
-    slave = slave_peer()
+    slave = slave_peer(listener=m)
     m.event(K(1), P(1), 0.1)
-    slave.serial = 4  # acks 1-4 were lost
-    m.receive(slave.hb(Role.SLAVE_STANDBY, flags=Flag.HANDED_OVER, acks_sent=5), 1.0)
+    m.tick(0.0)
+    slave.serial = 4  # acks 1-4 are delayed or lost
+    actions = m.receive(slave.hb(Role.SLAVE_STANDBY, flags=Flag.HANDED_OVER, acks_sent=5), 1.0)
     assert m.role is Role.MASTER_PENDING
-    assert changes(m.receive(slave.ack(K(9), role=Role.SLAVE_STANDBY), 1.2)) == [
+    assert only_beat(actions, Role.MASTER_PENDING).acks_heard == 0  # "send me 1-5"
+    assert changes(m.receive(slave.ack(K(9), role=Role.SLAVE_STANDBY), 1.2)) == []
+    for serial in (1, 2, 3):  # the re-sent acks: a hole below 5 still blocks
+        slave.serial = serial - 1
+        assert changes(m.receive(slave.ack(K(20 + serial), role=Role.SLAVE_STANDBY), 1.3)) == []
+    slave.serial = 3
+    assert changes(m.receive(slave.ack(K(24), role=Role.SLAVE_STANDBY), 1.4)) == [
         RoleChanged(Role.MASTER_PENDING, Role.MASTER, "peer handed over")]
 
     m = FailoverMachine(config(Mode.MASTER), now=0.0)
+    slave.listener = m
+    m.tick(0.0)
     m.receive(slave.hb(Role.SLAVE_STANDBY, flags=Flag.HANDED_OVER, acks_sent=99), 1.0)
     m.tick(3.0)
     assert m.role is Role.MASTER_PENDING
@@ -376,17 +415,17 @@ def test_handshake_master_waits_for_the_last_ack_then_gives_up() -> None:
 
 def test_standby_slave_flushes_its_buffer_before_handing_over() -> None:
     s = FailoverMachine(config(Mode.SLAVE), now=0.0)
-    old, new = master_peer(), master_peer(BOOT_M2)
+    old, new = master_peer(listener=s), master_peer(BOOT_M2, listener=s)
     s.tick(0.0)
     s.receive(old.hb(Role.MASTER), 0.0)
     s.event(K(1), P(1), 1.0)  # the old master died before acking this
     s.tick(2.5)
     actions = s.receive(new.hb(Role.MASTER_PENDING), 2.5)  # restarted within the bound
     assert actions[0] == Flush([(K(1), P(1))])
-    assert only_beat(actions[1:], Role.SLAVE_STANDBY).flags == Flag.HANDING_OVER
+    assert only_beat(actions[1:], Role.SLAVE_STANDBY).flags == Flag.HANDING_OVER | Flag.ECHO_REQUEST
     assert s.role is Role.SLAVE_STANDBY and not changes(actions)
     s.delivered([K(1)], 2.6)
-    assert beats(s.tick(2.7))[0].flags == Flag.HANDED_OVER
+    assert beats(s.tick(2.7))[0].flags & Flag.HANDED_OVER
 
 
 def test_failback_manual_keeps_the_slave_active_until_request_mode() -> None:
@@ -396,8 +435,9 @@ def test_failback_manual_keeps_the_slave_active_until_request_mode() -> None:
     assert s.role is Role.SLAVE_ACTIVE
     m = FailoverMachine(config(Mode.MASTER, failback=Failback.MANUAL, boot_id=BOOT_M2),
                         now=0.0)
+    m.tick(0.0)
     m.event(K(1), P(1), 0.5)
-    m.receive(slave_peer().hb(Role.SLAVE_ACTIVE), 1.0)
+    m.receive(slave_peer(listener=m).hb(Role.SLAVE_ACTIVE), 1.0)
     m.tick(4.0)
     assert m.role is Role.MASTER_PENDING  # the active peer keeps it pending
     actions = m.request_mode(Mode.MASTER, 4.5)
@@ -406,7 +446,8 @@ def test_failback_manual_keeps_the_slave_active_until_request_mode() -> None:
                            Flush([(K(1), P(1))])]
     hb = beats(actions)[0]
     assert (hb.role, hb.epoch) == (Role.MASTER, 1)
-    assert changes(s.receive(hb, 100.0)) == [RoleChanged(
+    s.tick(100.0)
+    assert changes(s.receive(master.hb(Role.MASTER, epoch=1), 100.0)) == [RoleChanged(
         Role.SLAVE_ACTIVE, Role.SLAVE_STANDBY, "peer 1 is master at epoch 1")]
     assert s.epoch == 1
 
@@ -414,13 +455,33 @@ def test_failback_manual_keeps_the_slave_active_until_request_mode() -> None:
 # -- mode switches, epochs, split brain ------------------------------------------------
 
 
+def converse(a: FailoverMachine, b: FailoverMachine, t: float,
+             first: list[Action] | None = None, *, sender: FailoverMachine | None = None,
+             ) -> list[tuple[str, Action]]:
+    """At time ``t``: tick both (or start from ``first``, sent by ``sender``) and deliver
+    every datagram to the other side at once until both are quiet. Returns the log."""
+    names = {id(a): "a", id(b): "b"}
+    queue = [(sender, first)] if first is not None else [(me, me.tick(t)) for me in (a, b)]
+    log: list[tuple[str, Action]] = []
+    while queue:
+        me, actions = queue.pop(0)
+        assert me is not None and actions is not None
+        other = b if me is a else a
+        for action in actions:
+            log.append((names[id(me)], action))
+            if isinstance(action, Send):
+                queue.append((other, other.receive(action.msg, t)))
+    return log
+
+
 def running_pair() -> tuple[FailoverMachine, FailoverMachine]:
     m = FailoverMachine(config(Mode.MASTER, failback=Failback.IMMEDIATE), now=0.0)
     s = FailoverMachine(config(Mode.SLAVE), now=0.0)
-    for hb in beats(m.tick(0.0)):
-        s.receive(hb, 0.0)
-    for hb in beats(s.tick(0.0)):
-        m.receive(hb, 0.0)
+    log = converse(m, s, 0.0)
+    # First contact: neither side can echo the other yet, so the first heartbeats
+    # change nothing, each side asks for an echo, and the answers are fresh.
+    assert [a for _, a in log if isinstance(a, Rejected)] == [Rejected("unfresh")] * 2
+    assert s.peer_last_heard == 0.0 and m.peer_last_heard == 0.0
     return m, s
 
 
@@ -442,7 +503,9 @@ def test_mode_switch_by_rules_increments_the_epoch_and_the_peer_steps_down() -> 
     # The old master's heartbeat from before the switch does not undo it.
     stale = Heartbeat(1, BOOT_M, 0, 99, Role.MASTER, Flag.CONFIGURED_MASTER, 2.0, DIGEST)
     assert changes(s.receive(stale, 1.02)) == [] and not s.split_brain
-    # And back: the master's rules set %Mode = "master" again.
+    # And back: the master's rules set %Mode = "master" again (the pair kept beating).
+    converse(m, s, 2.0)
+    converse(m, s, 4.0)
     actions = m.request_mode(Mode.MASTER, 5.0)
     assert m.epoch == 2 and m.role is Role.MASTER
     assert changes(s.receive(beats(actions)[-1], 5.01)) == [RoleChanged(
@@ -456,7 +519,7 @@ def test_request_slave_on_the_active_side_hands_over() -> None:
     assert changes(actions) == [RoleChanged(Role.MASTER, Role.SLAVE_STANDBY,
                                             "mode set to slave (epoch 1)")]
     hb = beats(actions)[0]
-    assert hb.flags == Flag.CONFIGURED_MASTER | Flag.HANDING_OVER and hb.epoch == 1
+    assert hb.flags & ~Flag.ECHO_REQUEST == Flag.CONFIGURED_MASTER | Flag.HANDING_OVER and hb.epoch == 1
     assert changes(s.receive(hb, 1.0)) == [RoleChanged(
         Role.SLAVE_STANDBY, Role.MASTER_PENDING, "peer 1 is slave-standby at epoch 1")]
     m.delivered([K(1)], 1.05)
@@ -485,20 +548,30 @@ def test_split_brain_resolved_in_favour_of_the_configured_master() -> None:
     assert m.event(K(1), P(1), 600.0) and s.event(K(1), P(1), 600.0)
     m_hb = beats(m.tick(600.0))[0]
     s_hb = beats(s.tick(600.0))[0]
-    actions = m.receive(s_hb, 600.01)  # the link returns
-    assert actions == [SplitBrain(True, "peer 2 is also active (slave-active, epoch 0); "
-                                        "this probe wins: master by mode")]
-    assert m.split_brain and m.split_brains == 1 and m.active
-    actions = s.receive(m_hb, 600.01)
-    assert actions[0] == SplitBrain(True, "peer 1 is also active (master, epoch 0); "
-                                          "the peer wins: master by mode")
-    assert actions[1] == RoleChanged(Role.SLAVE_ACTIVE, Role.SLAVE_STANDBY,
-                                     "split brain: peer 1 wins (master by mode)")
-    assert actions[-1] == SplitBrain(False, "resolved: this probe stepped down")
-    assert s.split_brains == 1 and not s.split_brain
-    assert m.receive(beats(actions)[0], 600.02) == [
-        SplitBrain(False, "resolved: peer 2 is slave-standby")]
-    assert not m.split_brain
+    # The link returns. Each side's last beat echoes what it heard 596 s ago: it proves
+    # nothing, so it changes nothing and is answered with a request for an echo.
+    actions = m.receive(s_hb, 600.01)
+    assert actions[0] == Rejected("unfresh")
+    challenge = only_beat(actions[1:], Role.MASTER)
+    assert challenge.flags & Flag.ECHO_REQUEST and m.split_brains == 0
+    log = converse(m, s, 600.01, actions, sender=m)
+    assert [(n, a) for n, a in log if isinstance(a, SplitBrain | RoleChanged)] == [
+        ("b", SplitBrain(True, "peer 1 is also active (master, epoch 0); "
+                               "the peer wins: master by mode")),
+        ("b", RoleChanged(Role.SLAVE_ACTIVE, Role.SLAVE_STANDBY,
+                          "split brain: peer 1 wins (master by mode)")),
+        ("b", SplitBrain(False, "resolved: this probe stepped down")),
+        # The master heard the slave's answer, sent while it was still active, then
+        # its beat as standby: both sides count the split brain, once.
+        ("a", SplitBrain(True, "peer 2 is also active (slave-active, epoch 0); "
+                               "this probe wins: master by mode")),
+        ("a", SplitBrain(False, "resolved: peer 2 is slave-standby")),
+    ]
+    assert s.split_brains == m.split_brains == 1
+    assert not s.split_brain and not m.split_brain and m.active and not s.active
+    m_log = converse(m, s, 601.0)
+    assert not any(isinstance(a, RoleChanged | SplitBrain) for _, a in m_log)
+    assert s.receive(m_hb, 601.5)[0] == Rejected("unfresh")  # the stale beat, late: nothing
 
 
 def test_split_brain_higher_epoch_wins_over_the_configured_master() -> None:
@@ -510,12 +583,10 @@ def test_split_brain_higher_epoch_wins_over_the_configured_master() -> None:
         m.tick(t)
         s.tick(t)
     assert m.role is Role.SLAVE_ACTIVE
-    m_hb = beats(m.tick(8.0))[0]
-    s_hb = beats(s.tick(8.0))[0]
-    assert changes(m.receive(s_hb, 8.0)) == [RoleChanged(
-        Role.SLAVE_ACTIVE, Role.SLAVE_STANDBY, "split brain: peer 2 wins (master by mode)")]
-    assert s.receive(m_hb, 8.0)[0].active is True  # type: ignore[union-attr]
-    assert s.role is Role.MASTER
+    log = converse(m, s, 8.0)  # the link returns
+    assert [(n, a.new) for n, a in log if isinstance(a, RoleChanged)] == [
+        ("a", Role.SLAVE_STANDBY)]
+    assert s.role is Role.MASTER and m.split_brains == 1
 
 
 def lockstep(a: FailoverMachine, b: FailoverMachine, times: range
@@ -550,7 +621,7 @@ def test_two_slaves_resolve_by_node_id_and_settle() -> None:
 
 def test_config_drift_is_reported_once_per_change() -> None:
     s = FailoverMachine(config(Mode.SLAVE), now=0.0)
-    master = master_peer()
+    master = master_peer(listener=s)
     s.tick(0.0)
     assert s.receive(master.hb(Role.MASTER, digest=b"othr"), 0.0) == [
         ConfigDrift(DIGEST, b"othr")]
@@ -567,7 +638,7 @@ def test_standard_mode_is_always_active_and_silent() -> None:
     assert p.event(K(1), P(1), 0.0) is True
     p.delivered([K(1)], 0.0)
     assert p.tick(100.0) == []
-    assert p.receive(master_peer().hb(Role.MASTER), 1.0) == []
+    assert p.receive(master_peer(listener=p).hb(Role.MASTER), 1.0) == []
     assert p.request_mode(Mode.MASTER, 1.0) == []
     assert p.next_deadline() == math.inf
 

@@ -52,6 +52,7 @@ async def test_a_sender_waits_while_the_byte_budget_is_spent() -> None:
         assert done == [b"sent"] and send.budget.used == 5
         assert recv.receive_nowait() == b"12345"
         assert send.budget.used == 0
+        assert send.statistics().current_buffer_used == recv.statistics().current_buffer_used == 0
 
 
 async def test_a_value_larger_than_the_budget_passes_alone() -> None:

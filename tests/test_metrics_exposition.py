@@ -97,7 +97,8 @@ def test_exposition_holds_the_contract_names() -> None:
     assert value("probepair_heartbeats_rejected_total", {"reason": "mac"}) == 2
     assert value("probepair_failovers_total") == 1
     assert (
-        value("probepair_info", {"version": __version__, "mode": "slave", "node": "probe-b"}) == 1
+        value("probepair_info", {"version": __version__, "mode": "slave", "node": "probe-b",
+                                 "allow_insecure_heartbeats": "false"}) == 1
     )
     assert value("probepair_sink_write_seconds_count") == 2
     assert value("probepair_feed_kernel_drops_total") == 7
@@ -158,7 +159,7 @@ async def test_real_probe_serves_metrics_status_and_404(tmp_path: Path) -> None:
     text = metrics.text
     assert "\nprobepair_active 1.0\n" in text
     assert 'probepair_role{role="standard"} 1.0' in text
-    assert 'probepair_info{mode="standard",node="std1"' in text
+    assert 'probepair_info{allow_insecure_heartbeats="false",mode="standard",node="std1"' in text
 
     assert status.status_code == 200
     assert status.headers["content-type"] == "application/json"

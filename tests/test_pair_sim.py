@@ -20,7 +20,14 @@ import trio
 import trio.testing
 
 from probepair.events import key_of
-from probepair.failover import Failback, FailoverConfig, FailoverMachine, Mode, Role
+from probepair.failover import (
+    Failback,
+    FailoverConfig,
+    FailoverMachine,
+    HandoverReason,
+    Mode,
+    Role,
+)
 from probepair.peer import PeerDriver
 from probepair.wire import make_boot_id
 from tests.fakes import FakeNetwork, ListSink, MemoryLink
@@ -44,6 +51,7 @@ class SimProbe:
     roles: list[tuple[float, Role, Role, str]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     split_brains: int = 0
+    gap_fills: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     _scope: trio.CancelScope | None = None
     _feed: trio.MemorySendChannel[tuple[float, bytes, bytes]] | None = None
@@ -119,9 +127,17 @@ class SimProbe:
     def on_heartbeat_received(self) -> None:
         self.arrivals.append(trio.current_time())
 
+    async def on_gap_fill(self, items: list[tuple[bytes, bytes]]) -> None:
+        self.gap_fills += len(items)
+        await self.on_flush(items)
+
+    def on_handover(self, reason: HandoverReason) -> None:
+        pass
+
     def on_rejected(self, reason: str) -> None:
-        # The network duplicates datagrams and delivers old boots' late ones.
-        assert reason in ("replay", "stale"), reason
+        # The network duplicates datagrams and delivers old boots' late ones; a first
+        # contact (start, partition healed) is not fresh until the echo comes back.
+        assert reason in ("replay", "stale", "unfresh"), reason
         self.rejected[reason] += 1
 
     def on_split_brain(self, active: bool, detail: str) -> None:

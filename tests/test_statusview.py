@@ -22,6 +22,7 @@ def _status(**changes: Any) -> dict[str, Any]:
         "addresses": {}, "rules": RULES, "epoch": 1, "buffer_depth": 0, "beat_interval": 2.0,
         "peer_role": "slave-standby", "peer_heard_seconds_ago": 0.42, "split_brain": False,
         "config_drift": False, "events_in": 1000, "events_out": 998,
+        "allow_insecure_heartbeats": False,
     }
     status.update(changes)
     return status
@@ -47,6 +48,7 @@ def test_master_and_standby_slave() -> None:
         "events out        998               0\n"
         "config digest     match             match\n"
         "rules digest      3f2a9c0b1d2e      3f2a9c0b1d2e (match)\n"
+        "insecure beats    no                no\n"
         "pair OK: one active (m)\n"
     )
 
@@ -82,6 +84,16 @@ def test_config_drift_and_different_rules() -> None:
     assert lines[-1] == "WARNING: config drift between peers (rules digests differ)"
 
 
+def test_allow_insecure_heartbeats_shows_and_warns() -> None:
+    peer = _status(**SLAVE, allow_insecure_heartbeats=True)
+    lines = render_table(_status(), peer).splitlines()
+    assert lines[12] == "insecure beats    no                ALLOWED"
+    assert lines[-1] == (
+        "WARNING: AllowInsecureHeartbeats on s: heartbeats and acks may be forged")
+    both = verdict(_status(allow_insecure_heartbeats=True), peer)
+    assert both == ["WARNING: AllowInsecureHeartbeats on m, s: heartbeats and acks may be forged"]
+
+
 def test_several_warnings_are_all_shown() -> None:
     peer = _status(**{**SLAVE, "active": True, "config_drift": True})
     assert verdict(_status(config_drift=True), peer) == [
@@ -94,6 +106,7 @@ def test_missing_keys_show_as_unknown() -> None:
     assert lines[5] == "epoch             1                 -"
     assert lines[8] == "events in         1000              -"
     assert lines[11] == "rules digest      3f2a9c0b1d2e      -"
+    assert lines[12] == "insecure beats    no                -"
 
 
 def test_standard_probe_and_never_heard_peer() -> None:
@@ -102,6 +115,7 @@ def test_standard_probe_and_never_heard_peer() -> None:
     lines = render_table(standard, None, "Mode standard has no peer").splitlines()
     assert lines[6] == "peer last heard   n/a               -"
     assert lines[11] == "rules digest      (no rules)        -"
+    assert lines[12] == "insecure beats    n/a               -"
     assert lines[-1] == "standard probe (no failover peer): active"
     fresh = render_table(_status(peer_heard_seconds_ago=None, peer_role=None), None, "x")
     assert "peer last heard   never" in fresh

@@ -48,10 +48,17 @@ heartbeats = st.builds(
     epoch=u32,
     seq=st.integers(0, 2**64 - 1),
     role=st.sampled_from(Role),
-    flags=st.sampled_from([Flag(i) for i in range(8)]),
+    flags=st.sampled_from([Flag(i) for i in range(32)]),
     beat_interval=st.floats(min_value=1e-9, max_value=1e9, allow_nan=False),
     config_digest=st.binary(min_size=4, max_size=4),
     acks_sent=u32,
+    echo_boot=st.binary(min_size=8, max_size=8),
+    echo_seq=st.integers(0, 2**64 - 1),
+    ack_base=u32,
+    acks_heard=u32,
+    pending=u32,
+    sink_failing=st.floats(min_value=0, max_value=1e12, allow_nan=False),
+    spool_bytes=st.integers(0, 2**64 - 1),
 )
 acks = st.builds(
     Ack,
@@ -62,6 +69,10 @@ acks = st.builds(
     role=st.sampled_from(Role),
     serial=u32,
     keys=st.lists(st.binary(min_size=8, max_size=8), max_size=MAX_ACK_KEYS).map(tuple),
+    echo_boot=st.binary(min_size=8, max_size=8),
+    echo_seq=st.integers(0, 2**64 - 1),
+    pending=u32,
+    flags=st.sampled_from([Flag.NONE, Flag.IDLE]),
 )
 secrets = st.sampled_from([b"", SECRET])
 
@@ -104,8 +115,8 @@ def test_any_bit_flip_is_detected(msg: Heartbeat | Ack, data: st.DataObject) -> 
 def test_reasons_for_short_magic_version() -> None:
     good = encode(hb(), SECRET)
     cases = {
-        b"": "short", b"PB": "short", b"XXXX": "magic", good[:-1][:40]: "short",
-        b"NOPE" + good[4:]: "magic", good[:4] + b"\x02" + good[5:]: "version",
+        b"": "short", b"PB": "short", b"XXXX": "magic", good[:-1][:60]: "short",
+        b"NOPE" + good[4:]: "magic", good[:4] + b"\x01" + good[5:]: "version",
     }
     for data, reason in cases.items():
         with pytest.raises(HeartbeatDecodeError) as info:
@@ -146,19 +157,26 @@ def test_malformed_bodies_with_valid_tags() -> None:
         data = wire._HEADER.pack(*header_fields) + body
         return data + hmac.digest(SECRET, data, "sha256")[: wire.TAG_SIZE]
 
-    base = (b"PBPR", 1, 1, 0, 0, 1, 7, BOOT, 0, 1)
-    good_body = wire._HEARTBEAT.pack(2.0, b"abcd", 0)
+    base = (b"PBPR", 2, 1, 0, 0, 1, 7, BOOT, 0, 1, BOOT, 0)
+
+    def hb_body(interval: float = 2.0, failing: float = 0.0) -> bytes:
+        return wire._HEARTBEAT.pack(interval, b"abcd", 0, 0, 0, 0, failing, 0)
+
+    good_body = hb_body()
     assert isinstance(decode(signed(base, good_body), SECRET), Heartbeat)
     bad = [
         (base[:5] + (99,) + base[6:], good_body),  # role
         (base[:2] + (9,) + base[3:], good_body),  # kind
         (base[:4] + (64,) + base[5:], good_body),  # flags
         (base, good_body + b"x"),  # length
-        (base, wire._HEARTBEAT.pack(float("nan"), b"abcd", 0)),
-        (base, wire._HEARTBEAT.pack(0.0, b"abcd", 0)),
-        (base[:2] + (2,) + base[3:], wire._ACK.pack(1, 2) + b"k" * 8),  # count
+        (base, hb_body(float("nan"))),
+        (base, hb_body(0.0)),
+        (base, hb_body(failing=-1.0)),
+        (base, hb_body(failing=float("inf"))),
+        (base[:2] + (2,) + base[3:], wire._ACK.pack(1, 0, 2) + b"k" * 8),  # count
         (base[:2] + (2,) + base[3:], b"\x00"),  # ack header
-        (base[:2] + (2,) + base[3:], wire._ACK.pack(1, 500) + b"k" * 4000),
+        (base[:2] + (2,) + base[3:], wire._ACK.pack(1, 0, 500) + b"k" * 4000),
+        (base[:2] + (2,) + base[3:4] + (1,) + base[5:], wire._ACK.pack(1, 0, 0)),  # ack flags
     ]
     for fields, body in bad:
         with pytest.raises(HeartbeatDecodeError) as info:
@@ -178,7 +196,7 @@ def test_encode_rejects_what_does_not_fit() -> None:
 
 
 def test_full_ack_fits_one_datagram() -> None:
-    assert MAX_ACK_KEYS == 168
+    assert MAX_ACK_KEYS == 165
     assert len(encode(ack(keys=(b"k" * 8,) * MAX_ACK_KEYS), SECRET)) <= MAX_DATAGRAM
 
 

@@ -70,6 +70,13 @@ class AllTokens:
 
 
 @dataclass(frozen=True, slots=True)
+class AllFields:
+    """``@*``: every field set so far (in nvp_add() and foreach)."""
+
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class FieldRef:
     name: str
     span: Span = field(default=NOWHERE, compare=False, repr=False)
@@ -107,14 +114,14 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Unary:
-    op: str  # "-" or "!"
+    op: str  # "-", "!" or "~"
     operand: Expr
     span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Binary:
-    op: str  # + - * / % == != < > <= >= && ||
+    op: str  # + - * / % == != < > <= >= && || & | ^ << >>
     left: Expr
     right: Expr
     span: Span = field(default=NOWHERE, compare=False, repr=False)
@@ -127,6 +134,7 @@ Expr: TypeAlias = (
     | TokenRef
     | TokenPath
     | AllTokens
+    | AllFields
     | FieldRef
     | PropRef
     | Name
@@ -135,7 +143,8 @@ Expr: TypeAlias = (
     | Unary
     | Binary
 )
-Target: TypeAlias = TokenRef | TokenPath | FieldRef | PropRef | Index
+# A bare Name is a target only for ``T = registertarget(...)``; the compiler checks that.
+Target: TypeAlias = TokenRef | TokenPath | FieldRef | PropRef | Index | Name
 
 # Statements ------------------------------------------------------------------------
 
@@ -149,7 +158,7 @@ class Assign:
 
 @dataclass(frozen=True, slots=True)
 class MultiAssign:
-    """``[@A, $b] = lookup(key, table)``."""
+    """``[@A, $b] = lookup(key, table)``, ``scanformat(text, format)`` or ``split(text)``."""
 
     targets: tuple[Target, ...]
     value: Expr
@@ -165,6 +174,8 @@ class If:
 
 @dataclass(frozen=True, slots=True)
 class Case:
+    """One ``case a | b:`` block; in an included file's case list, no labels is ``default:``."""
+
     labels: tuple[Str | Num, ...]
     body: tuple[Stmt, ...]
     span: Span = field(default=NOWHERE, compare=False, repr=False)
@@ -175,11 +186,14 @@ class Switch:
     subject: Expr
     cases: tuple[Case, ...]
     default: tuple[Stmt, ...] | None
+    head: tuple[Include, ...] = ()  # includes before the first case (files of cases)
     span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Foreach:
+    """``foreach (e in arr)``; ``array`` is ``"$*"`` or ``"@*"`` for every token or field."""
+
     var: str
     array: str
     body: tuple[Stmt, ...]
@@ -244,7 +258,9 @@ Stmt: TypeAlias = (
 
 @dataclass(frozen=True, slots=True)
 class Module:
-    """One parsed file."""
+    """One parsed file. An included file may go on with ``case`` blocks after its
+    statements (a file of cases, included inside a switch): those are ``cases``."""
 
     body: tuple[Stmt, ...]
     source: str = field(default="<rules>", compare=False)
+    cases: tuple[Case, ...] = ()

@@ -13,6 +13,11 @@ module-level constants of the generated code, bound by name (``_R0``, ``_T0``...
 Only statements that can fail at run time (arithmetic, date parsing, a regex built
 at run time) are wrapped in ``try``; a failure reports a RulesRuntimeError with the
 statement's location through ``ctx.on_error`` and the next statement runs.
+
+In ``foreach (e in $*)`` the body's ``$e`` is the token that ``e`` names (``Tg(_v1,
+'')``); assigning it stores a string, so the static types of other tokens hold, and
+turns off the one-read-per-token locals (any token may change). Calls of built-ins
+are generated in calls.py; switches come rebuilt by the front end (frontend.py).
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from probepair.errors import RulesCompileError
-from probepair.rules import ast
-from probepair.rules.functions import BUILTINS, LOG_LEVELS, compile_regex, number
+from probepair.rules import ast, calls
+from probepair.rules.frontend import DEFAULT_TABLE, TargetInfo
+from probepair.rules.functions import compile_regex, number
 
 _DIRECT_CMP: Final = {"==": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
 _CMP_HELPER: Final = {"==": "_eq", "!=": "_ne", "<": "_lt", ">": "_gt", "<=": "_le", ">=": "_ge"}
 _ARITH_HELPER: Final = {"+": "_add", "-": "_sub", "*": "_mul", "/": "_div", "%": "_mod"}
-_STR_METHODS: Final = {"lower": "lower", "upper": "upper", "ltrim": "lstrip", "rtrim": "rstrip"}
+_BIT_HELPER: Final = {"&": "_band", "|": "_bor", "^": "_bxor", "<<": "_shl", ">>": "_shr"}
 _PLACEHOLDER: Final = re.compile("\x00([^\x00\x01]*)\x01")  # a $token read, see Codegen
 _SWITCH_LINEAR: Final = 4  # up to this many cases: an if/elif chain on the value
 
@@ -44,6 +50,8 @@ class Resolved:
     includes: dict[int, tuple[str, ast.Module]]  # id(Include node) -> (source, module)
     nonstr_tokens: set[str]
     table_width: dict[str, int] = field(default_factory=dict)
+    switches: dict[int, ast.Switch] = field(default_factory=dict)  # id(parsed) -> rebuilt
+    targets: dict[str, TargetInfo] = field(default_factory=dict)
 
 
 Code = tuple[str, str]  # (python expression, static type)
@@ -58,7 +66,7 @@ class Codegen:
         self.consts: dict[str, object] = {}
         self._const_ids: dict[tuple[str, object], str] = {}
         self.source = "<rules>"
-        self.loop_vars: list[dict[str, str]] = []
+        self.loop_vars: list[tuple[str, str, str]] = []  # (name, local, "$*"/"@*"/array)
         self.counter = 0
         self.may_fail = False
         # Which $tokens the program reads: the runtime skips the Token1..N split
@@ -70,6 +78,9 @@ class Codegen:
         self.token_writes: set[str] = set()
         self.path_writes = False
         self._memo: dict[int, tuple[str, str, bool]] = {}
+        # Alerts carry a Table only when some target's table is not alerts.status.
+        self.uses_targets = any(t.table != DEFAULT_TABLE for t in resolved.targets.values())
+        self.ret = "return _fin(F, _tg)" if self.uses_targets else "return F"
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -84,6 +95,13 @@ class Codegen:
             self.consts[name] = value
             self._const_ids[(kind, key)] = name
         return name
+
+    def loop_var(self, name: str, kind: str) -> str | None:
+        """The local holding loop variable ``name`` of a foreach over ``kind``, if any."""
+        for var, local, over in reversed(self.loop_vars):
+            if var == name:
+                return local if over == kind else None
+        return None
 
     def error(self, node: ast.Expr | ast.Stmt, message: str) -> RulesCompileError:
         return RulesCompileError(self.source, node.span.line, node.span.col, message)
@@ -140,6 +158,10 @@ class Codegen:
                 return repr(value), "num"
             case ast.Bool(value):
                 return repr(value), "bool"
+            case ast.TokenRef(name) if self.loop_var(name, "$*"):
+                return f"Tg({self.loop_var(name, '$*')}, '')", "any"
+            case ast.FieldRef(name) if self.loop_var(name, "@*"):
+                return f"Fg({self.loop_var(name, '@*')}, '')", "any"
             case ast.TokenRef(name):
                 self.token_reads.add(name)
                 # A placeholder that no repr() can produce; generate() binds it.
@@ -147,16 +169,19 @@ class Codegen:
             case ast.TokenPath(path):
                 self.whole_tokens = True
                 return f"_jpath(T, {path!r})", "any"
-            case ast.AllTokens():
-                raise self.error(node, "'$*' is only allowed in details() and nvp_add()")
+            case ast.AllTokens() | ast.AllFields():
+                what = "$*" if isinstance(node, ast.AllTokens) else "@*"
+                raise self.error(
+                    node, f"{what!r} is only allowed in details(), nvp_add() and foreach"
+                )
             case ast.FieldRef(name):
                 return f"Fg({name!r}, '')", "any"
             case ast.PropRef(name):
                 return f"P.get({name!r}, '')", "any"
             case ast.Name(name):
-                for scope in reversed(self.loop_vars):
-                    if name in scope:
-                        return scope[name], "str"
+                for var, local, _ in reversed(self.loop_vars):
+                    if var == name:
+                        return local, "str"
                 if name == "getdate":
                     return "_getdate(ctx)", "num"
                 raise self.error(
@@ -165,10 +190,13 @@ class Codegen:
             case ast.Index(name, key):
                 return f"{self.array(node, name)}.get({self.s(key)}, '')", "any"
             case ast.Call():
-                return self.call(node)
+                return calls.call(self, node)
             case ast.Unary(op, operand):
                 if op == "!":
                     return f"(not {self.expr(operand)[0]})", "bool"
+                if op == "~":
+                    self.may_fail = True
+                    return f"_bnot({self.v(operand)})", "num"
                 code, typ = self.expr(operand)
                 if typ == "num":
                     return f"(-{code})", "num"
@@ -200,6 +228,9 @@ class Codegen:
             if lt == "num" and rt == "num":
                 return f"({lc} + {rc})", "num"
             return f"_add({self.v(left)}, {self.v(right)})", "any"
+        if op in _BIT_HELPER:
+            self.may_fail = True
+            return f"{_BIT_HELPER[op]}({self.v(left)}, {self.v(right)})", "num"
         if op in _ARITH_HELPER:
             self.may_fail = True
             if lt == "num" and rt == "num" and op in "-*":
@@ -240,98 +271,14 @@ class Codegen:
         self.may_fail = True
         return f"_dynre({self.s(node)})"
 
-    def check_arity(self, node: ast.Call) -> str:
-        spec = BUILTINS.get(node.name)
-        if spec is None:
-            raise self.error(node, f"unknown function {node.name!r}")
-        n = len(node.args)
-        if n < spec.min_args or (spec.max_args >= 0 and n > spec.max_args):
-            if spec.max_args < 0:
-                want = f"at least {spec.min_args}"
-            elif spec.min_args == spec.max_args:
-                want = str(spec.min_args)
-            else:
-                want = f"{spec.min_args} to {spec.max_args}"
-            plural = "" if want == "1" else "s"
-            raise self.error(node, f"{node.name}() takes {want} argument{plural}, got {n}")
-        return spec.role
-
-    def call(self, node: ast.Call) -> Code:
-        if self.check_arity(node) == "statement":
-            raise self.error(node, f"{node.name}() is a statement and has no value")
-        name, a = node.name, node.args
-        if name == "match":
-            return f"({self.s(a[0])} == {self.s(a[1])})", "bool"
-        if name == "nmatch":
-            return f"{self.s(a[0])}.startswith({self.s(a[1])})", "bool"
-        if name == "regmatch":
-            return f"({self.regex(a[1])}.search({self.s(a[0])}) is not None)", "bool"
-        if name == "extract":
-            return f"_extract({self.regex(a[1])}, {self.s(a[0])})", "str"
-        if name == "regreplace":
-            self.may_fail = True
-            return f"_regreplace({self.regex(a[1])}, {self.s(a[0])}, {self.s(a[2])})", "str"
-        if name == "exists":
-            return self.exists(a[0]), "bool"
-        if name == "length":
-            return f"len({self.s(a[0])})", "num"
-        if name in _STR_METHODS:
-            return f"{self.s(a[0])}.{_STR_METHODS[name]}()", "str"
-        if name == "substr":
-            rest = ", ".join(self.v(x) for x in a[1:])
-            return f"_substr({self.s(a[0])}, {rest})", "str"
-        if name == "split":
-            if not isinstance(a[1], ast.Name):
-                raise self.error(a[1], "expected an array name as the second argument of split()")
-            seps = f", {self.s(a[2])}" if len(a) == 3 else ""
-            return f"_split({self.s(a[0])}, {self.array(a[1], a[1].name)}{seps})", "num"
-        if name == "int":
-            return f"_atoi({self.v(a[0])})", "num"
-        if name == "real":
-            return f"_atof({self.v(a[0])})", "num"
-        if name == "hostname":
-            return "ctx.hostname", "str"
-        if name == "getdate":
-            return "_getdate(ctx)", "num"
-        if name == "datetotime":
-            self.may_fail = True
-            return f"_datetotime({self.s(a[0])}, {self.s(a[1])})", "num"
-        if name == "timetodate":
-            self.may_fail = True
-            return f"_timetodate({self.v(a[0])}, {self.s(a[1])})", "str"
-        if name == "md5":
-            return f"_md5({self.s(a[0])})", "str"
-        if name == "nvp_add":
-            if len(a) == 1 and isinstance(a[0], ast.AllTokens):
-                self.whole_tokens = True
-                return "_nvp_all(T)", "str"
-            if len(a) % 2 == 0:
-                raise self.error(node, "nvp_add() takes $* or a string then name, value pairs")
-            pairs = "".join(f"{self.v(x)}, " for x in a[1:])
-            return f"_nvp_add({self.s(a[0])}, ({pairs}))", "str"
-        assert name == "lookup"
-        table = self.table(a[1])
-        single = self.const("_L", table, {k: v[0] for k, v in self.r.tables[table][0].items()})
-        return f"{single}.get({self.s(a[0])}, {self.r.tables[table][1][0]!r})", "str"
-
-    def exists(self, arg: ast.Expr) -> str:
-        match arg:
-            case ast.TokenRef(name):
-                return f"({name!r} in T)"
-            case ast.TokenPath(path):
-                return f"(_jpath(T, {path!r}) != '')"
-            case ast.FieldRef(name):
-                return f"({name!r} in F)"
-            case ast.PropRef(name):
-                return f"({name!r} in P)"
-            case ast.Index(name, key):
-                return f"({self.s(key)} in {self.array(arg, name)})"
-        raise self.error(arg, "exists() takes a $token, @field, %property or array[key]")
-
     # -- statements -------------------------------------------------------------------
 
     def generate(self, body: tuple[ast.Stmt, ...], source: str) -> str:
         self.source = source
+        if self.uses_targets:
+            default = next(iter(self.r.targets.values())).table
+            self.consts["_TG"] = [default]  # the default target's table, setdefaulttarget()
+            self.emit(1, "_tg = _TG[0]")
         self.block(body, 1, in_loop=False)
         return self._bind_tokens("\n".join(self.lines))
 
@@ -384,6 +331,11 @@ class Codegen:
 
     def assign_code(self, target: ast.Target, value: str) -> str:
         match target:
+            case ast.TokenRef(name) if self.loop_var(name, "$*"):
+                self.path_writes = True  # any token may change: no token in a local
+                return f"T[{self.loop_var(name, '$*')}] = _str({value})"
+            case ast.FieldRef(name) if self.loop_var(name, "@*"):
+                return f"F[{self.loop_var(name, '@*')}] = {value}"
             case ast.TokenRef(name):
                 self.token_writes.add(name)
                 return f"T[{name!r}] = {value}"
@@ -400,27 +352,33 @@ class Codegen:
 
     def statement(self, stmt: ast.Stmt, depth: int, in_loop: bool) -> None:
         match stmt:
+            case ast.Assign(ast.Name()):
+                pass  # T = registertarget(...): done at load time (frontend.py)
             case ast.Assign(target, value):
                 self.guarded(
                     stmt, depth, lambda d: self.emit(d, self.assign_code(target, self.v(value)))
                 )
             case ast.MultiAssign():
-                self.guarded(stmt, depth, lambda d: self.multi_assign(stmt, d))
+                self.guarded(stmt, depth, lambda d: calls.multi_assign(self, stmt, d))
             case ast.If():
                 self.if_stmt(stmt, depth, in_loop)
             case ast.Switch():
                 self.switch(stmt, depth, in_loop)
             case ast.Foreach(var, array, body):
-                arr = self.array(stmt, array)
+                if array == "$*":
+                    self.whole_tokens = True
+                    arr = "T"
+                else:
+                    arr = "F" if array == "@*" else self.array(stmt, array)
                 local = self.fresh("_v")
                 self.emit(depth, f"for {local} in list({arr}):")
-                self.loop_vars.append({var: local})
+                self.loop_vars.append((var, local, array))
                 self.block(body, depth + 1, in_loop=True)
                 self.loop_vars.pop()
             case ast.Discard():
                 self.emit(depth, "return None")
             case ast.Break():
-                self.emit(depth, "break" if in_loop else "return F")
+                self.emit(depth, "break" if in_loop else self.ret)
             case ast.Include():
                 source, module = self.r.includes[id(stmt)]
                 outer, self.source = self.source, source
@@ -429,68 +387,7 @@ class Codegen:
             case ast.Table() | ast.ArrayDecl():
                 pass
             case ast.CallStmt(call):
-                self.guarded(stmt, depth, lambda d: self.call_stmt(call, d))
-
-    def multi_assign(self, stmt: ast.MultiAssign, depth: int) -> None:
-        call = stmt.value
-        if not (isinstance(call, ast.Call) and call.name == "lookup"):
-            raise self.error(stmt.value, "a multi-target assignment needs lookup(key, table)")
-        self.check_arity(call)
-        table = self.table(call.args[1])
-        rows, default = self.r.tables[table]
-        width = max(len(stmt.targets), self.r.table_width.get(table, 1))
-        padded = {k: v + ("",) * (width - len(v)) for k, v in rows.items()}
-        default_row = default + ("",) * (width - len(default))
-        tab = self.const("_M", (table, width), padded)
-        dflt = self.const("_D", (table, width), default_row)
-        tmp = self.fresh("_m")
-        self.emit(depth, f"{tmp} = {tab}.get({self.s(call.args[0])}, {dflt})")
-        for i, target in enumerate(stmt.targets):
-            self.emit(depth, self.assign_code(target, f"{tmp}[{i}]"))
-
-    def call_stmt(self, call: ast.Call, depth: int) -> None:
-        if self.check_arity(call) == "value":
-            self.emit(depth, self.expr(call)[0])
-            return
-        name, a = call.name, call.args
-        if name in ("log", "setlog"):
-            level_node = a[0]
-            level = (
-                level_node.name
-                if isinstance(level_node, ast.Name)
-                else level_node.value
-                if isinstance(level_node, ast.Str)
-                else None
-            )
-            if level is None or level.upper() not in LOG_LEVELS:
-                raise self.error(level_node, f"expected a log level ({', '.join(LOG_LEVELS)})")
-            if name == "log":
-                self.emit(depth, f"ctx.log({level.upper()!r}, {self.s(a[1])})")
-            else:
-                self.emit(depth, f"P['MessageLevel'] = A['MessageLevel'] = {level.lower()!r}")
-        elif name == "details":
-            if len(a) == 1 and isinstance(a[0], ast.AllTokens):
-                self.whole_tokens = True
-                self.emit(depth, "_details(F, T)")
-                return
-            items = []
-            for arg in a:
-                if not isinstance(arg, ast.TokenRef):
-                    raise self.error(arg, "details() takes $* or $tokens")
-                items.append(f"{arg.name!r}: {self.s(arg)}")
-            self.emit(depth, f"_details(F, {{{', '.join(items)}}})")
-        elif name in ("remove", "update"):
-            if not isinstance(a[0], ast.FieldRef):
-                raise self.error(a[0], f"{name}() takes an @field")
-            if name == "remove":
-                self.emit(depth, f"F.pop({a[0].name!r}, None)")
-            else:
-                self.emit(depth, "pass")
-        else:
-            assert name == "clear"
-            if not isinstance(a[0], ast.Name):
-                raise self.error(a[0], "clear() takes an array name")
-            self.emit(depth, f"{self.array(a[0], a[0].name)}.clear()")
+                self.guarded(stmt, depth, lambda d: calls.call_stmt(self, call, d))
 
     def if_stmt(self, stmt: ast.If, depth: int, in_loop: bool) -> None:
         self.may_fail = False
@@ -527,6 +424,7 @@ class Codegen:
             self.block(body, depth + 1, in_loop)
 
     def switch(self, stmt: ast.Switch, depth: int, in_loop: bool) -> None:
+        stmt = self.r.switches.get(id(stmt), stmt)  # with the cases its includes bring
         self.may_fail = False
         subject = self.s(stmt.subject)
         failing = self.may_fail

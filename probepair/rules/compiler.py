@@ -12,23 +12,21 @@ generate the function source (codegen.py) and ``compile()`` it once.
 
 from __future__ import annotations
 
-import hashlib
 import os.path
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from probepair.errors import RulesCompileError, RulesRuntimeError
 from probepair.rules import ast
 from probepair.rules import functions as fn
 from probepair.rules.codegen import Codegen, Resolved
+from probepair.rules.frontend import DEFAULT_TABLE, FileStats, FrontEnd, TargetInfo
 from probepair.rules.parser import parse
 
-MAX_INCLUDE_DEPTH: Final = 16
-
 _BOOL_FUNCS: Final = frozenset({"match", "nmatch", "regmatch", "exists"})
-_NUM_FUNCS: Final = frozenset({"length", "split", "int", "real", "getdate", "datetotime"})
+_NUM_FUNCS: Final = frozenset({"length", "split", "int", "real", "getdate", "datetotime", "date"})
 
 
 @dataclass(slots=True)
@@ -38,7 +36,8 @@ class RulesContext:
     ``props`` holds current property values (``%Name`` reads them); an assignment
     ``%Name = v`` writes ``props`` and records ``assigned`` so the runtime can act on
     it (``Mode`` switches the role). Clock and hostname are injected to keep runs
-    deterministic in tests.
+    deterministic in tests. ``generated`` collects the alerts ``genevent`` made during
+    one run, in order; the runtime takes them (and clears the list) after each run.
     """
 
     props: dict[str, object]
@@ -47,6 +46,7 @@ class RulesContext:
     on_error: Callable[[RulesRuntimeError], None]
     wall_clock: Callable[[], float]
     hostname: str
+    generated: list[dict[str, object]] = field(default_factory=list)
 
 
 class Program:
@@ -55,6 +55,7 @@ class Program:
     __slots__ = (
         "_fn",
         "digest",
+        "file_stats",
         "files",
         "includes",
         "needs_split",
@@ -62,6 +63,7 @@ class Program:
         "source",
         "statements",
         "tables",
+        "targets",
     )
 
     def __init__(
@@ -75,6 +77,8 @@ class Program:
         includes: int,
         files: tuple[str, ...],
         needs_split: bool = True,
+        file_stats: tuple[FileStats, ...] = (),
+        targets: tuple[TargetInfo, ...] = (),
     ) -> None:
         self.source = source
         self.digest = digest
@@ -86,6 +90,8 @@ class Program:
         self.files = files  # included and table files read, for reload change checks
         # False when the rules read no $TokenN and no $*: tokenisers may skip the split.
         self.needs_split = needs_split
+        self.file_stats = file_stats  # per file: statements, tables, includes
+        self.targets = targets  # registered targets, the default first
 
     def run(
         self, tokens: dict[str, str], ctx: RulesContext, fields: Mapping[str, object] | None = None
@@ -124,6 +130,13 @@ def _getdate(ctx: RulesContext) -> int:
     return int(ctx.wall_clock())
 
 
+def _fin(fields: dict[str, object], table: str) -> dict[str, object]:
+    """The alert of an event whose target may not be alerts.status (see calls.py)."""
+    if table != DEFAULT_TABLE:
+        fields["Table"] = table
+    return fields
+
+
 _NAMESPACE: Final[dict[str, object]] = {
     "_str": str,
     "_jpath": fn.json_path,
@@ -152,113 +165,22 @@ _NAMESPACE: Final[dict[str, object]] = {
     "_md5": fn.md5,
     "_nvp_add": fn.nvp_add,
     "_nvp_all": fn.nvp_all,
+    "_nvp_fields": fn.nvp_fields,
+    "_nvp_remove": fn.nvp_remove,
+    "_printable": fn.printable,
+    "_date": fn.date,
+    "_band": fn.band,
+    "_bor": fn.bor,
+    "_bxor": fn.bxor,
+    "_bnot": fn.bnot,
+    "_shl": fn.shl,
+    "_shr": fn.shr,
+    "_scanformat": fn.scanformat,
+    "_split_list": fn.split_list,
+    "_fin": _fin,
     "_details": _details,
     "_fail": _fail,
 }
-
-
-# -- front end: includes, tables, arrays ----------------------------------------------
-
-
-class _FrontEnd:
-    def __init__(self, read: Callable[[str], str] | None) -> None:
-        self.read = read
-        self.tables: dict[str, tuple[dict[str, tuple[str, ...]], tuple[str, ...]]] = {}
-        self.table_at: dict[str, str] = {}
-        self.arrays: set[str] = set()
-        self.includes: dict[int, tuple[str, ast.Module]] = {}
-        self.hash = hashlib.sha256()
-        self.files: list[str] = []
-        self.statements = 0
-        self.assignments: list[tuple[str, ast.Expr | None]] = []  # $token <- expr (None: str)
-
-    def add_text(self, name: str, text: str) -> None:
-        self.hash.update(name.encode("utf-8", "surrogatepass") + b"\0")
-        self.hash.update(text.encode("utf-8", "surrogatepass") + b"\0")
-
-    def fetch(
-        self, source: str, node: ast.Include | ast.Table, path: str, where: str
-    ) -> tuple[str, str]:
-        full = os.path.normpath(os.path.join(where, path))
-        if self.read is None:
-            raise RulesCompileError(
-                source,
-                node.span.line,
-                node.span.col,
-                f"cannot read {path!r}: no file access here (use load_rules)",
-            )
-        try:
-            text = self.read(full)
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise RulesCompileError(
-                source, node.span.line, node.span.col, f"cannot read {full!r}: {reason}"
-            ) from None
-        self.files.append(full)
-        self.add_text(full, text)
-        return full, text
-
-    def walk(self, body: tuple[ast.Stmt, ...], source: str, where: str, stack: list[str]) -> None:
-        for stmt in body:
-            self.statements += 1
-            match stmt:
-                case ast.Include(path):
-                    full, text = self.fetch(source, stmt, path, where)
-                    if full in stack or len(stack) > MAX_INCLUDE_DEPTH:
-                        chain = " -> ".join([*stack, full])
-                        raise RulesCompileError(
-                            source,
-                            stmt.span.line,
-                            stmt.span.col,
-                            f"include cycle or too deep: {chain}",
-                        )
-                    module = parse(text, full)
-                    self.includes[id(stmt)] = (full, module)
-                    self.walk(module.body, full, os.path.dirname(full), [*stack, full])
-                case ast.Table():
-                    self.table(stmt, source, where)
-                case ast.ArrayDecl(name):
-                    self.arrays.add(name)
-                case ast.If(branches, orelse):
-                    for _, branch in branches:
-                        self.walk(branch, source, where, stack)
-                    self.walk(orelse or (), source, where, stack)
-                case ast.Switch(_, cases, default):
-                    for case in cases:
-                        self.walk(case.body, source, where, stack)
-                    self.walk(default or (), source, where, stack)
-                case ast.Foreach(_, _, loop_body):
-                    self.walk(loop_body, source, where, stack)
-                case ast.Assign(ast.TokenRef(name), value):
-                    self.assignments.append((name, value))
-                case ast.Assign(ast.TokenPath(path)):
-                    self.assignments.append((path, None))
-                case ast.MultiAssign(targets):
-                    self.assignments.extend(
-                        (t.name, None) for t in targets if isinstance(t, ast.TokenRef)
-                    )
-
-    def table(self, stmt: ast.Table, source: str, where: str) -> None:
-        if stmt.name in self.tables:
-            raise RulesCompileError(
-                source,
-                stmt.span.line,
-                stmt.span.col,
-                f"table {stmt.name!r} already defined at {self.table_at[stmt.name]}",
-            )
-        rows: dict[str, tuple[str, ...]] = {}
-        if stmt.path is not None:
-            _, text = self.fetch(source, stmt, stmt.path, where)
-            for line in text.splitlines():
-                if not line.strip() or line.lstrip().startswith("#"):
-                    continue
-                key, *values = line.split("\t")
-                rows.setdefault(key, tuple(values) or ("",))
-        else:
-            for row in stmt.rows or ():
-                rows.setdefault(row[0], row[1:] or ("",))
-        self.tables[stmt.name] = (rows, stmt.default or ("",))
-        self.table_at[stmt.name] = f"{source}:{stmt.span.line}:{stmt.span.col}"
 
 
 def _type(node: ast.Expr, nonstr: set[str]) -> str:
@@ -292,8 +214,10 @@ def compile_rules(
     source: str = "<rules>",
     base_dir: str | None = None,
     read: Callable[[str], str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Program:
-    """Compile rules text; ``read`` loads include and table files (None: none allowed).
+    """Compile rules text; ``read`` loads include and table files (None: none allowed);
+    ``env`` gives the environment variables that include paths may name.
 
     Raises:
         RulesSyntaxError: the text (or an included file) does not parse.
@@ -301,11 +225,12 @@ def compile_rules(
             unreadable include or table file.
     """
     module = parse(text, source)
-    front = _FrontEnd(read)
+    front = FrontEnd(read, env)
     front.add_text(source, text)
+    front.stat(source)
     if base_dir is None:
         base_dir = os.path.dirname(source) if source and not source.startswith("<") else "."
-    front.walk(module.body, source, base_dir, [source])
+    front.walk(module.body, source, base_dir, [source], top=True)
     nonstr: set[str] = set()
     changed = True
     while changed:
@@ -318,7 +243,15 @@ def compile_rules(
         name: max((len(v) for v in rows.values()), default=1)
         for name, (rows, _) in front.tables.items()
     }
-    resolved = Resolved(front.tables, front.arrays, front.includes, nonstr, widths)
+    resolved = Resolved(
+        front.tables,
+        front.arrays,
+        front.includes,
+        nonstr,
+        widths,
+        front.switches,
+        front.targets,
+    )
     gen = Codegen(resolved)
     try:
         body = gen.generate(module.body, source)
@@ -328,7 +261,7 @@ def compile_rules(
     if any(True for _ in front.assignments):
         prologue.append("    T = dict(T)")
     prologue += ["    Tg = T.get", "    Fg = F.get", "    P = ctx.props", "    A = ctx.assigned"]
-    python_source = "\n".join([*prologue, body, "    return F", ""])
+    python_source = "\n".join([*prologue, body, "    " + gen.ret, ""])
     namespace = dict(_NAMESPACE)
     namespace.update(gen.consts)
     try:
@@ -343,7 +276,9 @@ def compile_rules(
         python_source,
         front.statements,
         len(front.tables),
-        len(front.includes),
+        sum(len(f.includes) for f in front.stats.values()),
         tuple(front.files),
         needs_split=gen.whole_tokens or any(re.fullmatch(r"Token\d+", t) for t in gen.token_reads),
+        file_stats=tuple(front.stats.values()),
+        targets=tuple(front.targets.values()),
     )

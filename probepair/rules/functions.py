@@ -5,7 +5,8 @@ PURE (no clock reads: ``getdate`` goes through ``ctx.wall_clock``).
 ``BUILTINS`` is the one table of what a rules file may call: name -> (min arity,
 max arity, role). The compiler checks arity against it and turns each call into
 inline Python (``match`` becomes ``a == b``) or a call to a helper below; anything
-not in the table, such as the probe-specific ``genevent``, is a compile error.
+not in the table is a compile error; ``FOREIGN`` names functions of other probes, so
+that error can say which probe a function belongs to.
 
 Value semantics follow OMNIbus: tokens are strings; ``+`` concatenates when either
 side is a string and adds otherwise; ``- * / %`` need numbers and treat numeric
@@ -27,12 +28,15 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Final
 
+from probepair.rules.dates import format_ldml, parse_ldml, read_date
+
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "FATAL")
 
 
 @dataclass(frozen=True, slots=True)
 class Builtin:
-    """Arity bounds and role: "value" returns a value, "statement" does not."""
+    """Arity bounds and role: "value" returns a value, "statement" does not, "list"
+    gives several (``[$a, $b] = ...`` only), "target" is ``T = registertarget(...)``."""
 
     min_args: int
     max_args: int  # -1: any number
@@ -61,6 +65,11 @@ BUILTINS: Final[dict[str, Builtin]] = {
     "timetodate": Builtin(2, 2),
     "md5": Builtin(1, 1),
     "nvp_add": Builtin(1, -1),
+    "nvp_remove": Builtin(1, -1),
+    "printable": Builtin(1, 1),
+    "date": Builtin(1, 1),
+    "scanformat": Builtin(2, 2, "list"),
+    "registertarget": Builtin(3, 5, "target"),
     "lookup": Builtin(2, 2),
     "log": Builtin(2, 2, "statement"),
     "details": Builtin(1, -1, "statement"),
@@ -68,6 +77,14 @@ BUILTINS: Final[dict[str, Builtin]] = {
     "update": Builtin(1, 2, "statement"),
     "setlog": Builtin(1, 1, "statement"),
     "clear": Builtin(1, 1, "statement"),
+    "settarget": Builtin(1, 1, "statement"),
+    "setdefaulttarget": Builtin(1, 1, "statement"),
+    "genevent": Builtin(1, -1, "statement"),
+}
+
+# Functions that exist in OMNIbus rules, but only in one probe's rules: name -> probe.
+FOREIGN: Final[dict[str, str]] = {
+    "read_trap_count": "the SNMP trap probe (mttrapd)",
 }
 
 
@@ -354,12 +371,154 @@ def json_path(tokens: dict[str, str], path: str) -> object:
     return ""
 
 
+def nvp_remove(base: str, names: tuple[object, ...]) -> str:
+    """``base`` (``name="value";...``) without the pairs ``names`` name."""
+    drop = {str(n) for n in names}
+    items = [(m.group(1), m.group(2)) for m in _NVP_RE.finditer(base)]
+    return ";".join(f'{k}="{v}"' for k, v in items if k not in drop)
+
+
+def nvp_fields(base: str, fields: dict[str, object]) -> str:
+    """``nvp_add(base, @*)``/``nvp_add(@*)``: every field as a pair."""
+    pairs: list[object] = []
+    for k, v in fields.items():
+        pairs += [k, v]
+    return nvp_add(base, tuple(pairs))
+
+
+_UNPRINTABLE: Final = re.compile(r"[^\x20-\x7e\x80-\U0010ffff]|[\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Each non-printable character (control characters, DEL) becomes a space."""
+    return _UNPRINTABLE.sub(" ", text)
+
+
+# -- bitwise operators: on 64-bit signed integers, as the C the probes are written in ---
+
+_MASK: Final = (1 << 64) - 1
+
+
+def _int64(value: object) -> int:
+    n = to_num(value)
+    if isinstance(n, float):
+        if not math.isfinite(n):
+            raise Fail(f"expected an integer, found {value!r}")
+        n = int(n)
+    n &= _MASK
+    return n - (1 << 64) if n >> 63 else n
+
+
+def band(a: object, b: object) -> int:
+    return _int64(_int64(a) & _int64(b))
+
+
+def bor(a: object, b: object) -> int:
+    return _int64(_int64(a) | _int64(b))
+
+
+def bxor(a: object, b: object) -> int:
+    return _int64(_int64(a) ^ _int64(b))
+
+
+def bnot(a: object) -> int:
+    return _int64(~_int64(a))
+
+
+def shl(a: object, b: object) -> int:
+    n = _int64(b)
+    if n < 0:
+        raise Fail(f"negative shift count {b!r}")
+    return 0 if n >= 64 else _int64(_int64(a) << n)
+
+
+def shr(a: object, b: object) -> int:
+    n = _int64(b)
+    if n < 0:
+        raise Fail(f"negative shift count {b!r}")
+    return _int64(a) >> min(n, 63)
+
+
+# -- scanformat: sscanf-like reading of several values ---------------------------------
+
+_SCAN_CONV: Final = {
+    "s": r"(\S+)",
+    "d": r"([-+]?\d+)",
+    "i": r"([-+]?\d+)",
+    "f": r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)",
+}
+
+
+def scan_pattern(fmt: str) -> tuple[re.Pattern[str], str]:
+    """A regex for a scanformat() format and its conversions ("s", "d", "f" each).
+
+    As sscanf: ``%s`` reads a word, ``%d`` an integer, ``%f`` a real (each after any
+    white space), white space in the format matches any amount (also none), ``%%`` is
+    ``%``, other characters match themselves. The conversions after the first one that
+    fails are optional groups, so a partial match still gives the values before it.
+
+    Raises:
+        ValueError: an unknown conversion such as ``%x``.
+    """
+    parts: list[str] = []  # one regex per conversion, with the literal text before it
+    kinds = ""
+    literal = ""
+    i = 0
+    while i < len(fmt):
+        c = fmt[i]
+        if c == "%" and i + 1 < len(fmt) and fmt[i + 1] == "%":
+            literal += re.escape("%")
+            i += 2
+        elif c == "%":
+            conv = fmt[i + 1 : i + 2]
+            if conv not in _SCAN_CONV:
+                raise ValueError(f"unknown conversion {fmt[i : i + 2]!r} (use %s, %d or %f)")
+            parts.append(literal + r"\s*" + _SCAN_CONV[conv])
+            kinds += "f" if conv == "f" else "d" if conv in "di" else "s"
+            literal = ""
+            i += 2
+        elif c.isspace():
+            literal += r"\s*"
+            i += 1
+        else:
+            literal += re.escape(c)
+            i += 1
+    pattern = ""
+    for part in reversed(parts[1:]):
+        pattern = f"(?:{part}{pattern})?"
+    pattern = parts[0] + pattern if parts else "(?!)"  # no conversion: no values
+    return re.compile(pattern, re.DOTALL), kinds
+
+
+def scanformat(regex: re.Pattern[str], kinds: str, text: str) -> list[object]:
+    """The values ``text`` gives for a scan_pattern(); fewer when it stops matching."""
+    m = regex.match(text)
+    out: list[object] = []
+    if m is None:
+        return out
+    for kind, value in zip(kinds, m.groups(), strict=False):
+        if value is None:
+            break
+        out.append(int(value) if kind == "d" else float(value) if kind == "f" else value)
+    return out
+
+
+def split_list(text: str, separators: str = " ") -> list[object]:
+    """``[$a, $b] = split(text[, separators])``: the fields, empty ones skipped."""
+    array: dict[str, object] = {}
+    split(text, array, separators)
+    return list(array.values())
+
+
 # -- dates -----------------------------------------------------------------------------
 
 
 def datetotime(text: str, fmt: str) -> int:
-    """Seconds since the epoch of a local-time date read with a strptime format."""
+    """Seconds since the epoch of a date read with an LDML pattern (``"yyyy-MM-dd"``)
+    or, when the format has a ``%``, a strptime format; local time unless it has a zone."""
     try:
+        if "%" not in fmt:
+            return parse_ldml(text, fmt)
         parsed = datetime.strptime(text, fmt)
         return int(parsed.timestamp())
     except (ValueError, OverflowError, OSError) as exc:
@@ -367,8 +526,21 @@ def datetotime(text: str, fmt: str) -> int:
 
 
 def timetodate(value: object, fmt: str) -> str:
-    """A local-time date string for seconds since the epoch, with a strftime format."""
+    """A local-time date string for seconds since the epoch, with an LDML pattern or
+    (when the format has a ``%``) a strftime format."""
     try:
+        if "%" not in fmt:
+            return format_ldml(atoi(value), fmt)
         return datetime.fromtimestamp(atoi(value)).strftime(fmt)
     except (ValueError, OverflowError, OSError) as exc:
         raise Fail(f"cannot format time {value!r} with {fmt!r}: {exc}") from None
+
+
+def date(value: object) -> int:
+    """``date(text)``: seconds since the epoch of a date in a common form (dates.py)."""
+    if isinstance(value, int | float):
+        return int(value)
+    try:
+        return read_date(str(value))
+    except (ValueError, OverflowError, OSError) as exc:
+        raise Fail(f"cannot read date {value!r}: {exc}") from None

@@ -6,8 +6,8 @@ vendor rules file well under 10 ms.
 
 Names follow OMNIbus: ``$token`` names may contain ``-`` and start with a digit (mttrapd
 ``$specific-trap``, ``$1``), ``$*`` is every token, ``$(a.b)`` a dotted JSON path;
-``@Field`` and ``%Property`` are plain identifiers. ``%`` directly followed by a letter
-is a property, otherwise the modulo operator.
+``@Field`` and ``%Property`` are plain identifiers, ``@*`` is every field. ``%``
+directly followed by a letter is a property, otherwise the modulo operator.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ TOKEN: Final = "TOKEN"  # $name
 TOKEN_ALL: Final = "TOKEN_ALL"  # $*
 TOKEN_PATH: Final = "TOKEN_PATH"  # $(a.b)
 FIELD: Final = "FIELD"  # @Name
+FIELD_ALL: Final = "FIELD_ALL"  # @*
 PROP: Final = "PROP"  # %Name
 IDENT: Final = "IDENT"
 STRING: Final = "STRING"
@@ -56,10 +57,11 @@ _SCANNER: Final = re.compile(
   | (?P<tokall>\$\*)
   | \$\((?P<tokpath>[^()\n]*)\)
   | @(?P<field>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<fieldall>@\*)
   | %(?P<prop>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<string>"|')
-  | (?P<op>==|!=|<>|<=|>=|&&|\|\||[-+*/%(){}\[\],:;=<>!|])
+  | (?P<op>==|!=|<>|<=|>=|&&|\|\||<<|>>|[-+*/%(){}\[\],:;=<>!|&^~])
     """,
     re.VERBOSE,
 )
@@ -131,9 +133,7 @@ def tokenize(text: str, source: str = "<rules>") -> list[Token]:
             if c == "$":
                 msg = "expected a token name, '*' or '(' after '$'"
             elif c == "@":
-                msg = "expected a field name after '@'"
-            elif c == "&":
-                msg = "unexpected '&' (use '&&' or AND)"
+                msg = "expected a field name or '*' after '@'"
             else:
                 msg = f"unexpected character {c!r}"
             raise RulesSyntaxError(source, line, col, msg)
@@ -157,9 +157,9 @@ def tokenize(text: str, source: str = "<rules>") -> list[Token]:
                 raise RulesSyntaxError(source, line, col, "number too long")
             value = int(raw) if kind == "int" else float(raw)
             tkind = INT if kind == "int" else REAL
-        elif kind == "tokall":
+        elif kind == "tokall" or kind == "fieldall":
             value = "*"
-            tkind = TOKEN_ALL
+            tkind = TOKEN_ALL if kind == "tokall" else FIELD_ALL
         else:
             assert kind is not None
             value = m.group(kind)

@@ -4,7 +4,8 @@ The only rules module that does I/O: it hands the pure compiler a ``read`` funct
 ``load_rules`` compiles completely before returning, so a runtime reloading on SIGHUP
 swaps Programs only on success. Loading again is cheap: when neither the main file
 nor any include or table file changed (size, mtime, inode), the previous Program is
-returned as is (the same object, so ``new is old`` tells the runtime nothing changed).
+returned as is (include paths may name environment variables, ``$NC_RULES_HOME``: they
+are read at each compile) (the same object, so ``new is old`` tells the runtime nothing changed).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def read_text(path: str) -> str:
 
 def compile_rules(text: str, *, source: str = "<rules>", base_dir: str | None = None) -> Program:
     """Compile rules text; includes and table files resolve relative to ``base_dir``."""
-    return _compile(text, source=source, base_dir=base_dir, read=read_text)
+    return _compile(text, source=source, base_dir=base_dir, read=read_text, env=os.environ)
 
 
 def _stamp(path: str) -> tuple[str, int, int, int]:
@@ -57,7 +58,9 @@ def load_rules(path: str | os.PathLike[str]) -> Program:
         raise RulesCompileError(
             name, 0, 0, f"cannot read rules file: {exc.strerror or exc}"
         ) from None
-    program = _compile(text, source=name, base_dir=os.path.dirname(name) or ".", read=read_text)
+    program = _compile(
+        text, source=name, base_dir=os.path.dirname(name) or ".", read=read_text, env=os.environ
+    )
     stamps = (stamp, *(_stamp(p) for p in program.files))
     if len(_cache) >= _CACHE_SIZE:
         _cache.pop(next(iter(_cache)))

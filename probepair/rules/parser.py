@@ -8,15 +8,24 @@ The lexer has already turned the text into a list of tokens with positions, so t
 parser is a cursor over that list (``self.i``) and one ``parse_<rule>`` method per
 construct. Statements are recognised by their first token: a keyword (``if``,
 ``switch``, ``foreach``, ``discard``, ``break``, ``include``, ``table``, ``array``),
-``[`` (a multi-target lookup assignment), an element (``$t``, ``$(a.b)``, ``@F``,
-``%P``) or ``name[...]`` followed by ``=`` (assignment), or ``name(`` (a function
-used as a statement, such as ``log``/``details``/``remove``). Newlines carry no
-meaning; a stray ``;`` is accepted because many vendor files end statements with one.
+``[`` (a multi-target assignment), an element (``$t``, ``$(a.b)``, ``@F``, ``%P``),
+``name[...]`` or a bare ``name`` followed by ``=`` (assignment; a bare name is a
+target from ``registertarget``), or ``name(`` (a function used as a statement, such
+as ``log``/``details``/``remove``). Keywords are matched in any case (``IF``,
+``Else``, ``CASE``), as OMNIbus does. Newlines carry no meaning; a stray ``;`` is
+accepted because many vendor files end statements with one.
 
-Expressions use precedence climbing over ``_BINARY`` (``||`` < ``&&`` < comparisons <
-``+ -`` < ``* / %``), all left-associative, with unary ``-``/``!``/``NOT`` above them.
-The words ``AND``/``OR``/``NOT`` (any case) are the same operators as ``&&``/``||``/
-``!``; the AST keeps one canonical spelling.
+``include`` may stand wherever a statement or a ``case`` may: in a switch, before the
+first case or among a case's statements. The parser does not read files; the
+compiler parses each included file with :func:`parse_fragment` (statements, then
+optionally ``case`` blocks) and splices a file of cases into the enclosing switch, as
+OMNIbus' textual inclusion would.
+
+Expressions use precedence climbing over ``_BINARY`` with C's order (``||`` < ``&&``
+< ``|`` < ``^`` < ``&`` < comparisons < ``<< >>`` < ``+ -`` < ``* / %``), all
+left-associative, with unary ``-``/``!``/``~``/``NOT`` above them. The words
+``AND``/``OR``/``NOT`` (any case) are the same operators as ``&&``/``||``/``!``;
+the AST keeps one canonical spelling.
 
 Every error is raised at the offending token with what was expected and what was
 found (``expected ')' to close call to 'regmatch', found '{'``). Nesting deeper than
@@ -34,6 +43,7 @@ from probepair.rules import ast
 from probepair.rules.lexer import (
     EOF,
     FIELD,
+    FIELD_ALL,
     IDENT,
     INT,
     OP,
@@ -69,20 +79,33 @@ _WORD_OPS: Final = {"AND": "&&", "OR": "||"}
 _BINARY: Final = {
     "||": 1,
     "&&": 2,
-    "==": 3,
-    "!=": 3,
-    "<>": 3,
-    "<": 3,
-    ">": 3,
-    "<=": 3,
-    ">=": 3,
-    "+": 4,
-    "-": 4,
-    "*": 5,
-    "/": 5,
-    "%": 5,
+    "|": 3,
+    "^": 4,
+    "&": 5,
+    "==": 6,
+    "!=": 6,
+    "<>": 6,
+    "<": 6,
+    ">": 6,
+    "<=": 6,
+    ">=": 6,
+    "<<": 7,
+    ">>": 7,
+    "+": 8,
+    "-": 8,
+    "*": 9,
+    "/": 9,
+    "%": 9,
 }
 _CANONICAL: Final = {"<>": "!="}
+
+
+def _keyword(tok: Token) -> str | None:
+    """The keyword ``tok`` spells in any case (``ELSE`` -> ``else``), else None."""
+    if tok.kind != IDENT:
+        return None
+    word = str(tok.value).lower()
+    return word if word in KEYWORDS else None
 
 
 def _describe(tok: Token) -> str:
@@ -124,8 +147,7 @@ class Parser:
         return tok.kind == OP and tok.value == text
 
     def is_word(self, word: str, ahead: int = 0) -> bool:
-        tok = self.peek(ahead)
-        return tok.kind == IDENT and tok.value == word
+        return _keyword(self.peek(ahead)) == word
 
     def expect_op(self, text: str, context: str) -> Token:
         tok = self.peek()
@@ -135,7 +157,7 @@ class Parser:
 
     def expect_ident(self, what: str) -> Token:
         tok = self.peek()
-        if tok.kind != IDENT or tok.value in KEYWORDS:
+        if tok.kind != IDENT or _keyword(tok) is not None:
             raise self.error(tok, f"expected {what}, found {_describe(tok)}")
         return self.advance()
 
@@ -150,6 +172,21 @@ class Parser:
         body = self.parse_statements((), top=True)
         return ast.Module(tuple(body), self.source)
 
+    def parse_fragment(self) -> ast.Module:
+        """An included file: statements, then optionally ``case``/``default`` blocks."""
+        body = self.parse_statements(("case", "default"), top=True)
+        cases: list[ast.Case] = []
+        while self.peek().kind != EOF:
+            tok = self.peek()
+            if self.is_word("case"):
+                cases.append(self.parse_case(top=True))
+            else:
+                self.advance()
+                self.expect_op(":", "after 'default'")
+                stmts = self.parse_statements(("case", "default"), top=True)
+                cases.append(ast.Case((), tuple(stmts), _span(tok, self.prev())))
+        return ast.Module(tuple(body), self.source, tuple(cases))
+
     def parse_statements(self, stop_words: tuple[str, ...], top: bool = False) -> list[ast.Stmt]:
         """Statements until EOF (top level), ``}``, or a switch's ``case``/``default``."""
         body: list[ast.Stmt] = []
@@ -161,7 +198,7 @@ class Parser:
                 raise self.error(tok, "expected '}' before end of file")
             if tok.kind == OP and tok.value == "}" and not top:
                 return body
-            if tok.kind == IDENT and tok.value in stop_words:
+            if _keyword(tok) in stop_words:
                 return body
             if tok.kind == OP and tok.value == ";":
                 self.advance()
@@ -179,7 +216,7 @@ class Parser:
     def parse_statement(self) -> ast.Stmt:
         tok = self.peek()
         if tok.kind == IDENT:
-            word = tok.value
+            word = _keyword(tok)
             if word == "if":
                 return self.parse_if()
             if word == "switch":
@@ -199,12 +236,12 @@ class Parser:
                 name = self.expect_ident("an array name after 'array'")
                 return ast.ArrayDecl(str(name.value), _span(tok, name))
             if word in ("else", "case", "default", "in"):
-                raise self.error(tok, f"unexpected {word!r}")
+                raise self.error(tok, f"unexpected {tok.text!r}")
             if self.is_op("(", 1):
                 call = self.parse_primary()
                 assert isinstance(call, ast.Call)
                 return ast.CallStmt(call, call.span)
-            if self.is_op("[", 1):
+            if self.is_op("[", 1) or (self.is_op("=", 1) and word is None):
                 return self.parse_assign()
             raise self.error(
                 tok, f"expected a statement, found {_describe(tok)} (a function call needs '(')"
@@ -229,12 +266,15 @@ class Parser:
         if tok.kind == PROP:
             self.advance()
             return ast.PropRef(str(tok.value), _span(tok, tok))
-        if tok.kind == IDENT and tok.value not in KEYWORDS and self.is_op("[", 1):
+        if tok.kind == IDENT and _keyword(tok) is None and self.is_op("[", 1):
             self.advance()
             self.advance()
             key = self.parse_expression()
             close = self.expect_op("]", f"to close index of array {tok.value!r}")
             return ast.Index(str(tok.value), key, _span(tok, close))
+        if tok.kind == IDENT and _keyword(tok) is None and self.is_op("=", 1):
+            self.advance()
+            return ast.Name(str(tok.value), _span(tok, tok))
         raise self.error(
             tok, f"expected a $token, @field, %property or array[key], found {_describe(tok)}"
         )
@@ -293,6 +333,16 @@ class Parser:
             return ast.Num(-num.value, _span(tok, num))
         raise self.error(tok, f"expected a string or number after 'case', found {_describe(tok)}")
 
+    def parse_case(self, top: bool = False) -> ast.Case:
+        tok = self.advance()  # case
+        labels = [self.parse_case_label()]
+        while self.is_op("|"):
+            self.advance()
+            labels.append(self.parse_case_label())
+        self.expect_op(":", "after the case label")
+        body = self.parse_statements(("case", "default"), top)
+        return ast.Case(tuple(labels), tuple(body), _span(tok, self.prev()))
+
     def parse_switch(self) -> ast.Switch:
         first = self.advance()
         subject = self.parse_condition("switch")
@@ -300,17 +350,13 @@ class Parser:
         self.enter(open_tok)
         cases: list[ast.Case] = []
         default: tuple[ast.Stmt, ...] | None = None
+        head: list[ast.Include] = []
         while not self.is_op("}"):
             tok = self.peek()
-            if self.is_word("case"):
-                self.advance()
-                labels = [self.parse_case_label()]
-                while self.is_op("|"):
-                    self.advance()
-                    labels.append(self.parse_case_label())
-                self.expect_op(":", "after the case label")
-                body = self.parse_statements(("case", "default"))
-                cases.append(ast.Case(tuple(labels), tuple(body), _span(tok, self.prev())))
+            if self.is_word("include") and not cases and default is None:
+                head.append(self.parse_include())
+            elif self.is_word("case"):
+                cases.append(self.parse_case())
             elif self.is_word("default"):
                 if default is not None:
                     raise self.error(tok, "duplicate 'default' in switch")
@@ -321,7 +367,7 @@ class Parser:
                 raise self.error(tok, f"expected 'case', 'default' or '}}', found {_describe(tok)}")
         self.advance()
         self.depth -= 1
-        return ast.Switch(subject, tuple(cases), default, _span(first, self.prev()))
+        return ast.Switch(subject, tuple(cases), default, tuple(head), _span(first, self.prev()))
 
     def parse_foreach(self) -> ast.Foreach:
         first = self.advance()
@@ -330,10 +376,13 @@ class Parser:
         if not self.is_word("in"):
             raise self.error(self.peek(), f"expected 'in', found {_describe(self.peek())}")
         self.advance()
-        array = self.expect_ident("an array name after 'in'")
+        if self.peek().kind in (TOKEN_ALL, FIELD_ALL):
+            array = "$*" if self.advance().kind == TOKEN_ALL else "@*"
+        else:
+            array = str(self.expect_ident("an array name, $* or @* after 'in'").value)
         self.expect_op(")", "to close 'foreach ('")
         body = self.parse_block("after 'foreach (...)'")
-        return ast.Foreach(str(var.value), str(array.value), body, _span(first, self.prev()))
+        return ast.Foreach(str(var.value), array, body, _span(first, self.prev()))
 
     def parse_include(self) -> ast.Include:
         first = self.advance()
@@ -415,12 +464,12 @@ class Parser:
     def parse_unary(self) -> ast.Expr:
         tok = self.peek()
         is_not = tok.kind == IDENT and str(tok.value).upper() == "NOT"
-        if is_not or (tok.kind == OP and tok.value in ("-", "!")):
+        if is_not or (tok.kind == OP and tok.value in ("-", "!", "~")):
             self.advance()
             self.enter(tok)
             operand = self.parse_unary()
             self.depth -= 1
-            op = "-" if tok.value == "-" else "!"
+            op = str(tok.value) if tok.value in ("-", "~") else "!"
             return ast.Unary(op, operand, _span(tok, self.prev()))
         return self.parse_primary()
 
@@ -439,6 +488,8 @@ class Parser:
             return ast.TokenPath(str(tok.value), span)
         if kind == TOKEN_ALL:
             return ast.AllTokens(span)
+        if kind == FIELD_ALL:
+            return ast.AllFields(span)
         if kind == FIELD:
             return ast.FieldRef(str(tok.value), span)
         if kind == PROP:
@@ -447,7 +498,7 @@ class Parser:
             inner = self.parse_expression()
             self.expect_op(")", f"to close '(' opened at {tok.line}:{tok.col}")
             return inner
-        if kind == IDENT and tok.value not in KEYWORDS:
+        if kind == IDENT and _keyword(tok) is None:
             name = str(tok.value)
             if self.is_op("("):
                 self.advance()
@@ -478,3 +529,12 @@ def parse(text: str, source: str = "<rules>") -> ast.Module:
         RulesSyntaxError: with ``source:line:col`` of the first problem.
     """
     return Parser(text, source).parse_module()
+
+
+def parse_fragment(text: str, source: str = "<rules>") -> ast.Module:
+    """Parse an included file: statements, then optionally ``case`` blocks.
+
+    Raises:
+        RulesSyntaxError: with ``source:line:col`` of the first problem.
+    """
+    return Parser(text, source).parse_fragment()

@@ -37,6 +37,8 @@ def expr(node: ast.Expr) -> str:
             return f"$({path})"
         case ast.AllTokens():
             return "$*"
+        case ast.AllFields():
+            return "@*"
         case ast.FieldRef(name):
             return f"@{name}"
         case ast.PropRef(name):
@@ -72,6 +74,11 @@ def _block(body: tuple[ast.Stmt, ...], depth: int) -> list[str]:
     return lines
 
 
+def _case(case: ast.Case, depth: int) -> list[str]:
+    head = f"case {' | '.join(_label(lb) for lb in case.labels)}:" if case.labels else "default:"
+    return [head, *_block(case.body, depth)[1:-1]]
+
+
 def statement(node: ast.Stmt, depth: int = 0) -> list[str]:
     """One statement as source lines (indented relative to the statement)."""
     match node:
@@ -91,11 +98,11 @@ def statement(node: ast.Stmt, depth: int = 0) -> list[str]:
                 lines.extend(_block(orelse, depth)[1:-1])
             lines.append("}")
             return lines
-        case ast.Switch(subject, cases, default):
+        case ast.Switch(subject, cases, default, head):
             lines = [f"switch ({expr(subject)}) {{"]
+            lines.extend(_INDENT + line for inc in head for line in statement(inc))
             for case in cases:
-                lines.append(f"case {' | '.join(_label(lb) for lb in case.labels)}:")
-                lines.extend(_block(case.body, depth)[1:-1])
+                lines.extend(_case(case, depth))
             if default is not None:
                 lines.append("default:")
                 lines.extend(_block(default, depth)[1:-1])
@@ -131,4 +138,6 @@ def module(node: ast.Module) -> str:
     out: list[str] = []
     for stmt in node.body:
         out.extend(statement(stmt))
+    for case in node.cases:  # a file of cases (parse_fragment)
+        out.extend(_case(case, 0))
     return "\n".join(out) + "\n"

@@ -14,7 +14,7 @@ from typing import BinaryIO, TextIO
 
 from probepair.alerts import serialise
 from probepair.errors import RulesError, RulesRuntimeError
-from probepair.events import KeyMaker
+from probepair.events import KeyMaker, derived_key
 from probepair.formats import FORMATS, tokenise
 from probepair.rules.compiler import Program, RulesContext
 from probepair.rules.loader import load_rules
@@ -31,15 +31,34 @@ def _load(path: str, err: TextIO) -> Program | None:
 
 
 def check_command(path: str, out: TextIO, err: TextIO) -> int:
-    """Exit 0 and a one-line summary, or 1 and ``path:line:col: message`` on ``err``."""
+    """Exit 0 and a summary, or 1 and ``path:line:col: message`` on ``err``.
+
+    The summary's first line counts everything; then, per file read, its statements,
+    tables and includes (each with the path it resolved to), then the targets.
+    """
     program = _load(path, err)
     if program is None:
         return 1
-    print(
+    lines = [
         f"{path}: OK ({program.statements} statements, {program.tables} tables, "
-        f"{program.includes} includes)",
-        file=out,
-    )
+        f"{program.includes} includes, {len(program.targets)} targets)"
+    ]
+    for stats in program.file_stats:
+        lines.append(
+            f"  {stats.path}: {stats.statements} statements, {stats.tables} tables, "
+            f"{len(stats.includes)} includes"
+        )
+        lines.extend(
+            f"    line {line}: include {written!r} -> {resolved}"
+            for line, written, resolved in stats.includes
+        )
+    for i, target in enumerate(program.targets):
+        default = " (default)" if i == 0 else ""
+        lines.append(
+            f"  target {target.name}: table {target.table}{default}, "
+            f"details {target.details_table}, at {target.where}"
+        )
+    print("\n".join(lines), file=out)
     return 0
 
 
@@ -92,8 +111,12 @@ def run_command(
         if not raw:
             continue
         alert = program.run(tokenise(fmt, raw), ctx)
+        key = keys.key(raw, wall_clock())
+        for i, generated in enumerate(ctx.generated):  # genevent alerts come first
+            batch.append(serialise(generated, derived_key(key, i)))
+        ctx.generated.clear()
         if alert is not None:
-            batch.append(serialise(alert, keys.key(raw, wall_clock())))
+            batch.append(serialise(alert, key))
             if len(batch) >= _BATCH:
                 out.write(b"\n".join(batch) + b"\n")
                 batch.clear()

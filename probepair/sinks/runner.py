@@ -51,6 +51,18 @@ class SinkRunner:
         self._backoff = BACKOFF_FIRST
         self._retry_at = -float("inf")  # trio time of the next attempt after a failure
         self._logged_down = False
+        self._failing_since: float | None = None
+        # Told when delivery starts failing (trio time) or works again (None), with the
+        # spool's bytes: the failover machine's sink health (SinkFailover).
+        self.on_health: Callable[[float | None, int], None] | None = None
+
+    def _health(self, failing_since: float | None) -> None:
+        if failing_since == self._failing_since:
+            return
+        self._failing_since = failing_since
+        if self.on_health is not None:
+            spooled = self.spool.backlog_bytes if self.spool is not None else 0
+            self.on_health(failing_since, spooled)
 
     async def run(self, recv: Batches) -> None:
         """Deliver until ``recv`` is closed and drained, then close the sink."""
@@ -124,11 +136,14 @@ class SinkRunner:
             logger.warning("%s: delivering again", self.sink.name)
             self._logged_down = False
         self._backoff = BACKOFF_FIRST
+        self._health(None)
         self._on_delivered(keys)
         return True
 
     def _failed(self, exc: SinkError) -> None:
         self._metrics.sink_errors.inc()
+        if self._failing_since is None:
+            self._health(trio.current_time())
         if not self._logged_down:
             logger.error("%s; %s", exc, "spooling" if self.spool is not None else "retrying")
             self._logged_down = True

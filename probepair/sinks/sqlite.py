@@ -6,10 +6,18 @@ a row. Beyond the ObjectServer, a table of delivered event keys makes a *resend*
 same event (after a failover, or a store-and-forward replay) a no-op, so a failover never
 inflates ``Tally``. sqlite3 blocks, so each batch runs in one transaction on a worker
 thread (trio.to_thread, the one place a library insists on threads).
+
+Targets: an alert whose rules chose another target table carries it in its ``Table``
+field (``"custom.vmstatus"``; no field means alerts.status). Each such table is its own
+SQLite table (``custom_vmstatus``) with a column per field the rules set (added as new
+fields appear), plus ``Serial``, ``EventKey`` and the whole alert in ``Fields``; an
+alert with an ``Identifier`` replaces the row with the same one (no Tally: the table's
+shape is the rules'). A ``Table`` that is not a table name goes to alerts_status.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from typing import TYPE_CHECKING
@@ -26,6 +34,9 @@ if TYPE_CHECKING:
 KEY_RETENTION = 86400.0  # seconds a delivered event key is remembered; far beyond any failover
 COLUMNS = ("Node", "NodeAlias", "Manager", "Agent", "AlertGroup", "AlertKey", "Summary")
 INT_COLUMNS = ("Severity", "Type")
+TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?")
+MAX_COLUMNS = 500  # per target table; SQLite allows 2000, further fields stay in Fields
+_OWN_COLUMNS = frozenset({"serial", "eventkey", "fields"})
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts_status (
@@ -71,6 +82,25 @@ def _time(value: object, default: float) -> float:
     return t if t > 0 else default
 
 
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def target_table(fields: dict[str, object]) -> str | None:
+    """The SQLite table of an alert's ``Table`` field (removed), None for alerts_status."""
+    table = fields.pop("Table", None)
+    if not isinstance(table, str) or not TABLE_NAME.fullmatch(table):
+        return None
+    name = table.replace(".", "_")
+    return None if name in ("alerts_status", "delivered_keys") else name
+
+
+def _column_value(value: object) -> object:
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return orjson.dumps(value).decode()
+
+
 class SqliteSink:
     def __init__(self, props: Props) -> None:
         if not props.SinkDatabase:
@@ -79,6 +109,7 @@ class SqliteSink:
         self.name = f"sqlite:{self.path}"
         self._db: sqlite3.Connection | None = None
         self._since_prune = 0
+        self._columns: dict[str, set[str]] = {}  # target table -> its columns, lower case
 
     def _open_sync(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -106,6 +137,10 @@ class SqliteSink:
                 if cur.rowcount != 1:
                     continue  # a resend of an event already delivered
                 fields = orjson.loads(payload)
+                table = target_table(fields)
+                if table is not None:
+                    self._write_target(db, table, fields, hexkey, payload)
+                    continue
                 ident = str(fields.get("Identifier") or hexkey)
                 first = _time(fields.get("FirstOccurrence"), now)
                 last = _time(fields.get("LastOccurrence"), now)
@@ -128,6 +163,42 @@ class SqliteSink:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _write_target(
+        self,
+        db: sqlite3.Connection,
+        table: str,
+        fields: dict[str, object],
+        hexkey: str,
+        payload: bytes,
+    ) -> None:
+        known = self._columns.get(table)
+        if known is None:
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS {_quote(table)} (Serial INTEGER PRIMARY KEY "
+                "AUTOINCREMENT, Identifier TEXT UNIQUE, EventKey TEXT, Fields TEXT)"
+            )
+            rows = db.execute(f"PRAGMA table_info({_quote(table)})").fetchall()
+            known = self._columns[table] = {str(r[1]).lower() for r in rows}
+        columns: dict[str, object] = {}  # one value per column; SQLite's names ignore case
+        for name, value in fields.items():
+            low = name.lower()
+            if low in _OWN_COLUMNS:
+                continue
+            if low not in known:
+                if len(known) >= MAX_COLUMNS:
+                    continue
+                db.execute(f"ALTER TABLE {_quote(table)} ADD COLUMN {_quote(name)}")
+                known.add(low)
+            columns[name] = _column_value(value)
+        names = [*columns, "EventKey", "Fields"]
+        updates = ", ".join(f"{_quote(n)} = excluded.{_quote(n)}" for n in names)
+        db.execute(
+            f"INSERT INTO {_quote(table)} ({', '.join(_quote(n) for n in names)}) "
+            f"VALUES ({', '.join('?' * len(names))}) "
+            f"ON CONFLICT(Identifier) DO UPDATE SET {updates}",
+            (*columns.values(), hexkey, payload.decode()),
+        )
 
     async def deliver(self, items: list[Item]) -> list[bytes]:
         await self.open()

@@ -7,6 +7,7 @@ bound; tests read it under ``fail_after`` and never sleep to "let things settle"
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -18,6 +19,9 @@ from pathlib import Path
 import trio
 
 READY_TIMEOUT = 20.0  # seconds; a probe starts in well under 1 s, CI machines are slow
+# The secret every test pair signs with: random, as `probepair secret` makes one (Mode
+# master/slave refuse an empty, short or placeholder secret).
+PAIR_SECRET = secrets.token_hex(32)
 
 
 @dataclass
@@ -196,8 +200,9 @@ class PairSide:
     def log(self) -> Path:
         return self.cwd / f"{self.name}.log"
 
-    def args(self, peer: PairSide, timings: Timings, *, secret: str = "e2e-secret",
+    def args(self, peer: PairSide, timings: Timings, *, secret: str = PAIR_SECRET,
              extra: Sequence[str] = ()) -> list[str]:
+        """``probepair run`` options; the secret goes into a SharedSecretFile in ``cwd``."""
         feed_host = self.feed_host or self.host
         return [
             "--name", self.name, "--mode", self.mode,
@@ -211,8 +216,17 @@ class PairSide:
             "--beatthreshold", str(timings.beat_threshold),
             "--heartbeattimeout", str(timings.heartbeat_timeout),
             "--ackinterval", str(timings.ack_interval),
-            "--sharedsecret", secret, *extra,
+            "--sharedsecretfile", str(write_secret_file(self.cwd / "secret", secret)), *extra,
         ]
+
+
+def write_secret_file(path: Path, secret: str = PAIR_SECRET) -> Path:
+    """``path`` holding ``secret`` with mode 0600, as a SharedSecretFile must be."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(secret + "\n")
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
+    return path
 
 
 def loopback_pair(tmp_path: Path) -> tuple[PairSide, PairSide]:

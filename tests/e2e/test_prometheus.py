@@ -16,7 +16,7 @@ import httpx
 import pytest
 import trio
 
-from tests.e2e.procs import ProbeProcess, start_probe
+from tests.e2e.procs import ProbeProcess, start_probe, write_secret_file
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -38,8 +38,6 @@ PAIR_TIMING = [
     "0.2",
     "--heartbeattimeout",
     "0.2",
-    "--sharedsecret",
-    "s3",
 ]
 
 
@@ -181,6 +179,8 @@ async def start_pair(nursery: trio.Nursery, tmp_path: Path) -> tuple[ProbeProces
                     "--metricsport",
                     str(free_port(socket.SOCK_STREAM)),
                     *PAIR_TIMING,
+                    "--sharedsecretfile",
+                    str(write_secret_file(cwd / "secret")),
                 ],
                 cwd=cwd,
             )

@@ -22,7 +22,7 @@ class Recorder:
 
     def ctx(self, props: dict[str, object] | None = None) -> RulesContext:
         return RulesContext(
-            props=dict(props or {"Manager": "syslogd"}),
+            props=dict(props or {"Manager": "syslogd", "Server": "NCOMS"}),
             assigned={},
             log=lambda level, msg: self.logs.append((level, msg)),
             on_error=self.errors.append,

@@ -2,8 +2,8 @@
 the exact expected error line.
 
 valid/NAME.rules runs every case of valid/NAME.json: ``tokens`` (and optional
-``props``) in, expected ``alert`` (null: discarded), ``assigned`` properties,
-runtime ``errors`` and ``logs`` out; cases run in order on one Program, so arrays
+``props``) in, expected ``alert`` (null: discarded), ``generated`` alerts (genevent),
+``assigned`` properties, runtime ``errors`` and ``logs`` out; cases run in order on one Program, so arrays
 persist between them as they do between events. invalid/NAME.rules must fail with
 the one line in invalid/NAME.err. Paths are relative to the corpus directory.
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,8 +31,14 @@ INVALID = sorted(p.stem for p in (CORPUS / "invalid").glob("*.rules"))
 
 
 @pytest.fixture(autouse=True)
-def _in_corpus(monkeypatch: pytest.MonkeyPatch) -> None:
+def _in_corpus(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """In the corpus directory, with local time UTC (dates read and write local time)."""
     monkeypatch.chdir(CORPUS)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 @pytest.mark.parametrize("name", VALID)
@@ -44,15 +52,19 @@ def test_valid(name: str) -> None:
         alert = program.run(case["tokens"], ctx)
         got = {
             "alert": alert,
+            "generated": ctx.generated,
             "assigned": ctx.assigned,
             "errors": [str(e) for e in rec.errors],
             "logs": [list(x) for x in rec.logs],
         }
         if os.environ.get("RULES_CORPUS_REGEN"):
             case.update(got)
+            if not got["generated"]:
+                del case["generated"]
             continue
         want = {
             "alert": case["alert"],
+            "generated": case.get("generated", []),
             "assigned": case.get("assigned", {}),
             "errors": case.get("errors", []),
             "logs": case.get("logs", []),

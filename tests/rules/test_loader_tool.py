@@ -81,7 +81,10 @@ def test_check_ok_and_error(tmp_path: Path) -> None:
     good = _write(tmp_path / "good.rules", 'table t = {{"a","b"}}\n@A = lookup($x, t)\n')
     out, err = io.StringIO(), io.StringIO()
     assert check_command(str(good), out, err) == 0
-    assert out.getvalue() == f"{good}: OK (2 statements, 1 tables, 0 includes)\n"
+    assert out.getvalue() == (
+        f"{good}: OK (2 statements, 1 tables, 0 includes, 0 targets)\n"
+        f"  {good}: 2 statements, 1 tables, 0 includes\n"
+    )
     bad = _write(tmp_path / "bad.rules", "@A = 1\nif (x {\n")
     out, err = io.StringIO(), io.StringIO()
     assert check_command(str(bad), out, err) == 1
@@ -104,10 +107,10 @@ def test_run_prints_one_json_object_per_alert(tmp_path: Path) -> None:
 
 
 def test_run_with_bad_rules_exits_2(tmp_path: Path) -> None:
-    rules = _write(tmp_path / "r.rules", "@A = genevent()")
+    rules = _write(tmp_path / "r.rules", "@A = nosuch()")
     out, err = io.BytesIO(), io.StringIO()
     assert run_command(str(rules), "syslog", io.BytesIO(b"x\n"), out, err) == 2
-    assert err.getvalue() == f"{rules}:1:6: unknown function 'genevent'\n"
+    assert err.getvalue() == f"{rules}:1:6: unknown function 'nosuch'\n"
     assert out.getvalue() == b""
 
 
@@ -142,3 +145,16 @@ def test_run_syslog_rules_end_to_end() -> None:
 def test_syntax_error_class(tmp_path: Path) -> None:
     with pytest.raises(RulesSyntaxError):
         load_rules(_write(tmp_path / "s.rules", "@A = ("))
+
+
+def test_include_paths_name_environment_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(tmp_path / "home/include-snmptrap/vendor.include.rules", 'case "1.2":\n  @V = 1\n')
+    main = _write(
+        tmp_path / "probe/trap.rules",
+        'switch ($enterprise) {\n  case "dummy case statement":\n'
+        '  include "${NC_RULES_HOME}/include-snmptrap/vendor.include.rules"\n}\n',
+    )
+    monkeypatch.setenv("NC_RULES_HOME", str(tmp_path / "home"))
+    assert load_rules(main).run({"enterprise": "1.2"}, Recorder().ctx()) == {"V": 1}

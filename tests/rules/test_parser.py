@@ -10,7 +10,7 @@ from probepair.errors import RulesError, RulesSyntaxError
 from probepair.rules import ast, printer
 from probepair.rules.compiler import compile_rules  # pure: no file access from fuzzed text
 from probepair.rules.lexer import tokenize
-from probepair.rules.parser import KEYWORDS, parse
+from probepair.rules.parser import KEYWORDS, parse, parse_fragment
 
 
 def test_token_kinds_and_positions() -> None:
@@ -75,7 +75,8 @@ SYNTAX_ERRORS = [
     ("if ($a) {\n @A = 1\n", "f.rules:3:1: expected '}' before end of file"),
     ("@A == 1", "f.rules:1:4: expected '=' in assignment, found '=='"),
     ("switch ($a) { @A = 1 }", "f.rules:1:15: expected 'case', 'default' or '}', found '@A'"),
-    ("@A = 1 ~ 2", "f.rules:1:8: unexpected character '~'"),
+    ("@A = 1 ` 2", "f.rules:1:8: unexpected character '`'"),
+    ("@A = 1 ~ 2", "f.rules:1:8: expected a statement, found '~'"),
     ("foo", "f.rules:1:1: expected a statement, found 'foo' (a function call needs '(')"),
     ("} ", "f.rules:1:1: expected a statement, found '}'"),
     ("else { }", "f.rules:1:1: unexpected 'else'"),
@@ -116,6 +117,20 @@ _ALPHABET = st.sampled_from(
         "@F",
         '"x"',
         "{{",
+        "IF",
+        "Else",
+        "CASE",
+        "$*",
+        "@*",
+        "~",
+        "<<",
+        "^",
+        "foreach (e in $*)",
+        "registertarget(",
+        "genevent(T, @A, 1)",
+        "settarget(T)",
+        "scanformat(",
+        'include "x"',
     ]
 )
 
@@ -154,6 +169,8 @@ _leaves = st.one_of(
     st.builds(ast.FieldRef, _names),
     st.builds(ast.PropRef, _names),
     st.builds(ast.Name, _names),
+    st.just(ast.AllTokens()),
+    st.just(ast.AllFields()),
 )
 _exprs = st.recursive(
     _leaves,
@@ -162,11 +179,12 @@ _exprs = st.recursive(
             ast.Binary,
             st.sampled_from(
                 ["+", "-", "*", "/", "%", "==", "!=", "<", ">", "<=", ">=", "&&", "||"]
+                + ["&", "|", "^", "<<", ">>"]
             ),
             inner,
             inner,
         ),
-        st.builds(ast.Unary, st.sampled_from(["-", "!"]), inner),
+        st.builds(ast.Unary, st.sampled_from(["-", "!", "~"]), inner),
         st.builds(ast.Call, _names, st.lists(inner, max_size=3).map(tuple)),
         st.builds(ast.Index, _names, inner),
     ),
@@ -175,6 +193,7 @@ _exprs = st.recursive(
 _targets = st.one_of(
     st.builds(ast.FieldRef, _names), st.builds(ast.TokenRef, _names), st.builds(ast.PropRef, _names)
 )
+_includes = st.lists(st.builds(ast.Include, _strings), max_size=2).map(tuple)
 _labels = st.one_of(st.builds(ast.Str, _strings), st.builds(ast.Num, st.integers(-99, 99)))
 
 
@@ -192,13 +211,15 @@ def _stmts(inner: st.SearchStrategy[tuple[ast.Stmt, ...]]) -> st.SearchStrategy[
                 lambda labels: tuple(ast.Case((lb,), ()) for lb in labels)
             ),
             st.none() | inner,
+            _includes,
         ),
-        st.builds(ast.Foreach, _names, _names, inner),
+        st.builds(ast.Foreach, _names, _names | st.sampled_from(["$*", "@*"]), inner),
     )
 
 
 _simple = st.one_of(
     st.builds(ast.Assign, _targets, _exprs),
+    st.builds(ast.Assign, st.builds(ast.Name, _names), _exprs),
     st.builds(ast.MultiAssign, st.lists(_targets, min_size=1, max_size=3).map(tuple), _exprs),
     st.just(ast.Discard()),
     st.just(ast.Break()),
@@ -228,6 +249,62 @@ def test_print_parse_round_trip(body: tuple[ast.Stmt, ...]) -> None:
     module = ast.Module(body)
     text = printer.module(module)
     assert parse(text) == module, text
+
+
+_cases = st.lists(
+    st.builds(
+        ast.Case,
+        st.lists(_labels, max_size=2).map(tuple),  # no labels: default
+        st.lists(_simple, max_size=2).map(tuple),
+    ),
+    max_size=3,
+).map(tuple)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_simple, max_size=2).map(tuple), _cases)
+def test_print_parse_round_trip_of_a_file_of_cases(
+    body: tuple[ast.Stmt, ...], cases: tuple[ast.Case, ...]
+) -> None:
+    module = ast.Module(body, cases=cases)
+    text = printer.module(module)
+    assert parse_fragment(text) == module, text
+
+
+def test_keywords_in_any_case_parse_as_in_lower_case() -> None:
+    upper = parse(
+        'IF ($a) { DISCARD } ELSE IF ($b) { BREAK } Else { }\n'
+        'SWITCH ($c) { CASE "x": Default: }\nFOREACH (e IN $*) { }\nARRAY a;\n'
+        'TABLE t = {{"k", "v"}} DEFAULT = "d"\nInclude "f.inc"'
+    )
+    lower = parse(
+        'if ($a) { discard } else if ($b) { break } else { }\n'
+        'switch ($c) { case "x": default: }\nforeach (e in $*) { }\narray a;\n'
+        'table t = {{"k", "v"}} default = "d"\ninclude "f.inc"'
+    )
+    assert upper == lower
+
+
+def test_bitwise_precedence_is_c() -> None:
+    (stmt,) = parse("@X = 1 | 2 ^ 3 & 4 == 5 << 1 + ~6").body
+    assert isinstance(stmt, ast.Assign)
+    assert printer.expr(stmt.value) == "(1 | (2 ^ (3 & (4 == (5 << (1 + ~(6)))))))"
+
+
+def test_switch_head_includes_and_target_assignment() -> None:
+    (target, sw) = parse(
+        'T = registertarget(%Server, "", "alerts.status")\n'
+        'switch ($e) { include "a.inc" include "b.inc" case "x": include "c.inc" }'
+    ).body
+    assert target == ast.Assign(
+        ast.Name("T"),
+        ast.Call(
+            "registertarget", (ast.PropRef("Server"), ast.Str(""), ast.Str("alerts.status"))
+        ),
+    )
+    assert isinstance(sw, ast.Switch)
+    assert sw.head == (ast.Include("a.inc"), ast.Include("b.inc"))
+    assert sw.cases == (ast.Case((ast.Str("x"),), (ast.Include("c.inc"),)),)
 
 
 _known_calls = st.builds(

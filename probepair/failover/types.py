@@ -1,7 +1,7 @@
 """Value types of the failover machine: modes, settings and the actions it returns.
 
-PURE: standard library only. Split from ``failover`` to keep modules small; import
-them from ``probepair.failover``, which re-exports every name.
+PURE: standard library only. Import them from ``probepair.failover``, which re-exports
+every name.
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ __all__ = [
     "Failback",
     "FailoverConfig",
     "Flush",
+    "GapFill",
+    "Handover",
+    "HandoverReason",
     "Mode",
+    "Rejected",
     "Role",
     "RoleChanged",
     "Send",
@@ -46,8 +50,17 @@ class DropReason(enum.Enum):
     """Why buffered events were dropped without being forwarded (metric labels)."""
 
     BUFFER_FULL = "buffer_full"
-    RETENTION = "retention"
     BUFFER_BYTES = "buffer_bytes"
+    RETENTION = "retention"
+
+
+class HandoverReason(enum.Enum):
+    """Why an active probe handed the role over (``probepair_handovers_total`` labels)."""
+
+    SINK = "sink"  # our sink failed for SinkFailover while the peer's works
+    OPERATOR = "operator"  # probepair release / takeover
+    RULES = "rules"  # %Mode in a rules file
+    FAILBACK = "failback"  # the configured master returned
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +76,13 @@ class FailoverConfig:
     failback: Failback = Failback.HANDSHAKE
     ack_interval: float = 0.1
     buffer_limit: int = 1_000_000  # events
+    buffer_bytes: int = 256 * 2**20  # payload bytes held (BufferBytes)
     retention: float = 60.0
     config_digest: bytes = bytes(DIGEST_SIZE)
-    buffer_bytes: int = 256 * 2**20  # payload bytes held at most (BufferBytes)
+    # How much later than an event a key the peer delivered must have reached us before
+    # the event counts as missed by the peer (GapTimeout; see the package docstring).
+    gap_timeout: float = 1.0
+    sink_failover: float = 30.0  # SinkFailover; 0 = off
 
     def __post_init__(self) -> None:
         if len(self.boot_id) != BOOT_ID_SIZE or len(self.config_digest) != DIGEST_SIZE:
@@ -74,6 +91,8 @@ class FailoverConfig:
             raise ValueError("beat_interval, ack_interval and retention must be positive")
         if self.beat_threshold < 0 or self.heartbeat_timeout < 0 or self.buffer_limit < 1:
             raise ValueError("negative threshold/timeout or buffer_limit below 1")
+        if self.gap_timeout <= 0 or self.sink_failover < 0 or self.buffer_bytes < 1:
+            raise ValueError("gap_timeout must be positive, sink_failover not negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +113,14 @@ class RoleChanged:
 
 @dataclass(frozen=True, slots=True)
 class Flush:
-    """Write these (key, payload) pairs to the sink now, in this order."""
+    """Write these (key, payload) pairs to the sink now, in this order (a takeover)."""
+
+    items: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class GapFill:
+    """Write these held events to the sink now: the active peer passed them by."""
 
     items: list[tuple[bytes, bytes]] = field(default_factory=list)
 
@@ -115,4 +141,18 @@ class ConfigDrift:
     peer: bytes
 
 
-Action = Send | RoleChanged | Flush | SplitBrain | ConfigDrift
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A valid, authenticated datagram changed nothing: it could not be proven fresh."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """This probe stepped down from active and hands the role over, for ``reason``."""
+
+    reason: HandoverReason
+
+
+Action = Send | RoleChanged | Flush | GapFill | SplitBrain | ConfigDrift | Rejected | Handover

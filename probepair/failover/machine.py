@@ -1,65 +1,4 @@
-"""The failover state machine of a probe pair (sans-IO: no sockets, no clock reads).
-
-Theory of operation
-===================
-
-Roles (``Role``, re-exported from ``wire``): ``master`` forwards events to the sink;
-``master-pending`` is a (re)started master that beats and buffers until the active peer
-hands over; ``slave-standby`` buffers; ``slave-active`` took over from a silent master;
-``standard`` is a lone probe (always active, no heartbeats, ``next_deadline()`` is inf).
-A role implies an *effective mode*: master roles are mode master, slave roles mode slave.
-
-Timers are deadlines the runtime sleeps until (``next_deadline()``); every input first
-runs the timers that are due at ``now`` and re-arms or clears each one it runs, so after
-``tick``/``receive``/``request_mode`` at ``now``, ``next_deadline() > now``:
-
-- beat: both sides send a heartbeat every beat interval (the slave's carry its role and
-  handover state), and at once on every role change. At each beat the standby buffer and
-  the acked-but-unseen set drop what is older than ``retention``.
-- peer silence: ``beat_interval + beat_threshold + heartbeat_timeout`` after the last
-  heartbeat from a peer that is (or is about to be) forwarding, or after start. A
-  standby slave then takes over; a pending master becomes active on its own. A slave
-  uses the master's beat interval (adopted from its heartbeats) for this bound.
-- ack: delivered keys are batched into ack datagrams every ``ack_interval``.
-- drain / give-up: bound the two waits of the failback handshake (below).
-
-Buffer and acks (DESIGN.md "Beyond OMNIbus"): a non-active probe holds each event as
-(key, serialised payload) in arrival order, bounded by ``buffer_limit`` (drop oldest).
-The active probe acks the keys its sink delivered; the peer removes them, so a takeover
-flushes only what the dead master may not have delivered. A key acked before this probe
-saw the event goes into a bounded, expiring set and the event is dropped on arrival.
-
-Failback handshake (no gap, no overlap): a returning master starts ``master-pending``:
-it beats and buffers. The active slave (policy ``handshake``; ``immediate`` behaves the
-same for a *pending* master) steps down to standby at the first pending heartbeat, which
-stops new forwarding, and drains: it waits until the sink has delivered everything it
-forwarded (bounded by ``ack_interval + heartbeat_timeout``), acks it, and beats with
-``HANDED_OVER`` and ``acks_sent`` = serial of its last ack datagram (re-sending the last
-acks with each such beat, in case they were lost). The pending master becomes active
-once it holds that ack serial (or one beat interval + threshold after the first
-handed-over beat, accepting possible duplicates) and flushes what was not acked. A
-standby slave that hears a pending master first flushes its own un-acked buffer (events
-nobody forwarded while the master was down), then hands over the same way. Under
-``manual`` an active slave keeps forwarding until ``request_mode``. A master configured
-``immediate`` starts active, like OMNIbus.
-
-Stalls: an active master whose beat timer ran more than the silence bound late (SIGSTOP,
-a frozen VM) must assume its peer took over meanwhile. Its next tick makes it
-``master-pending`` and it goes through the handshake above, so the backlog its socket
-queued during the stall is buffered and reconciled by acks instead of forwarded twice.
-The runtime checks ``stall_at`` before offering events, so this tick comes first.
-
-Epochs and split brain: ``request_mode`` takes effect at once and increments the epoch;
-heartbeats carry it; a probe hearing a higher epoch adopts it and takes the mode opposite
-to the sender's. When both sides are active, the one with the higher precedence stays
-active: effective master over slave, then configured master, then higher node id, then
-higher boot id (epochs are equal by then), so both sides reach the same verdict without
-negotiating. It is reported as split brain (``SplitBrain`` action, counted) when the
-overlap was not a plain failback: the loser had heard that peer boot before, or the
-winner has been active for more than the silence bound. During a partition both forward
-(at-least-once); a silence takeover never increments the epoch, so the configured
-master wins when the link returns.
-"""
+"""The failover machine: one probe's side of the pair (PURE; see the package docstring)."""
 
 from __future__ import annotations
 
@@ -67,14 +6,21 @@ import enum
 import math
 from typing import Final
 
-from probepair.failover_types import (
+from probepair.failover.acks import AckLog, AckStream, SentAck
+from probepair.failover.freshness import Freshness
+from probepair.failover.precedence import MASTER_ROLES, Precedence, of_heartbeat, verdict
+from probepair.failover.types import (
     Action,
     ConfigDrift,
     DropReason,
     Failback,
     FailoverConfig,
     Flush,
+    GapFill,
+    Handover,
+    HandoverReason,
     Mode,
+    Rejected,
     RoleChanged,
     Send,
     SplitBrain,
@@ -82,26 +28,10 @@ from probepair.failover_types import (
 from probepair.standby import StandbyBuffer
 from probepair.wire import MAX_ACK_KEYS, Ack, Flag, Heartbeat, Role
 
-__all__ = [
-    "Action",
-    "ConfigDrift",
-    "DropReason",
-    "Failback",
-    "FailoverConfig",
-    "FailoverMachine",
-    "Flush",
-    "Mode",
-    "Role",
-    "RoleChanged",
-    "Send",
-    "SplitBrain",
-]
-
 INF: Final = math.inf
 ACTIVE_ROLES: Final = frozenset({Role.MASTER, Role.SLAVE_ACTIVE, Role.STANDARD})
-MASTER_ROLES: Final = frozenset({Role.MASTER, Role.MASTER_PENDING})
 _HANDOVER_FLAGS: Final = Flag.HANDING_OVER | Flag.HANDED_OVER
-_TAIL_KEYS: Final = 8 * MAX_ACK_KEYS  # last acked keys re-sent with each handed-over beat
+_ECHO_REFRESH: Final = 0.75  # of the bound: past this echo age we beat early, see receive()
 
 
 class _Handover(enum.Enum):
@@ -111,7 +41,7 @@ class _Handover(enum.Enum):
 
 
 class FailoverMachine:
-    """One probe's side of the pair. See the module comment for the rules.
+    """One probe's side of the pair. See the package docstring for the rules.
 
     Args:
         config: the failover settings.
@@ -122,26 +52,36 @@ class FailoverMachine:
         self.config = config
         self._epoch = 0
         self._seq = 0
-        self._ack_serial = 0
         self._silence_since = now  # start, or the last heartbeat that re-armed the timer
         self._beat_interval = config.beat_interval
         self._standby = StandbyBuffer(config.buffer_limit, config.retention, config.buffer_bytes)
+        self._fresh = Freshness(config.boot_id, keep=config.retention)
+        self._acks = AckLog(config.retention, config.buffer_limit)
+        self._stream: AckStream | None = None  # acks from the peer's current boot
+        self._base_for: tuple[bytes, int] | None = None  # our ack_base for the peer's boot
+        self._gap_marks: list[tuple[int, float]] = []  # (peer ack serial, horizon)
         self._pending_acks: list[bytes] = []
-        self._tail: list[bytes] = []
         self._handover = _Handover.NONE
         self._handover_boot: bytes | None = None
         self._forwarded = 0  # since we last became active; with _delivered: in flight
         self._delivered = 0
+        self._feed_idle = False
+        self._sink_failing_since: float | None = None
+        self._sink_healthy_since = now
+        self._spool_bytes = 0
+        self._sink_handed_over = False
         self._peer_boot: bytes | None = None
         self._peer_role: Role | None = None
         self._peer_last_heard: float | None = None
-        self._serial_boot: bytes | None = None
-        self._peer_serial = 0  # highest ack serial from _serial_boot
+        self._peer_seq = 0  # newest fresh heartbeat seq from _peer_boot
+        self._peer_sink_failing = 0.0
+        self._peer_spool_bytes = 0
         self._awaited_serial: int | None = None  # from the peer's HANDED_OVER beat
         self._peer_digest = config.config_digest
         self._split_brain = False
         self._active_since = now
         self._next_beat = INF
+        self._next_extra = -INF  # extra (answer/challenge) beats are rate-limited
         # An active master whose beat is overdue by more than the takeover bound was
         # stalled (SIGSTOP, a frozen VM): its peer has likely taken over, so the next
         # tick makes it a pending master that waits for the handover (see stall_at).
@@ -152,6 +92,8 @@ class FailoverMachine:
         self._giveup = INF
         self.failovers = 0  # times this probe became active after start
         self.split_brains = 0
+        self.gap_fills = 0  # events delivered because the active peer passed them by
+        self.acks_resent = 0
         if config.mode is Mode.STANDARD:
             self._role = Role.STANDARD
         else:
@@ -191,6 +133,11 @@ class FailoverMachine:
         return self._epoch
 
     @property
+    def seq(self) -> int:
+        """Sequence number of the last datagram sent (0: none yet)."""
+        return self._seq
+
+    @property
     def buffer_depth(self) -> int:
         """Events held un-forwarded."""
         return len(self._standby)
@@ -226,13 +173,23 @@ class FailoverMachine:
 
     @property
     def peer_last_heard(self) -> float | None:
-        """When the last valid heartbeat from the peer arrived (None: never)."""
+        """When the last fresh datagram from the peer arrived (None: never)."""
         return self._peer_last_heard
 
     @property
     def peer_role(self) -> Role | None:
-        """The role the peer's last heartbeat carried."""
+        """The role the peer's last fresh heartbeat carried."""
         return self._peer_role
+
+    @property
+    def peer_sink_failing(self) -> float:
+        """Seconds the peer's sink had been failing at its last heartbeat (0: healthy)."""
+        return self._peer_sink_failing
+
+    @property
+    def peer_spool_bytes(self) -> int:
+        """The peer's spool bytes at its last heartbeat."""
+        return self._peer_spool_bytes
 
     @property
     def split_brain(self) -> bool:
@@ -250,18 +207,31 @@ class FailoverMachine:
         return self._handover is not _Handover.NONE
 
     @property
+    def sink_healthy(self) -> bool:
+        """False while the runtime reports our sink failing."""
+        return self._sink_failing_since is None
+
+    @property
     def dropped(self) -> dict[DropReason, int]:
         """Buffered events dropped without forwarding, by reason."""
         return {
             DropReason.BUFFER_FULL: self._standby.dropped_full,
-            DropReason.RETENTION: self._standby.dropped_retention,
             DropReason.BUFFER_BYTES: self._standby.dropped_bytes,
+            DropReason.RETENTION: self._standby.dropped_retention,
         }
 
     def next_deadline(self) -> float:
         """When ``tick`` must be called next (``math.inf``: nothing scheduled)."""
+        hole = INF
+        if self._stream is not None and self._stream.hole_deadline < INF:
+            hole = self._stream.hole_deadline + self._bound()
         return min(
-            self._next_beat, self._peer_deadline, self._ack_due, self._drain_deadline, self._giveup
+            self._next_beat,
+            self._peer_deadline,
+            self._ack_due,
+            self._drain_deadline,
+            self._giveup,
+            hole,
         )
 
     # -- hot path ---------------------------------------------------------------------
@@ -294,12 +264,23 @@ class FailoverMachine:
         self._delivered += len(keys)
         if keys:
             self._pending_acks.extend(keys)
-            if self._handover is not _Handover.NONE:
-                self._tail.extend(keys)
-                if len(self._tail) > 2 * _TAIL_KEYS:
-                    del self._tail[:-_TAIL_KEYS]
         if self._ack_due == INF and (keys or self._handover is _Handover.DRAINING):
             self._ack_due = now + self.config.ack_interval
+
+    def feed_idle(self, idle: bool) -> None:
+        """Whether our feed's source was empty when last checked (runtime fact).
+
+        Only with it may our acks claim ``IDLE`` (everything we received is delivered),
+        which lets the standby fill gaps at the end of a burst. Runs no timers.
+        """
+        self._feed_idle = idle
+
+    def sink_state(self, failing_since: float | None, spool_bytes: int, now: float) -> None:
+        """The runtime's view of our sink: failing since when (None: delivering)."""
+        if failing_since is None and self._sink_failing_since is not None:
+            self._sink_healthy_since = now
+        self._sink_failing_since = failing_since
+        self._spool_bytes = spool_bytes
 
     # -- inputs with actions ------------------------------------------------------------
 
@@ -310,18 +291,41 @@ class FailoverMachine:
         return actions
 
     def receive(self, msg: Heartbeat | Ack, now: float) -> list[Action]:
-        """A decoded, authenticated, replay-checked datagram from the peer."""
+        """A decoded, authenticated, replay-checked datagram from the peer.
+
+        Only a *fresh* datagram (one that echoes a sequence number we sent within the
+        takeover bound) may change anything; any other is reported as ``Rejected`` and
+        answered with an echo request, so a live peer proves itself within one round trip.
+        """
         actions: list[Action] = []
         if self._role is Role.STANDARD:
             return actions
         self._run_timers(now, actions)
+        self._fresh.heard(msg.boot_id, msg.seq)
+        if isinstance(msg, Heartbeat) and msg.flags & Flag.ECHO_REQUEST:
+            self._extra_beat(now, actions)
+        age = self._fresh.age(msg.echo_boot, msg.echo_seq, now)
+        bound = self._bound()
+        if age is None or age > bound:
+            actions.append(Rejected("unfresh"))
+            self._extra_beat(now, actions, request=True)
+            return actions
+        if age > _ECHO_REFRESH * bound:
+            self._extra_beat(now, actions)  # our last datagrams may be lost: refresh
         if isinstance(msg, Ack):
             self._on_ack(msg, now, actions)
         else:
-            self._on_heartbeat(msg, now, actions)
+            # Heartbeats only: an ack overtaking a heartbeat must not make it look old.
+            newest = msg.boot_id != self._peer_boot or msg.seq > self._peer_seq
+            self._on_heartbeat(msg, newest, now, actions)
+            if newest:
+                self._peer_seq = msg.seq
+        self._fill_gaps(now, actions)
         return actions
 
-    def request_mode(self, mode: Mode, now: float) -> list[Action]:
+    def request_mode(
+        self, mode: Mode, now: float, reason: HandoverReason = HandoverReason.RULES
+    ) -> list[Action]:
         """Switch to ``mode`` at once (``%Mode`` in rules, or an operator).
 
         A real switch increments the epoch, so the peer adopts the opposite mode.
@@ -338,16 +342,7 @@ class FailoverMachine:
             self._set_role(Role.MASTER, f"mode set to master (epoch {self._epoch})", now, actions)
         elif mode is Mode.SLAVE and (self._active or self._role is Role.MASTER_PENDING):
             self._epoch += 1
-            was_active = self._active
-            self._set_role(
-                Role.SLAVE_STANDBY,
-                f"mode set to slave (epoch {self._epoch})",
-                now,
-                actions,
-                beat=not was_active,
-            )
-            if was_active:
-                self._start_handover(now, actions)
+            self._step_down(f"mode set to slave (epoch {self._epoch})", reason, now, actions)
         return actions
 
     # -- timers -------------------------------------------------------------------------
@@ -377,18 +372,20 @@ class FailoverMachine:
                 )
         if self._ack_due <= now:
             self._ack_due = INF
-            self._send_acks(self._pending_acks, actions)
-            self._pending_acks = []
+            self._send_acks(now, actions)
         if self._handover is _Handover.DRAINING and (
             self._forwarded <= self._delivered or self._drain_deadline <= now
         ):
-            self._handover = _Handover.DONE
-            self._drain_deadline = INF
-            self._beat(now, actions)
+            self._finish_drain(now, actions)
         elif self._drain_deadline <= now:
             self._drain_deadline = INF
+        stream = self._stream
+        if stream is not None and stream.hole_deadline + self._bound() <= now:
+            stream.advance(now, self._bound())
+            self._fill_gaps(now, actions)
         if self._next_beat <= now:
             self._beat(now, actions)
+            self._check_sink(now, actions)
 
     def _on_silence(self, now: float, actions: list[Action]) -> None:
         silent = now - self._silence_since
@@ -406,7 +403,22 @@ class FailoverMachine:
             self._split_brain = False
             actions.append(SplitBrain(False, f"peer silent for {silent:.1f} s"))
 
-    def _beat(self, now: float, actions: list[Action]) -> None:
+    # -- sending ------------------------------------------------------------------------
+
+    def _next_seq(self, now: float) -> int:
+        self._seq += 1
+        self._fresh.sent(self._seq, now)
+        return self._seq
+
+    def _pending(self) -> int:
+        return max(0, self._forwarded - self._delivered) if self._active else 0
+
+    def _idle(self) -> bool:
+        return self._active and self._feed_idle and self._forwarded <= self._delivered
+
+    def _beat(
+        self, now: float, actions: list[Action], *, regular: bool = True, request: bool = False
+    ) -> None:
         flags = Flag.NONE
         if self.config.mode is Mode.MASTER:
             flags |= Flag.CONFIGURED_MASTER
@@ -414,9 +426,18 @@ class FailoverMachine:
             flags |= Flag.HANDING_OVER
         elif self._handover is _Handover.DONE:
             flags |= Flag.HANDED_OVER
-            # Re-send the last acks (at least one datagram, so the serial is fresh).
-            self._send_acks(self._tail[-_TAIL_KEYS:], actions, at_least_one=True)
-        self._seq += 1
+        # A standby side asks for an echo with every beat and the active side answers at
+        # once, so the liveness of the active side is proven each beat period whatever
+        # the phase of the two beat timers (else a fresh echo could be BI + RTT old).
+        if request or (regular and not self._active and self._role is not Role.STANDARD):
+            flags |= Flag.ECHO_REQUEST
+        if self._idle():
+            if self._pending_acks:  # IDLE covers acks up to acks_sent: send them first
+                self._ack_due = INF
+                self._send_acks(now, actions)
+            flags |= Flag.IDLE
+        stream, base = self._stream, self._base_for
+        failing = self._sink_failing_since
         c = self.config
         actions.append(
             Send(
@@ -424,37 +445,79 @@ class FailoverMachine:
                     c.node_id,
                     c.boot_id,
                     self._epoch,
-                    self._seq,
+                    self._next_seq(now),
                     self._role,
                     flags,
                     self._beat_interval,
                     c.config_digest,
-                    self._ack_serial,
+                    self._acks.serial,
+                    self._fresh.echo_boot,
+                    self._fresh.echo_seq,
+                    base[1] if base is not None and base[0] == self._peer_boot else 0,
+                    stream.through or 0 if stream is not None else 0,
+                    self._pending(),
+                    0.0 if failing is None else max(0.0, now - failing),
+                    self._spool_bytes,
                 )
             )
         )
-        self._next_beat = now + self._beat_interval
-        self._stall_at = self._next_beat + self._bound() if self._role is Role.MASTER else INF
-        self._standby.prune(now)
+        if regular:
+            self._next_beat = now + self._beat_interval
+            self._stall_at = self._next_beat + self._bound() if self._role is Role.MASTER else INF
+            self._standby.prune(now)
+            self._acks.prune(now)
 
-    def _send_acks(
-        self, keys: list[bytes], actions: list[Action], *, at_least_one: bool = False
-    ) -> None:
+    def _extra_beat(self, now: float, actions: list[Action], *, request: bool = False) -> None:
+        """An unscheduled beat (answer an echo request, or challenge), rate-limited."""
+        if now < self._next_extra:
+            return
+        self._next_extra = now + self.config.ack_interval
+        self._beat(now, actions, regular=False, request=request)
+
+    def _send_acks(self, now: float, actions: list[Action]) -> None:
+        keys, self._pending_acks = self._pending_acks, []
         c = self.config
-        starts = range(0, len(keys), MAX_ACK_KEYS) if keys else range(int(at_least_one))
-        for start in starts:
-            self._seq += 1
-            self._ack_serial += 1
+        for start in range(0, len(keys), MAX_ACK_KEYS):
+            chunk = tuple(keys[start : start + MAX_ACK_KEYS])
+            last = start + MAX_ACK_KEYS >= len(keys)
+            seq = self._next_seq(now)
+            serial = self._acks.add(chunk, seq, now)
             actions.append(
                 Send(
                     Ack(
                         c.node_id,
                         c.boot_id,
                         self._epoch,
-                        self._seq,
+                        seq,
                         self._role,
-                        self._ack_serial,
-                        tuple(keys[start : start + MAX_ACK_KEYS]),
+                        serial,
+                        chunk,
+                        self._fresh.echo_boot,
+                        self._fresh.echo_seq,
+                        self._pending(),
+                        Flag.IDLE if last and self._idle() else Flag.NONE,
+                    )
+                )
+            )
+
+    def _resend(self, entries: list[SentAck], now: float, actions: list[Action]) -> None:
+        c = self.config
+        for entry in entries:
+            entry.seq = self._next_seq(now)
+            self.acks_resent += 1
+            actions.append(
+                Send(
+                    Ack(
+                        c.node_id,
+                        c.boot_id,
+                        self._epoch,
+                        entry.seq,
+                        self._role,
+                        entry.serial,
+                        entry.keys,
+                        self._fresh.echo_boot,
+                        self._fresh.echo_seq,
+                        self._pending(),
                     )
                 )
             )
@@ -485,6 +548,7 @@ class FailoverMachine:
             self._end_handover()
             self._giveup = INF
             self._awaited_serial = None
+            self._gap_marks = []
             self._active_since = now
             self.failovers += 1
             items = self._standby.drain(now)
@@ -496,43 +560,121 @@ class FailoverMachine:
         if beat:
             self._beat(now, actions)
 
+    def _step_down(
+        self, why: str, reason: HandoverReason, now: float, actions: list[Action]
+    ) -> None:
+        """Leave an active or pending master role for standby, handing over if active."""
+        was_active = self._active
+        self._set_role(Role.SLAVE_STANDBY, why, now, actions, beat=not was_active)
+        if was_active:
+            actions.append(Handover(reason))
+            self._start_handover(now, actions)
+
     def _start_handover(self, now: float, actions: list[Action]) -> None:
         """Stop forwarding for a pending master: drain, ack, then beat HANDED_OVER."""
         self._handover = _Handover.DRAINING
         self._handover_boot = self._peer_boot
-        self._tail = []
         self._drain_deadline = now + self.config.ack_interval + self.config.heartbeat_timeout
         if self._forwarded <= self._delivered:
-            self._handover = _Handover.DONE
-            self._drain_deadline = INF
+            self._finish_drain(now, actions)
+        else:
+            self._beat(now, actions)
+
+    def _finish_drain(self, now: float, actions: list[Action]) -> None:
+        """Every pending ack goes out before the HANDED_OVER beat that counts them."""
+        self._handover = _Handover.DONE
+        self._drain_deadline = INF
+        self._ack_due = INF
+        self._send_acks(now, actions)
         self._beat(now, actions)
 
     def _end_handover(self) -> None:
         self._handover = _Handover.NONE
         self._handover_boot = None
         self._drain_deadline = INF
-        self._tail = []
+
+    def _check_sink(self, now: float, actions: list[Action]) -> None:
+        """Health-aware roles: hand over while our sink fails and the peer's works."""
+        limit = self.config.sink_failover
+        if limit <= 0 or self._role is Role.STANDARD or self._handover is not _Handover.NONE:
+            return
+        failing = self._sink_failing_since
+        heard = self._peer_last_heard
+        peer_ok = (
+            heard is not None
+            and now - heard < self._bound()
+            and self._peer_role is not None
+            and self._peer_role not in ACTIVE_ROLES
+            and self._peer_sink_failing == 0.0
+        )
+        if self._active and failing is not None and now - failing >= limit and peer_ok:
+            self._epoch += 1
+            self._sink_handed_over = self.config.mode is Mode.MASTER
+            why = f"sink failing for {now - failing:.0f} s while the peer's sink works"
+            self._step_down(why, HandoverReason.SINK, now, actions)
+        elif (
+            self._sink_handed_over
+            and self._role is Role.SLAVE_STANDBY
+            and failing is None
+            and now - self._sink_healthy_since >= limit
+            and self.config.failback is not Failback.MANUAL
+        ):
+            self._sink_handed_over = False
+            self._epoch += 1
+            why = f"sink healthy again for {now - self._sink_healthy_since:.0f} s"
+            self._set_role(Role.MASTER_PENDING, why, now, actions)
 
     # -- peer input ---------------------------------------------------------------------
 
+    def _stream_for(self, boot: bytes) -> AckStream:
+        stream = self._stream
+        if stream is None or stream.boot != boot:
+            stream = self._stream = AckStream(boot)
+            self._gap_marks = []
+        return stream
+
     def _on_ack(self, msg: Ack, now: float, actions: list[Action]) -> None:
-        if msg.boot_id != self._serial_boot:  # acks may overtake the first heartbeat
-            self._serial_boot, self._peer_serial = msg.boot_id, msg.serial
-        self._peer_serial = max(self._peer_serial, msg.serial)
-        self._standby.ack(msg.keys, now)
+        stream = self._stream_for(msg.boot_id)
+        if not stream.receive(msg.serial):
+            return  # a re-sent ack we already had
+        newest = self._standby.ack(msg.keys, now)
+        if not self._active and msg.role in ACTIVE_ROLES:
+            gap = self.config.gap_timeout
+            if newest is not None:
+                self._gap_marks.append((msg.serial, newest - gap))
+            if msg.flags & Flag.IDLE:
+                self._gap_marks.append((msg.serial, now - gap))
+        stream.advance(now, self._bound())
         self._maybe_take_over_from_handover(now, actions)
 
+    def _fill_gaps(self, now: float, actions: list[Action]) -> None:
+        """Deliver what the active peer passed by, once its acks up to there are in."""
+        stream, marks = self._stream, self._gap_marks
+        if self._active or stream is None or stream.through is None or not marks:
+            return
+        through = stream.through
+        ready = [h for serial, h in marks if serial <= through]
+        if not ready:
+            return
+        self._gap_marks = [(s, h) for s, h in marks if s > through]
+        items = self._standby.take_older_than(max(ready))
+        if items:
+            self.gap_fills += len(items)
+            self._forwarded += len(items)
+            actions.append(GapFill(items))
+
     def _maybe_take_over_from_handover(self, now: float, actions: list[Action]) -> None:
-        awaited = self._awaited_serial
+        awaited, stream = self._awaited_serial, self._stream
         if (
             self._role is Role.MASTER_PENDING
             and awaited is not None
-            and self._serial_boot == self._peer_boot
-            and self._peer_serial >= awaited
+            and stream is not None
+            and stream.boot == self._peer_boot
+            and (stream.through or 0) >= awaited
         ):
             self._set_role(Role.MASTER, "peer handed over", now, actions)
 
-    def _precedence(self) -> tuple[int, bool, bool, int, bytes]:
+    def _precedence(self) -> Precedence:
         c = self.config
         return (
             self._epoch,
@@ -542,14 +684,32 @@ class FailoverMachine:
             c.boot_id,
         )
 
-    def _on_heartbeat(self, hb: Heartbeat, now: float, actions: list[Action]) -> None:
+    def _on_heartbeat(self, hb: Heartbeat, newest: bool, now: float, actions: list[Action]) -> None:
         known = hb.boot_id == self._peer_boot
         if not known:
             self._peer_boot = hb.boot_id
+            self._peer_seq = 0
             self._awaited_serial = None
             self._giveup = INF
+            # Acks of the last bound may concern events the new boot holds: re-send them.
+            base = self._acks.base(now, self._bound())
+            self._base_for = (hb.boot_id, base)
+            self._resend(self._acks.since(base), now, actions)
+        else:
+            assert self._base_for is not None
+            heard = max(hb.acks_heard, self._base_for[1] - 1)
+            self._resend(self._acks.missing(heard, hb.echo_seq), now, actions)
+        stream = self._stream_for(hb.boot_id)
+        if hb.ack_base:
+            stream.set_base(hb.ack_base)
+        if not self._active and hb.role in ACTIVE_ROLES and hb.flags & Flag.IDLE:
+            self._gap_marks.append((hb.acks_sent, now - self.config.gap_timeout))
+        stream.advance(now, self._bound())
         self._peer_role = hb.role
-        self._peer_last_heard = now
+        if newest:
+            self._peer_last_heard = now
+        self._peer_sink_failing = hb.sink_failing
+        self._peer_spool_bytes = hb.spool_bytes
         if hb.config_digest != self._peer_digest:
             self._peer_digest = hb.config_digest
             if self.config_drift:
@@ -561,9 +721,9 @@ class FailoverMachine:
             self._adopt_opposite_mode(hb, now, actions)
         if peer_master and self.mode is Mode.SLAVE:
             self._beat_interval = hb.beat_interval  # OMNIbus: the slave adopts it
-        if self._active or peer_active or peer_master or hb.flags & _HANDOVER_FLAGS:
+        if newest and (self._active or peer_active or peer_master or hb.flags & _HANDOVER_FLAGS):
             # A plain standby peer does not count: two standby slaves must not keep
-            # each other from taking over.
+            # each other from taking over. Only the newest datagram re-arms the timer.
             self._peer_deadline = now + self._bound()
             self._silence_since = now
         if self._handover is not _Handover.NONE and (
@@ -579,14 +739,8 @@ class FailoverMachine:
                 actions.append(SplitBrain(False, f"resolved: peer {hb.sender} is {hb.role.value}"))
             if self._role is Role.SLAVE_ACTIVE and hb.role is Role.MASTER_PENDING:
                 if self.config.failback is not Failback.MANUAL:
-                    self._set_role(
-                        Role.SLAVE_STANDBY,
-                        f"handing over to returning master {hb.sender}",
-                        now,
-                        actions,
-                        beat=False,
-                    )
-                    self._start_handover(now, actions)
+                    why = f"handing over to returning master {hb.sender}"
+                    self._step_down(why, HandoverReason.FAILBACK, now, actions)
             elif self._role is Role.MASTER and hb.role is Role.MASTER_PENDING:
                 self._resolve_masters(hb, now, actions)
         elif self._role is Role.MASTER_PENDING:
@@ -598,12 +752,15 @@ class FailoverMachine:
                     c = self.config
                     self._giveup = now + self._beat_interval + c.beat_threshold
                 self._maybe_take_over_from_handover(now, actions)
+                if self._role is Role.MASTER_PENDING:
+                    self._extra_beat(now, actions)  # tell the peer which acks we lack
         if (
             self._role is Role.SLAVE_STANDBY
             and hb.role is Role.MASTER_PENDING
             and self._handover is _Handover.NONE
         ):
             self._handover_from_standby(now, actions)
+        self._check_sink(now, actions)
 
     def _handover_from_standby(self, now: float, actions: list[Action]) -> None:
         """Flush what nobody forwarded while the master was away, then hand over."""
@@ -618,7 +775,9 @@ class FailoverMachine:
     def _adopt_opposite_mode(self, hb: Heartbeat, now: float, actions: list[Action]) -> None:
         reason = f"peer {hb.sender} is {hb.role.value} at epoch {hb.epoch}"
         if hb.role in MASTER_ROLES:
-            if self._role in MASTER_ROLES or (
+            if self._active and hb.role is Role.MASTER_PENDING:
+                self._step_down(reason, HandoverReason.FAILBACK, now, actions)
+            elif self._role in MASTER_ROLES or (
                 self._role is Role.SLAVE_ACTIVE and hb.role is Role.MASTER
             ):
                 self._set_role(Role.SLAVE_STANDBY, reason, now, actions)
@@ -631,30 +790,8 @@ class FailoverMachine:
             else:
                 self._set_role(Role.MASTER, reason, now, actions)
 
-    def _why(self, hb: Heartbeat) -> tuple[bool, str]:
-        """Whether we win against the peer's heartbeat, and why."""
-        ours = self._precedence()
-        theirs = (
-            hb.epoch,
-            hb.role in MASTER_ROLES,
-            bool(hb.flags & Flag.CONFIGURED_MASTER),
-            hb.sender,
-            hb.boot_id,
-        )
-        labels = (
-            "higher epoch",
-            "master by mode",
-            "configured master",
-            "higher node id",
-            "higher boot id",
-        )
-        for mine, other, label in zip(ours, theirs, labels, strict=True):
-            if mine != other:
-                return mine > other, label  # type: ignore[operator]
-        return True, "same precedence"  # only our own datagram could get here
-
     def _resolve_masters(self, hb: Heartbeat, now: float, actions: list[Action]) -> None:
-        win, why = self._why(hb)
+        win, why = verdict(self._precedence(), of_heartbeat(hb))
         if not win:
             self._set_role(
                 Role.SLAVE_STANDBY,
@@ -664,7 +801,8 @@ class FailoverMachine:
             )
 
     def _both_active(self, hb: Heartbeat, known: bool, now: float, actions: list[Action]) -> None:
-        win, why = self._why(hb)
+        """Both forward: count it (any overlap, even a short one), then let one win."""
+        win, why = verdict(self._precedence(), of_heartbeat(hb))
         detail = (
             f"peer {hb.sender} is also active ({hb.role.value}, epoch {hb.epoch}); "
             f"{'this probe' if win else 'the peer'} wins: {why}"
@@ -672,17 +810,16 @@ class FailoverMachine:
         if win:
             if hb.epoch < self._epoch:
                 return  # the peer has not heard our mode switch yet; it will step down
-            if not self._split_brain and (known or now - self._active_since >= self._bound()):
+            if not self._split_brain:
                 self._split_brain = True
                 self.split_brains += 1
                 actions.append(SplitBrain(True, detail))
             return
+        self.split_brains += 1
+        actions.append(SplitBrain(True, detail))
         if known:
-            self.split_brains += 1
-            actions.append(SplitBrain(True, detail))
             reason = f"split brain: peer {hb.sender} wins ({why})"
         else:
             reason = f"{hb.role.value} {hb.sender} returned and is active ({why})"
         self._set_role(Role.SLAVE_STANDBY, reason, now, actions)
-        if known:
-            actions.append(SplitBrain(False, "resolved: this probe stepped down"))
+        actions.append(SplitBrain(False, "resolved: this probe stepped down"))
