@@ -1,10 +1,11 @@
 """What a probe that is not forwarding holds: the standby buffer of the failover machine.
 
 PURE. Events held in arrival order, each as (key, serialised alert, arrival time), bounded
-by an event cap (``limit``, BufferSize), a byte cap (``byte_limit``, BufferBytes) and an
-age (``retention``); past a cap the oldest goes first, counted by reason. Keys the peer
-acked before this probe saw the event (the peer's copy of the feed can be faster) go into
-``unseen`` (key -> expiry, bounded); such an event is dropped on arrival.
+by an event cap (``limit``, BufferSize), a byte cap (``byte_limit``, BufferBytes: payload
+bytes plus ``EVENT_COST`` an event) and an age (``retention``); past a cap the oldest goes
+first, counted by reason. Keys the peer acked before this probe saw the event (the peer's
+copy of the feed can be faster) go into ``unseen`` (key -> expiry, bounded); such an event
+is dropped on arrival.
 
 Memory layout (issue 9: a held event costs about its bytes, and RSS comes back after a
 burst). Holding each alert as its own ``bytes`` costs ~4 KiB when the ``bytes`` came from
@@ -49,6 +50,11 @@ _OFFSET_BITS: Final = 32  # a location is block number << 32 | offset in the blo
 _OFFSET_MASK: Final = (1 << _OFFSET_BITS) - 1
 _SHRINK_MIN: Final = 1 << 20  # bytes: smaller index tables are not worth rebuilding
 INF: Final = float("inf")
+# Memory an event costs besides its payload: its key object (48 bytes), its share of the
+# index table (~50), its sequence number (32) and its page slots (32). The byte cap
+# counts it, so that BufferBytes bounds the memory the buffer uses (a 316-byte alert
+# costs ~480 bytes of RSS held), not only the alerts' bytes.
+EVENT_COST: Final = 160
 _ZEROS: Final = bytes(8 * PAGE)
 SPARE_BLOCKS: Final = 4  # freed blocks kept mapped for reuse (1 MiB at the default size)
 # Pre-fault a new block in one call (~30% cheaper than a page fault per 4 KiB on touch).
@@ -74,7 +80,8 @@ class StandbyBuffer:
     Args:
         limit: events held at most (BufferSize).
         retention: seconds an event is held at most (BufferRetention).
-        byte_limit: payload bytes held at most (BufferBytes).
+        byte_limit: memory held at most (BufferBytes): payload bytes plus EVENT_COST
+            an event. ``bytes`` counts the payload bytes alone.
         block_size: bytes per payload block (tests use small ones).
     """
 
@@ -190,7 +197,10 @@ class StandbyBuffer:
         if len(index) > self.limit:
             self._evict_oldest()
             self.dropped_full += 1
-        while (self.bytes > self.byte_limit or self.footprint > self._fp_limit) and len(index) > 1:
+        while (
+            self.bytes + EVENT_COST * len(index) > self.byte_limit
+            or self.footprint > self._fp_limit
+        ) and len(index) > 1:
             self._evict_oldest()
             self.dropped_bytes += 1
 

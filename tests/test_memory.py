@@ -126,10 +126,11 @@ async def test_byte_cap_drops_are_counted_and_the_gauge_shows_bytes_held() -> No
         assert machine.event(i.to_bytes(8, "big"), payload, 0.0) is False
     observer.sync()
     r = metrics.registry
-    assert machine.buffer_depth == 65 and machine.buffer_bytes == 65_000
-    assert r.get_sample_value("probepair_events_discarded_total", {"reason": "buffer_bytes"}) == 5
+    # The cap counts 1000 payload bytes + EVENT_COST an event: 56 fit in 65536.
+    assert machine.buffer_depth == 56 and machine.buffer_bytes == 56_000
+    assert r.get_sample_value("probepair_events_discarded_total", {"reason": "buffer_bytes"}) == 14
     assert r.get_sample_value("probepair_events_discarded_total", {"reason": "buffer_full"}) == 0
-    assert r.get_sample_value("probepair_buffer_bytes") == 65_000
+    assert r.get_sample_value("probepair_buffer_bytes") == 56_000
 
 
 def test_exact_copies_drop_what_orjson_keeps_allocated() -> None:

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probepair.standby import PAGE, StandbyBuffer
+from probepair.standby import EVENT_COST, PAGE, StandbyBuffer
 
 
 def K(i: int) -> bytes:
@@ -30,7 +30,8 @@ def test_holds_in_arrival_order_and_drops_the_oldest_past_the_limit() -> None:
 
 
 def test_past_the_byte_limit_the_oldest_go_counted_as_dropped_bytes() -> None:
-    b = StandbyBuffer(limit=100, retention=60.0, byte_limit=350)
+    # The cap counts each event's payload plus EVENT_COST of bookkeeping.
+    b = StandbyBuffer(limit=100, retention=60.0, byte_limit=3 * (100 + EVENT_COST) + 50)
     for i in range(5):
         b.hold(K(i), P(i, 100), now=float(i))
     assert len(b) == 3 and b.bytes == 300
@@ -41,8 +42,8 @@ def test_past_the_byte_limit_the_oldest_go_counted_as_dropped_bytes() -> None:
 def test_an_event_larger_than_the_byte_limit_is_held_alone() -> None:
     b = StandbyBuffer(limit=100, retention=60.0, byte_limit=1000)
     b.hold(K(1), P(1, 10), now=0.0)
-    b.hold(K(2), P(2, 1001), now=1.0)
-    assert len(b) == 1 and b.bytes == 1001 and b.dropped_bytes == 1
+    b.hold(K(2), P(2, 1000), now=1.0)
+    assert len(b) == 1 and b.bytes == 1000 and b.dropped_bytes == 1
     b.hold(K(3), P(3, 10), now=2.0)
     assert b.dropped_bytes == 2
     assert b.drain(now=3.0) == [(K(3), P(3, 10))]
@@ -144,7 +145,7 @@ ops = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(ops)
 def test_matches_a_model_of_ordered_dict_with_caps(script: list[tuple[object, ...]]) -> None:
-    limit, byte_limit, retention = 6, 300, 8.0
+    limit, byte_limit, retention = 6, 3 * EVENT_COST + 300, 8.0
     b = StandbyBuffer(limit, retention, byte_limit, block_size=4096)
     model: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
     dropped_full = dropped_bytes = dropped_retention = 0
@@ -160,7 +161,9 @@ def test_matches_a_model_of_ordered_dict_with_caps(script: list[tuple[object, ..
             if len(model) > limit:
                 model.popitem(last=False)
                 dropped_full += 1
-            while len(model) > 1 and sum(len(p) for p, _ in model.values()) > byte_limit:
+            while (
+                len(model) > 1 and sum(len(p) + EVENT_COST for p, _ in model.values()) > byte_limit
+            ):
                 model.popitem(last=False)
                 dropped_bytes += 1
         elif op[0] == "ack":
