@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 Batch = list["Event"]
 MAX_BATCH = 512  # records per channel send: amortises the send, keeps latency < 1 ms
+MAX_BATCH_BYTES = 1 << 20  # about the most raw bytes in a batch (512 x 64 KiB would be 32 MiB)
 
 
 class Feed(Protocol):

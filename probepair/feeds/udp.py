@@ -17,12 +17,13 @@ import trio
 
 from probepair.errors import FeedError
 from probepair.events import Event, KeyMaker
-from probepair.feeds.base import MAX_BATCH, Batch, send_batch
+from probepair.feeds.base import MAX_BATCH, MAX_BATCH_BYTES, Batch, send_batch
 
 if TYPE_CHECKING:
     from probepair.props import Props
 
 RECV_SIZE = 65535  # the largest UDP payload
+MIN_BATCH = 16  # datagrams a batch may hold at least: 16 x 64 KiB = MAX_BATCH_BYTES
 WANTED_RCVBUF = 32 * 1024 * 1024  # bytes; ~100k syslog lines, capped by the kernel
 
 
@@ -93,18 +94,23 @@ class UdpFeed:
         keys = self._keys.keys
         now = trio.current_time
         wall = self._wall_clock
+        count = MAX_BATCH
         while True:
             raws: list[bytes] = []
             append = raws.append
             empty = False
             try:
-                for _ in range(MAX_BATCH):
+                for _ in range(count):
                     append(recv(RECV_SIZE).rstrip(b"\r\n\x00"))
             except BlockingIOError:
                 empty = True
             except OSError:
                 pass  # ICMP errors surfacing on an unconnected socket: nothing to read now
             if raws:
+                # Long datagrams make short batches (sized from the last batch, so the
+                # loop above stays recv + append): about MAX_BATCH_BYTES a batch.
+                size = sum(map(len, raws)) + 1
+                count = max(MIN_BATCH, min(MAX_BATCH, MAX_BATCH_BYTES * len(raws) // size))
                 received = wall()
                 batch = [
                     Event(raw, key, received)
