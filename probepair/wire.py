@@ -344,7 +344,11 @@ def boot_time(boot_id: bytes) -> int:
     return int.from_bytes(boot_id[:4], "big")
 
 
-REPLAY_WINDOW: Final = 64  # sequence numbers; RFC 4303's default anti-replay window
+# Sequence numbers. RFC 4303 allows any size; a burst of re-sent acks reordered by the
+# network must not fall below it. Freshness (failover.freshness), not this window, is what
+# keeps old datagrams from changing anything; the window only drops exact copies.
+REPLAY_WINDOW: Final = 4096
+_WINDOW_MASK: Final = (1 << REPLAY_WINDOW) - 1
 _OLD_BOOTS: Final = 8  # superseded boot ids remembered, so they cannot come back
 
 
@@ -392,7 +396,7 @@ class ReplayGuard:
             return
         if seq > self._highest:
             shift = seq - self._highest
-            self._bitmap = ((self._bitmap << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
+            self._bitmap = ((self._bitmap << shift) | 1) & _WINDOW_MASK
             self._highest = seq
             return
         offset = self._highest - seq

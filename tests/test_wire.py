@@ -10,6 +10,7 @@ from probepair.errors import HeartbeatDecodeError
 from probepair.wire import (
     MAX_ACK_KEYS,
     MAX_DATAGRAM,
+    REPLAY_WINDOW,
     Ack,
     Flag,
     Heartbeat,
@@ -221,9 +222,10 @@ def test_replay_guard_sequence_window() -> None:
     assert [reason(guard, hb(s)) for s in (5, 6, 6, 4, 8, 7, 7, 5)] == [
         "ok", "ok", "replay", "ok", "ok", "ok", "replay", "replay"]
     assert guard.peer_boot_id == BOOT
-    assert reason(guard, ack(200)) == "ok"
-    assert reason(guard, hb(136)) == "stale"  # 64 behind the highest
-    assert reason(guard, hb(137)) == "ok"  # inside the window, never seen
+    top = 100 + REPLAY_WINDOW
+    assert reason(guard, ack(top)) == "ok"
+    assert reason(guard, hb(top - REPLAY_WINDOW)) == "stale"  # a window behind the highest
+    assert reason(guard, hb(top - REPLAY_WINDOW + 1)) == "ok"  # inside, never seen
     assert reason(guard, hb(10**6)) == "ok"  # a big jump clears the window
     assert reason(guard, hb(10**6 - 1)) == "ok"
 

@@ -37,11 +37,15 @@ us. A datagram is *fresh* when it echoes one we sent within the bound; only fres
 datagrams change a role, a deadline or the buffer. Anything else (a replay of a
 captured datagram, delivered or not, of this boot or an earlier one) is reported as
 ``Rejected("unfresh")`` and answered with a heartbeat flagged ``ECHO_REQUEST``; the peer
-answers at once, so a live peer is proven within a round trip (at start, and after a
-stall). Extra beats are rate-limited to one per ``ack_interval``. Among fresh datagrams
-only the newest (by sequence number) re-arms the silence timer. When the echo we get is
-older than 3/4 of the bound (our beats were lost) we beat early, so the peer's echo of
-us never ages out in steady state.
+answers fresh requests at once, so a live peer is proven within a round trip (at start,
+and after a stall). A standby side sets ``ECHO_REQUEST`` on every beat, so the active
+side's liveness is proven each beat period whatever the phase of the two beat timers.
+Answers and our own requests are each rate-limited to one per ``ack_interval``. Among
+fresh heartbeats only the newest (by sequence number) counts for roles and the silence
+timer: one overtaken by a newer one is history. When the echo we get is older than 3/4
+of the bound (our beats were lost) we beat early. The wire's replay window (4096
+sequence numbers) only drops exact copies; a burst of re-sent acks reordered by the
+network stays inside it.
 
 Acks (DESIGN.md "Beyond OMNIbus"). A non-active probe holds each event as (key,
 serialised payload, arrival time) in arrival order, bounded by count, bytes and
@@ -99,7 +103,12 @@ Stalls: an active master whose beat timer ran more than the bound late (SIGSTOP,
 frozen VM) must assume its peer took over meanwhile. Its next tick makes it
 ``master-pending`` and it goes through the handshake, so the backlog its socket queued
 during the stall is buffered and reconciled by acks instead of forwarded twice. The
-runtime checks ``stall_at`` before offering events, so this tick comes first.
+runtime checks ``stall_at`` before offering events, so this tick comes first. A standby
+(or pending master) whose silence timer fires more than 0.25 s late was stalled itself:
+the peer's heartbeats may be waiting in its socket, so it asks for an echo and decides
+one ``heartbeat_timeout`` later (once per silence), instead of taking over from a live
+master. Datagrams queued during any stall echo what we sent before it, so they change
+nothing; the ack stream's re-sends bring their content back, fresh.
 
 Epochs and split brain: ``request_mode`` takes effect at once and increments the epoch;
 heartbeats carry it; a probe hearing a higher epoch adopts it and takes the mode opposite

@@ -122,7 +122,7 @@ class AckStream:
         if got:  # a hole below the smallest serial received
             if self._hole_since == math.inf:
                 self._hole_since = now
-            elif now - self._hole_since >= hole_timeout:
+            elif now >= self._hole_since + hole_timeout:  # as next_deadline computes it
                 self.through = min(got) - 1
                 self._hole_since = math.inf
                 return self.advance(now, hole_timeout) or True

@@ -32,6 +32,8 @@ INF: Final = math.inf
 ACTIVE_ROLES: Final = frozenset({Role.MASTER, Role.SLAVE_ACTIVE, Role.STANDARD})
 _HANDOVER_FLAGS: Final = Flag.HANDING_OVER | Flag.HANDED_OVER
 _ECHO_REFRESH: Final = 0.75  # of the bound: past this echo age we beat early, see receive()
+# seconds: a timer this late means the process was stalled (scheduling lag is ms)
+_LATE: Final = 0.25
 
 
 class _Handover(enum.Enum):
@@ -81,12 +83,15 @@ class FailoverMachine:
         self._split_brain = False
         self._active_since = now
         self._next_beat = INF
-        self._next_extra = -INF  # extra (answer/challenge) beats are rate-limited
+        # Extra beats are rate-limited, answers apart from our own requests: a burst of
+        # stale datagrams after a stall must not silence the answer a live peer awaits.
+        self._next_extra = {False: -INF, True: -INF}  # request? -> next allowed
         # An active master whose beat is overdue by more than the takeover bound was
         # stalled (SIGSTOP, a frozen VM): its peer has likely taken over, so the next
         # tick makes it a pending master that waits for the handover (see stall_at).
         self._stall_at = INF
         self._peer_deadline = INF
+        self._silence_deferred = False  # the late silence timer waited for one round trip
         self._ack_due = INF
         self._drain_deadline = INF
         self._giveup = INF
@@ -302,11 +307,14 @@ class FailoverMachine:
             return actions
         self._run_timers(now, actions)
         self._fresh.heard(msg.boot_id, msg.seq)
-        if isinstance(msg, Heartbeat) and msg.flags & Flag.ECHO_REQUEST:
-            self._extra_beat(now, actions)
         age = self._fresh.age(msg.echo_boot, msg.echo_seq, now)
         bound = self._bound()
-        if age is None or age > bound:
+        fresh = age is not None and age <= bound
+        if isinstance(msg, Heartbeat) and msg.flags & Flag.ECHO_REQUEST and fresh:
+            # Answer fresh requests only: stale ones queued during a stall must not use up
+            # the answer a live peer is waiting for (an unproven peer gets our own request).
+            self._extra_beat(now, actions)
+        if age is None or not fresh:
             actions.append(Rejected("unfresh"))
             self._extra_beat(now, actions, request=True)
             return actions
@@ -362,8 +370,16 @@ class FailoverMachine:
                 actions,
             )
         if self._peer_deadline <= now:
-            self._peer_deadline = INF
-            self._on_silence(now, actions)
+            if now - self._peer_deadline > _LATE and not self._silence_deferred:
+                # The silence timer ran late: we were stalled, and the peer's heartbeats
+                # may be waiting in our socket. Ask, and decide after a round trip.
+                self._silence_deferred = True
+                c = self.config
+                self._peer_deadline = now + max(c.heartbeat_timeout, c.ack_interval)
+                self._extra_beat(now, actions, request=True)
+            else:
+                self._peer_deadline = INF
+                self._on_silence(now, actions)
         if self._giveup <= now:
             self._giveup = INF
             if self._role is Role.MASTER_PENDING:
@@ -469,9 +485,9 @@ class FailoverMachine:
 
     def _extra_beat(self, now: float, actions: list[Action], *, request: bool = False) -> None:
         """An unscheduled beat (answer an echo request, or challenge), rate-limited."""
-        if now < self._next_extra:
+        if now < self._next_extra[request]:
             return
-        self._next_extra = now + self.config.ack_interval
+        self._next_extra[request] = now + self.config.ack_interval
         self._beat(now, actions, regular=False, request=request)
 
     def _send_acks(self, now: float, actions: list[Action]) -> None:
@@ -705,9 +721,10 @@ class FailoverMachine:
         if not self._active and hb.role in ACTIVE_ROLES and hb.flags & Flag.IDLE:
             self._gap_marks.append((hb.acks_sent, now - self.config.gap_timeout))
         stream.advance(now, self._bound())
+        if not newest:
+            return  # overtaken by a newer heartbeat: its role and flags are history
         self._peer_role = hb.role
-        if newest:
-            self._peer_last_heard = now
+        self._peer_last_heard = now
         self._peer_sink_failing = hb.sink_failing
         self._peer_spool_bytes = hb.spool_bytes
         if hb.config_digest != self._peer_digest:
@@ -721,11 +738,12 @@ class FailoverMachine:
             self._adopt_opposite_mode(hb, now, actions)
         if peer_master and self.mode is Mode.SLAVE:
             self._beat_interval = hb.beat_interval  # OMNIbus: the slave adopts it
-        if newest and (self._active or peer_active or peer_master or hb.flags & _HANDOVER_FLAGS):
+        if self._active or peer_active or peer_master or hb.flags & _HANDOVER_FLAGS:
             # A plain standby peer does not count: two standby slaves must not keep
-            # each other from taking over. Only the newest datagram re-arms the timer.
+            # each other from taking over.
             self._peer_deadline = now + self._bound()
             self._silence_since = now
+            self._silence_deferred = False
         if self._handover is not _Handover.NONE and (
             hb.boot_id != self._handover_boot or hb.role is Role.MASTER
         ):

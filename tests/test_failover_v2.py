@@ -1,0 +1,301 @@
+"""Protocol v2 transcripts: freshness, gap fill, the reliable ack stream, sink health.
+
+Plain numbers in, exact actions out, as in test_failover.py (whose helpers this uses).
+"""
+
+from __future__ import annotations
+
+from probepair.failover import (
+    FailoverMachine,
+    Flush,
+    GapFill,
+    Handover,
+    HandoverReason,
+    Mode,
+    Rejected,
+    Role,
+    RoleChanged,
+)
+from probepair.wire import Flag
+from tests.test_failover import (
+    BOOT_M2,
+    K,
+    P,
+    active_slave,
+    beats,
+    changes,
+    config,
+    converse,
+    master_peer,
+    running_pair,
+    sent,
+    slave_peer,
+)
+
+# -- freshness -------------------------------------------------------------------------
+
+
+def test_a_captured_heartbeat_replayed_after_the_master_died_changes_nothing() -> None:
+    s = FailoverMachine(config(Mode.SLAVE), now=0.0)
+    master = master_peer(listener=s)
+    s.tick(0.0)
+    s.receive(master.hb(Role.MASTER), 0.5)
+    captured = master.hb(Role.MASTER_PENDING)  # never delivered: an attacker kept it
+    s.tick(2.0)
+    s.tick(4.5)
+    assert s.role is Role.SLAVE_ACTIVE  # the master died at 0.5
+    # Its seq is above everything seen and its MAC is good, but it echoes our seq from
+    # 0.0: older than the bound, so it proves nothing.
+    actions = s.receive(captured, 6.0)
+    assert Rejected("unfresh") in actions
+    assert beats(actions)[-1].flags & Flag.ECHO_REQUEST  # a live peer would answer
+    assert s.role is Role.SLAVE_ACTIVE and not changes(actions)
+    # Replays of anything older, of this boot or an earlier one, fare no better.
+    actions = s.receive(master.hb(Role.MASTER, echo_seq=1), 6.5)
+    assert Rejected("unfresh") in actions and not changes(actions)
+    old = master_peer(BOOT_M2, listener=s)
+    old.listener = None  # never heard us: echoes nothing
+    actions = s.receive(old.hb(Role.MASTER_PENDING), 7.0)
+    assert Rejected("unfresh") in actions and not changes(actions)
+    assert s.role is Role.SLAVE_ACTIVE and s.peer_last_heard == 0.5
+
+
+def test_a_replayed_ack_does_not_touch_the_buffer() -> None:
+    s = FailoverMachine(config(Mode.SLAVE), now=0.0)
+    master = master_peer(listener=s)
+    s.tick(0.0)
+    s.receive(master.hb(Role.MASTER), 0.1)
+    stale_ack = master.ack(K(1))
+    for t in (2.0, 4.0, 6.0):
+        s.tick(t)
+        s.receive(master.hb(Role.MASTER), t)
+    s.event(K(1), P(1), 6.5)  # the same payload again, much later
+    assert Rejected("unfresh") in s.receive(stale_ack, 6.6)
+    assert s.buffer_depth == 1 and s.acked == 0
+
+
+def test_an_unproven_peer_is_proven_within_one_round_trip() -> None:
+    m, s = running_pair()  # asserts the two unfresh first contacts
+    assert m.active and s.role is Role.SLAVE_STANDBY
+    assert s.next_deadline() == 2.0 and s.peer_last_heard == 0.0
+
+
+def test_only_the_newest_heartbeat_rearms_the_silence_timer() -> None:
+    s = FailoverMachine(config(Mode.SLAVE), now=0.0)
+    master = master_peer(listener=s)
+    s.tick(0.0)
+    early = master.hb(Role.MASTER)
+    late = master.hb(Role.MASTER)
+    s.receive(late, 1.0)
+    assert s.next_deadline() == 2.0 and s.peer_last_heard == 1.0
+    s.receive(early, 1.5)  # reordered by the network: fresh, but not the newest
+    assert s.peer_last_heard == 1.0
+    assert changes(s.tick(5.0))[0].new is Role.SLAVE_ACTIVE  # 1.0 + 4.0
+
+
+# -- gap fill ---------------------------------------------------------------------------
+
+
+def standby_with(*times: float) -> tuple[FailoverMachine, object]:
+    s = FailoverMachine(config(Mode.SLAVE, gap_timeout=1.0), now=0.0)
+    master = master_peer(listener=s)
+    s.tick(0.0)
+    s.receive(master.hb(Role.MASTER), 0.0)
+    for i, t in enumerate(times):
+        s.event(K(i), P(i), t)
+    return s, master
+
+
+def test_events_the_masters_acks_passed_by_are_delivered_by_the_standby() -> None:
+    # Held: K0..K4 at 0.1 .. 0.5; the master's socket overflowed and it missed K1, K2.
+    s, master = standby_with(0.1, 0.2, 0.3, 0.4, 0.5)
+    s.event(K(5), P(5), 1.6)
+    assert s.receive(master.ack(K(0), K(3), K(4)), 1.0) == []  # within GapTimeout of K1
+    assert s.buffer_depth == 3 and s.gap_fills == 0
+    actions = s.receive(master.ack(K(5)), 1.7)  # K5 reached us 1.3 s after K2
+    assert actions == [GapFill([(K(1), P(1)), (K(2), P(2))])]
+    assert s.gap_fills == 2 and s.buffer_depth == 0
+    s.delivered([K(1), K(2)], 1.75)  # acked back to the master like any delivery
+    acks = [m for m in sent(s.tick(1.85)) if not hasattr(m, "beat_interval")]
+    assert [a.keys for a in acks] == [(K(1), K(2))]  # type: ignore[union-attr]
+
+
+def test_a_busy_master_behind_by_seconds_triggers_no_gap_fill() -> None:
+    s, master = standby_with(*[0.01 * i for i in range(300)])
+    # The master delivers in order, 3 s behind: nothing is passed by, nothing filled.
+    for i in range(0, 300, 10):
+        s.tick(3.0 + 0.01 * i)
+        assert s.receive(master.ack(*[K(j) for j in range(i, i + 10)]), 3.0 + 0.01 * i) == []
+    assert s.gap_fills == 0 and s.buffer_depth == 0
+
+
+def test_an_idle_master_passes_by_everything_older_than_the_gap_timeout() -> None:
+    s, master = standby_with(0.1, 0.2)
+    assert s.receive(master.ack(K(0), flags=Flag.IDLE), 1.0) == []  # K1 only 0.8 s old
+    s.tick(2.0)
+    actions = s.receive(master.hb(Role.MASTER, flags=Flag.IDLE, acks_sent=1), 2.0)
+    assert [a for a in actions if isinstance(a, GapFill)] == [GapFill([(K(1), P(1))])]
+
+
+def test_a_lost_ack_delays_the_gap_fill_instead_of_duplicating() -> None:
+    s, master = standby_with(0.1, 0.2, 0.3, 1.4)  # the master missed K0 and K2
+    lost = master.ack(K(1))  # serial 1 arrives late
+    assert s.receive(master.ack(K(3)), 1.5) == []  # serial 2 passes them by: a hole below
+    assert s.buffer_depth == 3 and s.gap_fills == 0
+    # K1 was delivered (its ack is here now): only K0 and K2 are filled.
+    assert s.receive(lost, 1.6) == [GapFill([(K(0), P(0)), (K(2), P(2))])]
+    assert s.buffer_depth == 0
+
+
+def test_an_ack_hole_is_skipped_after_a_bound() -> None:
+    s, master = standby_with(0.1, 0.2, 0.3, 1.4)
+    master.ack(K(1))  # lost for good (the master's ack log no longer has it)
+    s.receive(master.ack(K(3)), 1.5)
+    assert s.next_deadline() == 2.0  # our beat; the hole gives up at 1.5 + 4.0
+    for t in (2.0, 4.0):
+        s.tick(t)
+        s.receive(master.hb(Role.MASTER), t)
+    assert s.next_deadline() == 5.5
+    # K1's delivery is unknown now: delivered again (a duplicate at a plain sink only).
+    assert s.tick(5.5) == [GapFill([(K(0), P(0)), (K(1), P(1)), (K(2), P(2))])]
+
+
+def test_no_gap_fill_while_the_peer_is_not_active_or_we_are() -> None:
+    s, master = standby_with(0.1)
+    s.receive(master.ack(K(9), role=Role.MASTER_PENDING, flags=Flag.IDLE), 3.0)
+    assert s.gap_fills == 0 and s.buffer_depth == 1
+
+
+def test_a_re_sent_ack_is_applied_once() -> None:
+    s, master = standby_with(0.1)
+    ack = master.ack(K(0))
+    s.receive(ack, 0.5)
+    s.event(K(0), P(0), 0.6)  # the same key again after its ack
+    resent = master.ack(K(0))
+    object.__setattr__(resent, "serial", ack.serial)  # the same serial, a new seq
+    s.receive(resent, 0.7)
+    assert s.acked == 1 and s.buffer_depth == 1  # the second copy of K0 stays held
+
+
+# -- the ack stream at the handover ----------------------------------------------------
+
+
+def test_the_returning_master_flushes_only_after_every_ack_arrived() -> None:
+    m = FailoverMachine(config(Mode.MASTER), now=0.0)
+    slave = slave_peer(listener=m)
+    m.tick(0.0)
+    for i in range(4):
+        m.event(K(i), P(i), 0.1)
+    m.receive(slave.hb(Role.SLAVE_ACTIVE), 0.2)
+    a1, a2 = slave.ack(K(0), role=Role.SLAVE_STANDBY), slave.ack(K(1), role=Role.SLAVE_STANDBY)
+    m.receive(a2, 0.3)
+    m.receive(slave.hb(Role.SLAVE_STANDBY, flags=Flag.HANDED_OVER, acks_sent=2), 0.35)
+    assert m.role is Role.MASTER_PENDING
+    actions = m.receive(a1, 0.4)
+    assert changes(actions) == [RoleChanged(Role.MASTER_PENDING, Role.MASTER, "peer handed over")]
+    assert [a for a in actions if isinstance(a, Flush)] == [Flush([(K(2), P(2)), (K(3), P(3))])]
+
+
+def test_a_pair_fails_back_with_zero_duplicates_over_a_lossy_ack() -> None:
+    m, s = running_pair()
+    converse(m, s, 2.0)
+    # The master dies; the slave takes over and forwards K0..K9.
+    for t in (4.0, 6.0):
+        s.tick(t)
+    assert s.role is Role.SLAVE_ACTIVE
+    m2 = FailoverMachine(config(Mode.MASTER, boot_id=BOOT_M2), now=10.0)
+    for i in range(10):
+        assert s.event(K(i), P(i), 9.0 + 0.01 * i)
+    s.delivered([K(i) for i in range(8)], 9.5)
+    # The restarted master holds K5..K9 (its feed came up at 9.05).
+    for i in range(5, 10):
+        m2.event(K(i), P(i), 10.0)
+    log = converse(m2, s, 10.0)
+    # Drop nothing here; the handover drains K8, K9 first.
+    assert s.handing_over and m2.role is Role.MASTER_PENDING
+    s.delivered([K(8), K(9)], 10.05)
+    log = converse(m2, s, 10.1)
+    flushes = [a for _, a in log if isinstance(a, Flush)]
+    assert m2.role is Role.MASTER and flushes == []  # every event was acked: nothing twice
+    assert [a for _, a in log if isinstance(a, Handover)] == []  # counted at step-down
+
+
+# -- health-aware roles ----------------------------------------------------------------
+
+
+def test_a_master_whose_sink_fails_hands_over_to_a_healthy_peer_and_takes_it_back() -> None:
+    m, s = running_pair()
+    m.sink_state(1.0, 4096, 1.0)  # failing since 1.0, spooling
+    for t in (2.0, 4.0, 6.0, 8.0, 10.0):
+        log = converse(m, s, t)
+        assert m.active, t
+    assert s.peer_sink_failing == 9.0 and s.peer_spool_bytes == 4096
+    m.event(K(1), P(1), 10.5)
+    s.event(K(1), P(1), 10.5)
+    assert m.config.sink_failover == 30.0
+    t = 12.0
+    while m.active:
+        log = converse(m, s, t)
+        t += 2.0
+    assert t - 2.0 == 32.0  # the first beat at or after 1.0 + 30
+    assert ("a", Handover(HandoverReason.SINK)) in log
+    assert m.role is Role.SLAVE_STANDBY and s.role is Role.MASTER_PENDING and s.epoch == 1
+    # m cannot drain (its sink fails): after the bounded drain it hands over anyway,
+    # and s flushes K1, which m spooled but never acked: delivered, not lost.
+    log = converse(m, s, 33.1)
+    assert s.role is Role.MASTER and ("b", Flush([(K(1), P(1))])) in log
+    t = 34.0
+    # The sink works again at 40.0; after SinkFailover more the master takes it back.
+    m.sink_state(None, 0, 40.0)
+    while m.role is not Role.MASTER:
+        log = converse(m, s, t)
+        if m.role is Role.MASTER_PENDING:
+            s.delivered([], t)
+        t += 2.0
+        assert t < 100
+    assert 70.0 <= t - 2.0 <= 74.0
+    assert s.role is Role.SLAVE_STANDBY and m.epoch == 2
+
+
+# -- a standby that was stalled ----------------------------------------------------------
+
+
+def test_a_standby_woken_from_a_stall_asks_before_it_takes_over() -> None:
+    s = FailoverMachine(config(Mode.SLAVE), now=0.0)
+    master = master_peer(listener=s)
+    s.tick(0.0)
+    s.receive(master.hb(Role.MASTER), 1.0)
+    assert s.next_deadline() == 2.0
+    # SIGSTOP from 1.5 to 12.0: the master's beats wait in our socket meanwhile.
+    actions = s.tick(12.0)
+    assert not changes(actions)  # the silence timer is 7 s late: ask first
+    assert beats(actions)[-1].flags & Flag.ECHO_REQUEST
+    assert s.next_deadline() == 13.0  # one HeartbeatTimeout for the answer
+    s.receive(master.hb(Role.MASTER), 12.01)  # the live master answers
+    assert s.role is Role.SLAVE_STANDBY and s.next_deadline() == 14.0
+    # Then the master dies: a timer on time takes over at once, at the bound.
+    s.tick(14.0)
+    assert changes(s.tick(16.01)) == [RoleChanged(
+        Role.SLAVE_STANDBY, Role.SLAVE_ACTIVE, "master silent for 4.0 s")]
+
+
+def test_a_stalled_standby_whose_master_died_takes_over_one_timeout_later() -> None:
+    s = FailoverMachine(config(Mode.SLAVE), now=0.0)
+    s.tick(0.0)
+    s.receive(master_peer(listener=s).hb(Role.MASTER), 1.0)
+    s.tick(12.0)  # stalled past the bound; nobody answers
+    assert changes(s.tick(13.0)) == [RoleChanged(
+        Role.SLAVE_STANDBY, Role.SLAVE_ACTIVE, "master silent for 12.0 s")]
+
+
+def test_an_older_heartbeat_overtaken_by_a_newer_one_changes_no_role() -> None:
+    s = FailoverMachine(config(Mode.SLAVE), now=0.0)
+    old_master = master_peer(listener=s)
+    s.tick(0.0)
+    s.receive(old_master.hb(Role.MASTER), 0.0)
+    new = master_peer(BOOT_M2, listener=s)
+    pending, active = new.hb(Role.MASTER_PENDING), new.hb(Role.MASTER)
+    s.receive(active, 0.5)
+    assert s.peer_role is Role.MASTER
+    assert s.receive(pending, 0.51) == []  # reordered: no second handover, no flush
+    assert s.peer_role is Role.MASTER and not s.handing_over
