@@ -100,7 +100,7 @@ class Props:
     AckInterval: float = _prop(0.1, "seconds between delivery acks sent to the peer", positive=True)
     BufferSize: int = _prop(1_000_000, "events a standby slave holds at most", low=1)
     BufferBytes: int = _prop(
-        256 * 2**20, "bytes of alerts a standby slave holds at most", low=65536
+        256 * 2**20, "bytes a standby slave's buffer holds at most (alerts + 160 each)", low=65536
     )
     BufferRetention: float = _prop(
         60.0, "seconds a standby slave holds an un-acked event", positive=True
