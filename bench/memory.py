@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -49,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from throughput import free_port, write_lines  # noqa: E402
 
 MIB = 2**20
-SECRET = "bench-memory"
+SECRET = secrets.token_hex(32)  # the pair refuses short or placeholder secrets
 
 
 def rss(pid: int) -> int:
@@ -273,14 +274,17 @@ def report(label: str, probes: list[Probe], start: dict[str, int], settled: dict
               f"{settled[p.name] / MIB:>10.0f}  {ok:<5}{p.drops()}")
 
 
+SETTLE = 15.0  # seconds after the buffers emptied: a few heap trims (heap.TRIM_INTERVAL)
+
+
 def settle(probes: list[Probe], seconds: float) -> dict[str, int]:
-    """Wait until both buffers are empty (or ``seconds``), then a few seconds more."""
+    """Wait until both buffers are empty (or ``seconds``), then SETTLE seconds more."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if all(p.metrics().get("probepair_buffer_depth", 0) == 0 for p in probes):
             break
         time.sleep(0.5)
-    time.sleep(3.0)
+    time.sleep(SETTLE)
     return {p.name: p.rss() for p in probes}
 
 
