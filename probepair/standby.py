@@ -260,23 +260,14 @@ class StandbyBuffer:
         self._shrink_index()
 
     def drain(self, now: float) -> list[tuple[bytes, bytes]]:
-        """Everything still held and within retention, in arrival order; empties it."""
+        """Everything still held and within retention, in arrival order; empties it.
+
+        Each block is unmapped as soon as its events are copied out, so a takeover with
+        a full buffer does not hold the blocks and their copies at once.
+        """
         self.prune(now)
-        blocks = self._blocks
-        out = [
-            (key, blocks[loc >> _OFFSET_BITS][off : off + n])
-            for page in self._pages
-            for key, loc, n in zip(page.keys, page.locs, page.sizes, strict=True)
-            if key is not None and (off := loc & _OFFSET_MASK) >= 0
-        ]
-        self.bytes = 0
-        self.index.clear()
-        for block in list(blocks):
-            if block == self._wblock:
-                self._live[block] = self._wfirst - self._seq  # empty (see _write_live)
-            else:
-                self._free_block(block)
-        self._reset()
+        out: list[tuple[bytes, bytes]] = []
+        self._take_front(INF, out)
         return out
 
     # -- internals ------------------------------------------------------------------------
