@@ -13,7 +13,7 @@ The ends behave as the trio memory channel ends they wrap (``clone``, ``send_now
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, TypeAlias, TypeVar
 
 import trio
 
@@ -166,3 +166,8 @@ def open_bounded_channel(
     send, recv = trio.open_memory_channel[tuple[int, T]](max_items)
     budget = ByteBudget(max_bytes)
     return BoundedSendChannel(send, budget, size_of), BoundedReceiveChannel(recv, budget)
+
+
+# Either end as the stages see it: a trio memory channel end (tests) or a bounded one.
+SendEnd: TypeAlias = "trio.MemorySendChannel[T] | BoundedSendChannel[T]"
+ReceiveEnd: TypeAlias = "trio.MemoryReceiveChannel[T] | BoundedReceiveChannel[T]"

@@ -1,4 +1,4 @@
-"""Command line: ``probepair run | status | demo | secret | rules ...`` and ``--dumpprops``.
+"""Command line: ``probepair run | status | sync | demo | secret | rules ...``, ``--dumpprops``.
 
 ``main`` is the one place that turns ProbepairError into a message and an exit code:
 0 success, 1 runtime failure, 2 bad configuration or usage. A user error never prints a
@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("release", "make this probe the standby slave (like %%Mode = 'slave')"),
     ):
         _add_prop_options(sub.add_parser(name, help=what))
+    sync = sub.add_parser(
+        "sync", help="install the master's rules tree here (signed /rules) and reload the probe"
+    )
+    _add_prop_options(sync)
+    sync.add_argument(
+        "--peer-url",
+        metavar="URL",
+        help="the peer's /rules URL (default http://PeerHost:PeerMetricsPort/rules)",
+    )
     demo = sub.add_parser(
         "demo", help="a pair, a feed and a sink on loopback: watch a failover", add_help=False
     )
@@ -128,6 +137,11 @@ def setup_logging(p: props.Props) -> None:
     for h in handlers:
         h.setFormatter(fmt)
         root.addHandler(h)
+    # httpx logs every request at info ("HTTP Request: POST ..."): one line per sink
+    # batch. Its requests show only at debug; its warnings and errors always.
+    logging.getLogger("httpx").setLevel(
+        logging.DEBUG if level <= logging.DEBUG else logging.WARNING
+    )
 
 
 def _run(p: props.Props, origins: dict[str, str]) -> int:
@@ -152,7 +166,8 @@ def _status(p: props.Props, as_json: bool, peer_url: str | None) -> int:
     peer: dict[str, object] | None = None
     peer_error = None
     if p.Mode != "standard" or peer_url:
-        url = peer_url or (status_url(p.PeerHost, p.MetricsPort) if p.MetricsPort else None)
+        port = p.PeerMetricsPort or p.MetricsPort
+        url = peer_url or (status_url(p.PeerHost, port) if port else None)
         if url is None:
             peer_error = "MetricsPort is 0: give the peer's /status with --peer-url"
         else:
@@ -166,6 +181,51 @@ def _status(p: props.Props, as_json: bool, peer_url: str | None) -> int:
         )
     else:
         sys.stdout.write(render_table(local, peer, peer_error) + "\n")
+    return EXIT_OK
+
+
+def _sync(p: props.Props, origins: dict[str, str], url: str | None) -> int:
+    """``probepair sync``: fetch, verify, compile and install the peer's rules; reload."""
+    import os
+
+    from probepair.control import ControlError, request, socket_path
+    from probepair.rules import load_rules
+    from probepair.rulestree import read_tree
+    from probepair.rulesync import peer_url, sync_once
+    from probepair.secret import load_secret
+
+    p = load_secret(p, origins)
+    port = p.PeerMetricsPort or p.MetricsPort
+    if url is None:
+        if not (p.PeerHost and port):
+            raise ConfigError(
+                origins.get("PeerHost", "defaults"),
+                "PeerMetricsPort",
+                "the peer's metrics endpoint is unknown: set PeerHost and PeerMetricsPort "
+                "(or MetricsPort), or give --peer-url",
+            )
+        url = peer_url(p.PeerHost, port, "/rules")
+    try:
+        program = load_rules(p.RulesFile) if p.RulesFile else None
+        current = read_tree(p.RulesFile, program.files) if program is not None else None
+    except (RulesError, OSError) as exc:
+        logger.warning("the current rules do not load (%s): replacing them anyway", exc)
+        current = None
+    outcome = sync_once(url, p.RulesFile, p.SharedSecret.encode(), current)
+    if not outcome.changed:
+        print(f"rules already in sync with {url} (tree {outcome.digest[:12]})")
+        return EXIT_OK
+    print(
+        f"installed rules tree {outcome.digest[:12]} from {url} in "
+        f"{os.path.dirname(os.path.abspath(p.RulesFile))}; the previous tree is in "
+        f"{outcome.previous}"
+    )
+    try:
+        request(socket_path(p.Name, p.ControlSocket), "reload")
+    except ControlError as exc:
+        print(f"probe not reloaded ({exc}): it loads the new rules when it starts")
+        return EXIT_FAILURE if "reload failed" in exc.message else EXIT_OK
+    print(f"{p.Name}: rules reloaded")
     return EXIT_OK
 
 
@@ -219,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(p, props.origins(sources))
         if args.command == "status":
             return _status(p, args.json, args.peer_url)
+        if args.command == "sync":
+            return _sync(p, props.origins(sources), args.peer_url)
         if args.command in ("takeover", "release"):
             return _switch(p, args.command)
         parser.print_help()

@@ -1,7 +1,7 @@
 """The local control channel behind ``probepair takeover | release | status``.
 
-A Unix domain stream socket next to the probe (``ControlSocket``; '' means
-``probepair-<Name>.sock`` in the working directory). Authentication is the kernel's:
+A Unix domain stream socket (``ControlSocket``; '' means ``<Name>.sock`` in the
+runtime directory, see ``paths``). Authentication is the kernel's:
 the socket file is created mode 0600, so only its owner (and root) may connect, and
 each connection's peer uid is checked again with ``SO_PEERCRED`` where the platform
 has it, so a socket file later made world-writable still refuses strangers.
@@ -29,13 +29,14 @@ import trio
 
 from probepair.errors import ProbepairError
 from probepair.failover import Mode
+from probepair.paths import default_control_socket
 
 if TYPE_CHECKING:
     Handler = Callable[[str], dict[str, Any]]
 
 logger = logging.getLogger(__name__)
 
-COMMANDS: Final = ("takeover", "release", "status")
+COMMANDS: Final = ("takeover", "release", "status", "reload")
 CLIENT_TIMEOUT: Final = 5.0  # seconds one client may take to send its request and read the answer
 MAX_REQUEST: Final = 4096  # bytes: a request is one short JSON line
 MAX_RESPONSE: Final = 1 << 20  # bytes: a status answer is a few KiB
@@ -58,13 +59,16 @@ class ControlError(ProbepairError):
         super().__init__(f"{where}: {message}")
 
 
-def socket_path(name: str, control_socket: str = "") -> str:
-    """The control socket path: ``ControlSocket``, or ``probepair-<Name>.sock``."""
-    return control_socket or f"probepair-{name}.sock"
+def socket_path(name: str, control_socket: str = "", *, create: bool = False) -> str:
+    """The control socket path: ``ControlSocket``, or ``<Name>.sock`` in the runtime
+    directory (created when ``create``; see ``paths``)."""
+    return control_socket or default_control_socket(name, create=create)
 
 
 def make_handler(
-    status: Callable[[], dict[str, Any]], request_mode: Callable[[Mode], None] | None
+    status: Callable[[], dict[str, Any]],
+    request_mode: Callable[[Mode], None] | None,
+    reload: Callable[[], bool] | None = None,
 ) -> Handler:
     """A handler for ``serve_control`` over a probe.
 
@@ -72,10 +76,15 @@ def make_handler(
         status: the probe's status (``Probe.status``).
         request_mode: ``PeerDriver.request_mode``; None for a Mode standard probe, which
             has no peer, so takeover and release are refused.
+        reload: reloads the rules (``probepair sync`` wrote a new tree); False: failed.
     """
 
     def handle(command: str) -> dict[str, Any]:
         if command == "status":
+            return {"ok": True, "status": status()}
+        if command == "reload":
+            if reload is None or not reload():
+                return {"ok": False, "error": "rules reload failed: see the probe's log"}
             return {"ok": True, "status": status()}
         if request_mode is None:
             return {
@@ -268,7 +277,7 @@ def request(path: str, command: str, timeout: float = 5.0) -> dict[str, Any]:
                 buf += chunk
         except (FileNotFoundError, ConnectionRefusedError):
             raise ControlError(
-                path, "no probe is listening (is it running in this directory? see ControlSocket)"
+                path, "no probe is listening (is it running, as this user? see ControlSocket)"
             ) from None
         except PermissionError:
             raise ControlError(path, "permission denied: run as the probe's user or root") from None

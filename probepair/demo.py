@@ -92,6 +92,8 @@ class Node:
             "rulesfile": "",
             "sinktype": "file",
             "sinkfile": str(self.sink),
+            "saffilename": str(self.directory / f"{self.name}.saf"),
+            "controlsocket": str(self.directory / f"{self.name}.sock"),
             "metricsaddress": HOST,
             "metricsport": str(self.metrics_port),
             "messagelevel": "info",

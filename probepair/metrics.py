@@ -3,7 +3,8 @@
 One Metrics object owns every metric, registered against its own CollectorRegistry
 (never the global one), so tests build a fresh one each. The endpoint speaks HTTP/1.1
 through h11 (no hand-rolled parsing) on a trio listener and serves ``/metrics`` (text
-exposition) and ``/status`` (JSON for ``probepair status``).
+exposition), ``/status`` (JSON for ``probepair status``) and ``/rules`` (the signed
+rules tree for ``probepair sync``, see ``rulestree``).
 """
 
 from __future__ import annotations
@@ -144,6 +145,24 @@ class Metrics:
             "1 when the peer's pair-wide settings (intervals, rules digest) differ from ours",
             registry=r,
         )
+        self.failback_window_open = Gauge(
+            "probepair_failback_window_open",
+            "1 while a returning master may take the role back (FailbackWindow open or unset)",
+            registry=r,
+        )
+        self.failback_window_open.set(1)
+        self.ready = Gauge(
+            "probepair_ready",
+            "1 while this probe's config and rules digests match the master's (readiness)",
+            registry=r,
+        )
+        self.ready.set(1)
+        self.rules_syncs = Counter(
+            "probepair_rules_syncs",
+            "rules syncs from the master, by result (refused: unsigned or tampered archive)",
+            ["result"],
+            registry=r,
+        )
         self.info = Info(
             "probepair",
             "version, mode and node of this probe; allow_insecure_heartbeats=true: "
@@ -158,6 +177,8 @@ class Metrics:
             self.rules_reloads.labels(result=result)
         for reason in ("sink", "operator", "rules", "failback"):
             self.handovers.labels(reason=reason)
+        for result in ("success", "refused", "failure"):
+            self.rules_syncs.labels(result=result)
         for reason in REJECT_REASONS:
             self.heartbeats_rejected.labels(reason=reason)
 
@@ -215,8 +236,14 @@ async def _respond(
     await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
 
 
+RulesArchive = Callable[[], tuple[int, bytes]]  # (HTTP status, body) of GET /rules
+
+
 async def _handle(
-    metrics: Metrics, status: Callable[[], dict[str, Any]], stream: trio.SocketStream
+    metrics: Metrics,
+    status: Callable[[], dict[str, Any]],
+    rules: RulesArchive | None,
+    stream: trio.SocketStream,
 ) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
     async with stream:
@@ -241,6 +268,10 @@ async def _handle(
                 elif target == b"/status":
                     body = orjson.dumps(status(), option=orjson.OPT_INDENT_2)
                     await _respond(stream, conn, 200, body, "application/json")
+                elif target == b"/rules" and rules is not None:
+                    code, body = rules()
+                    kind = "application/octet-stream" if code == 200 else "text/plain"
+                    await _respond(stream, conn, code, body, kind)
                 else:
                     await _respond(stream, conn, 404, b"try /metrics or /status\n", "text/plain")
             except (h11.RemoteProtocolError, trio.BrokenResourceError, OSError):
@@ -252,15 +283,17 @@ async def serve_metrics(
     host: str,
     port: int,
     status: Callable[[], dict[str, Any]],
+    rules: RulesArchive | None = None,
     *,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Serve ``/metrics`` and ``/status`` on host:port until cancelled."""
+    """Serve ``/metrics``, ``/status`` and (given ``rules``) ``/rules`` until cancelled."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     address = listeners[0].socket.getsockname()[:2]
     logger.info("metrics on http://%s:%d/metrics", *address)
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, partial(_handle, metrics, status), listeners)
+        handler = partial(_handle, metrics, status, rules)
+        await nursery.start(trio.serve_listeners, handler, listeners)
         task_status.started(address)
         await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover

@@ -52,16 +52,29 @@ def failover_config(props: Props, rules_digest: str = "") -> FailoverConfig:
         retention=props.BufferRetention,
         gap_timeout=props.GapTimeout,
         sink_failover=props.SinkFailover,
-        config_digest=config_digest(
-            props.BeatInterval,
-            props.BeatThreshold,
-            props.HeartbeatTimeout,
-            props.Failback,
-            props.FeedFormat,
-            props.KeyWindow,
-            rules_digest,
-        ),
+        failback_delay=props.FailbackDelay,
+        config_digest=pair_digest(props, rules_digest),
     )
+
+
+def settings_digest(props: Props) -> bytes:
+    """The digest of the pair-wide settings both peers must agree on, rules aside."""
+    return config_digest(
+        props.BeatInterval,
+        props.BeatThreshold,
+        props.HeartbeatTimeout,
+        props.Failback,
+        props.FeedFormat,
+        props.KeyWindow,
+        props.FailbackWindow,
+        props.FailbackWindowLength,
+        props.FailbackDelay,
+    )
+
+
+def pair_digest(props: Props, rules_digest: str) -> bytes:
+    """What heartbeats carry: the settings digest and the rules tree digest together."""
+    return config_digest(settings_digest(props), rules_digest)
 
 
 class PairObserver:

@@ -19,9 +19,11 @@ from probepair.alerts import serialise
 from probepair.events import Event, derived_key, key_of
 from probepair.failover import Mode
 from probepair.formats import TOKENISERS
+from probepair.peer import PeerDriver
 from probepair.props import Props, as_mapping
 
 if TYPE_CHECKING:
+    from probepair.channels import ReceiveEnd, SendEnd
     from probepair.errors import RulesRuntimeError
     from probepair.feeds.base import Batch
     from probepair.metrics import Metrics
@@ -130,8 +132,9 @@ class Processor:
     def _generated(
         self,
         key: bytes,
-        gate_event: Callable[[bytes, bytes], bool] | None,
+        gate_event: Callable[[bytes, bytes, float], bool] | None,
         append: Callable[[Item], None],
+        now: float = 0.0,
     ) -> None:
         """Alerts the rules generated (genevent) for the event ``key``: each gets a key
         derived from it (the same on both probes) and goes through the gate like any
@@ -141,7 +144,7 @@ class Processor:
         for i, fields in enumerate(generated):
             gkey = derived_key(key, i)
             payload = serialise(fields, gkey)
-            if gate_event is None or gate_event(gkey, payload):
+            if gate_event is None or gate_event(gkey, payload, now):
                 append((gkey, payload))
         generated.clear()
 
@@ -165,6 +168,26 @@ class Processor:
                 out.append((ev.key, serialise(fields, ev.key)))
         return out
 
+    @staticmethod
+    def _gate_event(gate: Gate) -> tuple[Callable[[bytes, bytes, float], bool] | None, float]:
+        """The gate's per-event call for this batch and the ``now`` to pass it.
+
+        None: forward everything (a standard probe: no call per event). A pair's
+        driver is asked once per batch whether its master stalled (``PeerDriver.event``
+        checks that per event, then calls the machine); if not, the batch goes straight
+        to ``FailoverMachine.event`` with one ``now``, which saves a clock read and a
+        call an event on both sides of a pair.
+        """
+        if type(gate) is AlwaysForward:
+            return None, 0.0
+        if isinstance(gate, PeerDriver):
+            machine = gate.machine
+            now = trio.current_time()
+            if now < machine.stall_at:
+                return machine.event, now
+        event = gate.event
+        return (lambda key, payload, now: event(key, payload)), 0.0
+
     def process(self, batch: Batch) -> list[Item]:
         """The alerts of ``batch`` the gate lets through now, in order."""
         if batch and batch[0].tokens:
@@ -174,14 +197,13 @@ class Processor:
         tokenise = self._tokenise
         program = self.program
         gate = self.gate
-        # A standard probe forwards everything: skip a method call per event.
-        gate_event = None if type(gate) is AlwaysForward else gate.event
+        gate_event, now = self._gate_event(gate)
         discarded = 0
         if program is None:
             for ev in batch:
                 key = ev.key
                 payload = serialise(tokenise(ev.raw, True), key)
-                if gate_event is None or gate_event(key, payload):
+                if gate_event is None or gate_event(key, payload, now):
                     append((key, payload))
         else:
             run = program.run
@@ -196,12 +218,12 @@ class Processor:
                 if assigned:
                     self._assigned()
                 if generated:
-                    self._generated(key, gate_event, append)
+                    self._generated(key, gate_event, append, now)
                 if fields is None:
                     discarded += 1
                     continue
                 payload = serialise(fields, key)
-                if gate_event is None or gate_event(key, payload):
+                if gate_event is None or gate_event(key, payload, now):
                     append((key, payload))
         self._metrics.events_received.inc(len(batch))
         if discarded:
@@ -210,11 +232,14 @@ class Processor:
 
     async def run(
         self,
-        recv: trio.abc.ReceiveChannel[Batch],
-        send: trio.abc.SendChannel[list[Item]],
+        recv: ReceiveEnd[Batch],
+        send: SendEnd[list[Item]],
     ) -> None:
         """Process until ``recv`` ends; the caller closes ``send``."""
-        async for batch in recv:
+        async for batch in recv:  # each receive is a schedule point
             out = self.process(batch)
             if out:
-                await send.send(out)
+                try:
+                    send.send_nowait(out)  # saves the scheduler a round per batch
+                except trio.WouldBlock:
+                    await send.send(out)

@@ -25,22 +25,34 @@ import os
 import select
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from probepair import __version__
-from probepair.channels import BoundedSendChannel, batch_bytes, items_bytes, open_bounded_channel
+from probepair.channels import (
+    BoundedSendChannel,
+    SendEnd,
+    batch_bytes,
+    items_bytes,
+    open_bounded_channel,
+)
 from probepair.control import make_handler, serve_control, socket_path
 from probepair.errors import RulesError
+from probepair.failback import drive_window, local_zone, window_status
 from probepair.failover import ACTIVE_ROLES, HandoverReason, Mode, Role
+from probepair.failover.window import FailbackWindow
 from probepair.feeds import make_feed
 from probepair.heap import trim_heap_forever
 from probepair.metrics import Metrics, serve_metrics
 from probepair.notify import Notifier
-from probepair.pair import PairObserver, build_driver
+from probepair.pair import PairObserver, build_driver, pair_digest, settings_digest
+from probepair.paths import default_spool
 from probepair.peer import PeerDriver
 from probepair.pipeline import AlwaysForward, Gate, Processor, self_event
+from probepair.rulestree import RulesSyncError, RulesTree, pack, read_tree
+from probepair.rulesync import Readiness, peer_url, sync_once
 from probepair.sinks import make_sink
 from probepair.sinks.runner import SinkRunner
 from probepair.sinks.spool import Spool
@@ -86,8 +98,9 @@ def load_program(props: Props) -> Program | None:
     return load_rules(props.RulesFile)
 
 
-def spool_path(props: Props) -> str:
-    return props.SAFFileName or f"probepair-{props.Name}.saf"
+def spool_path(props: Props, *, create: bool = False) -> str:
+    """``SAFFileName``, or ``<Name>.saf`` in the state directory (see ``paths``)."""
+    return props.SAFFileName or default_spool(props.Name, create=create)
 
 
 class Probe:
@@ -109,6 +122,9 @@ class Probe:
         self._wall_clock = wall_clock
         self._ready = ready or (lambda line: print(line, flush=True))
         self.program = load_program(props)
+        self.tree = self._read_tree()
+        self._archive: tuple[str, bytes] | None = None  # (digest, signed archive) served
+        self.readiness: Readiness | None = None
         self._rules_mtime = self._mtime()
         self.gate: Gate = AlwaysForward()
         self.driver: PeerDriver | None = None
@@ -119,12 +135,62 @@ class Probe:
         self.notifier = Notifier(props.NotifyCommand, props.Name)
         self._self_send: BoundedSendChannel[Batch] | None = None
         self.addresses: dict[str, str] = {}
+        self.window = (
+            FailbackWindow(props.FailbackWindow, props.FailbackWindowLength, local_zone())
+            if props.FailbackWindow and props.Mode != "standard"
+            else None
+        )
 
     def _mtime(self) -> float:
         try:
             return os.stat(self.props.RulesFile).st_mtime if self.props.RulesFile else 0.0
         except OSError:
             return 0.0
+
+    def _read_tree(self) -> RulesTree | None:
+        """The running rules tree as files (for its digest and /rules); None: no rules."""
+        if self.program is None:
+            return None
+        try:
+            return read_tree(self.props.RulesFile, self.program.files)
+        except OSError as exc:
+            logger.error("cannot read the rules tree for its digest: %s", exc)
+            return None
+
+    @property
+    def rules_digest(self) -> str:
+        """The rules tree digest ('' without rules): what readiness and status compare."""
+        if self.tree is not None:
+            return self.tree.digest
+        return getattr(self.program, "digest", "")
+
+    def rules_archive(self) -> tuple[int, bytes]:
+        """``GET /rules``: the signed tree, or an error status with the reason."""
+        secret = self.props.SharedSecret.encode()
+        if not secret:
+            return 403, b"no SharedSecret is set: /rules is refused\n"
+        tree = self.tree
+        if tree is None:
+            return 404, b"no rules tree: RulesFile is '' or unreadable\n"
+        if self._archive is None or self._archive[0] != tree.digest:
+            try:
+                self._archive = (tree.digest, pack(tree, secret))
+            except RulesSyncError as exc:
+                return 409, f"{exc}\n".encode()
+        return 200, self._archive[1]
+
+    def _pull_rules(self, url: str) -> None:
+        """RulesSync pull (in a worker thread): fetch, verify, compile, install."""
+        sync_once(url, self.props.RulesFile, self.props.SharedSecret.encode(), self.tree)
+
+    def _on_readiness(self, ready: bool, differs: list[str]) -> None:
+        self.metrics.ready.set(1 if ready else 0)
+        if ready:
+            logger.warning("ready: config and rules match the master's")
+            self.send_self_event("Ready")
+        else:
+            logger.warning("desynchronised from the master (%s)", ", ".join(differs))
+            self.send_self_event("Desynchronised: " + ", ".join(differs))
 
     def send_self_event(self, summary: str) -> None:
         """Queue a ProbeWatch event (never blocks: dropped and logged if the queue is full)."""
@@ -139,6 +205,16 @@ class Probe:
 
     def _on_role(self, old: Role, new: Role, reason: str) -> None:
         verb = "Became active" if new in ACTIVE_ROLES else "Became standby"
+        readiness = self.readiness
+        if new is Role.SLAVE_ACTIVE and readiness is not None and not readiness.ready:
+            # Availability first: take over anyway, but say it loudly everywhere.
+            differs = ", ".join(readiness.differs)
+            logger.error(
+                "took over while desynchronised from the master (%s): alerts may differ "
+                "from the ones the master would write",
+                differs,
+            )
+            reason = f"{reason} (desynchronised: {differs})"
         self.send_self_event(f"{verb} ({new.value}): {reason}")
         self.notifier.on_role(old, new, reason)
 
@@ -166,6 +242,11 @@ class Probe:
             logger.error("rules reload (%s) failed, keeping the running rules: %s", why, exc)
             return False
         self.program = self.processor.program = program
+        self.tree = self._read_tree()
+        if self.driver is not None:
+            # Heartbeats carry the rules tree digest: the peer sees the new rules at once.
+            m = self.driver.machine
+            m.config = replace(m.config, config_digest=pair_digest(self.props, self.rules_digest))
         self.metrics.rules_reloads.labels(result="success").inc()
         logger.warning("rules reloaded (%s) from %s", why, self.props.RulesFile)
         return True
@@ -179,7 +260,10 @@ class Probe:
             "role": "standard",
             "active": True,
             "addresses": self.addresses,
-            "rules": getattr(self.program, "digest", ""),
+            "rules": self.rules_digest,
+            "settings_digest": settings_digest(self.props).hex(),
+            "ready": True if self.readiness is None else self.readiness.ready is True,
+            "desynchronised": [] if self.readiness is None else self.readiness.differs,
             "allow_insecure_heartbeats": self.props.AllowInsecureHeartbeats,
             "events_in": int(self.metrics.count("probepair_events_received_total")),
             "events_out": int(self.metrics.count("probepair_events_forwarded_total")),
@@ -202,6 +286,7 @@ class Probe:
                 peer_spool_bytes=m.peer_spool_bytes,
                 gap_fills=m.gap_fills,
             )
+            status.update(window_status(self.window, m.failback, self._wall_clock()))
         return status
 
     async def _watch_signals(self) -> None:
@@ -219,6 +304,21 @@ class Probe:
             if mtime != self._rules_mtime:
                 self._rules_mtime = mtime
                 self.reload_rules("RulesFile changed")
+
+    def _readiness(self, driver: PeerDriver) -> Readiness:
+        props = self.props
+        port = props.PeerMetricsPort or props.MetricsPort
+        return Readiness(
+            driver.machine,
+            peer_url(props.PeerHost, port, "/status") if port else "",
+            peer_url(props.PeerHost, port, "/rules") if port else "",
+            lambda: {"rules": self.rules_digest, "settings_digest": settings_digest(props).hex()},
+            props.RulesSync == "pull",
+            self._pull_rules,
+            lambda: self.reload_rules("RulesSync pull"),
+            self._on_readiness,
+            lambda result: self.metrics.rules_syncs.labels(result=result).inc(),
+        )
 
     def _operator_mode(self, mode: Mode) -> None:
         assert self.driver is not None
@@ -251,7 +351,7 @@ class Probe:
 
     async def _run_feed(
         self,
-        send: trio.abc.SendChannel[Batch],
+        send: SendEnd[Batch],
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -277,7 +377,7 @@ class Probe:
         props = self.props
         sink = make_sink(props)
         spool = (
-            Spool(spool_path(props))
+            Spool(spool_path(props, create=True))
             if props.StoreAndForward and props.SinkType != "stdout"
             else None
         )
@@ -295,13 +395,16 @@ class Probe:
                 props,
                 self.metrics,
                 flush_send,
-                getattr(self.program, "digest", ""),
+                self.rules_digest,
                 self._on_role,
                 feed_idle=lambda: (
                     feed_recv.statistics().current_buffer_used == 0 and self._feed_source_empty()
                 ),
             )
             self.gate = self.processor.gate = self.driver
+            machine = self.driver.machine
+            # A sync (or a reload on either side) can end a drift: follow the machine.
+            self.metrics.config_drift.set_function(lambda: 1 if machine.config_drift else 0)
         runner = SinkRunner(sink, self.metrics, self.gate.delivered, spool)
         if self.driver is not None:
             runner.on_health = self.driver.sink_state
@@ -311,8 +414,12 @@ class Probe:
                 outer.start_soon(self._watch_rules_file, name="rules-watch")
                 outer.start_soon(self.notifier.run, name="notify")
                 outer.start_soon(trim_heap_forever, name="heap-trim")
-                control = socket_path(props.Name, props.ControlSocket)
-                handler = make_handler(self.status, self._operator_mode if self.driver else None)
+                control = socket_path(props.Name, props.ControlSocket, create=True)
+                handler = make_handler(
+                    self.status,
+                    self._operator_mode if self.driver else None,
+                    lambda: self.reload_rules("probepair sync"),
+                )
                 await outer.start(serve_control, control, handler)
                 self.addresses["control"] = control
                 if props.MetricsPort:
@@ -322,6 +429,7 @@ class Probe:
                         props.MetricsAddress,
                         props.MetricsPort,
                         self.status,
+                        self.rules_archive,
                     )
                     self.addresses["metrics"] = f"{host}:{port}"
                 async with trio.open_nursery() as pipeline:
@@ -338,10 +446,24 @@ class Probe:
                     pipeline.start_soon(self._self_events, feed_send.clone(), name="self-events")
                     feed_address = await pipeline.start(self._run_feed, feed_send)
                     self.addresses["feed"] = self._format(feed_address)
+                    if self.driver is not None:
+                        self.readiness = self._readiness(self.driver)
+                        self.metrics.ready.set(0 if props.Mode == "slave" else 1)
+                        outer.start_soon(self.readiness.run, name="readiness")
+                    if self.window is not None and self.driver is not None:
+                        gate = self.driver.machine.failback
+                        self.metrics.failback_window_open.set_function(
+                            lambda: 1 if gate.window_open else 0
+                        )
+                        await outer.start(drive_window, gate, self.window, self._wall_clock)
                     if link is not None and self.driver is not None:
                         # Only now that the feed is bound may we beat: a returning master's
                         # first heartbeat stops the active slave forwarding, so every event
-                        # from then on must reach this probe too.
+                        # from then on must reach this probe too. The slave's feed may
+                        # still hold up to BatchLatency of datagrams read before our first
+                        # heartbeat (and held, not forwarded, after it): wait that long, so
+                        # those reached our feed as well.
+                        await trio.sleep(props.BatchLatency / 1000.0)
                         host, port = await outer.start(link.serve)
                         self.addresses["heartbeat"] = f"{host}:{port}"
                         await outer.start(self.driver.run)

@@ -43,8 +43,15 @@ SHIPPED_RULES: Final = _shipped_rules()
 MODES: Final = ("master", "slave", "standard")
 FEED_TYPES: Final = ("udp", "tcp", "file", "stdin")
 FEED_FORMATS: Final = ("syslog", "json", "line")
-SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout")
+SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout", "postgres", "alertmanager", "nats")
 FAILBACKS: Final = ("handshake", "immediate", "manual")
+RULES_SYNCS: Final = ("off", "pull")
+# ms the udp feed gathers datagrams (issue 13). Measured with bench/cost.py: a wake-up
+# of the probe costs ~165 µs of CPU whatever it carries (trio's run loop alone ~90 µs on
+# the 2-core VM), an event ~17 µs more; rsyslog spends 25-35 µs an event at 1k/s. So
+# staying within 1.5x of rsyslog at 1k events/s takes >= ~7 events a batch: 5 ms gave
+# 1.4-2.3x, 10 ms 1.1-1.55x. bench/latency.py: p99 stays within this + 5 ms.
+BATCH_LATENCY_MS: Final = 10.0
 LEVELS: Final = ("debug", "info", "warn", "error", "fatal")  # OMNIbus MessageLevel values
 
 
@@ -117,6 +124,28 @@ class Props:
         "works; 0 = never",
         low=0,
     )
+    FailbackWindow: str = _prop(
+        "",
+        "cron expression (local time) for the start of each window in which a returning "
+        "master takes the role back; '' = any time",
+    )
+    FailbackWindowLength: float = _prop(
+        3600.0, "seconds each FailbackWindow stays open", positive=True
+    )
+    FailbackDelay: float = _prop(
+        0.0, "seconds a returning master must beat without a silence before failback", low=0
+    )
+    RulesSync: str = _prop(
+        "off",
+        "off, or pull: a standby slave fetches the master's rules tree when the digests differ",
+        choices=RULES_SYNCS,
+    )
+    PeerMetricsPort: int = _prop(
+        0,
+        "port of the peer's metrics endpoint (/status, /rules); 0 = same as MetricsPort",
+        low=0,
+        high=65535,
+    )
     KeyWindow: float = _prop(
         5.0, "seconds within which identical payloads are numbered", positive=True
     )
@@ -136,19 +165,50 @@ class Props:
     QueueBytes: int = _prop(
         32 * 2**20, "bytes held between two stages at most, besides QueueSize", low=65536
     )
+    BatchLatency: float = _prop(
+        BATCH_LATENCY_MS,
+        "milliseconds the udp feed gathers datagrams before handing a batch on; 0 = at once",
+        low=0,
+        high=1000,
+    )
     SinkType: str = _prop(
-        "file", "event sink: file, tcp, http, sqlite or stdout", choices=SINK_TYPES
+        "file",
+        "event sink: file, tcp, http, sqlite, stdout, postgres, alertmanager or nats",
+        choices=SINK_TYPES,
     )
     SinkFile: str = _prop("alerts.jsonl", "JSON-lines file written by the file sink")
     SinkAddress: str = _prop("", "host:port of the tcp sink")
-    SinkUrl: str = _prop("", "URL the http sink POSTs JSON arrays to")
+    SinkUrl: str = _prop(
+        "",
+        "http: URL POSTed to; postgres: libpq URI; alertmanager: http://host:9093; "
+        "nats: nats://host:port,...",
+    )
     SinkDatabase: str = _prop("", "SQLite database of the sqlite sink")
+    # -- the nats (JetStream) sink, issue 16 --
+    SinkSubject: str = _prop(
+        "probepair.alerts", "nats: subject alerts are published to (+ '.<Table>' of a target)"
+    )
+    SinkStream: str = _prop("PROBEPAIR", "nats: JetStream stream; created if missing")
+    SinkReplicas: int = _prop(1, "nats: replicas of a stream the sink creates", low=1, high=5)
+    SinkDedupWindow: float = _prop(
+        600.0, "nats: seconds JetStream remembers a Nats-Msg-Id (created stream)", positive=True
+    )
+    SinkCredentialsFile: str = _prop("", "nats: .creds file (JWT and NKey seed) to authenticate")
+    SinkPasswordFile: str = _prop(
+        "", "file holding the postgres sink's password (else SinkUrl's or PGPASSFILE)"
+    )
+    AlertmanagerResolve: float = _prop(
+        300.0, "seconds an alertmanager alert stays firing unless repeated", positive=True
+    )
     StoreAndForward: bool = _prop(True, "spool alerts to SAFFileName while the sink is down")
-    SAFFileName: str = _prop("", "store-and-forward spool file; '' = probepair-<Name>.saf")
+    SAFFileName: str = _prop(
+        "", "store-and-forward spool file; '' = <Name>.saf in the state directory"
+    )
     MetricsAddress: str = _prop("127.0.0.1", "address of the /metrics endpoint")
     MetricsPort: int = _prop(0, "port of the /metrics endpoint; 0 = off", low=0, high=65535)
     ControlSocket: str = _prop(
-        "", "Unix socket for status, takeover and release; '' = probepair-<Name>.sock"
+        "",
+        "Unix socket for status, takeover and release; '' = <Name>.sock in the runtime directory",
     )
     NotifyCommand: str = _prop("", "command run on role changes with role and reason")
     MessageLevel: str = _prop(
@@ -271,12 +331,33 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
             values[name] = _convert(name, raw, source)
             origin[name] = source
     props = Props(**values)  # type: ignore[arg-type]
+    _check_failback_window(props, origin)
     if props.Mode != "standard":
         for name, what in (("PeerHost", "host"), ("PeerPort", "port")):
             if not getattr(props, name):
                 where = origin.get(name, origin.get("Mode", "defaults"))
                 raise ConfigError(where, name, f"Mode {props.Mode!r} needs the peer's {what}")
     return props
+
+
+def _check_failback_window(props: Props, origin: dict[str, str]) -> None:
+    """FailbackWindow must be a cron expression; window and delay need a handshake."""
+    if props.FailbackWindow:
+        from probepair.failover.window import FailbackWindow, WindowError
+
+        try:
+            FailbackWindow(props.FailbackWindow, props.FailbackWindowLength)
+        except WindowError as exc:
+            raise ConfigError(origin["FailbackWindow"], "FailbackWindow", str(exc)) from None
+    if props.Failback == "immediate":
+        for name in ("FailbackWindow", "FailbackDelay"):
+            if getattr(props, name):
+                raise ConfigError(
+                    origin[name],
+                    name,
+                    "needs Failback handshake or manual: with immediate a returning master "
+                    "is active at once",
+                )
 
 
 def _yaml_char(c: str) -> str:

@@ -61,6 +61,32 @@ def _insecure(status: Status) -> str:
     return UNKNOWN if allowed is None else ("ALLOWED" if allowed else "no")
 
 
+def _ready(status: Status) -> str:
+    ready = status.get("ready")
+    if ready is None or status.get("role") == "standard":
+        return UNKNOWN if ready is None else "n/a"
+    return "yes" if ready else "NO: " + ",".join(status.get("desynchronised") or ["?"])
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds + 59) // 60  # rounded up: "in 1 min" until it opens
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d}" if hours < 48 else f"{hours // 24} days"
+
+
+def _window(status: Status) -> str:
+    if "failback_window" not in status or status.get("role") == "standard":
+        return UNKNOWN if status.get("role") != "standard" else "n/a"
+    if not status["failback_window"]:
+        return "any time"
+    if status.get("failback_window_open"):
+        return "open"
+    after = status.get("next_window_in_seconds")
+    return "closed" if not isinstance(after, int | float) else f"in {_duration(after)}"
+
+
 ROWS: Final[tuple[tuple[str, Callable[[Status], str]], ...]] = (
     ("name", lambda s: str(s.get("name", UNKNOWN))),
     ("mode", lambda s: str(s.get("mode", UNKNOWN))),
@@ -74,6 +100,8 @@ ROWS: Final[tuple[tuple[str, Callable[[Status], str]], ...]] = (
     ("config digest", _drift),
     ("rules digest", _digest),
     ("insecure beats", _insecure),
+    ("ready", _ready),
+    ("failback window", _window),
 )
 
 _RULES_ROW: Final = [label for label, _ in ROWS].index("rules digest")
@@ -111,6 +139,10 @@ def verdict(local: Status, peer: Status | None, peer_error: str | None = None) -
             "WARNING: config drift between peers"
             + (" (rules digests differ)" if rules_differ else "")
         )
+    for s in probes:
+        if s.get("ready") is False and s.get("role") != "standard":
+            what = ", ".join(s.get("desynchronised") or ["?"])
+            warnings.append(f"WARNING: {s.get('name', UNKNOWN)} is desynchronised ({what})")
     insecure = [str(s.get("name", UNKNOWN)) for s in probes if s.get("allow_insecure_heartbeats")]
     if insecure:
         warnings.append(

@@ -95,8 +95,8 @@ async def test_a_live_socket_or_a_regular_file_is_not_replaced(tmp_path: Path) -
     [
         (b"not json\n", 'expected one JSON line like {"command": "status"}'),
         (b"\xff\xfe\n", 'expected one JSON line like {"command": "status"}'),
-        (b"[1, 2]\n", "expected command takeover, release, status, got None"),
-        (b'{"command": "reboot"}\n', "expected command takeover, release, status, got 'reboot'"),
+        (b"[1, 2]\n", "expected command takeover, release, status, reload, got None"),
+        (b'{"command": "reboot"}\n', "expected command takeover, release, status, reload, got 'reboot'"),
         (b"x" * 5000 + b"\n", "request longer than 4096 bytes"),
     ],
 )
@@ -134,13 +134,21 @@ def test_make_handler_maps_commands_to_modes() -> None:
     assert modes == [Mode.MASTER, Mode.SLAVE]
 
 
+def test_reload_runs_the_probes_reload_and_says_when_it_failed() -> None:
+    results = [True, False]
+    handle = make_handler(lambda: {"role": "x"}, None, lambda: results.pop(0))
+    assert handle("reload") == {"ok": True, "status": {"role": "x"}}
+    assert handle("reload") == {"ok": False, "error": "rules reload failed: see the probe's log"}
+    assert make_handler(lambda: {}, None)("reload")["ok"] is False
+
+
 def test_request_errors_name_the_socket(tmp_path: Path) -> None:
     missing = str(tmp_path / "probepair-m.sock")
     with pytest.raises(ControlError) as info:
         request(missing, "status")
-    assert str(info.value) == (f"{missing}: no probe is listening (is it running in this "
-                               "directory? see ControlSocket)")
-    with pytest.raises(ControlError, match="expected command takeover, release, status, got 'x'"):
+    assert str(info.value) == (f"{missing}: no probe is listening (is it running, as this "
+                               "user? see ControlSocket)")
+    with pytest.raises(ControlError, match="expected command takeover, release, status, reload, got 'x'"):
         request(missing, "x")
 
 
@@ -159,8 +167,12 @@ async def test_path_too_long_is_a_clear_error(tmp_path: Path) -> None:
         await serve_control(path, _handler)
 
 
-def test_socket_path_default() -> None:
-    assert socket_path("m") == "probepair-m.sock"
+def test_socket_path_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
+    assert socket_path("m") == str(tmp_path / "run" / "m.sock")
+    assert not (tmp_path / "run").exists()
+    assert socket_path("m", create=True) == str(tmp_path / "run" / "m.sock")
+    assert (tmp_path / "run").is_dir()
     assert socket_path("m", "/run/probepair/m.sock") == "/run/probepair/m.sock"
 
 

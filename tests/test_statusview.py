@@ -49,6 +49,8 @@ def test_master_and_standby_slave() -> None:
         "config digest     match             match\n"
         "rules digest      3f2a9c0b1d2e      3f2a9c0b1d2e (match)\n"
         "insecure beats    no                no\n"
+        "ready             -                 -\n"
+        "failback window   -                 -\n"
         "pair OK: one active (m)\n"
     )
 
@@ -149,3 +151,16 @@ def test_fetch_status_nobody_listening(tmp_path: Path) -> None:
     with pytest.raises(ControlError) as info:
         fetch_status(url, timeout=2.0)
     assert str(info.value) == f"{url}: no probe answers (is its MetricsPort set and reachable?)"
+
+
+def test_readiness_and_the_failback_window_rows() -> None:
+    local = _status(ready=True, desynchronised=[], failback_window="0 2 * * *",
+                    failback_window_open=False, next_window_in_seconds=3 * 3600 + 61)
+    peer = _status(**SLAVE, ready=False, desynchronised=["rules"], failback_window="0 2 * * *",
+                   failback_window_open=True)
+    lines = render_table(local, peer).splitlines()
+    assert lines[13] == "ready             yes               NO: rules"
+    assert lines[14] == "failback window   in 3 h 02         open"
+    assert lines[-1] == "WARNING: s is desynchronised (rules)"
+    assert render_table(_status(failback_window=""), None).splitlines()[14].split()[2:4] == [
+        "any", "time"]

@@ -14,8 +14,8 @@ implies an *effective mode*: master roles are mode master, slave roles mode slav
 
 Modules: ``machine`` (roles, timers, handover, peer input), ``acks`` (the reliable ack
 stream both ways), ``freshness`` (which datagrams are provably recent), ``precedence``
-(the split-brain verdict), ``types`` (settings and actions). The standby buffer is
-``probepair.standby``.
+(the split-brain verdict), ``window`` (failback window and delay), ``types`` (settings
+and actions). The standby buffer is ``probepair.standby``.
 
 Timers are deadlines the runtime sleeps until (``next_deadline()``); every input first
 runs the timers that are due at ``now`` and re-arms or clears each one it runs, so after
@@ -91,6 +91,18 @@ master's acks pass it by, and the slave fills it. A standby slave that hears a p
 master first flushes its own buffer, then hands over the same way. Under ``manual`` an
 active slave keeps forwarding until ``request_mode``. A master configured ``immediate``
 starts active, like OMNIbus.
+
+Failback window and delay (``window.FailbackGate``). An active slave hands back to a
+pending master only while ``failback.window_open`` is true and the master's boot has
+beaten for ``failback_delay`` seconds, each fresh heartbeat within the bound of the one
+before (a restart or a silence starts the count again, so a flapping master never gets
+the role). Otherwise it stays active and the master stays pending: the check repeats at
+each of its beats, so no timer is needed. The flag is an input: the runtime evaluates
+the ``FailbackWindow`` cron expression against the wall clock (``window.FailbackWindow``)
+and sets it when the window opens or closes, since cron needs a calendar and a time zone
+and the machine keeps to monotonic ``now``. The same flag gates a configured master's
+sink-health takeback below. An operator's ``request_mode`` ignores both (``probepair
+takeover`` works outside the window).
 
 Health-aware roles. Heartbeats carry the sender's sink health (failing for how long,
 spool bytes). An active probe whose sink has failed for ``sink_failover`` seconds while

@@ -25,6 +25,7 @@ from probepair.failover.types import (
     Send,
     SplitBrain,
 )
+from probepair.failover.window import FailbackGate
 from probepair.standby import StandbyBuffer
 from probepair.wire import MAX_ACK_KEYS, Ack, Flag, Heartbeat, Role
 
@@ -72,6 +73,7 @@ class FailoverMachine:
         self._sink_healthy_since = now
         self._spool_bytes = 0
         self._sink_handed_over = False
+        self.failback = FailbackGate(config.failback_delay)  # window_open: set by the runtime
         self._peer_boot: bytes | None = None
         self._peer_role: Role | None = None
         self._peer_last_heard: float | None = None
@@ -634,6 +636,7 @@ class FailoverMachine:
             and failing is None
             and now - self._sink_healthy_since >= limit
             and self.config.failback is not Failback.MANUAL
+            and self.failback.window_open
         ):
             self._sink_handed_over = False
             self._epoch += 1
@@ -756,7 +759,9 @@ class FailoverMachine:
                 self._split_brain = False
                 actions.append(SplitBrain(False, f"resolved: peer {hb.sender} is {hb.role.value}"))
             if self._role is Role.SLAVE_ACTIVE and hb.role is Role.MASTER_PENDING:
-                if self.config.failback is not Failback.MANUAL:
+                if self.config.failback is not Failback.MANUAL and self.failback.allows(
+                    hb.boot_id, now, self._bound()
+                ):
                     why = f"handing over to returning master {hb.sender}"
                     self._step_down(why, HandoverReason.FAILBACK, now, actions)
             elif self._role is Role.MASTER and hb.role is Role.MASTER_PENDING:

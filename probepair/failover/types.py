@@ -83,6 +83,7 @@ class FailoverConfig:
     # the event counts as missed by the peer (GapTimeout; see the package docstring).
     gap_timeout: float = 1.0
     sink_failover: float = 30.0  # SinkFailover; 0 = off
+    failback_delay: float = 0.0  # FailbackDelay: a returning master beats this long first
 
     def __post_init__(self) -> None:
         if len(self.boot_id) != BOOT_ID_SIZE or len(self.config_digest) != DIGEST_SIZE:
@@ -93,6 +94,8 @@ class FailoverConfig:
             raise ValueError("negative threshold/timeout or buffer_limit below 1")
         if self.gap_timeout <= 0 or self.sink_failover < 0 or self.buffer_bytes < 1:
             raise ValueError("gap_timeout must be positive, sink_failover not negative")
+        if self.failback_delay < 0:
+            raise ValueError("failback_delay must not be negative")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,8 @@ The receive loop drains the socket with non-blocking ``recv`` calls and only awa
 readability when it is empty: a plain ``await sock.recv()`` per datagram costs ~6 µs
 in trio and drops half of a 150k/s flood, the drain costs ~1.1 µs (DESIGN.md).
 SO_RCVBUF is raised to ``rmem_max`` (SO_RCVBUFFORCE when root) to ride out bursts.
+At everyday rates the feed batches in time as well (``BatchLatency``, see
+``_drain_forever``).
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ from probepair.events import Event, KeyMaker
 from probepair.feeds.base import MAX_BATCH, MAX_BATCH_BYTES, Batch, send_batch
 
 if TYPE_CHECKING:
+    from probepair.channels import SendEnd
     from probepair.props import Props
 
 RECV_SIZE = 65535  # the largest UDP payload
+# Datagrams per batch worth gathering: a wake-up costs ~165 µs of CPU however much it
+# carries (bench/cost.py), ~1.3 µs an event at 128; bigger batches only add latency.
+BATCH_TARGET = 128
 MIN_BATCH = 16  # datagrams a batch may hold at least: 16 x 64 KiB = MAX_BATCH_BYTES
 WANTED_RCVBUF = 32 * 1024 * 1024  # bytes; ~100k syslog lines, capped by the kernel
 
@@ -65,11 +71,12 @@ class UdpFeed:
         self._address = (props.FeedAddress, props.FeedPort)
         self._keys = KeyMaker(props.KeyWindow)
         self._wall_clock = wall_clock
+        self._latency = props.BatchLatency / 1000.0  # seconds
         self.socket: socket.socket | None = None
 
     async def run(
         self,
-        send: trio.abc.SendChannel[Batch],
+        send: SendEnd[Batch],
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -87,37 +94,94 @@ class UdpFeed:
             task_status.started(sock.getsockname()[:2])
             await self._drain_forever(sock, send)
 
-    async def _drain_forever(self, sock: socket.socket, send: trio.abc.SendChannel[Batch]) -> None:
+    async def _drain_forever(self, sock: socket.socket, send: SendEnd[Batch]) -> None:
         # The loop per datagram is only recv + rstrip + append: keys and Events are
         # made per batch (KeyMaker.keys), which halves the feed's per-event cost.
+        #
+        # Batching in time (BatchLatency, issue 13): at everyday rates datagrams come
+        # one at a time, and handing each on alone wakes every stage of the pipeline
+        # per event (~100 µs of CPU an event at 1k/s). Instead the socket is the
+        # buffer: after a drain that emptied it, the feed sleeps for ``latency`` and
+        # drains again, so whatever arrived meanwhile (it waited at most ``latency``)
+        # goes on as one batch, one wake-up per batch. While batches hold several
+        # datagrams the feed keeps polling like that; once one holds a single datagram
+        # or none, it waits for readability again (an idle probe costs nothing), reads
+        # what is there and, unless that is a backlog (a burst, a stall: drained and
+        # handed on at once), waits ``latency`` for company. At higher rates the
+        # window shrinks to what gathers BATCH_TARGET datagrams. A socket that still
+        # holds datagrams after a drain (a burst, a backlog) is drained again at once:
+        # floods are batched by size, as before. Only this task sleeps: heartbeats,
+        # failover timers, acks and takeover flushes run meanwhile.
         recv = sock.recv
         keys = self._keys.keys
         now = trio.current_time
         wall = self._wall_clock
-        count = MAX_BATCH
+        latency = window = self._latency
+        held: list[bytes] = []  # read on waking from idle, waiting out the window
+        count = MAX_BATCH  # datagrams a batch may hold: fewer when they are long
         while True:
-            raws: list[bytes] = []
-            append = raws.append
-            empty = False
-            try:
-                for _ in range(count):
-                    append(recv(RECV_SIZE).rstrip(b"\r\n\x00"))
-            except BlockingIOError:
-                empty = True
-            except OSError:
-                pass  # ICMP errors surfacing on an unconnected socket: nothing to read now
+            raws, held = held, []
+            empty = _drain(recv, raws, max(0, count - len(raws)))
+            drained_at = now()
             if raws:
                 # Long datagrams make short batches (sized from the last batch, so the
-                # loop above stays recv + append): about MAX_BATCH_BYTES a batch.
+                # drain stays recv + append): about MAX_BATCH_BYTES a batch (issue 9).
                 size = sum(map(len, raws)) + 1
                 count = max(MIN_BATCH, min(MAX_BATCH, MAX_BATCH_BYTES * len(raws) // size))
                 received = wall()
                 batch = [
                     Event(raw, key, received)
-                    for raw, key in zip(raws, keys(raws, now()), strict=True)
+                    for raw, key in zip(raws, keys(raws, drained_at), strict=True)
                 ]
-                await send_batch(send, batch)
-            if empty:
-                await trio.lowlevel.wait_readable(sock)
-            elif not raws:
+                try:
+                    # No schedule point here: the sleep or checkpoint below is one, and
+                    # it saves the scheduler a round per batch.
+                    send.send_nowait(batch)
+                except trio.WouldBlock:
+                    await send_batch(send, batch)
+            if not empty:
                 await trio.lowlevel.checkpoint()
+                continue
+            if not latency:
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            if len(raws) < 2:
+                await trio.lowlevel.wait_readable(sock)
+                drained_at = now()
+                window = latency
+                if not _drain(recv, held, count):
+                    continue  # a backlog (a burst, a stall): no reason to wait
+            else:
+                # The last window brought len(raws) datagrams: the next one need only
+                # be long enough for BATCH_TARGET at that rate (never longer than
+                # ``latency``). Waiting for more would add latency, not save CPU.
+                window = min(latency, window * BATCH_TARGET / len(raws))
+            try:
+                await trio.sleep_until(drained_at + window)
+            except trio.Cancelled:
+                # Stopping: what was read, and what the kernel queued during the
+                # window, is accepted too.
+                await self._last_batch(sock, send, held)
+                raise
+
+    async def _last_batch(
+        self, sock: socket.socket, send: SendEnd[Batch], raws: list[bytes]
+    ) -> None:
+        _drain(sock.recv, raws, MAX_BATCH - len(raws))
+        if raws:
+            received = self._wall_clock()
+            keys = self._keys.keys(raws, trio.current_time())
+            await send_batch(send, [Event(r, k, received) for r, k in zip(raws, keys, strict=True)])
+
+
+def _drain(recv: Callable[[int], bytes], raws: list[bytes], limit: int) -> bool:
+    """Append up to ``limit`` datagrams to ``raws``; True when the socket is empty."""
+    append = raws.append
+    try:
+        for _ in range(limit):
+            append(recv(RECV_SIZE).rstrip(b"\r\n\x00"))
+    except BlockingIOError:
+        return True
+    except OSError:
+        pass  # ICMP errors surfacing on an unconnected socket: nothing to read now
+    return False

@@ -34,8 +34,11 @@ class Sink(Protocol):
 
 def make_sink(props: Props) -> Sink:
     """The sink ``props.SinkType`` names, configured from ``props``."""
+    from probepair.sinks.alertmanager import AlertmanagerSink
     from probepair.sinks.file import FileSink, StdoutSink
     from probepair.sinks.http import HttpSink
+    from probepair.sinks.jetstream import NatsSink
+    from probepair.sinks.postgres import PostgresSink
     from probepair.sinks.sqlite import SqliteSink
     from probepair.sinks.tcp import TcpSink
 
@@ -45,5 +48,8 @@ def make_sink(props: Props) -> Sink:
         "tcp": TcpSink,
         "http": HttpSink,
         "sqlite": SqliteSink,
+        "postgres": PostgresSink,
+        "alertmanager": AlertmanagerSink,
+        "nats": NatsSink,
     }
     return kinds[props.SinkType](props)

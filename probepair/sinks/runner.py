@@ -9,6 +9,7 @@ the feed).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -20,17 +21,18 @@ from probepair.sinks.base import Item, Sink
 from probepair.sinks.spool import Spool
 
 if TYPE_CHECKING:
-    from probepair.channels import BoundedReceiveChannel
+    from probepair.channels import ReceiveEnd
     from probepair.metrics import Metrics
-
-    Batches = trio.MemoryReceiveChannel[list[Item]] | BoundedReceiveChannel[list[Item]]
 
 logger = logging.getLogger(__name__)
 
 MAX_ITEMS = 4096  # alerts per delivery: one write(2) or one transaction
 MAX_BYTES = 4 * 2**20  # alert bytes per delivery: 4096 long alerts must not make 1 GiB
 BACKOFF_FIRST = 0.25  # seconds before the first retry of a failed sink
-BACKOFF_MAX = 15.0  # seconds between retries at most
+# Seconds between retries at most: a sink that comes back is written to again within
+# this (plus one attempt), so delivery resumes well inside a second. A retry of a sink
+# that is down costs a refused connect, which is cheap even twice a second.
+BACKOFF_MAX = 0.5
 CLOSE_GRACE = 5.0  # seconds to finish deliveries at shutdown
 
 
@@ -64,8 +66,14 @@ class SinkRunner:
             spooled = self.spool.backlog_bytes if self.spool is not None else 0
             self.on_health(failing_since, spooled)
 
-    async def run(self, recv: Batches) -> None:
+    async def run(self, recv: ReceiveEnd[list[Item]]) -> None:
         """Deliver until ``recv`` is closed and drained, then close the sink."""
+        if self.spool is not None and self.spool.pending:
+            # A spool an earlier run left: its alerts are older than its last write. A
+            # sink whose resends are idempotent only for a while (nats) wants to know.
+            spooled_before = getattr(self.sink, "spooled_before", None)
+            if spooled_before is not None:
+                spooled_before(os.stat(self.spool.path).st_mtime)
         try:
             await self.sink.open()
         except SinkError as exc:
@@ -102,7 +110,7 @@ class SinkRunner:
             await self.sink.aclose()
 
     @staticmethod
-    async def _next(recv: Batches) -> list[Item] | None:
+    async def _next(recv: ReceiveEnd[list[Item]]) -> list[Item] | None:
         try:
             items = await recv.receive()
         except trio.EndOfChannel:

@@ -52,6 +52,16 @@ def probepair_cmd(*args: str, netns: str | None = None) -> list[str]:
     return cmd
 
 
+def probe_env(cwd: Path) -> dict[str, str]:
+    """The environment of a probe (or a ``probepair status``) whose files live in ``cwd``.
+
+    As systemd does for a unit with RuntimeDirectory= and StateDirectory=: the default
+    control socket and spool go there, not to /run/probepair of the machine.
+    """
+    return dict(os.environ, PYTHONUNBUFFERED="1", RUNTIME_DIRECTORY=str(cwd),
+                STATE_DIRECTORY=str(cwd))
+
+
 async def start_probe(
     nursery: trio.Nursery,
     args: Sequence[str],
@@ -62,7 +72,7 @@ async def start_probe(
 ) -> ProbeProcess:
     """Start ``probepair run ARGS`` and wait for its READY line."""
     cmd = probepair_cmd("run", *args, netns=netns)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = probe_env(cwd)
     process: trio.Process = await nursery.start(
         lambda task_status: trio.run_process(
             cmd, check=False, stdout=subprocess.PIPE, stdin=stdin, cwd=cwd, env=env,

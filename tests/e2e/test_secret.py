@@ -18,6 +18,7 @@ from tests.e2e.procs import (
     Timings,
     http_get,
     loopback_pair,
+    probe_env,
     probepair_cmd,
     scrape,
     start_probe,
@@ -83,7 +84,8 @@ async def _cli(side: PairSide, peer: PairSide, *args: str) -> str:
                         "--metricsport", str(peer.metrics_port))
     with trio.fail_after(30):
         result = await trio.run_process(cmd, cwd=side.cwd, capture_stdout=True,
-                                        capture_stderr=True, check=False)
+                                        capture_stderr=True, check=False,
+                                        env=probe_env(side.cwd))
     assert result.returncode == 0, result.stderr.decode()
     return result.stdout.decode()
 

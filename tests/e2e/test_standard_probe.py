@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.e2e.procs import probepair_cmd, start_probe, wait_for_lines
+from tests.e2e.procs import probe_env, probepair_cmd, start_probe, wait_for_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -58,6 +58,7 @@ async def test_stdin_feed_stops_at_end_of_input_and_flushes(tmp_path: Path) -> N
             probepair_cmd("run", "--feedtype", "stdin", "--feedformat", "line", "--rulesfile", "",
                           "--sinkfile", str(sink), "--storeandforward", "false"),
             stdin=data, capture_stdout=True, capture_stderr=True, cwd=tmp_path, check=False,
+            env=probe_env(tmp_path),
         )
     assert result.returncode == 0, result.stderr.decode()
     alerts = [json.loads(x) for x in sink.read_bytes().splitlines()]

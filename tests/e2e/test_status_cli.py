@@ -13,6 +13,7 @@ from tests.e2e.procs import (
     PairSide,
     Timings,
     loopback_pair,
+    probe_env,
     probepair_cmd,
     start_probe,
     wait_metric,
@@ -28,7 +29,8 @@ async def _cli(side: PairSide, peer: PairSide, *args: str) -> str:
                         "--metricsport", str(peer.metrics_port))
     with trio.fail_after(30):
         result = await trio.run_process(cmd, cwd=side.cwd, capture_stdout=True,
-                                        capture_stderr=True, check=False)
+                                        capture_stderr=True, check=False,
+                                        env=probe_env(side.cwd))
     assert result.returncode == 0, result.stderr.decode()
     return result.stdout.decode()
 
@@ -65,6 +67,7 @@ def test_status_without_a_running_probe_says_so(tmp_path: Path) -> None:
     import subprocess
 
     result = subprocess.run(probepair_cmd("status", "--name", "nobody"), cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60,
+                            env=probe_env(tmp_path))
     assert result.returncode == 1
-    assert result.stderr.startswith("probepair: probepair-nobody.sock: no probe is listening")
+    assert result.stderr.startswith(f"probepair: {tmp_path}/nobody.sock: no probe is listening")

@@ -1,0 +1,240 @@
+"""Rules sync from the master and the slave's readiness.
+
+``sync_once`` is the whole sync, blocking (the CLI's ``probepair sync`` runs it; a
+probe runs it in a worker thread): fetch ``/rules`` from the peer, verify the
+signature, compile the tree completely, install it (``rulestree.install_tree``). Any
+failure raises ``RulesSyncError`` and leaves the running tree as it was.
+
+``Readiness`` runs in a probe of a pair. Every beat period in which the peer was heard
+it compares the config digest of the peer's last heartbeat (pair-wide settings and the
+rules tree digest together) with ours. Equal means *ready*. Different means
+*desynchronised*; the peer's ``/status`` then tells what differs (``settings_digest``,
+``rules``), and with ``RulesSync pull`` a standby slave syncs the rules by itself. A
+probe in a master role is the source of truth and always ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn
+
+import httpx
+import trio
+
+from probepair.failover import MASTER_ROLES, FailoverMachine, Role
+from probepair.rulestree import (
+    MAX_ARCHIVE,
+    ArchiveRefused,
+    RulesSyncError,
+    RulesTree,
+    check_compiles,
+    install_tree,
+    unpack,
+)
+
+logger = logging.getLogger(__name__)
+
+FETCH_TIMEOUT: Final = 10.0  # seconds for one /rules or /status request
+PULL_RETRY: Final = 30.0  # seconds before a failed pull of the same digest is tried again
+NOT_HEARD: Final = "master not heard yet"
+
+
+def peer_url(host: str, port: int, path: str) -> str:
+    """``http://host:port/path`` (IPv6 hosts bracketed)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}{path}"
+
+
+def fetch_archive(url: str, timeout: float = FETCH_TIMEOUT) -> bytes:
+    """GET a rules archive (blocking).
+
+    Raises:
+        RulesSyncError: naming ``url``: unreachable, no answer, an error status (with the
+            peer's reason), or more than MAX_ARCHIVE bytes.
+    """
+    try:
+        with httpx.stream("GET", url, timeout=timeout) as response:
+            body = b""
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_ARCHIVE:
+                    raise RulesSyncError(url, f"archive larger than {MAX_ARCHIVE} bytes")
+    except httpx.ConnectError:
+        raise RulesSyncError(url, "no probe answers (is its MetricsPort reachable?)") from None
+    except httpx.TimeoutException:
+        raise RulesSyncError(url, f"no answer within {timeout:g} s") from None
+    except httpx.HTTPError as exc:
+        raise RulesSyncError(url, f"request failed: {exc}") from None
+    if response.status_code != 200:
+        reason = body.decode("utf-8", "replace").strip()[:200]
+        raise RulesSyncError(url, f"HTTP {response.status_code}: {reason}")
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOutcome:
+    """What a sync did: the tree now in place, and where the previous one went."""
+
+    digest: str
+    changed: bool
+    previous: str | None
+
+
+def sync_once(
+    url: str,
+    rules_file: str,
+    secret: bytes,
+    current: RulesTree | None,
+    fetch: Callable[[str], bytes] = fetch_archive,
+) -> SyncOutcome:
+    """Fetch, verify, compile and install the peer's rules tree (blocking).
+
+    Raises:
+        ArchiveRefused: unsigned, tampered with, or malformed (nothing written).
+        RulesSyncError: no RulesFile, fetch, compile or write failed (nothing changed).
+    """
+    if not rules_file:
+        raise RulesSyncError("RulesFile", "is '': there is no rules tree to sync into")
+    if not secret:
+        raise ArchiveRefused(url, "no SharedSecret is set: rules archives are refused")
+    tree = unpack(fetch(url), secret, url)
+    check_compiles(tree, rules_file)
+    if current is not None and tree.digest == current.digest:
+        return SyncOutcome(tree.digest, False, None)
+    previous = install_tree(tree, rules_file, current.files if current is not None else ())
+    logger.warning(
+        "rules synced from %s: tree %s installed at %s, the previous one kept in %s",
+        url,
+        tree.digest[:12],
+        rules_file,
+        previous,
+    )
+    return SyncOutcome(tree.digest, True, previous)
+
+
+class Readiness:
+    """Keeps ``ready`` and ``differs`` for one probe of a pair; pulls rules if asked.
+
+    Args:
+        machine: the probe's failover machine (its peer's digest and role).
+        status_url: the peer's ``/status`` URL ('' when unknown: MetricsPort 0).
+        rules_url: the peer's ``/rules`` URL.
+        local: our own ``rules`` and ``settings_digest`` as ``/status`` shows them.
+        pull: RulesSync is ``pull``: sync when the rules differ (standby slave only).
+        do_pull: runs the sync, blocking (``sync_once``); called in a worker thread.
+        reload: reloads the rules once a pull installed them; False: the reload failed.
+        on_change: called with (ready, differs) when either changes.
+        count: called with "success", "refused" or "failure" after each pull.
+    """
+
+    def __init__(
+        self,
+        machine: FailoverMachine,
+        status_url: str,
+        rules_url: str,
+        local: Callable[[], dict[str, Any]],
+        pull: bool,
+        do_pull: Callable[[str], Any],
+        reload: Callable[[], bool],
+        on_change: Callable[[bool, list[str]], None],
+        count: Callable[[str], None],
+    ) -> None:
+        self.machine = machine
+        self.status_url = status_url
+        self.rules_url = rules_url
+        self._local = local
+        self.pull = pull
+        self._do_pull = do_pull
+        self._reload = reload
+        self._on_change = on_change
+        self._count = count
+        self.ready: bool | None = None  # None: not decided yet
+        self.differs: list[str] = [NOT_HEARD]
+        self._failed: tuple[str, float] = ("", -math.inf)  # peer digest, when a pull failed
+
+    def _set(self, ready: bool, differs: list[str]) -> None:
+        if ready != self.ready or differs != self.differs:
+            self.ready, self.differs = ready, differs
+            self._on_change(ready, differs)
+
+    async def run(self) -> NoReturn:
+        """Check once per beat period until cancelled."""
+        while True:
+            await trio.sleep(self.machine.beat_interval)  # the master is heard within one
+            await self.check()
+
+    async def check(self) -> None:
+        m = self.machine
+        if m.role in MASTER_ROLES:
+            self._set(True, [])
+            return
+        heard = m.peer_last_heard
+        if heard is None:
+            self._set(False, [NOT_HEARD])
+            return
+        if trio.current_time() - heard > 2 * m.beat_interval or m.peer_role is None:
+            return  # the master is silent: keep the last verdict
+        if not m.config_drift:
+            self._set(True, [])
+            return
+        differs, peer_rules = await self._what_differs()
+        if (
+            "rules" in differs
+            and self.pull
+            and m.role is Role.SLAVE_STANDBY
+            and m.peer_role in MASTER_ROLES
+            and self._may_retry(peer_rules)
+        ) and await self._pull(peer_rules):
+            differs = [d for d in differs if d != "rules"]
+            if not m.config_drift:
+                differs = []
+        self._set(not differs, differs)
+
+    def _may_retry(self, peer_rules: str) -> bool:
+        digest, at = self._failed
+        return peer_rules != digest or trio.current_time() - at >= PULL_RETRY
+
+    async def _pull(self, peer_rules: str) -> bool:
+        try:
+            await trio.to_thread.run_sync(self._do_pull, self.rules_url)
+        except ArchiveRefused as exc:
+            self._count("refused")
+            logger.error("rules sync refused the master's archive: %s", exc)
+        except RulesSyncError as exc:
+            self._count("failure")
+            logger.error("rules sync failed, keeping the running rules: %s", exc)
+        else:
+            if self._reload():
+                self._count("success")
+                self._failed = ("", -math.inf)
+                return True
+            self._count("failure")
+        self._failed = (peer_rules, trio.current_time())
+        return False
+
+    async def _what_differs(self) -> tuple[list[str], str]:
+        """What the peer's /status says differs (the heartbeat said something does)."""
+        if not self.status_url:
+            return ["config or rules (the peer's /status is unknown: MetricsPort is 0)"], ""
+        try:
+            async with httpx.AsyncClient(timeout=FETCH_TIMEOUT) as client:
+                response = await client.get(self.status_url)
+            peer = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            logger.info("peer status %s: %s", self.status_url, exc)
+            peer = None
+        if not isinstance(peer, dict):
+            return [f"config or rules ({self.status_url} does not answer)"], ""
+        local = self._local()
+        differs = [
+            what
+            for what, key in (("config", "settings_digest"), ("rules", "rules"))
+            if peer.get(key) != local.get(key)
+        ]
+        if not differs:  # a stale answer, or PeerMetricsPort points elsewhere
+            differs = [f"config or rules ({self.status_url} shows no difference)"]
+        return differs, str(peer.get("rules", ""))

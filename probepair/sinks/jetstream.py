@@ -1,0 +1,525 @@
+"""NATS JetStream sink: each alert a message, ``Nats-Msg-Id`` = its event key.
+
+Delivery means stored: an alert counts as delivered (and is acked to the peer probe)
+only when JetStream's publish ack for it arrives, which the stream leader sends once the
+message is on a quorum of its replicas. The stream drops a second publish with a
+``Nats-Msg-Id`` it saw within its duplicate window, so a takeover's flush, a replayed
+spool chunk or a retried batch is stored once (the ack says ``duplicate``).
+
+Pipelining: every alert of a batch is published at once, all with one reply subject
+for the batch (a wildcard subscription takes the acks); the batch is delivered when as
+many acks came back, failed when one of them is an error or they do not all arrive
+within ``ACK_TIMEOUT``. A failed batch is retried or spooled whole by the runner: the
+alerts the stream already stored come back as duplicates, harmless within the window.
+
+Under trio: nats-py is asyncio-only. It runs on its own asyncio event loop in one
+thread (trio's ``start_thread_soon``); trio hands each batch over with
+``run_coroutine_threadsafe`` and sleeps until the batch's future is done. Measured
+against trio-asyncio with this same publisher (``bench/nats_bridge.py``, R1 stream,
+loaded 2-core machine): the thread is as fast or a little faster (26k vs 23k alerts/s at
+batches of 16, 55k vs 47k/s at 1024; the runs overlap within their noise). The thread
+wins on shape: the sink stays a plain object with ``open``/``deliver``/``aclose``, where
+trio-asyncio needs ``open_loop()`` held by a task around the whole runner, and
+trio-asyncio replaces asyncio's event loop policy for the whole process when imported.
+Nothing outside this module knows that asyncio is involved.
+
+The duplicate window is a promise with a limit: a resend older than the window (a spool
+replayed after a long outage) would be stored twice. The sink logs a warning when it
+delivers again after an outage longer than the stream's window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import re
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+import orjson
+import trio
+
+from probepair.errors import ConfigError, SinkError
+from probepair.sinks.base import Item
+from probepair.sinks.runner import BACKOFF_MAX
+
+if TYPE_CHECKING:
+    from probepair.props import Props
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Seconds a batch waits for its publish acks before it fails (and is spooled). Acks
+# normally take milliseconds; a stream whose leader died gets no leader for a few
+# seconds, and waiting that long would back up the pipeline (QueueSize batches, ~2.5 s
+# at 2,000 events/s) into the feed, where a UDP socket drops. Spool instead.
+ACK_TIMEOUT: Final = 1.0
+CONNECT_WAIT: Final = 2.0  # seconds open() waits for a first connection
+PUBLISH_WAIT: Final = 0.5  # seconds a batch waits for a (re)connection before it fails
+RECONNECT_WAIT: Final = 0.5  # seconds between two reconnect rounds over the server list
+PENDING_BYTES: Final = 16 << 20  # client buffer: a full runner batch (4096 alerts) many times
+# The stream lookup/creation (JetStream API): short, for the same reason as ACK_TIMEOUT;
+# when the API does not answer (its meta leader is being elected) publishing goes on and
+# the lookup is tried again STREAM_RETRY seconds later.
+STREAM_TIMEOUT: Final = 1.0
+STREAM_RETRY: Final = 10.0
+LOG_INTERVAL: Final = 10.0  # seconds between two logged client errors (connection refused ...)
+DEFAULT_TABLE: Final = "alerts.status"  # a target table that adds no subject token
+_TABLE_MARK: Final = b'"Table":'
+_TOKEN_BAD: Final = re.compile(r"[^A-Za-z0-9_\-]")
+_SUBJECT: Final = re.compile(r"^[^\s.*>]+(\.[^\s.*>]+)*$")
+_STREAM: Final = re.compile(r"^[^\s.*>/\\]+$")
+
+
+def parse_servers(url: str) -> list[str]:
+    """The server URLs of ``SinkUrl``: ``nats://`` or ``tls://``, comma-separated.
+
+    Raises:
+        ConfigError: naming SinkUrl and the entry that is not a NATS server URL.
+    """
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    if not servers:
+        raise ConfigError("sink nats", "SinkUrl", "SinkType 'nats' needs nats://host:port")
+    for server in servers:
+        try:
+            parts = urlsplit(server)
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        if parts is None or parts.scheme not in ("nats", "tls") or not parts.hostname:
+            raise ConfigError(
+                "sink nats",
+                "SinkUrl",
+                f"expected nats://host:port or tls://host:port, got {server!r}",
+            )
+        del port  # parsed only to reject a port that is not a number
+    return servers
+
+
+def subject_token(table: str) -> str:
+    """A rules target's table as one subject token (``custom.vmstatus`` -> ``custom_vmstatus``)."""
+    return _TOKEN_BAD.sub("_", table) or "_"
+
+
+class _Batch:
+    """The acks one published batch is waiting for."""
+
+    __slots__ = ("duplicates", "future", "left")
+
+    def __init__(self, count: int, future: asyncio.Future[int]) -> None:
+        self.left = count
+        self.duplicates = 0
+        self.future = future
+
+
+class Publisher:
+    """The asyncio side: one NATS connection, the stream, pipelined publishes.
+
+    Every method runs on the publisher's asyncio loop (the bridge's thread).
+    """
+
+    def __init__(self, props: Props, servers: list[str], name: str) -> None:
+        self.servers = servers
+        self.subject = props.SinkSubject
+        self.stream = props.SinkStream
+        self.replicas = props.SinkReplicas
+        self.window = props.SinkDedupWindow
+        self.creds = props.SinkCredentialsFile
+        self.client_name = f"probepair-{props.Name}"
+        self.name = name
+        self.stream_window: float | None = None  # the stream's window, once looked up
+        self._nc: Any = None  # nats.aio.client.Client (nats-py is untyped)
+        self._connecting: asyncio.Task[None] | None = None
+        self._reply = ""
+        self._batches: dict[int, _Batch] = {}
+        self._next_batch = 0
+        self._subjects: dict[str, str] = {}
+        self._last_log = -LOG_INTERVAL
+        self._closing = False
+        self._lookup_after = -STREAM_RETRY
+
+    # -- connection ---------------------------------------------------------------------
+
+    def _log_limited(self, message: str, *args: object) -> None:
+        now = time.monotonic()  # rate limit for log lines only; never a protocol timer
+        if now - self._last_log >= LOG_INTERVAL:
+            self._last_log = now
+            logger.warning(message, *args)
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._log_limited("%s: %s", self.name, exc or type(exc).__name__)
+
+    async def _on_disconnected(self) -> None:
+        if not self._closing:
+            logger.warning("%s: disconnected, reconnecting", self.name)
+
+    async def _on_reconnected(self) -> None:
+        url = self._nc.connected_url if self._nc is not None else None
+        where = f"{url.hostname}:{url.port}" if url is not None else "?"
+        logger.warning("%s: reconnected to %s", self.name, where)
+
+    async def _connect(self) -> None:
+        import nats
+
+        wants_tls = any(s.startswith("tls:") for s in self.servers)
+        tls = ssl.create_default_context() if wants_tls else None
+        self._nc = await nats.connect(
+            self.servers,
+            name=self.client_name,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,  # forever: the runner spools meanwhile
+            reconnect_time_wait=RECONNECT_WAIT,
+            connect_timeout=2,
+            pending_size=PENDING_BYTES,
+            tls=tls,
+            user_credentials=self.creds or None,
+        )
+        # One wildcard subscription takes the acks of every batch (reply <prefix>.<batch>).
+        self._reply = self._nc.new_inbox() + "."
+        await self._nc.subscribe(self._reply + "*", cb=self._on_ack)
+
+    async def connected(self, wait: float) -> bool:
+        """Start connecting (in the background, for ever) and wait up to ``wait`` s.
+
+        True once connected *and* subscribed to the acks' inbox.
+
+        Raises:
+            SinkError: the connection attempt failed for good (a bad .creds file ...);
+                the next call starts a new one.
+        """
+        task = self._connecting
+        if task is None or (
+            task.done() and (task.cancelled() or (self._nc is not None and self._nc.is_closed))
+        ):
+            task = self._connecting = asyncio.get_running_loop().create_task(self._connect())
+        if not task.done():
+            await asyncio.wait([task], timeout=wait)
+        if not task.done() or task.cancelled():
+            return False
+        exc = task.exception()
+        if exc is not None:
+            self._connecting = None
+            raise SinkError(self.name, f"cannot connect: {exc!r}")
+        return self._nc is not None and bool(self._nc.is_connected)
+
+    async def ensure_stream(self) -> None:
+        """Look the stream up, or create it with SinkReplicas and SinkDedupWindow.
+
+        Raises:
+            SinkError: the stream does not exist and cannot be created.
+        """
+        from nats.js.api import StreamConfig
+        from nats.js.errors import NotFoundError
+
+        js = self._nc.jetstream(timeout=STREAM_TIMEOUT)
+        try:
+            info = await js.stream_info(self.stream)
+        except NotFoundError:
+            config = StreamConfig(
+                name=self.stream,
+                subjects=[self.subject, self.subject + ".>"],
+                num_replicas=self.replicas,
+                duplicate_window=self.window,
+            )
+            try:
+                info = await js.add_stream(config)
+            except Exception as exc:  # nats-py raises unrelated types; all mean "not now"
+                raise SinkError(
+                    self.name, f"cannot create stream {self.stream!r}: {exc!r}"
+                ) from None
+            logger.warning(
+                "%s: created stream %s (%d replicas, duplicate window %gs)",
+                self.name,
+                self.stream,
+                self.replicas,
+                self.window,
+            )
+        window = float(info.config.duplicate_window or 0.0)
+        replicas = int(info.config.num_replicas or 1)
+        if window != self.window or replicas != self.replicas:
+            logger.warning(
+                "%s: stream %s has %d replicas and a duplicate window of %gs "
+                "(SinkReplicas %d, SinkDedupWindow %gs apply only to a stream the sink creates)",
+                self.name,
+                self.stream,
+                replicas,
+                window,
+                self.replicas,
+                self.window,
+            )
+        self.stream_window = window
+
+    async def _look_up_stream(self) -> None:
+        """ensure_stream() once; when the API does not answer, publish meanwhile."""
+        now = time.monotonic()  # a retry interval for a lookup, not a protocol timer
+        if self.stream_window is not None or now < self._lookup_after:
+            return
+        try:
+            await self.ensure_stream()
+        except SinkError:
+            raise
+        except Exception as exc:  # a timeout, "JetStream not available" ...: try later
+            self._lookup_after = now + STREAM_RETRY
+            self._log_limited("%s: stream %s lookup: %r; publishing", self.name, self.stream, exc)
+
+    # -- publishing ---------------------------------------------------------------------
+
+    def subject_of(self, payload: bytes) -> str:
+        """SinkSubject, plus ``.<Table>`` when the alert names a target table."""
+        if _TABLE_MARK not in payload:
+            return self.subject
+        try:
+            table = orjson.loads(payload).get("Table")
+        except (orjson.JSONDecodeError, AttributeError):
+            return self.subject
+        if not isinstance(table, str) or not table or table == DEFAULT_TABLE:
+            return self.subject
+        subject = self._subjects.get(table)
+        if subject is None:
+            subject = self._subjects[table] = f"{self.subject}.{subject_token(table)}"
+        return subject
+
+    async def _on_ack(self, msg: Any) -> None:
+        batch = self._batches.get(int(msg.subject[len(self._reply) :]))
+        if batch is None or batch.future.done():
+            return  # a late ack of a batch that timed out (and is retried whole)
+        data: bytes = msg.data
+        error = ""
+        if not data:
+            status = (msg.headers or {}).get("Status", "")
+            error = f"no stream answers on {self.subject!r} (status {status or '?'})"
+        elif b'"error"' in data:
+            err = orjson.loads(data).get("error", {})
+            error = f"JetStream refused a message: {err.get('description', err)}"
+        elif b'"duplicate"' in data and orjson.loads(data).get("duplicate"):
+            batch.duplicates += 1  # the server writes '"duplicate": true' (with a space)
+        if error:
+            batch.future.set_exception(SinkError(self.name, error))
+            return
+        batch.left -= 1
+        if batch.left == 0:
+            batch.future.set_result(batch.duplicates)
+
+    async def publish(self, items: list[Item]) -> int:
+        """Publish ``items``, wait for every ack; the number the stream called duplicates.
+
+        Raises:
+            SinkError: not connected, an ack is an error, or acks missing after ACK_TIMEOUT.
+        """
+        if not await self.connected(PUBLISH_WAIT):
+            raise SinkError(self.name, f"no NATS server answers at {', '.join(self.servers)}")
+        await self._look_up_stream()
+        from nats.errors import Error as NatsError
+
+        loop = asyncio.get_running_loop()
+        batch_id = self._next_batch
+        self._next_batch += 1
+        batch = _Batch(len(items), loop.create_future())
+        self._batches[batch_id] = batch
+        reply = f"{self._reply}{batch_id}"
+        publish = self._nc.publish
+        subject = self.subject
+        subject_of = self.subject_of
+        try:
+            for key, payload in items:
+                await publish(
+                    subject_of(payload) if _TABLE_MARK in payload else subject,
+                    payload,
+                    reply=reply,
+                    headers={"Nats-Msg-Id": key.hex()},
+                )
+            return await asyncio.wait_for(batch.future, ACK_TIMEOUT)
+        except TimeoutError:
+            raise SinkError(
+                self.name,
+                f"{batch.left} of {len(items)} publish acks missing after {ACK_TIMEOUT:g}s",
+            ) from None
+        except NatsError as exc:
+            raise SinkError(self.name, f"cannot publish: {exc!r}") from None
+        finally:
+            del self._batches[batch_id]
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
+
+
+class LoopThread:
+    """An asyncio event loop on its own thread, and a way for trio to await on it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: trio.Event | None = None
+
+    def start(self) -> None:
+        """Start the loop's thread (returns at once)."""
+        # The class, not asyncio.new_event_loop(): a library that replaced the event loop
+        # policy (trio-asyncio does on import) must not decide which loop this thread runs.
+        loop = self.loop = asyncio.SelectorEventLoop()
+        stopped = self._stopped = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def run() -> None:
+            try:
+                loop.run_forever()
+                for task in asyncio.all_tasks(loop):
+                    task.cancel()
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+        def deliver(_: object) -> None:
+            try:
+                token.run_sync_soon(stopped.set)
+            except trio.RunFinishedError:
+                pass  # trio already ended: nobody waits for the thread
+
+        trio.lowlevel.start_thread_soon(run, deliver, name=self.name)
+
+    async def run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: object) -> T:
+        """``await fn(*args)`` on the loop; cancelling the trio side cancels it there."""
+        assert self.loop is not None
+        cf: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(fn(*args), self.loop)
+        return await wait_future(cf)
+
+    async def stop(self) -> None:
+        """Stop the loop and wait for its thread (callers bound the time)."""
+        if self.loop is not None and self._stopped is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            await self._stopped.wait()
+            self.loop = None
+
+
+async def wait_future(cf: concurrent.futures.Future[T]) -> T:
+    """The result of a future completed by another thread, awaited in trio."""
+    token = trio.lowlevel.current_trio_token()
+    done = trio.Event()
+
+    def wake(_: object) -> None:
+        try:
+            token.run_sync_soon(done.set)
+        except trio.RunFinishedError:
+            pass  # trio ended first: nobody is waiting
+
+    cf.add_done_callback(wake)
+    try:
+        await done.wait()
+    finally:
+        if not cf.done():
+            cf.cancel()  # cancels the coroutine on its loop too
+    return cf.result()
+
+
+class NatsSink:
+    """Publishes alerts into a JetStream stream; delivered = publish-acked."""
+
+    def __init__(self, props: Props, *, wall_clock: Callable[[], float] = time.time) -> None:
+        self.servers = parse_servers(props.SinkUrl)
+        for prop, value, pattern in (
+            ("SinkSubject", props.SinkSubject, _SUBJECT),
+            ("SinkStream", props.SinkStream, _STREAM),
+        ):
+            if not pattern.match(value):
+                what = "a stream name" if prop == "SinkStream" else "a subject without wildcards"
+                raise ConfigError("sink nats", prop, f"expected {what}, got {value!r}")
+        self.name = f"nats:{props.SinkStream}"
+        creds = props.SinkCredentialsFile
+        if creds and not os.path.isfile(creds):
+            raise ConfigError("sink nats", "SinkCredentialsFile", f"no such file: {creds!r}")
+        resend_age = props.takeover_bound + BACKOFF_MAX
+        if props.SinkDedupWindow < 2 * resend_age:
+            logger.warning(
+                "%s: SinkDedupWindow %gs is short: a takeover (%gs) plus the sink's longest "
+                "back-off (%gs) may resend alerts older than the window, stored twice then",
+                self.name,
+                props.SinkDedupWindow,
+                props.takeover_bound,
+                BACKOFF_MAX,
+            )
+        self.publisher = Publisher(props, self.servers, self.name)
+        self.duplicates = 0  # messages the stream had already stored (resends)
+        self._wall_clock = wall_clock
+        self._thread = LoopThread(f"probepair-{self.name}")
+        self._failing_since: float | None = None  # wall time of this outage's first failure
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: object) -> T:
+        if self._thread.loop is None:
+            self._thread.start()
+        return await self._thread.run(fn, *args)  # type: ignore[arg-type]
+
+    def spooled_before(self, wall: float) -> None:
+        """The runner found a spool from an earlier run, last written at ``wall``."""
+        if self._failing_since is None or wall < self._failing_since:
+            self._failing_since = wall
+
+    def _failed(self) -> None:
+        if self._failing_since is None:
+            self._failing_since = self._wall_clock()
+
+    async def open(self) -> None:
+        try:
+            if not await self._call(self.publisher.connected, CONNECT_WAIT):
+                raise SinkError(self.name, f"no NATS server answers at {', '.join(self.servers)}")
+        except SinkError:
+            self._failed()
+            raise
+
+    async def deliver(self, items: list[Item]) -> list[bytes]:
+        if not items:
+            await trio.lowlevel.checkpoint()
+            return []
+        try:
+            duplicates = await self._call(self.publisher.publish, items)
+        except SinkError:
+            self._failed()
+            raise
+        if duplicates:
+            self.duplicates += duplicates
+            logger.info(
+                "%s: %d of %d alerts were already in the stream (resent)",
+                self.name,
+                duplicates,
+                len(items),
+            )
+        if self._failing_since is not None:
+            self._check_outage()
+        return [key for key, _ in items]
+
+    def _check_outage(self) -> None:
+        """Warn when the alerts spooled since the outage began are older than the window."""
+        assert self._failing_since is not None
+        age = self._wall_clock() - self._failing_since
+        self._failing_since = None
+        window = self.publisher.stream_window
+        if window is None:  # the stream lookup has not answered yet
+            window = self.publisher.window
+        if age > window:
+            logger.warning(
+                "%s: delivering again after %.0fs of outage, longer than stream %s's "
+                "duplicate window (%gs): spooled or resent alerts the stream had stored "
+                "before the outage may now be stored twice",
+                self.name,
+                age,
+                self.publisher.stream,
+                window,
+            )
+
+    async def aclose(self) -> None:
+        if self._thread.loop is None:
+            return
+        try:
+            await self._thread.run(self.publisher.close)
+        finally:
+            await self._thread.stop()

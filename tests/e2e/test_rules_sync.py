@@ -1,0 +1,243 @@
+"""Rules sync from the master: by command, by ``RulesSync pull``, and refusals."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.e2e.procs import (
+    ACTIVE,
+    PairSide,
+    ProbeProcess,
+    Timings,
+    free_port,
+    http_get,
+    kill9,
+    loopback_pair,
+    probe_env,
+    probepair_cmd,
+    scrape,
+    start_probe,
+    wait_for_lines,
+    wait_metric,
+)
+
+pytestmark = pytest.mark.e2e
+
+MAIN = """table sites = "sites.lookup"
+default = "nowhere"
+
+if (match($Manager, "ProbeWatch")) {
+    @Manager = "ProbeWatch"
+    @Summary = $Summary
+    @Identifier = $Agent + ": " + $Summary
+} else {
+    include "lib/common.rules"
+}
+"""
+STANDBY = 'probepair_role{role="slave-standby"}'
+READY = "probepair_ready"
+
+
+def write_rules(root: Path, version: str) -> Path:
+    """A rules tree (main file, an include in a subdirectory, a lookup table)."""
+    (root / "lib").mkdir(parents=True)
+    (root / "main.rules").write_text(MAIN)
+    (root / "lib" / "common.rules").write_text(
+        f'@Summary = "{version}: " + $Line\n@Identifier = $Line\n'
+        "@Location = lookup($Line, sites)\n"
+    )
+    (root / "sites.lookup").write_text(f"web1\t{version}-site\n")
+    return root / "main.rules"
+
+
+def rules_args(side: PairSide, peer: PairSide | None = None) -> list[str]:
+    """RulesFile in the side's own tree; the peer's metrics endpoint (/status, /rules)."""
+    args = ["--rulesfile", str(side.cwd / "rules" / "main.rules")]
+    return args + (["--peermetricsport", str(peer.metrics_port)] if peer else [])
+
+
+async def status_of(probe: ProbeProcess) -> dict[str, object]:
+    return dict(json.loads(await http_get(probe.address("metrics"), "/status")))
+
+
+async def wait_status(probe: ProbeProcess, key: str, value: object,
+                      timeout: float = 10.0) -> None:
+    with trio.fail_after(timeout):
+        while (await status_of(probe)).get(key) != value:
+            await trio.sleep(0.05)
+
+
+async def sync_cmd(side: PairSide, peer: PairSide, *args: str) -> tuple[int, str]:
+    """``probepair sync`` as an operator runs it on the slave's host."""
+    cmd = probepair_cmd("sync", "--name", side.name, "--mode", side.mode,
+                        "--peerhost", peer.host, "--peerport", str(peer.heartbeat_port),
+                        "--peermetricsport", str(peer.metrics_port),
+                        "--sharedsecretfile", str(side.cwd / "secret"),
+                        *rules_args(side), *args)
+    with trio.fail_after(30):
+        result = await trio.run_process(cmd, cwd=side.cwd, capture_stdout=True,
+                                        capture_stderr=True, check=False,
+                                        env=probe_env(side.cwd))
+    return result.returncode, (result.stdout + result.stderr).decode()
+
+
+async def summaries(sink: Path, count: int) -> list[str]:
+    return [str(json.loads(line).get("Summary")) for line in await wait_for_lines(sink, count)]
+
+
+async def wait_summary(sink: Path, summary: str, timeout: float = 15.0) -> None:
+    with trio.fail_after(timeout):
+        while summary not in (await summaries(sink, 0)):
+            await trio.sleep(0.05)
+
+
+def older_pair(tmp_path: Path) -> tuple[PairSide, PairSide]:
+    m, s = loopback_pair(tmp_path)
+    write_rules(m.cwd / "rules", "v2")
+    write_rules(s.cwd / "rules", "v1")
+    return m, s
+
+
+async def test_a_slave_with_older_rules_syncs_them_by_command(tmp_path: Path) -> None:
+    m, s = older_pair(tmp_path)
+    timings = Timings()
+    async with trio.open_nursery() as nursery:
+        master = await start_probe(nursery, m.args(s, timings, extra=rules_args(m, s)), cwd=m.cwd)
+        slave = await start_probe(nursery, s.args(m, timings, extra=rules_args(s, m)), cwd=s.cwd)
+        await wait_metric(slave, STANDBY, 1, timeout=10)
+        await wait_status(slave, "desynchronised", ["rules"])
+        assert (await scrape(slave))[READY] == 0
+        # The standby's self-event reaches its sink by gap fill (only it had the event).
+        await wait_summary(s.sink, "Desynchronised: rules")
+
+        rc, out = await sync_cmd(s, m)
+        assert rc == 0, out
+        assert "installed rules tree" in out and "s: rules reloaded" in out
+        assert (s.cwd / "rules.prev" / "lib" / "common.rules").read_text().startswith(
+            '@Summary = "v1: "')
+        await wait_metric(slave, READY, 1, timeout=10)
+        assert (await status_of(slave))["rules"] == (await status_of(master))["rules"]
+        await wait_metric(slave, "probepair_config_drift", 0, timeout=5)
+        await wait_metric(master, "probepair_config_drift", 0, timeout=5)
+        await wait_summary(s.sink, "Ready")
+        rc, out = await sync_cmd(s, m)
+        assert (rc, "rules already in sync" in out) == (0, True), out
+
+        # The synced rules are the ones a takeover runs: the include and the table too.
+        await kill9(master)
+        await wait_metric(slave, ACTIVE, 1, timeout=10)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"web1", slave.address("feed"))
+        await wait_summary(s.sink, "v2: web1")
+        alerts = [json.loads(x) for x in await wait_for_lines(s.sink, 1)]
+        assert [a["Location"] for a in alerts if a["Summary"] == "v2: web1"] == ["v2-site"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_rules_sync_pull_makes_a_standby_slave_ready_by_itself(tmp_path: Path) -> None:
+    m, s = older_pair(tmp_path)
+    timings = Timings()
+    async with trio.open_nursery() as nursery:
+        master = await start_probe(nursery, m.args(s, timings, extra=rules_args(m, s)), cwd=m.cwd)
+        slave = await start_probe(
+            nursery,
+            s.args(m, timings, extra=[*rules_args(s, m), "--rulessync", "pull"]),
+            cwd=s.cwd,
+        )
+        await wait_metric(slave, 'probepair_rules_syncs_total{result="success"}', 1, timeout=10)
+        await wait_metric(slave, READY, 1, timeout=10)
+        assert (await status_of(slave))["rules"] == (await status_of(master))["rules"]
+        assert (s.cwd / "rules" / "sites.lookup").read_text() == "web1\tv2-site\n"
+        assert (s.cwd / "rules.prev" / "sites.lookup").read_text() == "web1\tv1-site\n"
+        metrics = await scrape(slave)
+        assert metrics['probepair_rules_syncs_total{result="refused"}'] == 0
+        # (the RulesFile watcher may see the swap before the pull's own reload: 1 or 2)
+        assert metrics['probepair_rules_reloads_total{result="success"}'] >= 1
+        nursery.cancel_scope.cancel()
+
+
+async def serve_fake_peer(status: dict[str, object], archive: bytes, *,
+                          task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """A metrics endpoint that says its rules differ and serves ``archive`` as /rules."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    return
+                request += chunk
+            path = request.split(b" ")[1]
+            body = json.dumps(status).encode() if path == b"/status" else archive
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: "
+                                  + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(handle, listeners)
+
+
+async def test_tampered_or_unsigned_archives_are_refused_and_counted(tmp_path: Path) -> None:
+    m, s = older_pair(tmp_path)
+    timings = Timings()
+    async with trio.open_nursery() as nursery:
+        master = await start_probe(nursery, m.args(s, timings, extra=rules_args(m, s)), cwd=m.cwd)
+        genuine = await http_get(master.address("metrics"), "/rules")
+        header, body = genuine.split(b"\n", 2)[:2], genuine.split(b"\n", 2)[2]
+        # The master's signature over a body changed in transit.
+        tampered = b"\n".join(header) + b"\n" + body.replace(b'"main":"main.rules"',
+                                                             b'"main":"evil.rules"')
+        assert tampered != genuine
+        settings = (await status_of(master))["settings_digest"]  # the pair's: only rules differ
+        fake_status = {"rules": "f" * 64, "settings_digest": settings}
+        fake_port = await nursery.start(serve_fake_peer, fake_status, tampered)
+        slave = await start_probe(
+            nursery,
+            s.args(m, timings, extra=[*rules_args(s), "--rulessync", "pull",
+                                      "--peermetricsport", str(fake_port)]),
+            cwd=s.cwd,
+        )
+        await wait_metric(slave, 'probepair_rules_syncs_total{result="refused"}', 1, timeout=10)
+        metrics = await scrape(slave)
+        assert (metrics[READY], metrics['probepair_rules_syncs_total{result="success"}']) == (0, 0)
+        assert not (s.cwd / "rules.prev").exists()
+        assert "v1" in (s.cwd / "rules" / "lib" / "common.rules").read_text()
+
+        url = f"http://127.0.0.1:{fake_port}/rules"
+        rc, out = await sync_cmd(s, m, "--peer-url", url)
+        assert rc == 1 and "signature does not match: tampered with" in out, out
+        unsigned_port = await nursery.start(serve_fake_peer, fake_status, body)
+        rc, out = await sync_cmd(s, m, "--peer-url", f"http://127.0.0.1:{unsigned_port}/rules")
+        assert rc == 1 and "not a probepair rules archive (unsigned" in out, out
+        assert "v1" in (s.cwd / "rules" / "lib" / "common.rules").read_text()
+
+        # Availability first: a desynchronised slave takes over, and says so.
+        await kill9(master)
+        await wait_metric(slave, ACTIVE, 1, timeout=10)
+        with trio.fail_after(10):
+            while not [x for x in await summaries(s.sink, 0)
+                       if x.startswith("Became active") and "(desynchronised: rules)" in x]:
+                await trio.sleep(0.05)
+        assert "took over while desynchronised from the master (rules)" in s.log.read_text()
+        nursery.cancel_scope.cancel()
+
+
+async def test_rules_are_not_served_without_a_secret(tmp_path: Path) -> None:
+    rules = write_rules(tmp_path / "rules", "v1")
+    port = free_port(socket.SOCK_STREAM)
+    async with trio.open_nursery() as nursery:
+        probe = await start_probe(
+            nursery,
+            ["--name", "lone", "--feedport", "0", "--feedformat", "line", "--rulesfile",
+             str(rules), "--sinkfile", str(tmp_path / "a.jsonl"), "--metricsport", str(port)],
+            cwd=tmp_path,
+        )
+        with pytest.raises(AssertionError, match="403"):
+            await http_get(probe.address("metrics"), "/rules")
+        nursery.cancel_scope.cancel()

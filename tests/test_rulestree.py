@@ -1,0 +1,143 @@
+"""The rules tree archive: digest, signature, compile from memory, atomic install."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from probepair.rules import load_rules
+from probepair.rulestree import (
+    MAGIC,
+    ArchiveRefused,
+    RulesSyncError,
+    RulesTree,
+    check_compiles,
+    install_tree,
+    pack,
+    read_tree,
+    unpack,
+)
+from probepair.rulesync import sync_once
+
+SECRET = b"a rules sync secret of enough length"
+MAIN = 'table sites = "sites.lookup"\ndefault = "nowhere"\ninclude "lib/common.rules"\n'
+COMMON = '@Summary = "v2: " + $Line\n@Identifier = $Line\n@Location = lookup($Line, sites)\n'
+
+
+def write_tree(root: Path, main: str = MAIN, name: str = "main.rules") -> Path:
+    (root / "lib").mkdir(parents=True, exist_ok=True)
+    (root / name).write_text(main)
+    (root / "lib" / "common.rules").write_text(COMMON)
+    (root / "sites.lookup").write_text("web1\tlondon\n")
+    return root / name
+
+
+def tree_of(rules_file: Path) -> RulesTree:
+    return read_tree(str(rules_file), load_rules(rules_file).files)
+
+
+def test_the_digest_ignores_where_the_tree_lives_and_the_main_files_name(tmp_path: Path) -> None:
+    a = tree_of(write_tree(tmp_path / "a" / "rules"))
+    b = tree_of(write_tree(tmp_path / "b" / "elsewhere", name="probe.rules"))
+    assert sorted(a.files) == ["lib/common.rules", "main.rules", "sites.lookup"]
+    assert a.digest == b.digest
+    (tmp_path / "b" / "elsewhere" / "sites.lookup").write_text("web1\tparis\n")
+    assert tree_of(tmp_path / "b" / "elsewhere" / "probe.rules").digest != a.digest
+
+
+def test_pack_and_unpack_round_trip_and_refuse_tampering(tmp_path: Path) -> None:
+    tree = tree_of(write_tree(tmp_path / "rules"))
+    archive = pack(tree, SECRET)
+    assert archive.startswith(MAGIC)
+    assert unpack(archive, SECRET) == tree
+    other = pack(RulesTree(tree.main, {**tree.files, "lib/common.rules": b"@Summary = $Line\n"}),
+                 SECRET)
+    tampered = archive.split(b"\n", 2)[1] + b"\n" + other.split(b"\n", 2)[2]
+    tampered = MAGIC + tampered  # the master's signature over a changed tree
+    with pytest.raises(ArchiveRefused, match=r"^x: signature does not match: tampered with"):
+        unpack(tampered, SECRET, "x")
+    with pytest.raises(ArchiveRefused, match="signature does not match"):
+        unpack(archive, b"another secret", "x")
+    body = archive.split(b"\n", 2)[2]
+    with pytest.raises(ArchiveRefused, match=r"^x: not a probepair rules archive \(unsigned"):
+        unpack(body, SECRET, "x")
+    with pytest.raises(ArchiveRefused, match=r"^x: no signature line: unsigned archive refused$"):
+        unpack(MAGIC + body, SECRET, "x")
+    with pytest.raises(ArchiveRefused, match=r"^x: no SharedSecret is set"):
+        unpack(archive, b"", "x")
+    with pytest.raises(RulesSyncError, match=r"^/rules: no SharedSecret is set"):
+        pack(tree, b"")
+
+
+def test_a_signed_archive_with_an_unsafe_path_is_refused() -> None:
+    evil = RulesTree("main.rules", {"main.rules": b"", "../../etc/passwd": b"x"})
+    with pytest.raises(RulesSyncError, match=r"'\.\./\.\./etc/passwd' lies outside"):
+        pack(evil, SECRET)
+    import hashlib
+    import hmac
+
+    import orjson
+
+    body = orjson.dumps({"main": "main.rules", "digest": evil.digest,
+                         "files": {"main.rules": "", "../../etc/passwd": "eA=="}})
+    mac = hmac.new(SECRET, MAGIC + body, hashlib.sha256).hexdigest().encode()
+    with pytest.raises(ArchiveRefused, match=r"unsafe or missing path in the archive: '\.\./"):
+        unpack(MAGIC + mac + b"\n" + body, SECRET)
+
+
+def test_a_tree_that_does_not_compile_here_is_refused_before_anything_is_written(
+        tmp_path: Path) -> None:
+    tree = tree_of(write_tree(tmp_path / "m"))
+    broken = RulesTree(tree.main, {**tree.files, "lib/common.rules": b"@Summary = nope($Line)\n"})
+    target = write_tree(tmp_path / "s", main='@Summary = "v1"\n')
+    with pytest.raises(RulesSyncError, match=r"do not compile here: .*common\.rules:1:12"):
+        check_compiles(broken, str(target))
+    missing = RulesTree(tree.main, {tree.main: tree.files[tree.main]})
+    with pytest.raises(RulesSyncError, match=r"not in the synced tree"):
+        check_compiles(missing, str(target))
+
+
+def test_install_swaps_the_directory_and_keeps_the_previous_tree(tmp_path: Path) -> None:
+    master = tree_of(write_tree(tmp_path / "m" / "rules"))
+    slave_file = tmp_path / "s" / "rules" / "probe.rules"
+    slave_file.parent.mkdir(parents=True)
+    slave_file.write_text('@Summary = "v1: " + $Line\n')
+    old = tree_of(slave_file)
+    check_compiles(master, str(slave_file))
+    previous = install_tree(master, str(slave_file), old.files)
+    assert previous == str(tmp_path / "s" / "rules.prev")
+    assert (Path(previous) / "probe.rules").read_text() == '@Summary = "v1: " + $Line\n'
+    assert slave_file.read_text() == MAIN
+    assert tree_of(slave_file).digest == master.digest
+    assert sorted(os.listdir(tmp_path / "s")) == ["rules", "rules.prev"]
+    program = load_rules(slave_file)
+    assert program.run  # the installed tree loads from disk
+
+
+def test_install_refuses_a_directory_that_holds_other_files(tmp_path: Path) -> None:
+    master = tree_of(write_tree(tmp_path / "m"))
+    slave_file = tmp_path / "etc" / "probe.rules"
+    slave_file.parent.mkdir()
+    slave_file.write_text('@Summary = "v1"\n')
+    (tmp_path / "etc" / "probepair.props").write_text("Mode: slave\n")
+    with pytest.raises(RulesSyncError, match=r"holds files that are not part of the rules tree "
+                                             r"\(probepair\.props\)"):
+        install_tree(master, str(slave_file), ["probe.rules"])
+    assert slave_file.read_text() == '@Summary = "v1"\n'
+
+
+def test_sync_once_installs_then_reports_nothing_to_do(tmp_path: Path) -> None:
+    archive = pack(tree_of(write_tree(tmp_path / "m")), SECRET)
+    slave_file = tmp_path / "s" / "rules" / "probe.rules"
+    slave_file.parent.mkdir(parents=True)
+    slave_file.write_text('@Summary = "v1"\n')
+    outcome = sync_once("http://peer/rules", str(slave_file), SECRET, tree_of(slave_file),
+                        fetch=lambda url: archive)
+    assert outcome.changed and outcome.previous is not None
+    again = sync_once("http://peer/rules", str(slave_file), SECRET, tree_of(slave_file),
+                      fetch=lambda url: archive)
+    assert (again.changed, again.digest) == (False, outcome.digest)
+    with pytest.raises(RulesSyncError, match=r"^RulesFile: is '': there is no rules tree"):
+        sync_once("u", "", SECRET, None, fetch=lambda url: archive)
