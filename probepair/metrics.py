@@ -59,6 +59,9 @@ class Metrics:
         self.buffer_depth = Gauge(
             "probepair_buffer_depth", "events held by a standby slave", registry=r
         )
+        self.buffer_bytes = Gauge(
+            "probepair_buffer_bytes", "payload bytes held by a standby slave", registry=r
+        )
         self.failovers = Counter(
             "probepair_failovers", "times this probe became active by takeover", registry=r
         )

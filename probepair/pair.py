@@ -48,6 +48,7 @@ def failover_config(props: Props, rules_digest: str = "") -> FailoverConfig:
         failback=Failback(props.Failback),
         ack_interval=props.AckInterval,
         buffer_limit=props.BufferSize,
+        buffer_bytes=props.BufferBytes,
         retention=props.BufferRetention,
         gap_timeout=props.GapTimeout,
         sink_failover=props.SinkFailover,
@@ -83,7 +84,7 @@ class PairObserver:
         self,
         metrics: Metrics,
         machine: FailoverMachine,
-        flush_send: trio.MemorySendChannel[list[Item]],
+        flush_send: trio.abc.SendChannel[list[Item]],
         on_role: Callable[[Role, Role, str], None] | None = None,
     ) -> None:
         self._metrics = metrics
@@ -95,6 +96,7 @@ class PairObserver:
         self._seen: dict[object, int] = {"dup": 0, "fo": 0, "gap": 0}
         self._seen.update((reason, 0) for reason in DropReason)
         metrics.buffer_depth.set_function(lambda: machine.buffer_depth)
+        metrics.buffer_bytes.set_function(lambda: machine.buffer_bytes)
         metrics.beat_interval.set_function(lambda: machine.beat_interval)
         metrics.peer_heartbeat_age.set_function(self._peer_age)
         metrics.sink_healthy.set_function(lambda: 1 if machine.sink_healthy else 0)
@@ -176,7 +178,7 @@ class PairObserver:
 def build_driver(
     props: Props,
     metrics: Metrics,
-    flush_send: trio.MemorySendChannel[list[Item]],
+    flush_send: trio.abc.SendChannel[list[Item]],
     rules_digest: str = "",
     on_role: Callable[[Role, Role, str], None] | None = None,
     feed_idle: Callable[[], bool] | None = None,

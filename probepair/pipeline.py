@@ -23,6 +23,7 @@ from probepair.peer import PeerDriver
 from probepair.props import Props, as_mapping
 
 if TYPE_CHECKING:
+    from probepair.channels import ReceiveEnd, SendEnd
     from probepair.errors import RulesRuntimeError
     from probepair.feeds.base import Batch
     from probepair.metrics import Metrics
@@ -237,8 +238,8 @@ class Processor:
 
     async def run(
         self,
-        recv: trio.MemoryReceiveChannel[Batch],
-        send: trio.MemorySendChannel[list[Item]],
+        recv: ReceiveEnd[Batch],
+        send: SendEnd[list[Item]],
     ) -> None:
         """Process until ``recv`` ends; the caller closes ``send``."""
         async for batch in recv:  # each receive is a schedule point

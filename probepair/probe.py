@@ -31,12 +31,21 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from probepair import __version__
+from probepair.channels import (
+    BoundedSendChannel,
+    ReceiveEnd,
+    SendEnd,
+    batch_bytes,
+    items_bytes,
+    open_bounded_channel,
+)
 from probepair.control import make_handler, serve_control, socket_path
 from probepair.errors import RulesError
 from probepair.failback import drive_window, local_zone, window_status
 from probepair.failover import ACTIVE_ROLES, HandoverReason, Mode, Role
 from probepair.failover.window import FailbackWindow
 from probepair.feeds import make_feed
+from probepair.heap import trim_heap_forever
 from probepair.metrics import Metrics, serve_metrics
 from probepair.notify import Notifier
 from probepair.pair import PairObserver, build_driver, pair_digest, settings_digest
@@ -53,7 +62,6 @@ if TYPE_CHECKING:
     from probepair.feeds.base import Batch, Feed
     from probepair.props import Props
     from probepair.rules import Program
-    from probepair.sinks.base import Item
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +136,7 @@ class Probe:
         self._stop = trio.Event()
         self._feed_done = trio.Event()
         self.notifier = Notifier(props.NotifyCommand, props.Name)
-        self._self_send: trio.MemorySendChannel[Batch] | None = None
+        self._self_send: BoundedSendChannel[Batch] | None = None
         self.addresses: dict[str, str] = {}
         self.window = (
             FailbackWindow(props.FailbackWindow, props.FailbackWindowLength, local_zone())
@@ -213,7 +221,7 @@ class Probe:
         self.send_self_event(f"{verb} ({new.value}): {reason}")
         self.notifier.on_role(old, new, reason)
 
-    async def _self_events(self, send: trio.MemorySendChannel[Batch]) -> None:
+    async def _self_events(self, send: BoundedSendChannel[Batch]) -> None:
         """'Running ...' now, 'Going Down ...' at stop; then the channel closes."""
         async with send:
             self._self_send = send
@@ -320,7 +328,7 @@ class Probe:
         assert self.driver is not None
         self.driver.request_mode(mode, HandoverReason.OPERATOR)
 
-    def _pipeline_idle(self, feed_recv: trio.MemoryReceiveChannel[Batch]) -> bool:
+    def _pipeline_idle(self, feed_recv: ReceiveEnd[Batch]) -> bool:
         """Nothing is on its way to the failover gate: the feed holds and has nothing
         unread, the channel is empty and the rules task waits on it (a task that has
         just taken a batch is not waiting yet, though the channel already looks empty).
@@ -348,7 +356,7 @@ class Probe:
 
     async def _run_feed(
         self,
-        send: trio.MemorySendChannel[Batch],
+        send: SendEnd[Batch],
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -378,8 +386,9 @@ class Probe:
             if props.StoreAndForward and props.SinkType != "stdout"
             else None
         )
-        feed_send, feed_recv = trio.open_memory_channel["Batch"](props.QueueSize)
-        sink_send, sink_recv = trio.open_memory_channel[list["Item"]](props.QueueSize)
+        # Bounded in batches and in bytes: a burst of large datagrams cannot queue GiBs.
+        feed_send, feed_recv = open_bounded_channel(props.QueueSize, props.QueueBytes, batch_bytes)
+        sink_send, sink_recv = open_bounded_channel(props.QueueSize, props.QueueBytes, items_bytes)
         flush_send = sink_send.clone()
         link = None
         observer: PairObserver | None = None
@@ -407,6 +416,7 @@ class Probe:
                 outer.start_soon(self._watch_signals, name="signals")
                 outer.start_soon(self._watch_rules_file, name="rules-watch")
                 outer.start_soon(self.notifier.run, name="notify")
+                outer.start_soon(trim_heap_forever, name="heap-trim")
                 control = socket_path(props.Name, props.ControlSocket, create=True)
                 handler = make_handler(
                     self.status,

@@ -106,6 +106,9 @@ class Props:
     )
     AckInterval: float = _prop(0.1, "seconds between delivery acks sent to the peer", positive=True)
     BufferSize: int = _prop(1_000_000, "events a standby slave holds at most", low=1)
+    BufferBytes: int = _prop(
+        256 * 2**20, "bytes a standby slave's buffer holds at most (alerts + 160 each)", low=65536
+    )
     BufferRetention: float = _prop(
         60.0, "seconds a standby slave holds an un-acked event", positive=True
     )
@@ -163,6 +166,9 @@ class Props:
     FeedFormat: str = _prop("syslog", "record format: syslog, json or line", choices=FEED_FORMATS)
     QueueSize: int = _prop(
         256, "batches held between the feed and the rules (back-pressure)", low=1
+    )
+    QueueBytes: int = _prop(
+        32 * 2**20, "bytes held between two stages at most, besides QueueSize", low=65536
     )
     BatchLatency: float = _prop(
         BATCH_LATENCY_MS,

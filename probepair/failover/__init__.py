@@ -12,10 +12,13 @@ Roles (``Role``): ``master`` forwards events to the sink; ``master-pending`` is 
 is a lone probe (always active, no heartbeats, ``next_deadline()`` is inf). A role
 implies an *effective mode*: master roles are mode master, slave roles mode slave.
 
-Modules: ``machine`` (roles, timers, handover, peer input), ``acks`` (the reliable ack
-stream both ways), ``freshness`` (which datagrams are provably recent), ``precedence``
-(the split-brain verdict), ``window`` (failback window and delay), ``types`` (settings
-and actions). The standby buffer is ``probepair.standby``.
+Modules, each one concern: ``machine`` (the inputs: events, deliveries, datagrams,
+ticks, mode requests), ``peerinput`` (what a fresh datagram changes), ``roles`` (timers,
+role changes, the handover, sink health, gap fill), ``sending`` (heartbeats and acks),
+``state`` (what one side knows), ``acks`` (the reliable ack stream both ways),
+``freshness`` (which datagrams are provably recent), ``precedence`` (the split-brain
+verdict), ``window`` (failback window and delay), ``types`` (settings and actions). The
+standby buffer is ``probepair.standby``.
 
 Timers are deadlines the runtime sleeps until (``next_deadline()``); every input first
 runs the timers that are due at ``now`` and re-arms or clears each one it runs, so after

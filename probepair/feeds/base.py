@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 if TYPE_CHECKING:
+    from probepair.channels import SendEnd
     from probepair.events import Event
     from probepair.props import Props
 
 Batch = list["Event"]
 MAX_BATCH = 512  # records per channel send: amortises the send, keeps latency < 1 ms
+MAX_BATCH_BYTES = 1 << 20  # about the most raw bytes in a batch (512 x 64 KiB would be 32 MiB)
 
 
 class Feed(Protocol):
@@ -28,7 +30,7 @@ class Feed(Protocol):
 
     async def run(
         self,
-        send: trio.MemorySendChannel[Batch],
+        send: SendEnd[Batch],
         *,
         task_status: trio.TaskStatus[Any] = ...,
     ) -> None: ...
@@ -53,7 +55,7 @@ def make_feed(props: Props, wall_clock: Callable[[], float]) -> Feed:
 STOP_GRACE = 5.0  # seconds a cancelled feed may wait to hand over its last batch
 
 
-async def send_batch(send: trio.MemorySendChannel[Batch], batch: Batch) -> None:
+async def send_batch(send: SendEnd[Batch], batch: Batch) -> None:
     """Send ``batch``; if the feed is being stopped meanwhile, still hand it over.
 
     A datagram read from the socket is accepted: a clean stop (which cancels the feed)

@@ -24,6 +24,7 @@ from probepair.events import Event, KeyMaker
 from probepair.feeds.base import MAX_BATCH, Batch, send_batch
 
 if TYPE_CHECKING:
+    from probepair.channels import SendEnd
     from probepair.props import Props
 
 POLL_INTERVAL = 0.1  # seconds between looks at an idle file; bounds added latency
@@ -82,7 +83,7 @@ class FileFeed:
 
     async def run(
         self,
-        send: trio.MemorySendChannel[Batch],
+        send: SendEnd[Batch],
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -113,9 +114,7 @@ class FileFeed:
         key = self._keys.key(b"%d:" % start + line, trio.current_time())
         return [Event(line, key, self._wall_clock())]
 
-    async def _after_idle(
-        self, cur: _Follow, send: trio.MemorySendChannel[Batch]
-    ) -> _Follow | None:
+    async def _after_idle(self, cur: _Follow, send: SendEnd[Batch]) -> _Follow | None:
         """Sleep a poll interval, then handle rotation or truncation."""
         await trio.sleep(POLL_INTERVAL)
         try:

@@ -13,6 +13,7 @@ from probepair.feeds.base import Batch, send_batch
 from probepair.feeds.lines import LineSplitter
 
 if TYPE_CHECKING:
+    from probepair.channels import SendEnd
     from probepair.props import Props
 
 READ_SIZE = 65536
@@ -28,7 +29,7 @@ class StdinFeed:
 
     async def run(
         self,
-        send: trio.MemorySendChannel[Batch],
+        send: SendEnd[Batch],
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:

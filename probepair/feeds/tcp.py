@@ -14,6 +14,7 @@ from probepair.feeds.base import Batch, send_batch
 from probepair.feeds.lines import LineSplitter
 
 if TYPE_CHECKING:
+    from probepair.channels import SendEnd
     from probepair.props import Props
 
 READ_SIZE = 65536
@@ -33,7 +34,7 @@ class TcpFeed:
 
     async def run(
         self,
-        send: trio.MemorySendChannel[Batch],
+        send: SendEnd[Batch],
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -47,7 +48,7 @@ class TcpFeed:
             await nursery.start(trio.serve_listeners, partial(self._client, send), listeners)
             task_status.started(address)
 
-    async def _client(self, send: trio.MemorySendChannel[Batch], stream: trio.SocketStream) -> None:
+    async def _client(self, send: SendEnd[Batch], stream: trio.SocketStream) -> None:
         splitter = LineSplitter(self._keys, trio.current_time, self._wall_clock)
         async with stream:
             while True:

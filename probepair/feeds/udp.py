@@ -20,16 +20,18 @@ import trio
 
 from probepair.errors import FeedError
 from probepair.events import Event, KeyMaker
-from probepair.feeds.base import MAX_BATCH, Batch, send_batch
+from probepair.feeds.base import MAX_BATCH, MAX_BATCH_BYTES, Batch, send_batch
 from probepair.sockopts import raise_rcvbuf
 
 if TYPE_CHECKING:
+    from probepair.channels import SendEnd
     from probepair.props import Props
 
 RECV_SIZE = 65535  # the largest UDP payload
 # Datagrams per batch worth gathering: a wake-up costs ~165 µs of CPU however much it
 # carries (bench/cost.py), ~1.3 µs an event at 128; bigger batches only add latency.
 BATCH_TARGET = 128
+MIN_BATCH = 16  # datagrams a batch may hold at least: 16 x 64 KiB = MAX_BATCH_BYTES
 
 
 def kernel_drops(sock: socket.socket) -> int:
@@ -78,7 +80,7 @@ class UdpFeed:
 
     async def run(
         self,
-        send: trio.MemorySendChannel[Batch],
+        send: SendEnd[Batch],
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -99,9 +101,7 @@ class UdpFeed:
             task_status.started(sock.getsockname()[:2])
             await self._drain_forever(sock, send)
 
-    async def _drain_forever(
-        self, sock: socket.socket, send: trio.MemorySendChannel[Batch]
-    ) -> None:
+    async def _drain_forever(self, sock: socket.socket, send: SendEnd[Batch]) -> None:
         # The loop per datagram is only recv + rstrip + append: keys and Events are
         # made per batch (KeyMaker.keys), which halves the feed's per-event cost.
         #
@@ -125,12 +125,17 @@ class UdpFeed:
         wall = self._wall_clock
         latency = window = self._latency
         held: list[bytes] = []  # read on waking from idle, waiting out the window
+        count = MAX_BATCH  # datagrams a batch may hold: fewer when they are long
         while True:
             raws, held = held, []
             self._held = held
-            empty = _drain(recv, raws, MAX_BATCH - len(raws))
+            empty = _drain(recv, raws, max(0, count - len(raws)))
             drained_at = now()
             if raws:
+                # Long datagrams make short batches (sized from the last batch, so the
+                # drain stays recv + append): about MAX_BATCH_BYTES a batch (issue 9).
+                size = sum(map(len, raws)) + 1
+                count = max(MIN_BATCH, min(MAX_BATCH, MAX_BATCH_BYTES * len(raws) // size))
                 received = wall()
                 batch = [
                     Event(raw, key, received)
@@ -152,7 +157,7 @@ class UdpFeed:
                 await trio.lowlevel.wait_readable(sock)
                 drained_at = now()
                 window = latency
-                if not _drain(recv, held, MAX_BATCH):
+                if not _drain(recv, held, count):
                     continue  # a backlog (a burst, a stall): no reason to wait
             else:
                 # The last window brought len(raws) datagrams: the next one need only
@@ -168,7 +173,7 @@ class UdpFeed:
                 raise
 
     async def _last_batch(
-        self, sock: socket.socket, send: trio.MemorySendChannel[Batch], raws: list[bytes]
+        self, sock: socket.socket, send: SendEnd[Batch], raws: list[bytes]
     ) -> None:
         _drain(sock.recv, raws, MAX_BATCH - len(raws))
         if raws:

@@ -15,16 +15,19 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from probepair.alerts import exact_copies
 from probepair.errors import SinkError
 from probepair.sinks.base import Item, Sink
 from probepair.sinks.spool import Spool
 
 if TYPE_CHECKING:
+    from probepair.channels import ReceiveEnd
     from probepair.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
 MAX_ITEMS = 4096  # alerts per delivery: one write(2) or one transaction
+MAX_BYTES = 4 * 2**20  # alert bytes per delivery: 4096 long alerts must not make 1 GiB
 BACKOFF_FIRST = 0.25  # seconds before the first retry of a failed sink
 # Seconds between retries at most: a sink that comes back is written to again within
 # this (plus one attempt), so delivery resumes well inside a second. A retry of a sink
@@ -66,7 +69,7 @@ class SinkRunner:
             spooled = self.spool.backlog_bytes if self.spool is not None else 0
             self.on_health(failing_since, spooled)
 
-    async def run(self, recv: trio.MemoryReceiveChannel[list[Item]]) -> None:
+    async def run(self, recv: ReceiveEnd[list[Item]]) -> None:
         """Deliver until ``recv`` is closed and drained, then close the sink."""
         if self.spool is not None and self.spool.pending:
             # A spool an earlier run left: its alerts are older than its last write. A
@@ -110,7 +113,7 @@ class SinkRunner:
             await self.sink.aclose()
 
     @staticmethod
-    async def _next(recv: trio.MemoryReceiveChannel[list[Item]]) -> list[Item] | None:
+    async def _next(recv: ReceiveEnd[list[Item]]) -> list[Item] | None:
         try:
             items = await recv.receive()
         except trio.EndOfChannel:
@@ -118,11 +121,13 @@ class SinkRunner:
         # One copy, then extend it: not a copy of the growing list per batch appended
         # (and never the sender's list, which a sender may still hold).
         own: list[Item] | None = None
-        while len(items) < MAX_ITEMS:
+        size = sum([len(payload) for _, payload in items])
+        while len(items) < MAX_ITEMS and size < MAX_BYTES:
             try:
                 batch = recv.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
+            size += sum([len(payload) for _, payload in batch])
             if own is None:
                 items = own = items + batch
             else:
@@ -163,10 +168,13 @@ class SinkRunner:
         self._metrics.spool_bytes.set(self.spool.backlog_bytes)
 
     async def _deliver_or_spool(self, items: list[Item]) -> None:
+        retried = False
         while not await self._deliver(items):
             if self.spool is not None:
                 self._spool(items)
                 return
+            if not retried:  # held until the sink is back: at their size (issue 9)
+                items, retried = exact_copies(items), True
             await trio.sleep_until(self._retry_at)
 
     async def _replay(self) -> bool:

@@ -1,0 +1,246 @@
+"""The state of one probe's side of the pair, and its read-only view (PURE).
+
+See the package docstring for the rules. The behaviour is added by concern in
+``sending`` (datagrams), ``roles`` (timers, role changes, handover, gap fill),
+``peerinput`` (what the peer's datagrams change) and ``machine`` (the inputs).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Final
+
+from probepair.failover.acks import AckLog, AckStream
+from probepair.failover.freshness import Freshness
+from probepair.failover.precedence import MASTER_ROLES
+from probepair.failover.types import (
+    DropReason,
+    Failback,
+    FailoverConfig,
+    Mode,
+)
+from probepair.failover.window import FailbackGate
+from probepair.standby import StandbyBuffer
+from probepair.wire import Flag, Role
+
+INF: Final = math.inf
+ACTIVE_ROLES: Final = frozenset({Role.MASTER, Role.SLAVE_ACTIVE, Role.STANDARD})
+_HANDOVER_FLAGS: Final = Flag.HANDING_OVER | Flag.HANDED_OVER
+_ECHO_REFRESH: Final = 0.75  # of the bound: past this echo age we beat early, see receive()
+# seconds: a timer this late means the process was stalled (scheduling lag is ms)
+_LATE: Final = 0.25
+
+
+class _Handover(enum.Enum):
+    NONE = enum.auto()
+    DRAINING = enum.auto()  # stepped down; waiting for the sink to deliver what we forwarded
+    DONE = enum.auto()  # drained and acked; beating HANDED_OVER until the master is active
+
+
+class MachineState:
+    """Everything one side knows: settings, timers, peer, buffers (see FailoverMachine)."""
+
+    def __init__(self, config: FailoverConfig, *, now: float) -> None:
+        self.config = config
+        self._epoch = 0
+        self._seq = 0
+        self._role_seq = 0  # seq of the first datagram sent with the current role
+        self._silence_since = now  # start, or the last heartbeat that re-armed the timer
+        self._beat_interval = config.beat_interval
+        self._standby = StandbyBuffer(config.buffer_limit, config.retention, config.buffer_bytes)
+        self._fresh = Freshness(config.boot_id, keep=config.retention)
+        self._acks = AckLog(config.retention, config.buffer_limit)
+        self._stream: AckStream | None = None  # acks from the peer's current boot
+        self._base_for: tuple[bytes, int] | None = None  # our ack_base for the peer's boot
+        self._gap_marks: list[tuple[int, float]] = []  # (peer ack serial, horizon)
+        self._pending_acks: list[bytes] = []
+        self._handover = _Handover.NONE
+        self._handover_boot: bytes | None = None
+        self._forwarded = 0  # since we last became active; with _delivered: in flight
+        self._delivered = 0
+        self._feed_idle = False
+        self._sink_failing_since: float | None = None
+        self._sink_healthy_since = now
+        self._spool_bytes = 0
+        self._sink_handed_over = False
+        self.failback = FailbackGate(config.failback_delay)  # window_open: set by the runtime
+        self._peer_boot: bytes | None = None
+        self._peer_role: Role | None = None
+        self._peer_last_heard: float | None = None
+        self._peer_seq = 0  # newest fresh heartbeat seq from _peer_boot
+        self._peer_sink_failing = 0.0
+        self._peer_spool_bytes = 0
+        self._awaited_serial: int | None = None  # from the peer's HANDED_OVER beat
+        self._peer_digest = config.config_digest
+        self._split_brain = False
+        self._active_since = now
+        self._next_beat = INF
+        # Extra beats are rate-limited, answers apart from our own requests: a burst of
+        # stale datagrams after a stall must not silence the answer a live peer awaits.
+        self._next_extra = {False: -INF, True: -INF}  # request? -> next allowed
+        # An active master whose beat is overdue by more than the takeover bound was
+        # stalled (SIGSTOP, a frozen VM): its peer has likely taken over, so the next
+        # tick makes it a pending master that waits for the handover (see stall_at).
+        self._stall_at = INF
+        self._peer_deadline = INF
+        self._silence_deferred = False  # the late silence timer waited for one round trip
+        self._ack_due = INF
+        self._drain_deadline = INF
+        self._giveup = INF
+        self.failovers = 0  # times this probe became active after start
+        self.split_brains = 0
+        self.gap_fills = 0  # events delivered because the active peer passed them by
+        self.acks_resent = 0
+        if config.mode is Mode.STANDARD:
+            self._role = Role.STANDARD
+        else:
+            if config.mode is Mode.SLAVE:
+                self._role = Role.SLAVE_STANDBY
+            elif config.failback is Failback.IMMEDIATE:
+                self._role = Role.MASTER
+            else:
+                self._role = Role.MASTER_PENDING
+            self._next_beat = now
+            if self._role is not Role.MASTER:
+                self._peer_deadline = now + self._bound()
+        self._active = self._role in ACTIVE_ROLES
+
+    @property
+    def role(self) -> Role:
+        """The current role."""
+        return self._role
+
+    @property
+    def active(self) -> bool:
+        """True while this probe forwards events to its sink."""
+        return self._active
+
+    @property
+    def mode(self) -> Mode:
+        """The effective mode: the configured one until a switch or a higher epoch."""
+        if self._role is Role.STANDARD:
+            return Mode.STANDARD
+        return Mode.MASTER if self._role in MASTER_ROLES else Mode.SLAVE
+
+    @property
+    def epoch(self) -> int:
+        """The role-switch counter carried by heartbeats."""
+        return self._epoch
+
+    @property
+    def seq(self) -> int:
+        """Sequence number of the last datagram sent (0: none yet)."""
+        return self._seq
+
+    @property
+    def buffer_depth(self) -> int:
+        """Events held un-forwarded."""
+        return len(self._standby)
+
+    @property
+    def buffer_bytes(self) -> int:
+        """Payload bytes held un-forwarded."""
+        return self._standby.bytes
+
+    @property
+    def stall_at(self) -> float:
+        """Past this time an active master counts as stalled (``math.inf``: not master).
+
+        ``tick`` then makes it ``master-pending``. The runtime checks it before offering
+        events, so a master that wakes from a stall ticks before it forwards anything.
+        """
+        return self._stall_at
+
+    @property
+    def duplicates_avoided(self) -> int:
+        """Events dropped on arrival because the peer had already acked them."""
+        return self._standby.duplicates_avoided
+
+    @property
+    def acked(self) -> int:
+        """Held events removed by the peer's acks."""
+        return self._standby.acked
+
+    @property
+    def beat_interval(self) -> float:
+        """The beat interval in effect (a slave's is the master's)."""
+        return self._beat_interval
+
+    @property
+    def peer_last_heard(self) -> float | None:
+        """When the last fresh datagram from the peer arrived (None: never)."""
+        return self._peer_last_heard
+
+    @property
+    def peer_role(self) -> Role | None:
+        """The role the peer's last fresh heartbeat carried."""
+        return self._peer_role
+
+    @property
+    def peer_sink_failing(self) -> float:
+        """Seconds the peer's sink had been failing at its last heartbeat (0: healthy)."""
+        return self._peer_sink_failing
+
+    @property
+    def spool_bytes(self) -> int:
+        """Our spool's bytes as the runtime last reported them."""
+        return self._spool_bytes
+
+    @property
+    def peer_spool_bytes(self) -> int:
+        """The peer's spool bytes at its last heartbeat."""
+        return self._peer_spool_bytes
+
+    @property
+    def split_brain(self) -> bool:
+        """True from a detected split brain until the peer is heard inactive or silent."""
+        return self._split_brain
+
+    @property
+    def config_drift(self) -> bool:
+        """True when the peer's last config digest differs from ours."""
+        return self._peer_digest != self.config.config_digest
+
+    @property
+    def handing_over(self) -> bool:
+        """True while this probe hands over to a pending master."""
+        return self._handover is not _Handover.NONE
+
+    @property
+    def sink_healthy(self) -> bool:
+        """False while the runtime reports our sink failing."""
+        return self._sink_failing_since is None
+
+    @property
+    def dropped(self) -> dict[DropReason, int]:
+        """Buffered events dropped without forwarding, by reason."""
+        return {
+            DropReason.BUFFER_FULL: self._standby.dropped_full,
+            DropReason.BUFFER_BYTES: self._standby.dropped_bytes,
+            DropReason.RETENTION: self._standby.dropped_retention,
+        }
+
+    def next_deadline(self) -> float:
+        """When ``tick`` must be called next (``math.inf``: nothing scheduled)."""
+        hole = INF
+        if self._stream is not None and self._stream.hole_deadline < INF:
+            hole = self._stream.hole_deadline + self._bound()
+        return min(
+            self._next_beat,
+            self._peer_deadline,
+            self._ack_due,
+            self._drain_deadline,
+            self._giveup,
+            hole,
+        )
+
+    def _bound(self) -> float:
+        c = self.config
+        return self._beat_interval + c.beat_threshold + c.heartbeat_timeout
+
+    def _pending(self) -> int:
+        return max(0, self._forwarded - self._delivered) if self._active else 0
+
+    def _idle(self) -> bool:
+        return self._active and self._feed_idle and self._forwarded <= self._delivered

@@ -1,0 +1,50 @@
+"""Give the heap memory a burst freed back to the OS (issue 9: RSS returns after a burst).
+
+CPython objects larger than 512 bytes (long datagrams, long alerts, list and dict
+tables) come from glibc's malloc. When a burst ends they are freed, but glibc returns
+only the top of its heap to the OS: a few objects still alive above the freed ones keep
+the whole range resident, so RSS stays at the burst's peak. ``malloc_trim(0)`` releases
+the free pages wherever they are (``madvise(MADV_DONTNEED)``). The runtime calls it
+every ``TRIM_INTERVAL`` seconds; where the C library has no ``malloc_trim`` (musl,
+macOS) this is a no-op.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+from collections.abc import Callable
+from typing import Final
+
+import trio
+
+logger = logging.getLogger(__name__)
+
+TRIM_INTERVAL: Final = 5.0  # seconds; a trim of a ~100 MiB heap takes about a millisecond
+
+
+def malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)`` as a callable, or None without glibc."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        func = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_size_t]
+    func.restype = ctypes.c_int
+    return lambda: func(0)
+
+
+async def trim_heap_forever(interval: float = TRIM_INTERVAL) -> None:
+    """Trim the heap every ``interval`` seconds until cancelled (returns at once
+    where there is nothing to call)."""
+    trim = malloc_trim()
+    if trim is None:
+        logger.info("no malloc_trim in this C library: freed heap memory stays mapped")
+        return
+    while True:
+        await trio.sleep(interval)
+        trim()
