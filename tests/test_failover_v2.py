@@ -140,7 +140,8 @@ def test_an_idle_master_passes_by_everything_older_than_the_gap_timeout() -> Non
 def test_a_lost_ack_delays_the_gap_fill_instead_of_duplicating() -> None:
     s, master = standby_with(0.1, 0.2, 0.3, 1.4)  # the master missed K0 and K2
     lost = master.ack(K(1))  # serial 1 arrives late
-    assert s.receive(master.ack(K(3)), 1.5) == []  # serial 2 passes them by: a hole below
+    actions = s.receive(master.ack(K(3)), 1.5)  # serial 2 passes them by: a hole below
+    assert [b.acks_heard for b in beats(actions)] == [0]  # no fill yet: "re-send 1"
     assert s.buffer_depth == 3 and s.gap_fills == 0
     # K1 was delivered (its ack is here now): only K0 and K2 are filled.
     assert s.receive(lost, 1.6) == [GapFill([(K(0), P(0)), (K(2), P(2))])]
@@ -329,3 +330,12 @@ def test_own_events_count_as_in_flight_so_idle_is_claimed_only_when_all_is_deliv
     m.delivered([b"own-evt!"], 0.7)
     acks = [x for x in sent(m.tick(0.8)) if isinstance(x, Ack)]
     assert acks[-1].flags & Flag.IDLE
+
+
+def test_a_hole_in_the_ack_stream_is_reported_at_once() -> None:
+    s, master = standby_with(0.1, 0.2)
+    master.ack(K(0))  # serial 1: lost on the way
+    actions = s.receive(master.ack(K(1)), 0.5)
+    [hb] = beats(actions)  # not at the next beat: now, so the master re-sends serial 1
+    assert hb.acks_heard == 0 and hb.role is Role.SLAVE_STANDBY
+    assert s.receive(master.ack(K(2)), 0.55) == []  # rate-limited: one per AckInterval

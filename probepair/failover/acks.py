@@ -131,6 +131,11 @@ class AckStream:
         return self.through != before
 
     @property
+    def has_hole(self) -> bool:
+        """True while a serial below one already received is missing."""
+        return bool(self._got) and self.through is not None
+
+    @property
     def hole_deadline(self) -> float:
         """When an open hole would be skipped (inf: none open), given the timeout added."""
         return self._hole_since

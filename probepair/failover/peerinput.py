@@ -37,6 +37,11 @@ class PeerInput(Roles):
             if msg.flags & Flag.IDLE:
                 self._gap_marks.append((msg.serial, now - gap))
         stream.advance(now, self._bound())
+        if stream.has_hole:
+            # Say at once which acks we hold without a hole: the peer re-sends what is
+            # missing now rather than at our next beat (a lost ack that waits a beat
+            # period could be lost for good with the peer, and duplicated at takeover).
+            self._extra_beat(now, actions)
         self._maybe_take_over_from_handover(now, actions)
 
     def _precedence(self) -> Precedence:

@@ -510,7 +510,9 @@ class Parser:
                         args.append(self.parse_expression())
                 self.expect_op(")", f"to close call to {name!r}")
                 return ast.Call(name, tuple(args), _span(tok, self.prev()))
-            if self.is_op("["):
+            # An index opens on the array name's line: a '[' on the next line starts a
+            # list assignment ("a = b" then "[@x, @y] = split(...)"), not "b[...]".
+            if self.is_op("[") and self.peek().line == tok.end_line:
                 self.advance()
                 key = self.parse_expression()
                 close = self.expect_op("]", f"to close index of array {name!r}")

@@ -329,3 +329,11 @@ def test_generated_programs_compile_or_fail_cleanly_and_run(
     rec = Recorder()
     program.run({"a": "1"}, rec.ctx())
     assert all(e.source == "g.rules" for e in rec.errors)
+
+
+def test_a_list_assignment_on_the_next_line_is_not_an_index() -> None:
+    # Found by the round trip above: "a = a" then "[@a] = ..." once parsed as a[@a].
+    module = parse('a = b\n[@x, @y] = split("1 2")\nc = d[@x]\n')
+    assert [type(s).__name__ for s in module.body] == ["Assign", "MultiAssign", "Assign"]
+    third = module.body[2]
+    assert isinstance(third, ast.Assign) and isinstance(third.value, ast.Index)
