@@ -290,8 +290,11 @@ async def _start_pair_via(nursery: trio.Nursery, m: PairSide, s: PairSide,
     return master, slave
 
 
-async def _start_http_sink(nursery: trio.Nursery, port: int, path: Path) -> trio.Process:
-    cmd = [sys.executable, "-m", "tests.e2e.httpsink", str(port), str(path)]
+async def start_http_sink(nursery: trio.Nursery, port: int, path: Path,
+                          delay: float = 0.0) -> trio.Process:
+    """``tests/e2e/httpsink.py`` on ``port`` appending to ``path``; answers each POST
+    ``delay`` seconds late (a slow sink). Ready when this returns."""
+    cmd = [sys.executable, "-m", "tests.e2e.httpsink", str(port), str(path), str(delay)]
     process: trio.Process = await nursery.start(lambda task_status: trio.run_process(
         cmd, check=False, stdout=subprocess.PIPE, task_status=task_status))
     assert process.stdout is not None
@@ -313,7 +316,7 @@ async def sink_failover(tmp: Path, rate: float = 200) -> FaultResult:
 
     feeder = _feeder(m, s, rate)
     async with trio.open_nursery() as nursery:
-        servers = {side: await _start_http_sink(nursery, ports[side], files[side])
+        servers = {side: await start_http_sink(nursery, ports[side], files[side])
                    for side in ("m", "s")}
         master, slave = await _start_pair(nursery, m, s, FAST, http("m"), http("s"))
         nursery.start_soon(feeder.run)
@@ -325,7 +328,7 @@ async def sink_failover(tmp: Path, rate: float = 200) -> FaultResult:
         result.notes["handovers(sink) at switch"] = (await scrape(master))[
             'probepair_handovers_total{reason="sink"}']
         await feeder.wait_traffic(1.0)
-        servers["m"] = await _start_http_sink(nursery, ports["m"], files["m"])
+        servers["m"] = await start_http_sink(nursery, ports["m"], files["m"])
         back_at = trio.current_time()
         await wait_metric(master, ACTIVE, 1, 15)  # healthy for SinkFailover: takes it back
         await wait_metric(slave, STANDBY, 1, 5)

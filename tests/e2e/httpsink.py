@@ -1,8 +1,9 @@
-"""A tiny HTTP sink server for end-to-end tests: ``python -m tests.e2e.httpsink PORT FILE``.
+"""A tiny HTTP sink server for tests: ``python -m tests.e2e.httpsink PORT FILE [DELAY]``.
 
 Each POST carries a JSON array of alerts (the http sink's format); every alert is
 appended to FILE as one JSON line and the file is flushed before the 200 answer, so
-what the probe counts as delivered is on disk. Killing the process is a dead sink.
+what the probe counts as delivered is on disk. Killing the process is a dead sink; a
+DELAY (seconds before each answer) makes a slow one.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from threading import Lock
 
 _lock = Lock()
@@ -18,6 +20,7 @@ _lock = Lock()
 
 def main() -> None:
     port, path = int(sys.argv[1]), sys.argv[2]
+    delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     out = open(path, "ab")  # noqa: SIM115 (held for the process's life)
 
     class Handler(BaseHTTPRequestHandler):
@@ -28,6 +31,8 @@ def main() -> None:
                 out.write(b"".join(json.dumps(a).encode() + b"\n" for a in alerts))
                 out.flush()
                 os.fsync(out.fileno())
+            if delay:
+                time.sleep(delay)  # this test server's own thread: a slow sink
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -35,7 +40,7 @@ def main() -> None:
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = (HTTPServer if delay else ThreadingHTTPServer)(("127.0.0.1", port), Handler)
     print("READY", flush=True)
     server.serve_forever()
 
