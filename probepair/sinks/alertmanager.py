@@ -28,14 +28,13 @@ import httpx
 import orjson
 import trio
 
-from probepair import __version__
 from probepair.errors import SinkError
 from probepair.sinks.base import Item
+from probepair.sinks.http import JsonPoster
 
 if TYPE_CHECKING:
     from probepair.props import Props
 
-REQUEST_TIMEOUT: Final = 10.0  # seconds for one POST
 MAX_POST: Final = 1000  # alerts per request (~0.5 MB bodies)
 SEVERITIES: Final = ("clear", "indeterminate", "warning", "minor", "major", "critical")
 RESOLUTION: Final = 2  # @Type of a resolution event (OMNIbus)
@@ -116,21 +115,13 @@ class AlertmanagerSink:
         self.name = f"alertmanager:{props.SinkUrl}"
         self.resolve_after = props.AlertmanagerResolve
         self._wall_clock = wall_clock
-        self._client: httpx.AsyncClient | None = None
-        self._transport = transport
+        self._poster = JsonPoster(self.name, transport, show_answer=True)
 
     async def open(self) -> None:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=REQUEST_TIMEOUT,
-                transport=self._transport,
-                headers={"User-Agent": f"probepair/{__version__}"},
-            )
+        await self._poster.open()
         await trio.lowlevel.checkpoint()
 
     async def deliver(self, items: list[Item]) -> list[bytes]:
-        await self.open()
-        assert self._client is not None
         done: list[bytes] = []
         for i in range(0, len(items), MAX_POST):
             chunk = items[i : i + MAX_POST]
@@ -139,23 +130,10 @@ class AlertmanagerSink:
                 alerts = [to_alert(p, now=now, resolve_after=self.resolve_after) for _, p in chunk]
             except orjson.JSONDecodeError as exc:
                 raise SinkError(self.name, f"not a JSON alert: {exc}") from None
-            try:
-                resp = await self._client.post(
-                    self.url,
-                    content=orjson.dumps(alerts),
-                    headers={"Content-Type": "application/json"},
-                )
-            except httpx.HTTPError as exc:
-                raise SinkError(self.name, f"request failed: {exc!r}") from None
-            if not 200 <= resp.status_code < 300:
-                detail = resp.text.strip()[:200]
-                raise SinkError(self.name, f"server answered {resp.status_code}: {detail!r}")
+            await self._poster.post(self.url, orjson.dumps(alerts))
             done.extend(k for k, _ in chunk)
             await trio.lowlevel.checkpoint()
         return done
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            with trio.move_on_after(2, shield=True):
-                await client.aclose()
+        await self._poster.aclose()

@@ -25,15 +25,22 @@ REQUEST_TIMEOUT = 10.0  # seconds for one POST
 MAX_POST = 1000  # alerts per request, to keep bodies around 0.5 MB
 
 
-class HttpSink:
-    def __init__(self, props: Props, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        """``transport`` replaces the network (tests pass an ``httpx.MockTransport``)."""
-        if not props.SinkUrl:
-            raise SinkError("http", "SinkType 'http' needs SinkUrl")
-        self.url = props.SinkUrl
-        self.name = f"http:{self.url}"
-        self._client: httpx.AsyncClient | None = None
+class JsonPoster:
+    """The httpx client of a sink that POSTs JSON: opened on first use, closed bounded.
+
+    Args:
+        name: the sink's name, for SinkError.
+        transport: replaces the network (tests pass an ``httpx.MockTransport``).
+        show_answer: put the start of a non-2xx answer's body into the error.
+    """
+
+    def __init__(
+        self, name: str, transport: httpx.AsyncBaseTransport | None, *, show_answer: bool
+    ) -> None:
+        self.name = name
         self._transport = transport
+        self._show_answer = show_answer
+        self._client: httpx.AsyncClient | None = None
 
     async def open(self) -> None:
         if self._client is None:
@@ -43,31 +50,54 @@ class HttpSink:
                 headers={"User-Agent": f"probepair/{__version__}"},
             )
 
-    async def deliver(self, items: list[Item]) -> list[bytes]:
+    async def post(self, url: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+        """POST ``body`` as JSON; returns on a 2xx answer.
+
+        Raises:
+            SinkError: the request failed or the server answered anything else.
+        """
         await self.open()
         assert self._client is not None
-        done: list[bytes] = []
-        for i in range(0, len(items), MAX_POST):
-            chunk = items[i : i + MAX_POST]
-            body = b"[" + b",".join([p for _, p in chunk]) + b"]"
-            keys = [k for k, _ in chunk]
-            idem = blake2b(b"".join(keys), digest_size=16).hexdigest()
-            try:
-                resp = await self._client.post(
-                    self.url,
-                    content=body,
-                    headers={"Content-Type": "application/json", "Idempotency-Key": idem},
-                )
-            except httpx.HTTPError as exc:
-                raise SinkError(self.name, f"request failed: {exc!r}") from None
-            if not 200 <= resp.status_code < 300:
-                raise SinkError(self.name, f"server answered {resp.status_code}")
-            done.extend(keys)
-            await trio.lowlevel.checkpoint()
-        return done
+        try:
+            resp = await self._client.post(
+                url, content=body, headers={"Content-Type": "application/json", **(headers or {})}
+            )
+        except httpx.HTTPError as exc:
+            raise SinkError(self.name, f"request failed: {exc!r}") from None
+        if not 200 <= resp.status_code < 300:
+            detail = f": {resp.text.strip()[:200]!r}" if self._show_answer else ""
+            raise SinkError(self.name, f"server answered {resp.status_code}{detail}")
 
     async def aclose(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
             with trio.move_on_after(2, shield=True):
                 await client.aclose()
+
+
+class HttpSink:
+    def __init__(self, props: Props, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """``transport`` replaces the network (tests pass an ``httpx.MockTransport``)."""
+        if not props.SinkUrl:
+            raise SinkError("http", "SinkType 'http' needs SinkUrl")
+        self.url = props.SinkUrl
+        self.name = f"http:{self.url}"
+        self._poster = JsonPoster(self.name, transport, show_answer=False)
+
+    async def open(self) -> None:
+        await self._poster.open()
+
+    async def deliver(self, items: list[Item]) -> list[bytes]:
+        done: list[bytes] = []
+        for i in range(0, len(items), MAX_POST):
+            chunk = items[i : i + MAX_POST]
+            body = b"[" + b",".join([p for _, p in chunk]) + b"]"
+            keys = [k for k, _ in chunk]
+            idem = blake2b(b"".join(keys), digest_size=16).hexdigest()
+            await self._poster.post(self.url, body, {"Idempotency-Key": idem})
+            done.extend(keys)
+            await trio.lowlevel.checkpoint()
+        return done
+
+    async def aclose(self) -> None:
+        await self._poster.aclose()
