@@ -99,7 +99,6 @@ class PairObserver:
         metrics.buffer_bytes.set_function(lambda: machine.buffer_bytes)
         metrics.beat_interval.set_function(lambda: machine.beat_interval)
         metrics.peer_heartbeat_age.set_function(self._peer_age)
-        metrics.sink_healthy.set_function(lambda: 1 if machine.sink_healthy else 0)
         metrics.before_collect.append(self.sync)
         metrics.set_role(machine.role.value, machine.active)
 

@@ -62,8 +62,6 @@ class SinkRunner:
         if failing_since == self._failing_since:
             return
         self._failing_since = failing_since
-        # A standard probe's gauge follows the runner; a pair's reads the machine, which
-        # on_health below informs (its set_function takes precedence over this value).
         self._metrics.sink_healthy.set(0 if failing_since is not None else 1)
         if self.on_health is not None:
             spooled = self.spool.backlog_bytes if self.spool is not None else 0
@@ -153,7 +151,7 @@ class SinkRunner:
 
     def _failed(self, exc: SinkError) -> None:
         self._metrics.sink_errors.inc()
-        if self._failing_since is None:
+        if self._failing_since is None:  # since the first failure, not the latest
             self._health(trio.current_time())
         if not self._logged_down:
             logger.error("%s; %s", exc, "spooling" if self.spool is not None else "retrying")
