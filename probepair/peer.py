@@ -249,17 +249,25 @@ class PeerDriver:
 
     def event(self, key: bytes, payload: bytes) -> bool:
         """True: forward ``payload`` to the sink now; False: held (or already acked)."""
+        event, now = self.batch_event()
+        return event(key, payload, now)
+
+    def batch_event(self) -> tuple[Callable[[bytes, bytes, float], bool], float]:
+        """``FailoverMachine.event`` and the ``now`` for the next batch of events.
+
+        If we were stalled (SIGSTOP, a frozen VM) and the drive loop has not ticked yet,
+        the overdue timers run first, so a master that has likely been replaced steps
+        down before it forwards its socket backlog again. Once per batch: the tick
+        clears ``stall_at``, and a batch is handled without a schedule point.
+        """
         machine = self.machine
         now = trio.current_time()
         if now >= machine.stall_at:
-            # We were stalled (SIGSTOP, a frozen VM) and the drive loop has not ticked
-            # yet: run the overdue timers first, so a master that has likely been
-            # replaced steps down before it forwards its socket backlog again.
             actions = machine.tick(now)
             if actions:
                 self._pending.extend(actions)
                 self._wake.set()
-        return machine.event(key, payload, now)
+        return machine.event, now
 
     def delivered(self, keys: list[bytes]) -> None:
         """The sink acknowledged ``keys``; they are acked to the peer."""

@@ -19,7 +19,6 @@ from probepair.alerts import serialise
 from probepair.events import Event, derived_key, key_of
 from probepair.failover import Mode
 from probepair.formats import TOKENISERS
-from probepair.peer import PeerDriver
 from probepair.props import Props, as_mapping
 
 if TYPE_CHECKING:
@@ -43,10 +42,18 @@ _LOG_LEVELS = {
 ERROR_LOG_INTERVAL = 10.0  # seconds between logged rules runtime errors (all are counted)
 
 
+# The gate's call for one event: (key, payload, now) -> forward it now?
+GateEvent = Callable[[bytes, bytes, float], bool]
+
+
 class Gate(Protocol):
     """The failover side of the data path (PeerDriver, or AlwaysForward)."""
 
-    def event(self, key: bytes, payload: bytes) -> bool: ...
+    def batch_event(self) -> tuple[GateEvent | None, float]:
+        """The per-event call for the next batch and the ``now`` to pass it (None:
+        forward everything). Work due once per batch (a clock read, a stall check) is
+        done here, not per event."""
+        ...
 
     def delivered(self, keys: list[bytes]) -> None: ...
 
@@ -58,8 +65,8 @@ class Gate(Protocol):
 class AlwaysForward:
     """The gate of a standard (lone) probe."""
 
-    def event(self, key: bytes, payload: bytes) -> bool:
-        return True
+    def batch_event(self) -> tuple[GateEvent | None, float]:
+        return None, 0.0  # forward everything: no call per event
 
     def delivered(self, keys: list[bytes]) -> None:
         pass
@@ -137,7 +144,7 @@ class Processor:
     def _generated(
         self,
         key: bytes,
-        gate_event: Callable[[bytes, bytes, float], bool] | None,
+        gate_event: GateEvent | None,
         append: Callable[[Item], None],
         now: float = 0.0,
     ) -> None:
@@ -174,26 +181,6 @@ class Processor:
         self.gate.bypassed(len(out))  # they will be delivered: keep in-flight counts exact
         return out
 
-    @staticmethod
-    def _gate_event(gate: Gate) -> tuple[Callable[[bytes, bytes, float], bool] | None, float]:
-        """The gate's per-event call for this batch and the ``now`` to pass it.
-
-        None: forward everything (a standard probe: no call per event). A pair's
-        driver is asked once per batch whether its master stalled (``PeerDriver.event``
-        checks that per event, then calls the machine); if not, the batch goes straight
-        to ``FailoverMachine.event`` with one ``now``, which saves a clock read and a
-        call an event on both sides of a pair.
-        """
-        if type(gate) is AlwaysForward:
-            return None, 0.0
-        if isinstance(gate, PeerDriver):
-            machine = gate.machine
-            now = trio.current_time()
-            if now < machine.stall_at:
-                return machine.event, now
-        event = gate.event
-        return (lambda key, payload, now: event(key, payload)), 0.0
-
     def process(self, batch: Batch) -> list[Item]:
         """The alerts of ``batch`` the gate lets through now, in order."""
         if batch and batch[0].tokens:
@@ -203,7 +190,7 @@ class Processor:
         tokenise = self._tokenise
         program = self.program
         gate = self.gate
-        gate_event, now = self._gate_event(gate)
+        gate_event, now = gate.batch_event()
         discarded = 0
         if program is None:
             for ev in batch:

@@ -43,9 +43,12 @@ class HoldingGate:
         self.held = held
         self.seen: list[bytes] = []
 
-    def event(self, key: bytes, payload: bytes) -> bool:
+    def event(self, key: bytes, payload: bytes, now: float = 0.0) -> bool:
         self.seen.append(key)
         return key not in self.held
+
+    def batch_event(self) -> tuple[object, float]:
+        return self.event, 0.0
 
     def delivered(self, keys: list[bytes]) -> None:
         pass
