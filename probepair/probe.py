@@ -333,18 +333,15 @@ class Probe:
         unread, the channel is empty and the rules task waits on it (a task that has
         just taken a batch is not waiting yet, though the channel already looks empty).
         """
+        from probepair.feeds.udp import UdpFeed  # only it can tell (others: never idle)
+
         stats = feed_recv.statistics()
         return (
             stats.current_buffer_used == 0
             and stats.tasks_waiting_receive > 0
-            and self._feed_source_empty()
+            and isinstance(self.feed, UdpFeed)
+            and self.feed.idle()
         )
-
-    def _feed_source_empty(self) -> bool:
-        """True if the feed has nothing unread or held right now (udp only; else False)."""
-        from probepair.feeds.udp import UdpFeed
-
-        return isinstance(self.feed, UdpFeed) and self.feed.idle()
 
     def _count_kernel_drops(self) -> None:
         from probepair.feeds.udp import UdpFeed, kernel_drops

@@ -136,6 +136,6 @@ class AckStream:
         return bool(self._got) and self.through is not None
 
     @property
-    def hole_deadline(self) -> float:
-        """When an open hole would be skipped (inf: none open), given the timeout added."""
+    def hole_since(self) -> float:
+        """When the open hole was first seen (inf: none open); skipped a timeout later."""
         return self._hole_since

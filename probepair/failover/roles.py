@@ -65,7 +65,7 @@ class Roles(Sender):
         elif self._drain_deadline <= now:
             self._drain_deadline = INF
         stream = self._stream
-        if stream is not None and stream.hole_deadline + self._bound() <= now:
+        if stream is not None and stream.hole_since + self._bound() <= now:
             stream.advance(now, self._bound())
             self._fill_gaps(now, actions)
         if self._next_beat <= now:

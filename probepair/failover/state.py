@@ -224,8 +224,8 @@ class MachineState:
     def next_deadline(self) -> float:
         """When ``tick`` must be called next (``math.inf``: nothing scheduled)."""
         hole = INF
-        if self._stream is not None and self._stream.hole_deadline < INF:
-            hole = self._stream.hole_deadline + self._bound()
+        if self._stream is not None and self._stream.hole_since < INF:
+            hole = self._stream.hole_since + self._bound()
         return min(
             self._next_beat,
             self._peer_deadline,
