@@ -294,12 +294,28 @@ class Probe:
         return status
 
     async def _watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    self.reload_rules("SIGHUP")
-                else:
-                    self.stop(signal.Signals(signum).name)
+        # The receiver gives back, as it closes, the handlers it found. The probe still
+        # spools and closes its files after that, and a second SIGTERM there (an
+        # impatient supervisor, a double Ctrl-C) would kill it with the default action:
+        # so the handlers it finds are "ignore", and the old ones come back only when
+        # no signal stopped us (a probe run inside a test).
+        stopping = (signal.SIGTERM, signal.SIGINT)
+        before = {signum: signal.getsignal(signum) for signum in stopping}
+        for signum in stopping:
+            signal.signal(signum, signal.SIG_IGN)
+        stopped_by_signal = False
+        try:
+            with trio.open_signal_receiver(signal.SIGHUP, *stopping) as signals:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        self.reload_rules("SIGHUP")
+                    else:
+                        stopped_by_signal = True
+                        self.stop(signal.Signals(signum).name)
+        finally:
+            if not stopped_by_signal:
+                for signum, handler in before.items():
+                    signal.signal(signum, handler)
 
     async def _watch_rules_file(self) -> None:
         while True:
