@@ -300,9 +300,9 @@ class Probe:
         # so the handlers it finds are "ignore", and the old ones come back only when
         # no signal stopped us (a probe run inside a test).
         stopping = (signal.SIGTERM, signal.SIGINT)
-        before = {signum: signal.getsignal(signum) for signum in stopping}
-        for signum in stopping:
-            signal.signal(signum, signal.SIG_IGN)
+        before = {stop: signal.getsignal(stop) for stop in stopping}
+        for stop in stopping:
+            signal.signal(stop, signal.SIG_IGN)
         stopped_by_signal = False
         try:
             with trio.open_signal_receiver(signal.SIGHUP, *stopping) as signals:
@@ -314,8 +314,8 @@ class Probe:
                         self.stop(signal.Signals(signum).name)
         finally:
             if not stopped_by_signal:
-                for signum, handler in before.items():
-                    signal.signal(signum, handler)
+                for stop, handler in before.items():
+                    signal.signal(stop, handler)
 
     async def _watch_rules_file(self) -> None:
         while True:
