@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from probepair.alerts import serialise
 from probepair.events import key_of
-from probepair.formats import tokenise
+from probepair.pipeline.alerts import serialise
+from probepair.pipeline.tokenise import tokenise
 from probepair.rules import RulesContext, load_rules
 
 LINES = [

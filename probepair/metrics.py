@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from probepair import __version__
+from probepair._version import __version__
 
 logger = logging.getLogger(__name__)
 

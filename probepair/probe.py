@@ -30,8 +30,20 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from probepair import __version__
-from probepair.channels import (
+from probepair._version import __version__
+from probepair.config.paths import default_spool
+from probepair.errors import RulesError
+from probepair.failover import ACTIVE_ROLES, HandoverReason, Mode, Role
+from probepair.failover.window import FailbackWindow
+from probepair.feeds import make_feed
+from probepair.metrics import Metrics, serve_metrics
+from probepair.ops.control import make_handler, serve_control, socket_path
+from probepair.ops.notify import Notifier
+from probepair.ops.process import trim_heap_forever
+from probepair.pair.driver import PeerDriver
+from probepair.pair.observer import PairObserver, build_driver, pair_digest, settings_digest
+from probepair.pair.window import drive_window, local_zone, window_status
+from probepair.pipeline.channels import (
     BoundedSendChannel,
     ReceiveEnd,
     SendEnd,
@@ -39,28 +51,17 @@ from probepair.channels import (
     items_bytes,
     open_bounded_channel,
 )
-from probepair.control import make_handler, serve_control, socket_path
-from probepair.errors import RulesError
-from probepair.failback import drive_window, local_zone, window_status
-from probepair.failover import ACTIVE_ROLES, HandoverReason, Mode, Role
-from probepair.failover.window import FailbackWindow
-from probepair.feeds import make_feed
-from probepair.heap import trim_heap_forever
-from probepair.metrics import Metrics, serve_metrics
-from probepair.notify import Notifier
-from probepair.pair import PairObserver, build_driver, pair_digest, settings_digest
-from probepair.paths import default_spool
-from probepair.peer import PeerDriver
-from probepair.pipeline import AlwaysForward, Gate, Processor, self_event
-from probepair.rulestree import RulesSyncError, RulesTree, pack, read_tree
-from probepair.rulesync import Readiness, peer_url, sync_once
+from probepair.pipeline.processor import AlwaysForward, Gate, Processor, self_event
+from probepair.rulesync.pull import Readiness, peer_url, sync_once
+from probepair.rulesync.tree import RulesSyncError, RulesTree, pack, read_tree
 from probepair.sinks import make_sink
 from probepair.sinks.runner import SinkRunner
 from probepair.sinks.spool import Spool
 
 if TYPE_CHECKING:
-    from probepair.feeds.base import Batch, Feed
-    from probepair.props import Props
+    from probepair.config.props import Props
+    from probepair.events import Batch
+    from probepair.feeds.base import Feed
     from probepair.rules import Program
 
 logger = logging.getLogger(__name__)

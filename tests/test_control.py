@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import trio
 
-from probepair.control import (
+from probepair.failover import Mode
+from probepair.ops.control import (
     ControlError,
     make_handler,
     request,
     serve_control,
     socket_path,
 )
-from probepair.failover import Mode
 
 
 def _handler(command: str) -> dict[str, Any]:
@@ -179,7 +179,7 @@ def test_socket_path_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 async def test_a_client_with_another_uid_is_refused(tmp_path: Path) -> None:
     from functools import partial
 
-    from probepair.control import _serve_client
+    from probepair.ops.control import _serve_client
 
     path = str(tmp_path / "p.sock")
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -15,7 +15,7 @@ from probepair.failover.types import (
     Mode,
     Rejected,
 )
-from probepair.wire import Ack, Flag, Heartbeat, Role
+from probepair.failover.wire import Ack, Flag, Heartbeat, Role
 
 __all__ = ["ACTIVE_ROLES", "FailoverMachine"]
 

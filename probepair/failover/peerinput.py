@@ -19,7 +19,7 @@ from probepair.failover.types import (
     Mode,
     SplitBrain,
 )
-from probepair.wire import Ack, Flag, Heartbeat, Role
+from probepair.failover.wire import Ack, Flag, Heartbeat, Role
 
 
 class PeerInput(Roles):

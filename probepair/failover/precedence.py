@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from probepair.wire import Flag, Heartbeat, Role
+from probepair.failover.wire import Flag, Heartbeat, Role
 
 MASTER_ROLES: Final = frozenset({Role.MASTER, Role.MASTER_PENDING})
 

@@ -22,7 +22,7 @@ from probepair.failover.types import (
     RoleChanged,
     SplitBrain,
 )
-from probepair.wire import Role
+from probepair.failover.wire import Role
 
 
 class Roles(Sender):

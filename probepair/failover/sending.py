@@ -13,7 +13,7 @@ from probepair.failover.types import (
     Mode,
     Send,
 )
-from probepair.wire import MAX_ACK_KEYS, Ack, Flag, Heartbeat, Role
+from probepair.failover.wire import MAX_ACK_KEYS, Ack, Flag, Heartbeat, Role
 
 
 class Sender(MachineState):

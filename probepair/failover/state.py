@@ -12,6 +12,7 @@ import math
 from typing import Final
 
 from probepair.failover.acks import AckLog, AckStream
+from probepair.failover.buffer import StandbyBuffer
 from probepair.failover.freshness import Freshness
 from probepair.failover.precedence import MASTER_ROLES
 from probepair.failover.types import (
@@ -21,8 +22,7 @@ from probepair.failover.types import (
     Mode,
 )
 from probepair.failover.window import FailbackGate
-from probepair.standby import StandbyBuffer
-from probepair.wire import Flag, Role
+from probepair.failover.wire import Flag, Role
 
 INF: Final = math.inf
 ACTIVE_ROLES: Final = frozenset({Role.MASTER, Role.SLAVE_ACTIVE, Role.STANDARD})

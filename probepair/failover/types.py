@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from probepair.wire import BOOT_ID_SIZE, DIGEST_SIZE, Ack, Heartbeat, Role
+from probepair.failover.wire import BOOT_ID_SIZE, DIGEST_SIZE, Ack, Heartbeat, Role
 
 __all__ = [
     "Action",

@@ -45,11 +45,11 @@ import orjson
 import trio
 
 from probepair.errors import ConfigError, SinkError
-from probepair.sinks.base import Item
+from probepair.events import Item
 from probepair.sinks.runner import BACKOFF_MAX
 
 if TYPE_CHECKING:
-    from probepair.props import Props
+    from probepair.config.props import Props
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

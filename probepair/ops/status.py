@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import httpx
 
-from probepair.control import ControlError
+from probepair.ops.control import ControlError
 
 UNKNOWN: Final = "-"
 DIGEST_CHARS: Final = 12  # hex chars of the rules digest shown: enough to tell versions apart

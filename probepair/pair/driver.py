@@ -37,8 +37,8 @@ from probepair.failover import (
     Send,
     SplitBrain,
 )
+from probepair.failover.wire import Heartbeat, ReplayGuard, decode, encode, make_boot_id
 from probepair.sockopts import raise_rcvbuf
-from probepair.wire import Heartbeat, ReplayGuard, decode, encode, make_boot_id
 
 __all__ = ["DatagramLink", "NullObserver", "PeerDriver", "PeerObserver", "UdpLink", "new_boot_id"]
 

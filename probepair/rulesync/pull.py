@@ -25,7 +25,7 @@ import httpx
 import trio
 
 from probepair.failover import MASTER_ROLES, FailoverMachine, Role
-from probepair.rulestree import (
+from probepair.rulesync.tree import (
     MAX_ARCHIVE,
     ArchiveRefused,
     RulesSyncError,

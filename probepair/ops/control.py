@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import trio
 
+from probepair.config.paths import default_control_socket
 from probepair.errors import ProbepairError
 from probepair.failover import Mode
-from probepair.paths import default_control_socket
 
 if TYPE_CHECKING:
     Handler = Callable[[str], dict[str, Any]]
