@@ -149,12 +149,26 @@ def _run(p: props.Props, origins: dict[str, str]) -> int:
     import trio
 
     from probepair.config.secret import load_secret
+    from probepair.ops.process import settle_gc, trim_heap_forever
     from probepair.probe import run_probe
 
     setup_logging(p)
     p = load_secret(p, origins)  # refuses a weak secret; reads SharedSecretFile
     logger.info("probepair %s starting: Mode %s", __version__, p.Mode)
-    trio.run(lambda: run_probe(p, wall_clock=time.time))
+
+    async def main() -> None:
+        # Process-wide tuning belongs to the process: here, not in Probe.
+        async with trio.open_nursery() as nursery:
+
+            async def probe(task_status: trio.TaskStatus[object]) -> None:
+                await run_probe(p, wall_clock=time.time, task_status=task_status)
+                nursery.cancel_scope.cancel(reason="probe stopped")
+
+            nursery.start_soon(trim_heap_forever, name="heap-trim")
+            await nursery.start(probe, name="probe")
+            settle_gc()  # start-up is done: what exists now lives as long as we do
+
+    trio.run(main)
     return EXIT_OK
 
 

@@ -19,7 +19,6 @@ what outlives them (signals, metrics, the failover driver).
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -39,7 +38,6 @@ from probepair.feeds import make_feed
 from probepair.metrics import Metrics, serve_metrics
 from probepair.ops.control import make_handler, serve_control, socket_path
 from probepair.ops.notify import Notifier
-from probepair.ops.process import trim_heap_forever
 from probepair.pair.driver import PeerDriver
 from probepair.pair.observer import PairObserver, build_driver, pair_digest, settings_digest
 from probepair.pair.window import drive_window, local_zone, window_status
@@ -67,24 +65,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RULES_POLL_INTERVAL = 2.0  # seconds between checks of RulesFile's mtime (reload on change)
-
-
-GC_THRESHOLD0 = 20_000  # allocations between young collections (CPython's default: 700)
-
-
-def settle_gc() -> None:
-    """Keep the cyclic collector off the per-datagram path.
-
-    At 100k events/s the pipeline allocates ~10 short-lived container objects an event
-    (lists, dicts, tuples), so the default threshold runs a young collection every
-    ~70 events, and each one walks the batch still being processed. ``freeze()``
-    moves what exists once the feed starts (modules, trio, the compiled rules) out of
-    the collections; a higher young threshold lets most objects die before one runs.
-    Cycles are still collected.
-    """
-    gc.freeze()
-    gen0, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(max(gen0, GC_THRESHOLD0), gen1, gen2)
 
 
 def load_program(props: Props) -> Program | None:
@@ -430,7 +410,6 @@ class Probe:
                 outer.start_soon(self._watch_signals, name="signals")
                 outer.start_soon(self._watch_rules_file, name="rules-watch")
                 outer.start_soon(self.notifier.run, name="notify")
-                outer.start_soon(trim_heap_forever, name="heap-trim")
                 control = socket_path(props.Name, props.ControlSocket, create=True)
                 handler = make_handler(
                     self.status,
@@ -485,7 +464,6 @@ class Probe:
                         self.addresses["heartbeat"] = f"{host}:{port}"
                         await outer.start(self.driver.run)
                     self._count_kernel_drops()
-                    settle_gc()  # start-up is done: what exists now lives as long as we do
                     self._ready("READY " + " ".join(f"{k}={v}" for k, v in self.addresses.items()))
                     task_status.started(self.addresses)
                 m = self.metrics

@@ -89,7 +89,7 @@ class SinkRunner:
                         items = await self._next(recv)
                         if items is None:
                             break
-                        self._spool(items)
+                        await self._spool(items)
                         continue
                     await self._replay()
                     continue
@@ -161,16 +161,19 @@ class SinkRunner:
         self._retry_at = trio.current_time() + self._backoff
         self._backoff = min(self._backoff * 2, BACKOFF_MAX)
 
-    def _spool(self, items: list[Item]) -> None:
+    async def _spool(self, items: list[Item]) -> None:
+        # The spool writes, fsyncs and truncates files: on a worker thread, never on the
+        # one that sends heartbeats (a slow disk while the sink is down must not look
+        # like a dead probe to the peer). One call at a time: this task awaits each.
         assert self.spool is not None
-        self.spool.append(items)
+        await trio.to_thread.run_sync(self.spool.append, items)
         self._metrics.spool_bytes.set(self.spool.backlog_bytes)
 
     async def _deliver_or_spool(self, items: list[Item]) -> None:
         retried = False
         while not await self._deliver(items):
             if self.spool is not None:
-                self._spool(items)
+                await self._spool(items)
                 return
             if not retried:  # held until the sink is back: at their size (issue 9)
                 items, retried = exact_copies(items), True
@@ -180,11 +183,11 @@ class SinkRunner:
         """Deliver spooled records until the spool is empty or the sink fails."""
         assert self.spool is not None
         while self.spool.pending:
-            items, used = self.spool.peek()
+            items, used = await trio.to_thread.run_sync(self.spool.peek)
             if not items:
                 break
             if not await self._deliver(items):
                 return False
-            self.spool.commit(used)
+            await trio.to_thread.run_sync(self.spool.commit, used)
             self._metrics.spool_bytes.set(self.spool.backlog_bytes)
         return True
