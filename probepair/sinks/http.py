@@ -16,6 +16,7 @@ import trio
 
 from probepair import __version__
 from probepair.errors import SinkError
+from probepair.redact import redact_credentials
 from probepair.sinks.base import Item
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class HttpSink:
         if not props.SinkUrl:
             raise SinkError("http", "SinkType 'http' needs SinkUrl")
         self.url = props.SinkUrl
-        self.name = f"http:{self.url}"
+        self.name = f"http:{redact_credentials(self.url)}"
         self._poster = JsonPoster(self.name, transport, show_answer=False)
 
     async def open(self) -> None:
