@@ -16,15 +16,18 @@ import trio
 from probepair import __version__
 from probepair.metrics import ROLES, Metrics
 from tests.e2e.procs import start_probe
+from tests.servers import need
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None,
-    reason="promtool not found on PATH (Debian: apt-get install prometheus; CI installs it)",
-)
+needs_promtool = pytest.mark.usefixtures("_promtool_present")
+
+
+@pytest.fixture
+def _promtool_present() -> None:
+    need("promtool", "prometheus")  # a skip locally, a failure under CI=true
 
 
 def check_metrics(exposition: bytes) -> subprocess.CompletedProcess[str]:

@@ -128,14 +128,24 @@ def test_missing_props_file(tmp_path: Path) -> None:
 def test_props_file_that_is_not_a_mapping(tmp_path: Path) -> None:
     path = write(tmp_path, "- Mode\n- master\n")
     with pytest.raises(ConfigError, match=rf"^{re.escape(path)}: expected a mapping of "
-                                          r"Name: value, got \['Mode', 'master'\]$"):
+                                          r"Name: value, got a list \(not shown: "):
         read_props_file(path)
+
+
+def test_props_pointed_at_the_secret_file_never_prints_the_secret(tmp_path: Path) -> None:
+    secret = "c37086fea370d2816a8e877264fe92cb88ca30012ef8c3b0af78c01ab70df6f2"
+    for text in (secret + "\n", f"{secret} {secret}\n: [\n"):
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError) as info:
+            read_props_file(path)
+        assert secret not in str(info.value) and path in str(info.value)
 
 
 def test_props_file_with_a_line_of_neither_form(tmp_path: Path) -> None:
     path = write(tmp_path, 'Mode : "master"\nRulesFile : "C:\\x"\nthis is not a property\n')
     with pytest.raises(ConfigError, match=rf"^{re.escape(path)}: line \d+: expected "
-                                          r"'Name: value', got 'this is not a property'$"):
+                                          r"'Name: value', got a line of 22 characters without ':' "
+                                          r"\(not shown\)$"):
         read_props_file(path)
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from probepair.config.redact import has_credentials, redact_credentials
 from probepair.errors import ConfigError
 
 PropType = Literal["STRING", "INTEGER", "FLOAT", "BOOLEAN"]
@@ -237,6 +238,11 @@ NAMES: Final = tuple(_FIELDS)
 _BY_LOWER: Final = {name.lower(): name for name in NAMES}
 SECRET_NAMES: Final = tuple(name for name in NAMES if _FIELDS[name].metadata["secret"])
 REDACTED: Final = "<redacted>"  # a secret's value in --dumpprops and the rules' %Property
+# Values that may embed a password or token (a URL's userinfo, ?password=, a DSN): dumped
+# as '<redacted>' (loads back as "not set here") with the URL minus its credentials in the
+# line's comment; the rules read the URL minus its credentials.
+CREDENTIAL_NAMES: Final = ("SinkUrl",)
+_HIDDEN_WHEN_REDACTED: Final = frozenset(SECRET_NAMES + CREDENTIAL_NAMES)
 _TRUE: Final = ("true", "yes", "on", "1")
 _FALSE: Final = ("false", "no", "off", "0")
 
@@ -331,7 +337,7 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
         for name, raw in mapping.items():
             if name not in _FIELDS:
                 raise _unknown(name, source)
-            if name in SECRET_NAMES and raw == REDACTED:
+            if name in _HIDDEN_WHEN_REDACTED and raw == REDACTED:
                 continue  # a --dumpprops output: the secret stays the earlier source's
             values[name] = _convert(name, raw, source)
             origin[name] = source
@@ -392,13 +398,19 @@ def origins(sources: Sequence[tuple[str, Mapping[str, object]]]) -> dict[str, st
     found: dict[str, str] = {}
     for source, mapping in sources:
         for name, raw in mapping.items():
-            if not (name in SECRET_NAMES and raw == REDACTED):
+            if not (name in _HIDDEN_WHEN_REDACTED and raw == REDACTED):
                 found[str(name)] = source
     return found
 
 
 def _shown(name: str, value: Value, show_secrets: bool) -> Value:
-    return REDACTED if name in SECRET_NAMES and value and not show_secrets else value
+    if show_secrets or not value:
+        return value
+    if name in SECRET_NAMES:
+        return REDACTED
+    if name in CREDENTIAL_NAMES and has_credentials(str(value)):
+        return REDACTED
+    return value
 
 
 def dumpprops(props: Props, header: Iterable[str] = (), *, show_secrets: bool = False) -> str:
@@ -410,11 +422,19 @@ def dumpprops(props: Props, header: Iterable[str] = (), *, show_secrets: bool = 
     """
     lines = [f"# {h}" for h in header]
     for name in NAMES:
-        value = _shown(name, getattr(props, name), show_secrets)
-        lines.append(f"{name}: {render_value(value)} # {prop_type(name)} ({describe(name)})")
+        raw = getattr(props, name)
+        value = _shown(name, raw, show_secrets)
+        note = describe(name)
+        if name in CREDENTIAL_NAMES and value == REDACTED:
+            note += f"; without its credentials: {redact_credentials(str(raw))}"
+        lines.append(f"{name}: {render_value(value)} # {prop_type(name)} ({note})")
     return "\n".join(lines) + "\n"
 
 
 def as_mapping(props: Props) -> dict[str, Value]:
-    """The values by name (for the rules' ``%Property`` reads); secrets redacted."""
-    return {name: _shown(name, getattr(props, name), False) for name in NAMES}
+    """The values by name (for the rules' ``%Property`` reads); secrets redacted, URLs
+    without their credentials."""
+    shown = {name: _shown(name, getattr(props, name), False) for name in NAMES}
+    for name in CREDENTIAL_NAMES:
+        shown[name] = redact_credentials(str(getattr(props, name)))
+    return shown

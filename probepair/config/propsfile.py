@@ -52,7 +52,10 @@ def read_props_file(path: str) -> dict[str, object]:
                 mark = getattr(exc, "problem_mark", None)
                 where = f"line {mark.line + 1}" if mark is not None else f"line {lineno}"
                 secret = _SECRET_LINE.match(stripped)
-                got = f"{secret[1]!r} and a value not shown" if secret else repr(stripped)
+                # Never the line itself: --props pointed at the wrong file (the secret's,
+                # a key's) must not print what that file holds.
+                got = (f"{secret[1]!r} and a value not shown" if secret else
+                       f"a line of {len(stripped)} characters without ':' (not shown)")
                 raise ConfigError(
                     path, None, f"{where}: expected 'Name: value', got {got}"
                 ) from None
@@ -60,5 +63,10 @@ def read_props_file(path: str) -> dict[str, object]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(path, None, f"expected a mapping of Name: value, got {data!r}")
+        # Not the value itself: a props path that names the SharedSecretFile (one line of
+        # hex, a YAML string) must not print the secret in the error.
+        raise ConfigError(
+            path, None, f"expected a mapping of Name: value, got a {type(data).__name__} "
+            "(not shown: is this the props file, or a secret's?)"
+        )
     return {str(k): v for k, v in data.items()}

@@ -28,6 +28,7 @@ import httpx
 import orjson
 import trio
 
+from probepair.config.redact import redact_credentials
 from probepair.errors import SinkError
 from probepair.events import Item
 from probepair.sinks.http import JsonPoster
@@ -112,7 +113,7 @@ class AlertmanagerSink:
         if not props.SinkUrl:
             raise SinkError("alertmanager", "SinkType 'alertmanager' needs SinkUrl")
         self.url = props.SinkUrl.rstrip("/") + "/api/v2/alerts"
-        self.name = f"alertmanager:{props.SinkUrl}"
+        self.name = f"alertmanager:{redact_credentials(props.SinkUrl)}"
         self.resolve_after = props.AlertmanagerResolve
         self._wall_clock = wall_clock
         self._poster = JsonPoster(self.name, transport, show_answer=True)

@@ -15,6 +15,7 @@ import httpx
 import trio
 
 from probepair._version import __version__
+from probepair.config.redact import redact_credentials
 from probepair.errors import SinkError
 from probepair.events import Item
 
@@ -81,7 +82,7 @@ class HttpSink:
         if not props.SinkUrl:
             raise SinkError("http", "SinkType 'http' needs SinkUrl")
         self.url = props.SinkUrl
-        self.name = f"http:{self.url}"
+        self.name = f"http:{redact_credentials(self.url)}"
         self._poster = JsonPoster(self.name, transport, show_answer=False)
 
     async def open(self) -> None:

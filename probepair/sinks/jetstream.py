@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 import orjson
 import trio
 
+from probepair.config.redact import redact_credentials
 from probepair.errors import ConfigError, SinkError
 from probepair.events import Item
 from probepair.sinks.runner import BACKOFF_MAX
@@ -95,7 +96,8 @@ def parse_servers(url: str) -> list[str]:
             raise ConfigError(
                 "sink nats",
                 "SinkUrl",
-                f"expected nats://host:port or tls://host:port, got {server!r}",
+                "expected nats://host:port or tls://host:port, "
+                f"got {redact_credentials(server)!r}",
             )
         del port  # parsed only to reject a port that is not a number
     return servers
@@ -315,7 +317,8 @@ class Publisher:
             SinkError: not connected, an ack is an error, or acks missing after ACK_TIMEOUT.
         """
         if not await self.connected(PUBLISH_WAIT):
-            raise SinkError(self.name, f"no NATS server answers at {', '.join(self.servers)}")
+            shown = redact_credentials(",".join(self.servers))
+            raise SinkError(self.name, f"no NATS server answers at {shown}")
         await self._look_up_stream()
         from nats.errors import Error as NatsError
 
@@ -471,7 +474,8 @@ class NatsSink:
     async def open(self) -> None:
         try:
             if not await self._call(self.publisher.connected, CONNECT_WAIT):
-                raise SinkError(self.name, f"no NATS server answers at {', '.join(self.servers)}")
+                shown = redact_credentials(",".join(self.servers))
+            raise SinkError(self.name, f"no NATS server answers at {shown}")
         except SinkError:
             self._failed()
             raise

@@ -35,6 +35,7 @@ import psycopg.conninfo
 import psycopg.errors
 import trio
 
+from probepair.config.redact import redact_credentials
 from probepair.errors import SinkError
 from probepair.events import Item
 
@@ -168,7 +169,7 @@ class PostgresSink:
         if not props.SinkUrl:
             raise SinkError("postgres", "SinkType 'postgres' needs SinkUrl")
         self.url = props.SinkUrl
-        self.name = f"postgres:{_redact(self.url)}"
+        self.name = f"postgres:{redact_credentials(self.url)}"
         self._params: dict[str, str | int] = {
             "connect_timeout": CONNECT_TIMEOUT,
             "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
@@ -258,9 +259,3 @@ class PostgresSink:
 
     async def aclose(self) -> None:
         await self._drop()
-
-
-def _redact(url: str) -> str:
-    """``url`` without its password, for names in logs and metrics."""
-    url = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)

@@ -80,3 +80,20 @@ def test_the_stdout_sink_writes_one_json_alert_per_line(tmp_path: Path) -> None:
     assert lines == ["line 0", "line 1", "line 2"]
     assert all("EventKey" in a for a in alerts)
     assert alerts[-1]["Summary"] == "Going Down ..."
+
+
+@pytest.mark.parametrize("props", PROPS, ids=[p.name for p in PROPS])
+def test_a_shipped_postgres_url_across_the_network_verifies_the_server(props: Path) -> None:
+    # sslmode prefer/allow/require lets a man in the middle ask for the password in
+    # clear (or read the alerts); only verify-full checks whom we talk to.
+    from urllib.parse import parse_qs, urlsplit
+
+    from probepair.config.propsfile import read_props_file
+
+    url = str(read_props_file(str(props)).get("SinkUrl", ""))
+    if not url.startswith(("postgres://", "postgresql://")):
+        return
+    parts = urlsplit(url)
+    if parts.hostname in ("127.0.0.1", "::1", "localhost"):
+        return
+    assert parse_qs(parts.query).get("sslmode") == ["verify-full"], url
