@@ -171,7 +171,7 @@ class Metrics:
         )
         # Called before each exposition, to bring counters kept elsewhere up to date.
         self.before_collect: list[Callable[[], None]] = []
-        for reason in ("rules", "buffer_full", "buffer_bytes", "retention"):
+        for reason in ("rules", "buffer_full", "buffer_bytes", "retention", "spool_full"):
             self.events_discarded.labels(reason=reason)
         for result in ("success", "failure"):
             self.rules_reloads.labels(result=result)

@@ -395,7 +395,7 @@ class Probe:
         props = self.props
         sink = make_sink(props)
         spool = (
-            Spool(spool_path(props, create=True))
+            Spool(spool_path(props, create=True), props.MaxSAFFileSize)
             if props.StoreAndForward and props.SinkType != "stdout"
             else None
         )
@@ -421,7 +421,13 @@ class Probe:
             machine = self.driver.machine
             # A sync (or a reload on either side) can end a drift: follow the machine.
             self.metrics.config_drift.set_function(lambda: 1 if machine.config_drift else 0)
-        runner = SinkRunner(sink, self.metrics, self.gate.delivered, spool)
+        runner = SinkRunner(
+            sink, self.metrics, self.gate.delivered, spool,
+            sync=props.SinkSync, sync_interval=props.SinkSyncInterval,
+        )
+        runner.on_spool_full = lambda dropped: self.send_self_event(
+            f"Spool full: dropped the {dropped} oldest alerts (MaxSAFFileSize)"
+        )
         if self.driver is not None:
             runner.on_health = self.driver.sink_state
         try:

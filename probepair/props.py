@@ -210,6 +210,19 @@ class Props:
     SAFFileName: str = _prop(
         "", "store-and-forward spool file; '' = <Name>.saf in the state directory"
     )
+    MaxSAFFileSize: int = _prop(
+        1 << 30, "bytes the spool holds at most; past it the oldest alerts go; 0 = no cap", low=0
+    )
+    SinkSync: str = _prop(
+        "batch",
+        "when a delivered alert is durable enough to ack to the peer: batch (synced before "
+        "each ack), interval (every SinkSyncInterval) or off (at write)",
+        choices=("batch", "interval", "off"),
+    )
+    SinkSyncInterval: float = _prop(
+        1.0, "seconds between syncs of the file and sqlite sinks under SinkSync interval",
+        positive=True,
+    )
     MetricsAddress: str = _prop("127.0.0.1", "address of the /metrics endpoint")
     MetricsPort: int = _prop(0, "port of the /metrics endpoint; 0 = off", low=0, high=65535)
     ControlSocket: str = _prop(
