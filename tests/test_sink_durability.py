@@ -17,7 +17,7 @@ from probepair.events import key_of
 from probepair.metrics import Metrics
 from probepair.sinks.base import Item
 from probepair.sinks.file import FileSink
-from probepair.sinks.runner import SinkRunner, call_here
+from probepair.sinks.runner import SinkRunner
 from probepair.sinks.spool import Spool
 
 
