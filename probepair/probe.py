@@ -301,8 +301,8 @@ class Probe:
         # no signal stopped us (a probe run inside a test).
         stopping = (signal.SIGTERM, signal.SIGINT)
         before = {signum: signal.getsignal(signum) for signum in stopping}
-        for signum in stopping:
-            signal.signal(signum, signal.SIG_IGN)
+        for stopping_signum in stopping:
+            signal.signal(stopping_signum, signal.SIG_IGN)
         stopped_by_signal = False
         try:
             with trio.open_signal_receiver(signal.SIGHUP, *stopping) as signals:
