@@ -140,6 +140,12 @@ class Metrics:
             "tcp feed connections closed after FeedIdleTimeout without data",
             registry=r,
         )
+        self.feed_manager_renamed = Counter(
+            "probepair_feed_manager_renamed",
+            "json records with a $FeedManager token: a Manager key renamed ($Manager is "
+            "reserved for ProbeWatch self-events), or a FeedManager key of their own",
+            registry=r,
+        )
         self.split_brains = Counter("probepair_split_brains", "split brains detected", registry=r)
         self.gap_fills = Counter(
             "probepair_gap_fills",
