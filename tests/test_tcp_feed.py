@@ -7,6 +7,7 @@ sockets); one test per promise that needs a kernel (the reset a refused client s
 from __future__ import annotations
 
 import errno
+import itertools
 import re
 import resource
 from collections.abc import Callable
@@ -15,11 +16,14 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 from trio.testing import MockClock
 
 from probepair import props
 from probepair.errors import ConfigError
-from probepair.events import Event
+from probepair.events import Event, KeyMaker
+from probepair.feeds import lines
 from probepair.feeds.base import Batch, make_feed
 from probepair.feeds.tcp import FD_RESERVE, TcpFeed, descriptor_limit
 from probepair.metrics import Metrics
@@ -223,3 +227,31 @@ def test_the_default_and_the_shipped_unit_fit_their_descriptor_limits() -> None:
     assert m is not None, "the shipped unit sets LimitNOFILE="
     limit = int(m[1])
     assert descriptor_limit(limit, limit, 16000) is None  # as its comment says
+
+
+def reference_lines(chunks: list[bytes], max_line: int) -> list[bytes]:
+    """The records of the old LineSplitter (buffer + chunk, split, per chunk)."""
+    buf, out = b"", []
+    for chunk in chunks:
+        lines = (buf + chunk).split(b"\n")
+        buf = lines.pop()
+        if len(buf) > max_line:
+            lines.append(buf)
+            buf = b""
+        out += lines
+    out.append(buf if buf.strip() else b"")
+    return [stripped for line in out if (stripped := line.rstrip(b"\r"))]
+
+
+@given(data=st.binary(max_size=300).map(lambda b: bytes(b"ab\r\n "[x % 5] for x in b)),
+       cuts=st.lists(st.integers(0, 300), max_size=30), max_line=st.sampled_from([4, 16, 1000]))
+def test_line_splitter_gives_the_old_records_at_every_split(
+        data: bytes, cuts: list[int], max_line: int) -> None:
+    bounds = [0, *sorted(c for c in cuts if c <= len(data)), len(data)]
+    chunks = [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lines, "MAX_LINE", max_line)
+        splitter = lines.LineSplitter(KeyMaker(), lambda: 0.0, lambda: 0.0)
+        got = [ev.raw for chunk in chunks for ev in splitter.feed(chunk)]
+        got += [ev.raw for ev in splitter.finish()]
+    assert got == reference_lines(chunks, max_line)
