@@ -124,6 +124,28 @@ class Metrics:
         # The kernel keeps the UDP drop count; a collector reads it at each scrape.
         self.kernel_drops: Callable[[], int] | None = None
         r.register(_KernelDrops(self))
+        self.feed_connections = Gauge(
+            "probepair_feed_connections", "open tcp feed connections", registry=r
+        )
+        self.feed_connections_limit = Gauge(
+            "probepair_feed_connections_limit", "FeedMaxConnections of the tcp feed", registry=r
+        )
+        self.feed_connections_refused = Counter(
+            "probepair_feed_connections_refused",
+            "tcp feed connections closed at once: FeedMaxConnections were open",
+            registry=r,
+        )
+        self.feed_connections_idle_closed = Counter(
+            "probepair_feed_connections_idle_closed",
+            "tcp feed connections closed after FeedIdleTimeout without data",
+            registry=r,
+        )
+        self.feed_manager_renamed = Counter(
+            "probepair_feed_manager_renamed",
+            "json records with a $FeedManager token: a Manager key renamed ($Manager is "
+            "reserved for ProbeWatch self-events), or a FeedManager key of their own",
+            registry=r,
+        )
         self.split_brains = Counter("probepair_split_brains", "split brains detected", registry=r)
         self.gap_fills = Counter(
             "probepair_gap_fills",

@@ -132,7 +132,7 @@ class Probe:
         self.gate: Gate = AlwaysForward()
         self.driver: PeerDriver | None = None
         self.processor = Processor(props, self.program, self.gate, self.metrics, wall_clock)
-        self.feed: Feed = make_feed(props, wall_clock)
+        self.feed: Feed = make_feed(props, wall_clock, self.metrics)
         self._stop = trio.Event()
         self._feed_done = trio.Event()
         self.notifier = Notifier(props.NotifyCommand, props.Name)

@@ -163,6 +163,15 @@ class Props:
         "bytes of kernel receive buffer for the udp feed; 0 = the largest the kernel allows",
         low=0,
     )
+    # 256 clients (a site's syslog forwarders) fit with the probe's own descriptors in
+    # systemd's default soft limit of 1024 (feeds/tcp.py FD_RESERVE); 300 s frees a slot
+    # held by a silent or vanished client while a quiet forwarder just reconnects.
+    FeedMaxConnections: int = _prop(
+        256, "tcp feed: connections open at once; past it new ones are refused", low=1
+    )
+    FeedIdleTimeout: float = _prop(
+        300.0, "tcp feed: seconds a client may send nothing before it is closed; 0 = never", low=0
+    )
     FeedFile: str = _prop("", "file followed like tail -F by the file feed")
     FeedFormat: str = _prop("syslog", "record format: syslog, json or line", choices=FEED_FORMATS)
     QueueSize: int = _prop(
