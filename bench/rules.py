@@ -239,21 +239,23 @@ def worst_case(program: object, ctx: RulesContext) -> None:
         _row(label, _max_us(ours), _capped(peer) if peer is not None else "-")
 
     print("\nper call, the shipped rules' patterns on a 100-char message (µs):")
-    print(f"  {'pattern':<44} {'re':>8} {'RE2':>8} {'re2 module':>11}")
+    print(f"  {'pattern':<44} {'re':>8} {'RE2':>8} {'re2 module':>11} {'rules use':>10}")
     import re2  # the wrapper, for comparison only
 
     msg = LINES[0].decode().split(": ", 1)[1]
     for pattern in (r"^probepair take over \S+$", r" from (\S+)", r"Out of memory|oom-kill",
                     r"[Ll]ink (is )?[Dd]own", r"^([\w.-]+):"):
-        py, ours, wrapped = re.compile(pattern), Regex(pattern), re2.compile(pattern)
+        py, ours = re.compile(pattern), Regex(pattern, backtracking=False)
+        wrapped, used = re2.compile(pattern), Regex(pattern)
         n = 100_000
         costs = []
-        for f in (py.search, ours.extract, wrapped.search):
+        for f in (py.search, ours.extract, wrapped.search, used.extract):
             start = time.perf_counter()
             for _ in range(n):
                 f(msg)
             costs.append((time.perf_counter() - start) / n * 1e6)
-        print(f"  {pattern!r:<44} {costs[0]:>8.2f} {costs[1]:>8.2f} {costs[2]:>11.2f}")
+        print(f"  {pattern!r:<44} {costs[0]:>8.2f} {costs[1]:>8.2f} {costs[2]:>11.2f}"
+              f" {costs[3]:>10.2f}  ({'re' if used.backtracking else 'RE2'})")
 
 
 def _fails(f: object) -> None:

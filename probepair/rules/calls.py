@@ -93,7 +93,7 @@ def call(gen: Codegen, node: ast.Call) -> Code:
     if name == "nmatch":
         return f"{gen.s(a[0])}.startswith({gen.s(a[1])})", "bool"
     if name == "regmatch":
-        return f"{gen.regex(a[1])}.search({gen.s(a[0])})", "bool"
+        return f"({gen.regex(a[1])}.search({gen.s(a[0])}) is not None)", "bool"
     if name == "extract":
         return f"_extract({gen.regex(a[1])}, {gen.s(a[0])})", "str"
     if name == "regreplace":

@@ -31,6 +31,8 @@ match), the binding ~0.4 µs (bench/rules.py prints both figures).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Final
 
@@ -148,11 +150,14 @@ class Regex:
     """A compiled rules regex. Every method runs in time linear in ``text``, except
     :meth:`sub`, which is linear per match (see its docstring)."""
 
-    __slots__ = ("_index", "_re", "_test", "groups", "pattern")
+    __slots__ = ("_index", "_py", "_re", "_test", "backtracking", "extract", "groups",
+                 "pattern", "search")
 
-    def __init__(self, pattern: str) -> None:
-        """Raises:
-        ValueError: RE2 refuses the pattern; the message says why.
+    def __init__(self, pattern: str, *, backtracking: bool = True) -> None:
+        """``backtracking=False`` keeps every call on RE2 (tests compare the two).
+
+        Raises:
+            ValueError: RE2 refuses the pattern; the message says why.
         """
         translated = _encode(translate(pattern))
         compiled = _re2.RE2(translated, _OPTIONS)
@@ -166,18 +171,36 @@ class Regex:
             name.decode("utf-8", "replace"): index
             for name, index in compiled.NamedCapturingGroups()
         }
+        # search/extract on Python's re where proven linear there (see below): cheaper.
+        self._py = backtracking_equivalent(pattern) if backtracking else None
+        self.backtracking = self._py is not None
+        self.search: Callable[[str], object] = (
+            self._search_re2 if self._py is None else self._py.search
+        )
+        self.extract: Callable[[str], str] = (
+            self._extract_re2 if self._py is None else self._extract_py
+        )
 
     def __repr__(self) -> str:
         return f"<Regex {self.pattern!r}>"
 
-    def search(self, text: str) -> bool:
-        """Whether the pattern matches anywhere in ``text`` (``regmatch``)."""
+    # search(text): a true value (not None) where the pattern matches (``regmatch``).
+    # extract(text): the first group of the first match ("" if none; the whole match if
+    # the pattern has no group). Both are bound at __init__ to one engine.
+
+    def _search_re2(self, text: str) -> bool | None:
         data = _encode(text)
         start: int = self._test.Match(_UNANCHORED, data, 0, len(data))[0][0]
-        return start >= 0
+        return True if start >= 0 else None
 
-    def extract(self, text: str) -> str:
-        """First group of the first match ("" if none; the whole match if no group)."""
+    def _extract_py(self, text: str) -> str:
+        assert self._py is not None
+        m = self._py.search(text)
+        if m is None:
+            return ""
+        return (m.group(1) or "") if self.groups else m.group(0)
+
+    def _extract_re2(self, text: str) -> str:
         data = _encode(text)
         spans = self._re.Match(_UNANCHORED, data, 0, len(data))
         if spans[0][0] < 0:
@@ -316,6 +339,173 @@ def _template(
             i += 2
     pieces.append(_encode("".join(literal)))
     return tuple(p for p in pieces if p != b"")
+
+
+# -- patterns proven safe on Python's re -------------------------------------------------
+#
+# RE2's binding costs ~0.5 µs a call against ~0.1-0.4 µs for Python's re on the shipped
+# rules' patterns (bench/rules.py), and regmatch/extract run on every event. So a
+# pattern of a class proven linear on a backtracking engine runs search/extract on re
+# (compiled with re.ASCII, '$' as '\Z': the same dialect, as the cross-check shows);
+# every other pattern, and every sub/findall/prefix, runs on RE2. The class:
+#
+# * only literals, '.', classes without POSIX names, the escapes \w \W \d \D \s \S \b
+#   \B \A \Z \t \n \r \f \v and escaped punctuation; groups '(...)' '(?:...)'; no '{'
+#   and no other '(?';
+# * '*' '+' (greedy or lazy) only on a single-character item, at most one in the
+#   pattern; '?' on anything without such a loop; at most 6 '?' and '|' in all (each
+#   attempt then backtracks over at most 2**6 paths that do not loop);
+# * the loop is in a top-level branch that starts with '^' (one attempt does the
+#   work: O(n) for the loop times the bounded rest), or it is the last thing the
+#   pattern matches (no group around it is quantified, nothing follows it): an attempt
+#   that reaches it succeeds, so no attempt scans the loop twice.
+#
+# Everything else (nested or several loops, '{m,n}', loops followed by something in an
+# unanchored pattern such as '\s+$') is left to RE2.
+
+_SAFE_ESCAPES: Final = frozenset("wWdDsSbBAZtnrfv")
+
+
+class _Unsafe(Exception):
+    pass
+
+
+class _Scan:
+    """A recursive-descent walk of a pattern that raises _Unsafe outside the class."""
+
+    def __init__(self, pattern: str) -> None:
+        self.p = pattern
+        self.i = 0
+        self.loops = 0
+        self.choices = 0
+        self.loop_last = False  # the loop is the last item matched
+
+    def alternation(self, depth: int) -> tuple[bool, bool]:
+        """(has a loop, the loop ended its branch) over '|'-separated sequences."""
+        has_loop, loop_last, branch = False, False, 0
+        while True:
+            before = self.loops
+            starts_anchored = self.p.startswith("^", self.i)
+            last = self.sequence(depth)
+            if self.loops > before:
+                has_loop, loop_last = True, last
+                if depth == 0 and not (starts_anchored or last):
+                    raise _Unsafe
+            branch += 1
+            if self.i < len(self.p) and self.p[self.i] == "|":
+                self.choices += 1
+                self.i += 1
+                continue
+            return has_loop, loop_last
+
+    def sequence(self, depth: int) -> bool:
+        """Items up to '|' or ')'; whether the last item was the loop (or a group
+        ending in it)."""
+        last_is_loop = False
+        p = self.p
+        while self.i < len(p) and p[self.i] not in "|)":
+            c = p[self.i]
+            single = True
+            if c == "(":
+                if p.startswith("(?", self.i) and not p.startswith("(?:", self.i):
+                    raise _Unsafe
+                self.i += 3 if p.startswith("(?:", self.i) else 1
+                has_loop, ends = self.alternation(depth + 1)
+                if self.i >= len(p):
+                    raise _Unsafe
+                self.i += 1  # ')'
+                single = False
+                last_is_loop = has_loop and ends
+                if self.i < len(p) and p[self.i] in "*+{":
+                    raise _Unsafe
+                if self.i < len(p) and p[self.i] == "?":
+                    if has_loop:
+                        raise _Unsafe
+                    self.choices += 1
+                    self.i += 1
+                continue
+            if c == "[":
+                end = self._class_end()
+                self.i = end
+            elif c == "\\":
+                e = p[self.i + 1 : self.i + 2]
+                if not e or (e.isascii() and e.isalnum() and e not in _SAFE_ESCAPES):
+                    raise _Unsafe
+                self.i += 2
+            elif c in "*+?{":
+                raise _Unsafe  # a quantifier with nothing to repeat, or '{'
+            else:
+                self.i += 1
+            last_is_loop = False
+            if self.i < len(p) and p[self.i] in "*+" and single:
+                self.loops += 1
+                if self.loops > 1:
+                    raise _Unsafe
+                self.i += 1
+                if self.i < len(p) and p[self.i] == "?":
+                    self.i += 1
+                last_is_loop = True
+            elif self.i < len(p) and p[self.i] == "?":
+                self.choices += 1
+                self.i += 1
+            if self.i < len(p) and p[self.i] in "*+?{":
+                raise _Unsafe
+            if self.choices > 6:
+                raise _Unsafe
+        if self.choices > 6:
+            raise _Unsafe
+        return last_is_loop
+
+    def _class_end(self) -> int:
+        p = self.p
+        j = self.i + 1
+        if p.startswith("^", j):
+            j += 1
+        if p.startswith("]", j):
+            j += 1
+        while j < len(p) and p[j] != "]":
+            if p[j] == "\\":
+                e = p[j + 1 : j + 2]
+                if not e or (e.isascii() and e.isalnum() and e not in "wWdDsStnrfv"):
+                    raise _Unsafe
+                j += 2
+                continue
+            if p.startswith("[:", j) or p.startswith("[=", j) or p.startswith("[.", j):
+                raise _Unsafe
+            j += 1
+        if j >= len(p):
+            raise _Unsafe
+        return j + 1
+
+
+def backtracking_equivalent(pattern: str) -> re.Pattern[str] | None:
+    """The pattern on Python's re when it is in the class above, else None."""
+    scan = _Scan(pattern)
+    try:
+        scan.alternation(0)
+    except _Unsafe:
+        return None
+    if scan.i != len(pattern):  # an unbalanced ')'
+        return None
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):  # '$' is the end of the text, as on RE2
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+        elif c == "[":
+            scan.i = i
+            j = scan._class_end()
+            out.append(pattern[i:j])
+            i = j
+        else:
+            out.append(r"\Z" if c == "$" else c)
+            i += 1
+    try:
+        return re.compile("".join(out), re.ASCII)
+    except re.error:
+        return None
 
 
 @lru_cache(maxsize=256)

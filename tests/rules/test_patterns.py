@@ -105,9 +105,9 @@ def python_re(pattern: str) -> re.Pattern[str]:
 @settings(max_examples=400, deadline=None)
 @given(patterns(), TEXTS)
 def test_re2_agrees_with_python_re(pattern: str, text: str) -> None:
-    ours, theirs = Regex(pattern), python_re(pattern)
+    ours, theirs = Regex(pattern, backtracking=False), python_re(pattern)
     m = theirs.search(text)
-    assert ours.search(text) == (m is not None)
+    assert (ours.search(text) is not None) == (m is not None)
     want = "" if m is None else (m.group(1) or "") if theirs.groups else m.group(0)
     assert ours.extract(text) == want
     p = theirs.match(text)
@@ -125,7 +125,7 @@ def test_regreplace_agrees_with_python_re(pattern: str, text: str, template: str
         # After an empty match Python retries a non-empty one at the same place; RE2
         # cannot ask for that, so both step one character on (documented).
         return
-    assert Regex(pattern).sub(text, template) == theirs.sub(template, text)
+    assert Regex(pattern, backtracking=False).sub(text, template) == theirs.sub(template, text)
 
 
 @settings(max_examples=200, deadline=None)
@@ -135,15 +135,15 @@ def test_group_references_in_replacement(text: str) -> None:
 
 
 def test_dialect() -> None:
-    assert Regex(r"^a$").search("a\n") is False  # $ is the end of the text
-    assert Regex(r"a\Z").search("xa") is True
-    assert Regex(r"\s").search("\v") is True  # C isspace
-    assert Regex(r"[\S]").search(" \t") is False
-    assert Regex(r"\d").search("\u0663") is False  # ASCII digits only
+    assert Regex(r"^a$").search("a\n") is None  # $ is the end of the text
+    assert Regex(r"a\Z").search("xa") is not None
+    assert Regex(r"\s").search("\v") is not None  # C isspace
+    assert Regex(r"[\S]").search(" \t") is None
+    assert Regex(r"\d").search("\u0663") is None  # ASCII digits only
     assert Regex("[[:digit:]]+").extract("ab123") == "123"
     assert Regex("[^[:space:]]+").extract("  xy ") == "xy"
     assert Regex("(é+)").extract("aééb") == "éé"
-    assert Regex("(?i)ABC").search("xabc") is True
+    assert Regex("(?i)ABC").search("xabc") is not None
     assert Regex("b(z)?").extract("abc") == ""  # the group did not take part
     assert Regex("x").sub("a\udc80x", "y") == "a\udc80y"  # lone surrogates survive
 
@@ -214,6 +214,10 @@ BUILTINS: dict[str, Callable[[int], Callable[[], object]]] = {
     "scanformat blanks": lambda n: lambda: fn.scanformat(SCAN[0], SCAN[1], "a" + " " * n + "x"),
     "split": lambda n: lambda: fn.split(" ;" * (n // 2) + "x", {}, " ;"),
     "extract": lambda n: lambda: Regex(r" from (\S+)").extract(" from" * (n // 5)),
+    "extract on re, anchored": lambda n: lambda: Regex(r"^(\S+): Failed with result").extract(
+        "a" * n + ": Failed with resul"
+    ),
+    "extract on re, loop last": lambda n: lambda: Regex(r" for (\S+)").extract(" fo" * (n // 3)),
     "regreplace every char": lambda n: lambda: Regex("a").sub("a" * n, "bb"),
     "regreplace no match": lambda n: lambda: Regex(r"\s+$").sub(" " * n + "x", ""),
     "printable": lambda n: lambda: fn.printable("\x01" * n),
@@ -252,3 +256,41 @@ def test_nvp_keeps_its_meaning() -> None:
     assert fn.nvp_add('a="1";junk;b="x\\"y"', ("c", 'q"')) == 'a="1";b="x\\"y";c="q\\""'
     assert fn.nvp_remove('a="1";b="2"', ("a",)) == 'b="2"'
     assert fn.nvp_add("x=y z=\"w\"", ()) == 'y z="w"'
+
+
+# -- the patterns proven safe on Python's re ------------------------------------------
+
+SHIPPED = [
+    r"^probepair take over \S+$",
+    r"^probepair take over (\S+)$",
+    r"^Failed password for (?:invalid user )?(\S+)",
+    r" from (\S+)",
+    r" for (\S+)",
+    r"Out of memory|oom-kill",
+    r"[Ll]ink (is )?[Dd]own",
+    r"^([\w.-]+):",
+    r"session (opened|closed)",
+    r"^(\S+): Failed with result",
+]
+
+
+@pytest.mark.parametrize("pattern", SHIPPED)
+def test_shipped_patterns_run_on_python_re(pattern: str) -> None:
+    assert Regex(pattern).backtracking
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [p for p, _ in CATASTROPHIC]
+    + [r"a*b", r"\S+x", r"(?:\S+)?x", r"x{1,5}", r"a+b+", r"[[:digit:]]+"],
+)
+def test_patterns_that_may_backtrack_stay_on_re2(pattern: str) -> None:
+    assert not Regex(pattern).backtracking
+
+
+@settings(max_examples=400, deadline=None)
+@given(patterns(), TEXTS)
+def test_both_engines_agree_where_re_is_used(pattern: str, text: str) -> None:
+    hybrid, pure = Regex(pattern), Regex(pattern, backtracking=False)
+    assert (hybrid.search(text) is None) == (pure.search(text) is None)
+    assert hybrid.extract(text) == pure.extract(text)
