@@ -242,6 +242,11 @@ class Regex:
         Raises:
             ValueError: a bad replacement (unknown escape, missing group).
         """
+        if self._py is not None:  # each search linear, and few scan far (see below)
+            try:
+                return self._py.sub(replacement, text)
+            except (re.error, IndexError) as exc:
+                raise ValueError(str(exc)) from None
         template = _template(replacement, self.groups, tuple(self._index.items()))
         data = _encode(text)
         n = len(data)

@@ -294,3 +294,5 @@ def test_both_engines_agree_where_re_is_used(pattern: str, text: str) -> None:
     hybrid, pure = Regex(pattern), Regex(pattern, backtracking=False)
     assert (hybrid.search(text) is None) == (pure.search(text) is None)
     assert hybrid.extract(text) == pure.extract(text)
+    if all(m.start() < m.end() for m in python_re(pattern).finditer(text)):
+        assert hybrid.sub(text, "<\\g<0>>") == pure.sub(text, "<\\g<0>>")
