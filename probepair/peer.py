@@ -7,6 +7,42 @@ returns, in order, in one task (so heartbeats, acks and flushes never interleave
 Datagrams are decoded and replay-checked here; bad ones are counted through the
 observer, logged at most once per ``log_interval`` per reason, and dropped: they never
 end the task.
+
+The heartbeat port under a flood (issue 19). The peer sends from its own heartbeat
+socket, so its datagrams come from PeerHost:PeerPort exactly. The port is held by two
+sockets: one ``connect()``ed to the peer, which the kernel gives only the peer's
+datagrams (a connected socket outscores an unconnected one for its 4-tuple; checked on
+Linux 6.18 for wildcard and specific binds, both bind orders, tests/test_heartbeat_port),
+and one unconnected, which gets everything else. So a flood from anywhere else fills a
+queue no heartbeat or ack is in. The unconnected socket is read in batches at low
+priority (after a full batch its reader sleeps ``SHARED_PAUSE``: at most ~128k/s of it is
+read and counted as ``reason="source"``, the kernel drops the rest of that queue); a
+datagram there *from* the peer's address (a multi-homed host that reached another local
+address) is still passed on. ``SO_REUSEADDR`` lets the two sockets share the port and is
+cleared once both are bound, so any other bind of the port fails with EADDRINUSE as it
+did with one socket. On a connected socket an ICMP port-unreachable (the peer is down)
+comes back as ``ConnectionRefusedError`` on the next call: skipped when reading, one
+retry when sending. If ``connect`` fails (no route at start) the unconnected socket
+alone is used with the same source check in user space, without the separate queue.
+
+Why not the source check alone: it costs ~1 us a datagram but shares the kernel queue,
+and a flood faster than we read (one Python flooder does ~400-900k/s on loopback here)
+overflows it, dropping heartbeats with the forgeries. Measured with
+``bench/hbflood.py`` / tests/e2e/test_heartbeat_flood.py (0.2 s beats, 0.6 s bound, 10 s,
+one flooder, 2 cores): before, 5.3 M forged datagrams made 5 takeovers (17 of 50
+heartbeats heard, 3.2 s the longest silence); now 8.7 M make none (every heartbeat
+heard, the oldest 0.18 s), 0 events lost, ~0.9 M counted as ``source``, 0 HMACs.
+
+What it costs to reject a datagram that does reach the driver (bench/hbflood.py, µs):
+magic/short/version ~0.5, unsigned ~0.75, malformed ~0.7-1.3, the replay guard's
+``self``/``stale``/``replay``/``sender`` ~1.2, the HMAC ~4.6-5.8 (it used to be ~2.7 for
+decode alone, plus ~1.3 for the labelled counter and an ``await`` per datagram). Only
+a flood that claims the peer's own address and port reaches the peer's queue (raw
+packets, root on the path or on a host): every one of those that looks fresh costs an
+HMAC, so the probe reads ~60k/s of it on a shared core; a 385k/s spoofed flood kept ~55%
+of the heartbeats (28 of 50) and, with a 0.6 s bound, forced takeovers. That is the
+documented bound: under a spoofed flood of F/s, a heartbeat survives with probability
+about min(1, 60k/F); choose BeatThreshold + HeartbeatTimeout for several beats.
 """
 
 from __future__ import annotations
