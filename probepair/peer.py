@@ -75,7 +75,15 @@ from probepair.failover import (
     SplitBrain,
 )
 from probepair.sockopts import raise_rcvbuf
-from probepair.wire import Heartbeat, ReplayGuard, decode, encode, make_boot_id, screen
+from probepair.wire import (
+    Heartbeat,
+    ReplayGuard,
+    boot_id_of,
+    decode,
+    encode,
+    make_boot_id,
+    screen,
+)
 
 __all__ = ["DatagramLink", "NullObserver", "PeerDriver", "PeerObserver", "UdpLink", "new_boot_id"]
 
@@ -92,6 +100,13 @@ SHARED_PAUSE = 0.002  # seconds
 SHARED_RCVBUF = 1 << 20  # bytes: only strays and floods queue there; overflow is harmless
 DIRECT_RCVBUF = 4 * 1024 * 1024  # bytes: the peer's own queue (an ack backlog after a stall)
 DEFAULT_LOG_INTERVAL = 10.0  # seconds between two log lines about the same bad input
+# HMAC checks a second for datagrams carrying a boot id other than the peer's current
+# one. The current peer never needs them; a restarted peer (a new boot id) sends a few
+# datagrams a second until one is verified. A blind forger, who cannot know the current
+# boot id (4 random bytes), can send only these: past the budget they are dropped at the
+# cost of the cheap checks (reason "unverified"), not an HMAC each.
+NEW_BOOT_MACS = 200.0
+NEW_BOOT_BURST = 50.0
 
 
 def new_boot_id(wall_clock: Callable[[], float] = time.time) -> bytes:
@@ -399,6 +414,25 @@ class UdpLink:
                 await trio.sleep(SHARED_PAUSE)
 
 
+class _Budget:
+    """A token bucket: ``rate`` a second, up to ``burst`` at once (times are trio's)."""
+
+    __slots__ = ("_at", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._tokens, self._at = burst, -math.inf
+
+    def take(self, now: float) -> bool:
+        tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if tokens < 1.0:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+
 class _RateLimitedLog:
     """Logs a given key at most once per interval, with the count it suppressed."""
 
@@ -455,6 +489,7 @@ class PeerDriver:
         self._pending: list[Action] = []
         self._wake = trio.Event()
         self._log = _RateLimitedLog(log_interval)
+        self._new_boot = _Budget(NEW_BOOT_MACS, NEW_BOOT_BURST)
 
     # -- called by the processing task ----------------------------------------------------
 
@@ -542,6 +577,12 @@ class PeerDriver:
             # fails them costs well under a microsecond here (bench/hbflood.py).
             reason = screen(data, secret, guard)
             detail: object = reason
+            if (
+                reason is None
+                and boot_id_of(data) != guard.peer_boot_id
+                and not self._new_boot.take(trio.current_time())
+            ):
+                reason = "unverified"  # a flood of unknown boot ids: see NEW_BOOT_MACS
             if reason is None:
                 try:
                     msg = decode(data, secret)

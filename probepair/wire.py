@@ -323,6 +323,11 @@ def screen(data: bytes, secret: bytes, guard: ReplayGuard | None = None) -> str 
     return None
 
 
+def boot_id_of(data: bytes) -> bytes:
+    """The sender's boot id in a datagram that ``screen`` passed (nothing is verified)."""
+    return bytes(data[_BOOT_AT : _BOOT_AT + BOOT_ID_SIZE])
+
+
 _SCREEN_DETAIL: Final = {
     "magic": "not a probepair datagram",
     "version": f"version other than {VERSION}",

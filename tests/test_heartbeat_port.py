@@ -243,3 +243,64 @@ async def test_every_cheap_stage_is_counted_under_its_reason(
             await trio.testing.wait_all_tasks_blocked()
         assert rec.rejected == [r.strip() for r in cases]
         nursery.cancel_scope.cancel()
+
+
+async def test_the_peer_reaching_another_local_address_is_still_heard() -> None:
+    """A multi-homed host: bound to the wildcard, the connected socket takes the local
+    address of the route to the peer (127.0.0.1); a datagram from the peer to another
+    local address (127.0.0.2) lands on the shared socket, whose source check passes it."""
+    counted = Counted()
+    with udp() as peer, udp("127.0.0.2") as stranger:
+        link = UdpLink("0.0.0.0", 0, *peer.getsockname(), on_foreign=counted)
+        async with trio.open_nursery() as nursery:
+            port = (await nursery.start(link.serve))[1]
+            peer.sendto(b"to .2", ("127.0.0.2", port))
+            stranger.sendto(b"forged", ("127.0.0.2", port))
+            peer.sendto(b"to .1", ("127.0.0.1", port))
+            with trio.fail_after(WAIT):
+                got = {(await link.receive())[0] for _ in range(2)}
+                while not counted.foreign:
+                    await trio.sleep(0.01)
+            assert got == {b"to .2", b"to .1"} and counted.foreign == [1]
+            nursery.cancel_scope.cancel()
+
+
+async def test_unknown_boot_ids_get_an_hmac_budget_the_current_peer_does_not(
+        autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    macs: list[bytes] = []
+    real = wire.hmac.digest
+    monkeypatch.setattr(wire.hmac, "digest", lambda k, m, d: macs.append(m) or real(k, m, d))
+    net = memory_link_pair()
+    rec = Recorder()
+    driver = PeerDriver(machine(Mode.SLAVE, 2), net.b, SECRET, rec)
+
+    def beat(seq: int, boot: bytes = BOOT, secret: bytes = SECRET) -> bytes:
+        return encode(Heartbeat(7, boot, 0, seq, Role.MASTER, Flag.NONE, 2.0, bytes(4)), secret)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        await nursery.start(driver.run)
+        await net.a.send(beat(1))
+        await trio.testing.wait_all_tasks_blocked()
+        assert driver.guard.peer_boot_id == BOOT
+        rec.rejected.clear()
+        for i in range(1000):  # a blind forger: fresh boot ids, all at one instant
+            net.b.deliver_nowait(beat(1, make_boot_id(2e9, i.to_bytes(4, "big")), b"guess"))
+            if i % 10 == 9:
+                await trio.testing.wait_all_tasks_blocked()
+        assert net.b.dropped_full == 0
+        await net.a.send(beat(2))  # the current peer, amid the flood: verified, accepted
+        await trio.testing.wait_all_tasks_blocked()
+        assert trio.current_time() == 0.0  # the flood took no (virtual) time: no refill
+        # The first contact (an unknown boot id too) took one token.
+        assert rec.rejected.count("mac") == peer_mod.NEW_BOOT_BURST - 1
+        assert rec.rejected.count("unverified") == 1000 - peer_mod.NEW_BOOT_BURST + 1
+        assert driver.guard._highest == 2
+        # After the flood the budget refills: a restarted peer is heard again.
+        await trio.sleep(1.0)
+        rec.rejected.clear()
+        await net.a.send(beat(1, make_boot_id(2e9, b"new!")))
+        await trio.testing.wait_all_tasks_blocked()
+        assert driver.guard.peer_boot_id == make_boot_id(2e9, b"new!")  # verified, taken
+        assert "unverified" not in rec.rejected and "mac" not in rec.rejected
+        nursery.cancel_scope.cancel()
