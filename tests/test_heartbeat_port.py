@@ -4,6 +4,7 @@ checks before the MAC, with real loopback sockets (real clock, bounded waits).""
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -189,7 +190,7 @@ async def test_foreign_datagrams_never_reach_the_mac(monkeypatch: pytest.MonkeyP
             nursery.cancel_scope.cancel()
 
 
-def rec_source(rec: Recorder) -> peer_mod.Callable[[int], None]:
+def rec_source(rec: Recorder) -> Callable[[int], None]:
     return lambda n: rec.rejected.extend(["source"] * n)
 
 
