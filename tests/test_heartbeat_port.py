@@ -51,7 +51,7 @@ async def test_only_the_peer_address_and_port_come_out_others_are_counted() -> N
             peer.sendto(b"from the peer", ("127.0.0.1", port))
             with trio.fail_after(WAIT):
                 data, source = await link.receive()
-                while link.foreign < 300:
+                while link.foreign < 300:  # noqa: ASYNC110 (polls a socket or process, nothing to wait on)
                     await trio.sleep(0.01)
             assert (data, source) == (b"from the peer", peer.getsockname())
             assert sum(counted.foreign) == 300 and len(counted.foreign) >= 2  # per batch
@@ -145,7 +145,7 @@ async def test_ipv6_peer() -> None:
             peer.sendto(b"peer", ("::1", port))
             with trio.fail_after(WAIT):
                 assert (await link.receive())[0] == b"peer"
-                while not counted.foreign:
+                while not counted.foreign:  # noqa: ASYNC110 (polls a socket or process, nothing to wait on)
                     await trio.sleep(0.01)
             assert counted.foreign == [1]
             nursery.cancel_scope.cancel()
@@ -178,13 +178,13 @@ async def test_foreign_datagrams_never_reach_the_mac(monkeypatch: pytest.MonkeyP
             for _ in range(100):
                 stranger.sendto(forged, ("127.0.0.1", port))
             with trio.fail_after(WAIT):
-                while rec.rejected.count("source") < 100:
+                while rec.rejected.count("source") < 100:  # noqa: ASYNC110 (polls a socket or process, nothing to wait on)
                     await trio.sleep(0.01)
             ours = forged[:-wire.TAG_SIZE]
             assert ours not in macs  # not one HMAC computed for them (ours are signed)
             peer.sendto(forged, ("127.0.0.1", port))  # the same bytes from the peer's port
             with trio.fail_after(WAIT):
-                while "mac" not in rec.rejected:
+                while "mac" not in rec.rejected:  # noqa: ASYNC110 (polls a socket or process, nothing to wait on)
                     await trio.sleep(0.01)
             assert macs.count(ours) == 1
             nursery.cancel_scope.cancel()
@@ -260,7 +260,7 @@ async def test_the_peer_reaching_another_local_address_is_still_heard() -> None:
             peer.sendto(b"to .1", ("127.0.0.1", port))
             with trio.fail_after(WAIT):
                 got = {(await link.receive())[0] for _ in range(2)}
-                while not counted.foreign:
+                while not counted.foreign:  # noqa: ASYNC110 (polls a socket or process, nothing to wait on)
                     await trio.sleep(0.01)
             assert got == {b"to .2", b"to .1"} and counted.foreign == [1]
             nursery.cancel_scope.cancel()
