@@ -39,6 +39,9 @@ REJECT_REASONS = (
     "replay",
     "stale",
     "self",
+    "sender",  # another sender id than the peer's current boot id came with (before the MAC)
+    "source",  # not from PeerHost:PeerPort: dropped unread by anything but the count
+    "unverified",  # an unknown boot id past the HMAC budget for those (peer.NEW_BOOT_MACS)
     "unfresh",  # authentic but not provably recent (failover.freshness): changed nothing
 )
 REQUEST_TIMEOUT = 10.0  # seconds a scrape connection may take
