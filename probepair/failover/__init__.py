@@ -18,7 +18,7 @@ role changes, the handover, sink health, gap fill), ``sending`` (heartbeats and 
 ``state`` (what one side knows), ``acks`` (the reliable ack stream both ways),
 ``freshness`` (which datagrams are provably recent), ``precedence`` (the split-brain
 verdict), ``window`` (failback window and delay), ``types`` (settings and actions). The
-standby buffer is ``probepair.standby``.
+standby buffer is ``probepair.failover.buffer``.
 
 Timers are deadlines the runtime sleeps until (``next_deadline()``); every input first
 runs the timers that are due at ``now`` and re-arms or clears each one it runs, so after

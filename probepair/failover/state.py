@@ -12,6 +12,7 @@ import math
 from typing import Final
 
 from probepair.failover.acks import AckLog, AckStream
+from probepair.failover.buffer import StandbyBuffer
 from probepair.failover.freshness import Freshness
 from probepair.failover.precedence import MASTER_ROLES
 from probepair.failover.types import (
@@ -21,7 +22,6 @@ from probepair.failover.types import (
     Mode,
 )
 from probepair.failover.window import FailbackGate
-from probepair.standby import StandbyBuffer
 from probepair.wire import Flag, Role
 
 INF: Final = math.inf
