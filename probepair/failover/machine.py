@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from probepair.failover.peerinput import PeerInput
 from probepair.failover.state import (
     _ECHO_REFRESH,
@@ -81,6 +83,15 @@ class FailoverMachine(PeerInput):
             self._sink_healthy_since = now
         self._sink_failing_since = failing_since
         self._spool_bytes = spool_bytes
+
+    def window_changed(self, is_open: bool) -> None:
+        """The failback window opened (True) or closed (False); the runtime reads the cron
+        expression against the wall clock. Runs no timers: it only gates decisions."""
+        self.failback.set_window(is_open)
+
+    def config_digest_changed(self, digest: bytes) -> None:
+        """Our pair-wide settings digest changed (a rules reload); heartbeats carry it."""
+        self.config = replace(self.config, config_digest=digest)
 
     def tick(self, now: float) -> list[Action]:
         """Run the timers due at ``now``."""
