@@ -11,6 +11,7 @@ from probepair.failover.state import (
     INF,
     _Handover,
 )
+from probepair.failover.transitions import Trigger
 from probepair.failover.types import (
     Action,
     HandoverReason,
@@ -155,8 +156,11 @@ class FailoverMachine(PeerInput):
         if mode is Mode.MASTER and self._role is not Role.MASTER:
             self._epoch += 1
             self._end_handover()
-            self._set_role(Role.MASTER, f"mode set to master (epoch {self._epoch})", now, actions)
+            self._fire(
+                Trigger.REQUEST_MASTER, f"mode set to master (epoch {self._epoch})", now, actions
+            )
         elif mode is Mode.SLAVE and (self._active or self._role is Role.MASTER_PENDING):
             self._epoch += 1
-            self._step_down(f"mode set to slave (epoch {self._epoch})", reason, now, actions)
+            why = f"mode set to slave (epoch {self._epoch})"
+            self._step_down(Trigger.REQUEST_SLAVE, why, reason, now, actions)
         return actions

@@ -10,6 +10,7 @@ from probepair.failover.state import (
     INF,
     _Handover,
 )
+from probepair.failover.transitions import Trigger
 from probepair.failover.types import (
     Action,
     ConfigDrift,
@@ -114,7 +115,9 @@ class PeerInput(Roles):
                     hb.boot_id, now, self._bound()
                 ):
                     why = f"handing over to returning master {hb.sender}"
-                    self._step_down(why, HandoverReason.FAILBACK, now, actions)
+                    self._step_down(
+                        Trigger.PENDING_MASTER, why, HandoverReason.FAILBACK, now, actions
+                    )
             elif self._role is Role.MASTER and hb.role is Role.MASTER_PENDING:
                 self._resolve_masters(hb, now, actions)
         elif self._role is Role.MASTER_PENDING:
@@ -147,10 +150,14 @@ class PeerInput(Roles):
         self._start_handover(now, actions)
 
     def _adopt_opposite_mode(self, hb: Heartbeat, now: float, actions: list[Action]) -> None:
+        """The special case outside ROLE_TRANSITIONS: a higher epoch flips our mode.
+
+        The target depends on the sender's role and flags, not on a trigger alone.
+        """
         reason = f"peer {hb.sender} is {hb.role.value} at epoch {hb.epoch}"
         if hb.role in MASTER_ROLES:
             if self._active and hb.role is Role.MASTER_PENDING:
-                self._step_down(reason, HandoverReason.FAILBACK, now, actions)
+                self._step_down(None, reason, HandoverReason.FAILBACK, now, actions)
             elif self._role in MASTER_ROLES or (
                 self._role is Role.SLAVE_ACTIVE and hb.role is Role.MASTER
             ):
@@ -167,8 +174,8 @@ class PeerInput(Roles):
     def _resolve_masters(self, hb: Heartbeat, now: float, actions: list[Action]) -> None:
         win, why = verdict(self._precedence(), of_heartbeat(hb))
         if not win:
-            self._set_role(
-                Role.SLAVE_STANDBY,
+            self._fire(
+                Trigger.LOST_VERDICT,
                 f"peer {hb.sender} is also master and wins ({why})",
                 now,
                 actions,
@@ -195,5 +202,5 @@ class PeerInput(Roles):
             reason = f"split brain: peer {hb.sender} wins ({why})"
         else:
             reason = f"{hb.role.value} {hb.sender} returned and is active ({why})"
-        self._set_role(Role.SLAVE_STANDBY, reason, now, actions)
+        self._fire(Trigger.LOST_VERDICT, reason, now, actions)
         actions.append(SplitBrain(False, "resolved: this probe stepped down"))

@@ -11,6 +11,7 @@ from probepair.failover.state import (
     INF,
     _Handover,
 )
+from probepair.failover.transitions import Trigger, next_role
 from probepair.failover.types import (
     Action,
     Failback,
@@ -32,8 +33,8 @@ class Roles(Sender):
         if now >= self._stall_at:
             self._stall_at = INF
             stalled = now - (self._next_beat - self._beat_interval)
-            self._set_role(
-                Role.MASTER_PENDING,
+            self._fire(
+                Trigger.STALL,
                 f"stalled for {stalled:.1f} s without beating; the peer may have taken over",
                 now,
                 actions,
@@ -52,8 +53,11 @@ class Roles(Sender):
         if self._giveup <= now:
             self._giveup = INF
             if self._role is Role.MASTER_PENDING:
-                self._set_role(
-                    Role.MASTER, "peer handed over; its last acks did not arrive", now, actions
+                self._fire(
+                    Trigger.HANDED_OVER,
+                    "peer handed over; its last acks did not arrive",
+                    now,
+                    actions,
                 )
         if self._ack_due <= now:
             self._ack_due = INF
@@ -81,17 +85,40 @@ class Roles(Sender):
             else:
                 what = "master" if self._peer_role in MASTER_ROLES else "active peer"
                 reason = f"{what} silent for {silent:.1f} s"
-            self._set_role(Role.SLAVE_ACTIVE, reason, now, actions)
+            self._fire(Trigger.SILENCE, reason, now, actions)
         elif self._role is Role.MASTER_PENDING:
-            self._set_role(Role.MASTER, f"no active peer heard for {silent:.1f} s", now, actions)
+            self._fire(Trigger.SILENCE, f"no active peer heard for {silent:.1f} s", now, actions)
         elif self._split_brain:
             self._split_brain = False
             actions.append(SplitBrain(False, f"peer silent for {silent:.1f} s"))
 
+    def _fire(
+        self,
+        trigger: Trigger,
+        reason: str,
+        now: float,
+        actions: list[Action],
+        *,
+        beat: bool = True,
+    ) -> bool:
+        """The one decision point: move the role as ``ROLE_TRANSITIONS`` says, if it does.
+
+        Returns False (and changes nothing) when the table has no entry for the current
+        role and ``trigger``.
+        """
+        new = next_role(self._role, trigger)
+        if new is None:
+            return False
+        self._set_role(new, reason, now, actions, beat=beat)
+        return True
+
     def _set_role(
         self, new: Role, reason: str, now: float, actions: list[Action], *, beat: bool = True
     ) -> None:
-        """The one place the role changes: emits RoleChanged, flushes on activation."""
+        """The one effect point: emits RoleChanged, flushes on activation.
+
+        Only ``_fire`` (the table) and ``_adopt_opposite_mode`` (the epoch rule) call it.
+        """
         old = self._role
         if new is old:
             return
@@ -127,11 +154,22 @@ class Roles(Sender):
             self._beat(now, actions)
 
     def _step_down(
-        self, why: str, reason: HandoverReason, now: float, actions: list[Action]
+        self,
+        trigger: Trigger | None,
+        why: str,
+        reason: HandoverReason,
+        now: float,
+        actions: list[Action],
     ) -> None:
-        """Leave an active or pending master role for standby, handing over if active."""
+        """Leave an active or pending master role for standby, handing over if active.
+
+        ``trigger`` None: the epoch rule (``_adopt_opposite_mode``) decided, not the table.
+        """
         was_active = self._active
-        self._set_role(Role.SLAVE_STANDBY, why, now, actions, beat=not was_active)
+        if trigger is None:
+            self._set_role(Role.SLAVE_STANDBY, why, now, actions, beat=not was_active)
+        elif not self._fire(trigger, why, now, actions, beat=not was_active):
+            return
         if was_active:
             actions.append(Handover(reason))
             self._start_handover(now, actions)
@@ -177,7 +215,7 @@ class Roles(Sender):
             self._epoch += 1
             self._sink_handed_over = self.config.mode is Mode.MASTER
             why = f"sink failing for {now - failing:.0f} s while the peer's sink works"
-            self._step_down(why, HandoverReason.SINK, now, actions)
+            self._step_down(Trigger.SINK_FAILING, why, HandoverReason.SINK, now, actions)
         elif (
             self._sink_handed_over
             and self._role is Role.SLAVE_STANDBY
@@ -189,7 +227,7 @@ class Roles(Sender):
             self._sink_handed_over = False
             self._epoch += 1
             why = f"sink healthy again for {now - self._sink_healthy_since:.0f} s"
-            self._set_role(Role.MASTER_PENDING, why, now, actions)
+            self._fire(Trigger.SINK_RECOVERED, why, now, actions)
 
     def _stream_for(self, boot: bytes) -> AckStream:
         stream = self._stream
@@ -223,4 +261,4 @@ class Roles(Sender):
             and stream.boot == self._peer_boot
             and (stream.through or 0) >= awaited
         ):
-            self._set_role(Role.MASTER, "peer handed over", now, actions)
+            self._fire(Trigger.HANDED_OVER, "peer handed over", now, actions)
