@@ -44,7 +44,7 @@ class FailoverMachine(PeerInput):
             standby.duplicates_avoided += 1
             return False
         if self._active:
-            self._forwarded += 1
+            self._in_flight += 1
             return True
         standby.hold(key, payload, now)
         return False
@@ -56,7 +56,7 @@ class FailoverMachine(PeerInput):
         """
         if self._role is Role.STANDARD:
             return
-        self._delivered += len(keys)
+        self._in_flight -= len(keys)
         if keys:
             self._pending_acks.extend(keys)
         if self._ack_due == INF and (keys or self._handover is _Handover.DRAINING):
@@ -68,7 +68,7 @@ class FailoverMachine(PeerInput):
         Their deliveries come back through ``delivered``; counting them here keeps the
         in-flight count (``pending``, ``IDLE``, the handover drain) exact. Runs no timers.
         """
-        self._forwarded += count
+        self._in_flight += count
 
     def feed_idle(self, idle: bool) -> None:
         """Whether our feed's source was empty when last checked (runtime fact).

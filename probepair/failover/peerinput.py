@@ -144,7 +144,7 @@ class PeerInput(Roles):
         items = self._standby.drain(now)
         # Still in flight from an earlier active period counts too; a surplus of
         # deliveries must not make the flush look drained at once.
-        self._forwarded = max(self._forwarded, self._delivered) + len(items)
+        self._in_flight = max(self._in_flight, 0) + len(items)
         if items:
             actions.append(Flush(items))
         self._start_handover(now, actions)

@@ -63,7 +63,7 @@ class Roles(Sender):
             self._ack_due = INF
             self._send_acks(now, actions)
         if self._handover is _Handover.DRAINING and (
-            self._forwarded <= self._delivered or self._drain_deadline <= now
+            self._in_flight <= 0 or self._drain_deadline <= now
         ):
             self._finish_drain(now, actions)
         elif self._drain_deadline <= now:
@@ -127,7 +127,6 @@ class Roles(Sender):
         self._role_seq = self._seq + 1  # our next datagram is the first to carry it
         if new is not Role.MASTER:
             self._stall_at = INF
-        self._active = new in ACTIVE_ROLES
         actions.append(RoleChanged(old, new, reason))
         if new in MASTER_ROLES:
             self._beat_interval = self.config.beat_interval
@@ -141,11 +140,10 @@ class Roles(Sender):
             self._giveup = INF
             self._awaited_serial = None
             self._gap_marks = []
-            self._active_since = now
             self.failovers += 1
             items = self._standby.drain(now)
-            in_flight = max(0, self._forwarded - self._delivered)  # gap fills, own events
-            self._forwarded, self._delivered = len(items) + in_flight, 0
+            # still in flight: gap fills, our own events
+            self._in_flight = len(items) + max(0, self._in_flight)
             if items:
                 actions.append(Flush(items))
         if not self._active:
@@ -179,7 +177,7 @@ class Roles(Sender):
         self._handover = _Handover.DRAINING
         self._handover_boot = self._peer_boot
         self._drain_deadline = now + self.config.ack_interval + self.config.heartbeat_timeout
-        if self._forwarded <= self._delivered:
+        if self._in_flight <= 0:
             self._finish_drain(now, actions)
         else:
             self._beat(now, actions)
@@ -249,7 +247,7 @@ class Roles(Sender):
         items = self._standby.take_older_than(max(ready))
         if items:
             self.gap_fills += len(items)
-            self._forwarded += len(items)
+            self._in_flight += len(items)
             actions.append(GapFill(items))
 
     def _maybe_take_over_from_handover(self, now: float, actions: list[Action]) -> None:

@@ -57,8 +57,9 @@ class MachineState:
         self._pending_acks: list[bytes] = []
         self._handover = _Handover.NONE
         self._handover_boot: bytes | None = None
-        self._forwarded = 0  # since we last became active; with _delivered: in flight
-        self._delivered = 0
+        # Forwarded (events, gap fills, flushes, bypassed) minus delivered since we last
+        # became active; negative while deliveries of an earlier period outnumber them.
+        self._in_flight = 0
         self._feed_idle = False
         self._sink_failing_since: float | None = None
         self._sink_healthy_since = now
@@ -74,7 +75,6 @@ class MachineState:
         self._awaited_serial: int | None = None  # from the peer's HANDED_OVER beat
         self._peer_digest = config.config_digest
         self._split_brain = False
-        self._active_since = now
         self._next_beat = INF
         # Extra beats are rate-limited, answers apart from our own requests: a burst of
         # stale datagrams after a stall must not silence the answer a live peer awaits.
@@ -104,7 +104,6 @@ class MachineState:
             self._next_beat = now
             if self._role is not Role.MASTER:
                 self._peer_deadline = now + self._bound()
-        self._active = self._role in ACTIVE_ROLES
 
     @property
     def role(self) -> Role:
@@ -114,7 +113,11 @@ class MachineState:
     @property
     def active(self) -> bool:
         """True while this probe forwards events to its sink."""
-        return self._active
+        return self._role in ACTIVE_ROLES
+
+    @property
+    def _active(self) -> bool:
+        return self._role in ACTIVE_ROLES
 
     @property
     def mode(self) -> Mode:
@@ -240,7 +243,7 @@ class MachineState:
         return self._beat_interval + c.beat_threshold + c.heartbeat_timeout
 
     def _pending(self) -> int:
-        return max(0, self._forwarded - self._delivered) if self._active else 0
+        return max(0, self._in_flight) if self._active else 0
 
     def _idle(self) -> bool:
-        return self._active and self._feed_idle and self._forwarded <= self._delivered
+        return self._active and self._feed_idle and self._in_flight <= 0
