@@ -133,10 +133,9 @@ class FailoverMachine(PeerInput):
             self._on_ack(msg, now, actions)
         else:
             # Heartbeats only: an ack overtaking a heartbeat must not make it look old.
-            newest = msg.boot_id != self._peer_boot or msg.seq > self._peer_seq
+            peer = self._peer
+            newest = peer is None or msg.boot_id != peer.boot_id or msg.seq > peer.seq
             self._on_heartbeat(msg, newest, now, actions)
-            if newest:
-                self._peer_seq = msg.seq
         self._fill_gaps(now, actions)
         return actions
 

@@ -58,8 +58,7 @@ class PeerInput(Roles):
     def _on_heartbeat(self, hb: Heartbeat, newest: bool, now: float, actions: list[Action]) -> None:
         known = hb.boot_id == self._peer_boot
         if not known:
-            self._peer_boot = hb.boot_id
-            self._peer_seq = 0
+            self._peer = hb  # a new boot's first fresh heartbeat is its newest
             self._awaited_serial = None
             self._giveup = INF
             # Acks of the last bound may concern events the new boot holds: re-send them.
@@ -78,10 +77,8 @@ class PeerInput(Roles):
         stream.advance(now, self._bound())
         if not newest:
             return  # overtaken by a newer heartbeat: its role and flags are history
-        self._peer_role = hb.role
+        self._peer = hb
         self._peer_last_heard = now
-        self._peer_sink_failing = hb.sink_failing
-        self._peer_spool_bytes = hb.spool_bytes
         if hb.config_digest != self._peer_digest:
             self._peer_digest = hb.config_digest
             if self.config_drift:

@@ -83,7 +83,7 @@ class Roles(Sender):
             if self._peer_last_heard is None:
                 reason = f"no master heard for {silent:.1f} s since start"
             else:
-                what = "master" if self._peer_role in MASTER_ROLES else "active peer"
+                what = "master" if self.peer_role in MASTER_ROLES else "active peer"
                 reason = f"{what} silent for {silent:.1f} s"
             self._fire(Trigger.SILENCE, reason, now, actions)
         elif self._role is Role.MASTER_PENDING:
@@ -205,9 +205,9 @@ class Roles(Sender):
         peer_ok = (
             heard is not None
             and now - heard < self._bound()
-            and self._peer_role is not None
-            and self._peer_role not in ACTIVE_ROLES
-            and self._peer_sink_failing == 0.0
+            and self._peer is not None
+            and self._peer.role not in ACTIVE_ROLES
+            and self._peer.sink_failing == 0.0
         )
         if self._active and failing is not None and now - failing >= limit and peer_ok:
             self._epoch += 1

@@ -22,7 +22,7 @@ from probepair.failover.types import (
     Mode,
 )
 from probepair.failover.window import FailbackGate
-from probepair.wire import Flag, Role
+from probepair.wire import Flag, Heartbeat, Role
 
 INF: Final = math.inf
 ACTIVE_ROLES: Final = frozenset({Role.MASTER, Role.SLAVE_ACTIVE, Role.STANDARD})
@@ -66,12 +66,9 @@ class MachineState:
         self._spool_bytes = 0
         self._sink_handed_over = False
         self.failback = FailbackGate(config.failback_delay)  # window_open: set by the runtime
-        self._peer_boot: bytes | None = None
-        self._peer_role: Role | None = None
+        # The newest fresh heartbeat from the peer (its boot, seq, role, sink health).
+        self._peer: Heartbeat | None = None
         self._peer_last_heard: float | None = None
-        self._peer_seq = 0  # newest fresh heartbeat seq from _peer_boot
-        self._peer_sink_failing = 0.0
-        self._peer_spool_bytes = 0
         self._awaited_serial: int | None = None  # from the peer's HANDED_OVER beat
         self._peer_digest = config.config_digest
         self._split_brain = False
@@ -178,12 +175,12 @@ class MachineState:
     @property
     def peer_role(self) -> Role | None:
         """The role the peer's last fresh heartbeat carried."""
-        return self._peer_role
+        return None if self._peer is None else self._peer.role
 
     @property
     def peer_sink_failing(self) -> float:
         """Seconds the peer's sink had been failing at its last heartbeat (0: healthy)."""
-        return self._peer_sink_failing
+        return 0.0 if self._peer is None else self._peer.sink_failing
 
     @property
     def spool_bytes(self) -> int:
@@ -193,7 +190,7 @@ class MachineState:
     @property
     def peer_spool_bytes(self) -> int:
         """The peer's spool bytes at its last heartbeat."""
-        return self._peer_spool_bytes
+        return 0 if self._peer is None else self._peer.spool_bytes
 
     @property
     def split_brain(self) -> bool:
@@ -237,6 +234,10 @@ class MachineState:
             self._giveup,
             hole,
         )
+
+    @property
+    def _peer_boot(self) -> bytes | None:
+        return None if self._peer is None else self._peer.boot_id
 
     def _bound(self) -> float:
         c = self.config
