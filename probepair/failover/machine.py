@@ -9,7 +9,7 @@ from probepair.failover.state import (
     _ECHO_REFRESH,
     ACTIVE_ROLES,
     INF,
-    _Handover,
+    Draining,
 )
 from probepair.failover.transitions import Trigger
 from probepair.failover.types import (
@@ -59,7 +59,7 @@ class FailoverMachine(PeerInput):
         self._in_flight -= len(keys)
         if keys:
             self._pending_acks.extend(keys)
-        if self._ack_due == INF and (keys or self._handover is _Handover.DRAINING):
+        if self._ack_due == INF and (keys or isinstance(self._handover, Draining)):
             self._ack_due = now + self.config.ack_interval
 
     def bypassed(self, count: int) -> None:

@@ -8,7 +8,8 @@ from probepair.failover.state import (
     _HANDOVER_FLAGS,
     ACTIVE_ROLES,
     INF,
-    _Handover,
+    Awaiting,
+    Idle,
 )
 from probepair.failover.transitions import Trigger
 from probepair.failover.types import (
@@ -59,8 +60,7 @@ class PeerInput(Roles):
         known = hb.boot_id == self._peer_boot
         if not known:
             self._peer = hb  # a new boot's first fresh heartbeat is its newest
-            self._awaited_serial = None
-            self._giveup = INF
+            self._awaiting = None
             # Acks of the last bound may concern events the new boot holds: re-send them.
             base = self._acks.base(now, self._bound())
             self._base_for = (hb.boot_id, base)
@@ -96,8 +96,9 @@ class PeerInput(Roles):
             self._peer_deadline = now + self._bound()
             self._silence_since = now
             self._silence_deferred = False
-        if self._handover is not _Handover.NONE and (
-            hb.boot_id != self._handover_boot or hb.role is Role.MASTER
+        handover = self._handover
+        if not isinstance(handover, Idle) and (
+            hb.boot_id != handover.boot or hb.role is Role.MASTER
         ):
             self._end_handover()  # the master is active (handover complete) or restarted
 
@@ -121,17 +122,19 @@ class PeerInput(Roles):
             if peer_master:
                 self._resolve_masters(hb, now, actions)
             elif hb.flags & Flag.HANDED_OVER:
-                self._awaited_serial = hb.acks_sent
-                if self._giveup == INF:
-                    c = self.config
-                    self._giveup = now + self._beat_interval + c.beat_threshold
+                waiting = self._awaiting
+                if waiting is None or waiting.giveup_at == INF:
+                    giveup_at = now + self._beat_interval + self.config.beat_threshold
+                else:
+                    giveup_at = waiting.giveup_at
+                self._awaiting = Awaiting(hb.acks_sent, giveup_at)
                 self._maybe_take_over_from_handover(now, actions)
                 if self._role is Role.MASTER_PENDING:
                     self._extra_beat(now, actions)  # tell the peer which acks we lack
         if (
             self._role is Role.SLAVE_STANDBY
             and hb.role is Role.MASTER_PENDING
-            and self._handover is _Handover.NONE
+            and isinstance(self._handover, Idle)
         ):
             self._handover_from_standby(now, actions)
         self._check_sink(now, actions)

@@ -8,8 +8,12 @@ from probepair.failover.sending import Sender
 from probepair.failover.state import (
     _LATE,
     ACTIVE_ROLES,
+    IDLE,
     INF,
-    _Handover,
+    Awaiting,
+    Draining,
+    HandedOver,
+    Idle,
 )
 from probepair.failover.transitions import Trigger, next_role
 from probepair.failover.types import (
@@ -50,8 +54,9 @@ class Roles(Sender):
             else:
                 self._peer_deadline = INF
                 self._on_silence(now, actions)
-        if self._giveup <= now:
-            self._giveup = INF
+        waiting = self._awaiting
+        if waiting is not None and waiting.giveup_at <= now:
+            self._awaiting = Awaiting(waiting.serial, INF)
             if self._role is Role.MASTER_PENDING:
                 self._fire(
                     Trigger.HANDED_OVER,
@@ -62,12 +67,9 @@ class Roles(Sender):
         if self._ack_due <= now:
             self._ack_due = INF
             self._send_acks(now, actions)
-        if self._handover is _Handover.DRAINING and (
-            self._in_flight <= 0 or self._drain_deadline <= now
-        ):
+        handover = self._handover
+        if isinstance(handover, Draining) and (self._in_flight <= 0 or handover.deadline <= now):
             self._finish_drain(now, actions)
-        elif self._drain_deadline <= now:
-            self._drain_deadline = INF
         stream = self._stream
         if stream is not None and stream.hole_since + self._bound() <= now:
             stream.advance(now, self._bound())
@@ -137,8 +139,7 @@ class Roles(Sender):
             self._silence_since = now
         if self._active and not was_active:
             self._end_handover()
-            self._giveup = INF
-            self._awaited_serial = None
+            self._awaiting = None
             self._gap_marks = []
             self.failovers += 1
             items = self._standby.drain(now)
@@ -174,9 +175,8 @@ class Roles(Sender):
 
     def _start_handover(self, now: float, actions: list[Action]) -> None:
         """Stop forwarding for a pending master: drain, ack, then beat HANDED_OVER."""
-        self._handover = _Handover.DRAINING
-        self._handover_boot = self._peer_boot
-        self._drain_deadline = now + self.config.ack_interval + self.config.heartbeat_timeout
+        deadline = now + self.config.ack_interval + self.config.heartbeat_timeout
+        self._handover = Draining(self._peer_boot, deadline)
         if self._in_flight <= 0:
             self._finish_drain(now, actions)
         else:
@@ -184,21 +184,19 @@ class Roles(Sender):
 
     def _finish_drain(self, now: float, actions: list[Action]) -> None:
         """Every pending ack goes out before the HANDED_OVER beat that counts them."""
-        self._handover = _Handover.DONE
-        self._drain_deadline = INF
+        assert isinstance(self._handover, Draining)  # only a drain finishes
+        self._handover = HandedOver(self._handover.boot)
         self._ack_due = INF
         self._send_acks(now, actions)
         self._beat(now, actions)
 
     def _end_handover(self) -> None:
-        self._handover = _Handover.NONE
-        self._handover_boot = None
-        self._drain_deadline = INF
+        self._handover = IDLE
 
     def _check_sink(self, now: float, actions: list[Action]) -> None:
         """Health-aware roles: hand over while our sink fails and the peer's works."""
         limit = self.config.sink_failover
-        if limit <= 0 or self._role is Role.STANDARD or self._handover is not _Handover.NONE:
+        if limit <= 0 or self._role is Role.STANDARD or not isinstance(self._handover, Idle):
             return
         failing = self._sink_failing_since
         heard = self._peer_last_heard
@@ -251,12 +249,12 @@ class Roles(Sender):
             actions.append(GapFill(items))
 
     def _maybe_take_over_from_handover(self, now: float, actions: list[Action]) -> None:
-        awaited, stream = self._awaited_serial, self._stream
+        waiting, stream = self._awaiting, self._stream
         if (
             self._role is Role.MASTER_PENDING
-            and awaited is not None
+            and waiting is not None
             and stream is not None
             and stream.boot == self._peer_boot
-            and (stream.through or 0) >= awaited
+            and (stream.through or 0) >= waiting.serial
         ):
             self._fire(Trigger.HANDED_OVER, "peer handed over", now, actions)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from probepair.failover.acks import SentAck
 from probepair.failover.state import (
     INF,
+    Draining,
+    HandedOver,
     MachineState,
-    _Handover,
 )
 from probepair.failover.types import (
     Action,
@@ -30,9 +31,9 @@ class Sender(MachineState):
         flags = Flag.NONE
         if self.config.mode is Mode.MASTER:
             flags |= Flag.CONFIGURED_MASTER
-        if self._handover is _Handover.DRAINING:
+        if isinstance(self._handover, Draining):
             flags |= Flag.HANDING_OVER
-        elif self._handover is _Handover.DONE:
+        elif isinstance(self._handover, HandedOver):
             flags |= Flag.HANDED_OVER
         # A standby side asks for an echo with every beat and the active side answers at
         # once, so the liveness of the active side is proven each beat period whatever

@@ -7,8 +7,8 @@ See the package docstring for the rules. The behaviour is added by concern in
 
 from __future__ import annotations
 
-import enum
 import math
+from dataclasses import dataclass
 from typing import Final
 
 from probepair.failover.acks import AckLog, AckStream
@@ -32,10 +32,38 @@ _ECHO_REFRESH: Final = 0.75  # of the bound: past this echo age we beat early, s
 _LATE: Final = 0.25
 
 
-class _Handover(enum.Enum):
-    NONE = enum.auto()
-    DRAINING = enum.auto()  # stepped down; waiting for the sink to deliver what we forwarded
-    DONE = enum.auto()  # drained and acked; beating HANDED_OVER until the master is active
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """Not handing over."""
+
+
+@dataclass(frozen=True, slots=True)
+class Draining:
+    """Stepped down for the peer's ``boot``; waiting (until ``deadline``) for the sink to
+    deliver what we forwarded."""
+
+    boot: bytes | None
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class HandedOver:
+    """Drained and acked; beating HANDED_OVER until the peer's ``boot`` is active."""
+
+    boot: bytes | None
+
+
+Handing = Idle | Draining | HandedOver
+IDLE: Final = Idle()
+
+
+@dataclass(frozen=True, slots=True)
+class Awaiting:
+    """A pending master heard HANDED_OVER: it takes over once it holds every ack serial
+    up to ``serial``, or at ``giveup_at`` (inf: that timer already ran)."""
+
+    serial: int
+    giveup_at: float
 
 
 class MachineState:
@@ -55,8 +83,7 @@ class MachineState:
         self._base_for: tuple[bytes, int] | None = None  # our ack_base for the peer's boot
         self._gap_marks: list[tuple[int, float]] = []  # (peer ack serial, horizon)
         self._pending_acks: list[bytes] = []
-        self._handover = _Handover.NONE
-        self._handover_boot: bytes | None = None
+        self._handover: Handing = IDLE
         # Forwarded (events, gap fills, flushes, bypassed) minus delivered since we last
         # became active; negative while deliveries of an earlier period outnumber them.
         self._in_flight = 0
@@ -69,7 +96,7 @@ class MachineState:
         # The newest fresh heartbeat from the peer (its boot, seq, role, sink health).
         self._peer: Heartbeat | None = None
         self._peer_last_heard: float | None = None
-        self._awaited_serial: int | None = None  # from the peer's HANDED_OVER beat
+        self._awaiting: Awaiting | None = None  # from the peer's HANDED_OVER beat
         self._peer_digest = config.config_digest
         self._split_brain = False
         self._next_beat = INF
@@ -83,8 +110,6 @@ class MachineState:
         self._peer_deadline = INF
         self._silence_deferred = False  # the late silence timer waited for one round trip
         self._ack_due = INF
-        self._drain_deadline = INF
-        self._giveup = INF
         self.failovers = 0  # times this probe became active after start
         self.split_brains = 0
         self.gap_fills = 0  # events delivered because the active peer passed them by
@@ -205,7 +230,7 @@ class MachineState:
     @property
     def handing_over(self) -> bool:
         """True while this probe hands over to a pending master."""
-        return self._handover is not _Handover.NONE
+        return not isinstance(self._handover, Idle)
 
     @property
     def sink_healthy(self) -> bool:
@@ -230,8 +255,8 @@ class MachineState:
             self._next_beat,
             self._peer_deadline,
             self._ack_due,
-            self._drain_deadline,
-            self._giveup,
+            self._handover.deadline if isinstance(self._handover, Draining) else INF,
+            INF if self._awaiting is None else self._awaiting.giveup_at,
             hole,
         )
 
