@@ -193,10 +193,10 @@ class PeerInput(Roles):
                 return  # the peer has not heard our mode switch yet; it will step down
             if not self._split_brain:
                 self._split_brain = True
-                self.split_brains += 1
+                self.stats.split_brains += 1
                 actions.append(SplitBrain(True, detail))
             return
-        self.split_brains += 1
+        self.stats.split_brains += 1
         actions.append(SplitBrain(True, detail))
         if known:
             reason = f"split brain: peer {hb.sender} wins ({why})"

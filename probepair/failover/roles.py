@@ -141,7 +141,7 @@ class Roles(Sender):
             self._end_handover()
             self._awaiting = None
             self._gap_marks = []
-            self.failovers += 1
+            self.stats.failovers += 1
             items = self._standby.drain(now)
             # still in flight: gap fills, our own events
             self._in_flight = len(items) + max(0, self._in_flight)
@@ -244,7 +244,7 @@ class Roles(Sender):
         self._gap_marks = [(s, h) for s, h in marks if s > through]
         items = self._standby.take_older_than(max(ready))
         if items:
-            self.gap_fills += len(items)
+            self.stats.gap_fills += len(items)
             self._in_flight += len(items)
             actions.append(GapFill(items))
 

@@ -113,7 +113,7 @@ class Sender(MachineState):
         c = self.config
         for entry in entries:
             entry.seq = self._next_seq(now)
-            self.acks_resent += 1
+            self.stats.acks_resent += 1
             actions.append(
                 Send(
                     Ack(

@@ -32,6 +32,16 @@ _ECHO_REFRESH: Final = 0.75  # of the bound: past this echo age we beat early, s
 _LATE: Final = 0.25
 
 
+@dataclass(slots=True)
+class Stats:
+    """Counters for metrics and status: read by the runtime, never by a decision."""
+
+    failovers: int = 0  # times this probe became active after start
+    split_brains: int = 0
+    gap_fills: int = 0  # events delivered because the active peer passed them by
+    acks_resent: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Idle:
     """Not handing over."""
@@ -110,10 +120,7 @@ class MachineState:
         self._peer_deadline = INF
         self._silence_deferred = False  # the late silence timer waited for one round trip
         self._ack_due = INF
-        self.failovers = 0  # times this probe became active after start
-        self.split_brains = 0
-        self.gap_fills = 0  # events delivered because the active peer passed them by
-        self.acks_resent = 0
+        self.stats = Stats()
         if config.mode is Mode.STANDARD:
             self._role = Role.STANDARD
         else:
@@ -259,6 +266,26 @@ class MachineState:
             INF if self._awaiting is None else self._awaiting.giveup_at,
             hole,
         )
+
+    @property
+    def failovers(self) -> int:
+        """Times this probe became active after start."""
+        return self.stats.failovers
+
+    @property
+    def split_brains(self) -> int:
+        """Split brains detected."""
+        return self.stats.split_brains
+
+    @property
+    def gap_fills(self) -> int:
+        """Events delivered because the active peer passed them by."""
+        return self.stats.gap_fills
+
+    @property
+    def acks_resent(self) -> int:
+        """Ack datagrams sent again because the peer lacked them."""
+        return self.stats.acks_resent
 
     @property
     def _peer_boot(self) -> bytes | None:
