@@ -1,4 +1,55 @@
-"""The failover machine: one probe's side of the pair (PURE; see the package docstring)."""
+"""The failover machine: one probe's side of the pair (PURE; details in the package docstring).
+
+Theory of operation
+-------------------
+Roles. ``master`` and ``slave-active`` forward events to the sink (with ``standard``,
+a lone probe: ``ACTIVE_ROLES``); ``slave-standby`` holds them in the buffer;
+``master-pending`` is a (re)started master that beats and holds until the active peer
+hands over. A probe starts ``slave-standby`` (Mode slave), ``master-pending`` (Mode
+master) or ``master`` (Mode master with Failback immediate).
+
+Inputs are method calls that carry ``now`` (``tick``, ``receive``, ``request_mode``,
+``event``, ``delivered``, ``bypassed``, ``feed_idle``, ``sink_state``,
+``window_changed``, ``config_digest_changed``); outputs are the returned actions. Every
+input that runs timers runs the due ones first.
+
+Timers are deadlines, gathered by ``next_deadline()``: the beat (every beat interval),
+peer silence (the bound ``beat_interval + beat_threshold + heartbeat_timeout`` after the
+last fresh heartbeat from a forwarding peer), the ack batch (``ack_interval``), the
+handover drain and give-up, the ack-hole skip, and ``stall_at`` (an active master's beat
+a bound late). Each timer that runs is re-armed or cleared, so after any input at ``t``,
+``next_deadline() > t`` (a timer left due would busy-loop the runtime).
+
+The table. A timer or a fresh datagram becomes a ``Trigger``; ``_fire`` looks the
+(role, trigger) pair up in ``transitions.ROLE_TRANSITIONS`` (the single decision point)
+and ``_set_role`` (the single effect point) emits ``RoleChanged``, flushes the buffer on
+activation and beats at once. A pair absent from the table is refused::
+
+    slave-standby   SILENCE -> slave-active     REQUEST_MASTER -> master
+                    SINK_RECOVERED -> master-pending
+    slave-active    PENDING_MASTER, LOST_VERDICT, REQUEST_SLAVE, SINK_FAILING
+                    -> slave-standby            REQUEST_MASTER -> master
+    master-pending  SILENCE, HANDED_OVER, REQUEST_MASTER -> master
+                    LOST_VERDICT, REQUEST_SLAVE -> slave-standby
+    master          STALL -> master-pending
+                    LOST_VERDICT, REQUEST_SLAVE, SINK_FAILING -> slave-standby
+    standard        (nothing)
+
+An active probe that leaves for standby hands over: it drains its sink, sends every
+pending ack, then beats HANDED_OVER, so the pending master takes over without a gap
+or an overlap.
+
+Split brain. Heartbeats carry role, epoch and precedence; when both sides are active
+(or both master) each computes the same verdict from the same two tuples
+(``precedence``: epoch, master by mode, configured master, node id, boot id), so one
+steps down (``LOST_VERDICT``) without a negotiation that a partition could interrupt.
+Why this order: an explicit switch (``request_mode``, epoch + 1) is the newest intent;
+a silence takeover never increments the epoch, so the configured master wins when the
+link returns. The one rule outside the table is the epoch rule
+(``PeerInput._adopt_opposite_mode``): a heartbeat at a higher epoch makes us adopt it
+and take the mode opposite to the sender's, which depends on the sender's role and
+flags rather than on a trigger alone.
+"""
 
 from __future__ import annotations
 
