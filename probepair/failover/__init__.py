@@ -139,25 +139,63 @@ never increments the epoch, so the configured master wins when the link returns.
 
 from __future__ import annotations
 
-from probepair.failover.machine import ACTIVE_ROLES, FailoverMachine
-from probepair.failover.precedence import MASTER_ROLES
-from probepair.failover.types import (
-    Action,
-    ConfigDrift,
-    DropReason,
-    Failback,
-    FailoverConfig,
-    Flush,
-    GapFill,
-    Handover,
-    HandoverReason,
-    Mode,
-    Rejected,
-    Role,
-    RoleChanged,
-    Send,
-    SplitBrain,
-)
+from typing import TYPE_CHECKING
+
+# Role and the other enums are the codec's vocabulary too: probepair.wire imports them
+# from here, and the machine imports the codec. So the face imports the stdlib-only
+# ``types`` at once and the rest on first use (PEP 562), which lets ``import
+# probepair.wire`` come first without an import cycle. Once the codec moves into this
+# package (LAYOUT.md: failover/wire.py) the face can import everything eagerly again.
+from probepair.failover.types import DropReason, Failback, HandoverReason, Mode, Role
+
+if TYPE_CHECKING:
+    from probepair.failover.machine import ACTIVE_ROLES, FailoverMachine
+    from probepair.failover.precedence import MASTER_ROLES
+    from probepair.failover.types import (
+        Action,
+        ConfigDrift,
+        FailoverConfig,
+        Flush,
+        GapFill,
+        Handover,
+        Rejected,
+        RoleChanged,
+        Send,
+        SplitBrain,
+    )
+
+_LAZY = {
+    "ACTIVE_ROLES": "probepair.failover.machine",
+    "FailoverMachine": "probepair.failover.machine",
+    "MASTER_ROLES": "probepair.failover.precedence",
+    **dict.fromkeys(
+        (
+            "Action",
+            "ConfigDrift",
+            "FailoverConfig",
+            "Flush",
+            "GapFill",
+            "Handover",
+            "Rejected",
+            "RoleChanged",
+            "Send",
+            "SplitBrain",
+        ),
+        "probepair.failover.types",
+    ),
+}
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        import importlib
+
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
 
 __all__ = [
     "ACTIVE_ROLES",

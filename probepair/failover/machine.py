@@ -68,8 +68,9 @@ from probepair.failover.types import (
     HandoverReason,
     Mode,
     Rejected,
+    Role,
 )
-from probepair.wire import Ack, Flag, Heartbeat, Role
+from probepair.wire import Ack, Flag, Heartbeat
 
 __all__ = ["ACTIVE_ROLES", "FailoverMachine"]
 

@@ -19,9 +19,10 @@ from probepair.failover.types import (
     Flush,
     HandoverReason,
     Mode,
+    Role,
     SplitBrain,
 )
-from probepair.wire import Ack, Flag, Heartbeat, Role
+from probepair.wire import Ack, Flag, Heartbeat
 
 
 class PeerInput(Roles):

@@ -24,10 +24,10 @@ from probepair.failover.types import (
     Handover,
     HandoverReason,
     Mode,
+    Role,
     RoleChanged,
     SplitBrain,
 )
-from probepair.wire import Role
 
 
 class Roles(Sender):

@@ -12,9 +12,10 @@ from probepair.failover.state import (
 from probepair.failover.types import (
     Action,
     Mode,
+    Role,
     Send,
 )
-from probepair.wire import MAX_ACK_KEYS, Ack, Flag, Heartbeat, Role
+from probepair.wire import MAX_ACK_KEYS, Ack, Flag, Heartbeat
 
 
 class Sender(MachineState):

@@ -20,9 +20,10 @@ from probepair.failover.types import (
     Failback,
     FailoverConfig,
     Mode,
+    Role,
 )
 from probepair.failover.window import FailbackGate
-from probepair.wire import Flag, Heartbeat, Role
+from probepair.wire import Flag, Heartbeat
 
 INF: Final = math.inf
 ACTIVE_ROLES: Final = frozenset({Role.MASTER, Role.SLAVE_ACTIVE, Role.STANDARD})

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-from probepair.wire import Role
+from probepair.failover.types import Role
 
 __all__ = ["ROLE_TRANSITIONS", "Trigger", "next_role"]
 
