@@ -34,8 +34,7 @@ class Roles(Sender):
     """The one place the role changes (``_set_role``) and everything that leads to it on a timer."""
 
     def _run_timers(self, now: float, actions: list[Action]) -> None:
-        if now >= self._stall_at:
-            self._stall_at = INF
+        if now >= self.stall_at:
             stalled = now - (self._next_beat - self._beat_interval)
             self._fire(
                 Trigger.STALL,
@@ -127,8 +126,6 @@ class Roles(Sender):
         was_active = self._active
         self._role = new
         self._role_seq = self._seq + 1  # our next datagram is the first to carry it
-        if new is not Role.MASTER:
-            self._stall_at = INF
         actions.append(RoleChanged(old, new, reason))
         if new in MASTER_ROLES:
             self._beat_interval = self.config.beat_interval

@@ -73,7 +73,6 @@ class Sender(MachineState):
         )
         if regular:
             self._next_beat = now + self._beat_interval
-            self._stall_at = self._next_beat + self._bound() if self._role is Role.MASTER else INF
             self._standby.prune(now)
             self._acks.prune(now)
 

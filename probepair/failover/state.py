@@ -103,7 +103,7 @@ class MachineState:
         self._sink_healthy_since = now
         self._spool_bytes = 0
         self._sink_handed_over = False
-        self.failback = FailbackGate(config.failback_delay)  # window_open: set by the runtime
+        self.failback = FailbackGate(config.failback_delay)  # the window: window_changed()
         # The newest fresh heartbeat from the peer (its boot, seq, role, sink health).
         self._peer: Heartbeat | None = None
         self._peer_last_heard: float | None = None
@@ -114,10 +114,6 @@ class MachineState:
         # Extra beats are rate-limited, answers apart from our own requests: a burst of
         # stale datagrams after a stall must not silence the answer a live peer awaits.
         self._next_extra = {False: -INF, True: -INF}  # request? -> next allowed
-        # An active master whose beat is overdue by more than the takeover bound was
-        # stalled (SIGSTOP, a frozen VM): its peer has likely taken over, so the next
-        # tick makes it a pending master that waits for the handover (see stall_at).
-        self._stall_at = INF
         self._peer_deadline = INF
         self._silence_deferred = False  # the late silence timer waited for one round trip
         self._ack_due = INF
@@ -183,7 +179,12 @@ class MachineState:
         ``tick`` then makes it ``master-pending``. The runtime checks it before offering
         events, so a master that wakes from a stall ticks before it forwards anything.
         """
-        return self._stall_at
+        # Derived: an active master whose beat is overdue by more than the takeover bound
+        # was stalled (SIGSTOP, a frozen VM); its peer has likely taken over. Armed from
+        # the first beat sent in the role (every move into master beats at once).
+        if self._role is not Role.MASTER or self._seq == 0:
+            return INF
+        return self._next_beat + self._bound()
 
     @property
     def duplicates_avoided(self) -> int:
