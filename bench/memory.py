@@ -214,7 +214,7 @@ INPROC = """
 import sys, time, orjson
 from collections import OrderedDict
 sys.path.insert(0, {root!r})
-from probepair.standby import StandbyBuffer
+from probepair.failover.buffer import StandbyBuffer
 def rss():
     return int(open('/proc/self/statm').read().split()[1]) * 4096
 items = [(bytes.fromhex(k), p.encode()) for k, p in orjson.loads(open({path!r}, 'rb').read())]

@@ -25,7 +25,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -40,10 +39,10 @@ from probepair.channels import (
     open_bounded_channel,
 )
 from probepair.control import make_handler, serve_control, socket_path
+from probepair.cronwindow import FailbackWindow
 from probepair.errors import RulesError
 from probepair.failback import drive_window, local_zone, window_status
 from probepair.failover import ACTIVE_ROLES, HandoverReason, Mode, Role
-from probepair.failover.window import FailbackWindow
 from probepair.feeds import make_feed
 from probepair.heap import trim_heap_forever
 from probepair.metrics import Metrics, serve_metrics
@@ -248,8 +247,8 @@ class Probe:
         self.tree = self._read_tree()
         if self.driver is not None:
             # Heartbeats carry the rules tree digest: the peer sees the new rules at once.
-            m = self.driver.machine
-            m.config = replace(m.config, config_digest=pair_digest(self.props, self.rules_digest))
+            digest = pair_digest(self.props, self.rules_digest)
+            self.driver.machine.config_digest_changed(digest)
         self.metrics.rules_reloads.labels(result="success").inc()
         logger.warning("rules reloaded (%s) from %s", why, self.props.RulesFile)
         return True
@@ -473,11 +472,14 @@ class Probe:
                         self.metrics.ready.set(0 if props.Mode == "slave" else 1)
                         outer.start_soon(self.readiness.run, name="readiness")
                     if self.window is not None and self.driver is not None:
-                        gate = self.driver.machine.failback
+                        machine = self.driver.machine
+                        gate = machine.failback
                         self.metrics.failback_window_open.set_function(
                             lambda: 1 if gate.window_open else 0
                         )
-                        await outer.start(drive_window, gate, self.window, self._wall_clock)
+                        await outer.start(
+                            drive_window, machine.window_changed, self.window, self._wall_clock
+                        )
                     if link is not None and self.driver is not None:
                         # Only now that the feed is bound may we beat: a returning master's
                         # first heartbeat stops the active slave forwarding, so every event

@@ -376,7 +376,7 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
 def _check_failback_window(props: Props, origin: dict[str, str]) -> None:
     """FailbackWindow must be a cron expression; window and delay need a handshake."""
     if props.FailbackWindow:
-        from probepair.failover.window import FailbackWindow, WindowError
+        from probepair.cronwindow import FailbackWindow, WindowError
 
         try:
             FailbackWindow(props.FailbackWindow, props.FailbackWindowLength)

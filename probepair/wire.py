@@ -48,6 +48,7 @@ from typing import Final
 
 from probepair.errors import HeartbeatDecodeError
 from probepair.events import KEY_SIZE
+from probepair.failover.types import Role  # re-exported: the codec carries it
 
 MAGIC: Final = b"PBPR"
 VERSION: Final = 2
@@ -65,16 +66,6 @@ _ACK: Final = struct.Struct("!IIH")
 MAX_ACK_KEYS: Final = (MAX_DATAGRAM - _HEADER.size - _ACK.size - TAG_SIZE) // KEY_SIZE  # 165
 _U32: Final = 2**32
 _U64: Final = 2**64
-
-
-class Role(enum.Enum):
-    """A probe's failover role; values are the ``probepair_role{role=...}`` labels."""
-
-    MASTER = "master"  # active: forwards to the sink
-    MASTER_PENDING = "master-pending"  # a (re)started master waiting for the handover
-    SLAVE_STANDBY = "slave-standby"  # buffers, forwards nothing
-    SLAVE_ACTIVE = "slave-active"  # took over from a silent master
-    STANDARD = "standard"  # no failover: always active
 
 
 class Flag(enum.IntFlag):

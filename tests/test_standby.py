@@ -8,7 +8,7 @@ from collections import OrderedDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probepair.standby import EVENT_COST, PAGE, StandbyBuffer
+from probepair.failover.buffer import EVENT_COST, PAGE, StandbyBuffer
 
 
 def K(i: int) -> bytes:
