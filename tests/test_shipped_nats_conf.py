@@ -30,3 +30,4 @@ def test_a_shipped_nats_config_syncs_every_write_and_is_valid(conf: Path, tmp_pa
     result = subprocess.run([server, "-c", str(checked), "-t"], capture_output=True, text=True,
                             timeout=30, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "is valid" in result.stdout + result.stderr

@@ -89,6 +89,12 @@ def patterns(draw: st.DrawFn, depth: int = 0) -> str:
     inner = draw(patterns(depth + 1))
     if inner in ("^", "$", r"\b"):
         inner = "a"
+    if re.fullmatch(inner, ""):
+        # A repeat of something that can match empty: backtracking engines and RE2 differ
+        # on what its groups hold after the last (empty) pass (Perl vs POSIX-like:
+        # ``(?:((?:.)*))*`` on "1" gives group 1 '' on re, '1' on RE2). Documented, not
+        # a translation bug: keep such repeats out of the cross-check.
+        return f"(?:{inner})"
     quant = draw(st.sampled_from(["*", "+", "?", "{1,2}", "*?", "+?"]))
     return f"(?:{inner}){quant}"
 
