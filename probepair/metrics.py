@@ -36,6 +36,17 @@ REJECT_REASONS = (
 )
 
 
+# probepair_control_errors_total{reason}: why a control socket request was refused.
+CONTROL_ERROR_REASONS = (
+    "json",  # not JSON, not UTF-8, or nested deeper than netjson allows
+    "command",  # JSON, but no known command
+    "too_long",  # over control.MAX_REQUEST bytes
+    "timeout",  # no request line within control.CLIENT_TIMEOUT
+    "uid",  # SO_PEERCRED: another user
+    "internal",  # a bug in the handler (logged with its traceback)
+)
+
+
 class Metrics:
     """Every probepair metric; names are a contract (issues 3 and 5)."""
 
@@ -172,6 +183,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        for reason in CONTROL_ERROR_REASONS:
+            self.control_errors.labels(reason=reason)
         # Called before each exposition, to bring counters kept elsewhere up to date.
         self.before_collect: list[Callable[[], None]] = []
         for reason in ("rules", "buffer_full", "buffer_bytes", "retention"):
