@@ -7,6 +7,7 @@ Hypothesis, which throws arbitrary bytes, split arbitrarily, at one connection.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -362,3 +363,20 @@ def test_module_bounds_are_sane() -> None:
     assert MAX_REQUEST_LINE < MAX_HEAD
     assert READ_TIMEOUT < CONNECTION_TIMEOUT
     assert endpoint.MAX_BODY == 0
+
+
+async def test_errors_are_logged_once_per_interval_per_reason(
+    metrics: Metrics, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    ep = Endpoint(metrics, lambda: STATUS)
+    caplog.set_level(logging.INFO, logger="probepair.endpoint")
+    for _ in range(5):
+        await _one_connection(ep, [b"PUT / HTTP/1.0\r\n\r\n"])
+    await trio.sleep(endpoint.LOG_INTERVAL)
+    await _one_connection(ep, [b"PUT / HTTP/1.0\r\n\r\n"])
+    lines = [r.getMessage() for r in caplog.records if r.name == "probepair.endpoint"]
+    assert lines == [
+        "http: method (method b'PUT'), connection closed",
+        "http: method (method b'PUT'), connection closed (4 more since the last report)",
+    ]
+    assert _errors(metrics, "method") == 6
