@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -441,7 +442,15 @@ class Probe:
                     self._operator_mode if self.driver else None,
                     lambda: self.reload_rules("probepair sync"),
                 )
-                await outer.start(serve_control, control, handler)
+                on_control_error = self.metrics.control_errors.labels  # by reason
+                await outer.start(
+                    partial(
+                        serve_control,
+                        control,
+                        handler,
+                        on_error=lambda reason: on_control_error(reason=reason).inc(),
+                    )
+                )
                 self.addresses["control"] = control
                 if props.MetricsPort:
                     host, port = await outer.start(
