@@ -31,12 +31,15 @@ class Event:
         key: the 8-byte event key, identical on both probes for the same input.
         received: wall-clock receive time (seconds since the epoch), for timestamps.
         tokens: ``$token`` values by name without ``$``; filled by the tokeniser.
+        from_probe: True only for the probe's own ProbeWatch events
+            (``pipeline.self_event``); no feed sets it, whatever a record holds.
     """
 
     raw: bytes
     key: bytes
     received: float
     tokens: dict[str, str] = field(default_factory=dict)
+    from_probe: bool = False
 
 
 # A blake2b state with the key parameters set, copied per digest: copy() + update()

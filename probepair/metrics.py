@@ -1,25 +1,18 @@
-"""Prometheus metrics and the small HTTP endpoint that serves them.
+"""Prometheus metrics.
 
 One Metrics object owns every metric, registered against its own CollectorRegistry
-(never the global one), so tests build a fresh one each. The endpoint speaks HTTP/1.1
-through h11 (no hand-rolled parsing) on a trio listener and serves ``/metrics`` (text
-exposition), ``/status`` (JSON for ``probepair status``) and ``/rules`` (the signed
-rules tree for ``probepair sync``, see ``rulestree``).
+(never the global one), so tests build a fresh one each. The HTTP endpoint that serves
+them (``/metrics``, ``/status``, ``/rules``) and its bounds are in ``endpoint``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from functools import partial
-from typing import Any, NoReturn
 
-import h11
-import orjson
-import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from probepair._version import __version__
@@ -39,10 +32,22 @@ REJECT_REASONS = (
     "replay",
     "stale",
     "self",
+    "sender",  # another sender id than the peer's current boot id came with (before the MAC)
+    "source",  # not from PeerHost:PeerPort: dropped unread by anything but the count
+    "unverified",  # an unknown boot id past the HMAC budget for those (peer.NEW_BOOT_MACS)
     "unfresh",  # authentic but not provably recent (failover.freshness): changed nothing
 )
-REQUEST_TIMEOUT = 10.0  # seconds a scrape connection may take
-MAX_REQUEST = 16384  # bytes of request we read before answering 400
+
+
+# probepair_control_errors_total{reason}: why a control socket request was refused.
+CONTROL_ERROR_REASONS = (
+    "json",  # not JSON, not UTF-8, or nested deeper than netjson allows
+    "command",  # JSON, but no known command
+    "too_long",  # over control.MAX_REQUEST bytes
+    "timeout",  # no request line within control.CLIENT_TIMEOUT
+    "uid",  # SO_PEERCRED: another user
+    "internal",  # a bug in the handler (logged with its traceback)
+)
 
 
 class Metrics:
@@ -124,6 +129,28 @@ class Metrics:
         # The kernel keeps the UDP drop count; a collector reads it at each scrape.
         self.kernel_drops: Callable[[], int] | None = None
         r.register(_KernelDrops(self))
+        self.feed_connections = Gauge(
+            "probepair_feed_connections", "open tcp feed connections", registry=r
+        )
+        self.feed_connections_limit = Gauge(
+            "probepair_feed_connections_limit", "FeedMaxConnections of the tcp feed", registry=r
+        )
+        self.feed_connections_refused = Counter(
+            "probepair_feed_connections_refused",
+            "tcp feed connections closed at once: FeedMaxConnections were open",
+            registry=r,
+        )
+        self.feed_connections_idle_closed = Counter(
+            "probepair_feed_connections_idle_closed",
+            "tcp feed connections closed after FeedIdleTimeout without data",
+            registry=r,
+        )
+        self.feed_manager_renamed = Counter(
+            "probepair_feed_manager_renamed",
+            "json records with a $FeedManager token: a Manager key renamed ($Manager is "
+            "reserved for ProbeWatch self-events), or a FeedManager key of their own",
+            registry=r,
+        )
         self.split_brains = Counter("probepair_split_brains", "split brains detected", registry=r)
         self.gap_fills = Counter(
             "probepair_gap_fills",
@@ -169,9 +196,23 @@ class Metrics:
             "AllowInsecureHeartbeats is set",
             registry=r,
         )
+        self.http_errors = Counter(
+            "probepair_http_errors",
+            "HTTP endpoint connections closed on an error, by reason (endpoint.ERROR_REASONS)",
+            ["reason"],
+            registry=r,
+        )
+        self.control_errors = Counter(
+            "probepair_control_errors",
+            "control socket requests refused as malformed, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in CONTROL_ERROR_REASONS:
+            self.control_errors.labels(reason=reason)
         # Called before each exposition, to bring counters kept elsewhere up to date.
         self.before_collect: list[Callable[[], None]] = []
-        for reason in ("rules", "buffer_full", "buffer_bytes", "retention"):
+        for reason in ("rules", "buffer_full", "buffer_bytes", "retention", "spool_full"):
             self.events_discarded.labels(reason=reason)
         for result in ("success", "failure"):
             self.rules_reloads.labels(result=result)
@@ -222,78 +263,4 @@ class _KernelDrops(Collector):
         family.add_metric([], float(source() if source is not None else 0))
         yield family
 
-
-async def _respond(
-    stream: trio.SocketStream, conn: h11.Connection, status: int, body: bytes, content_type: str
-) -> None:
-    headers = [
-        ("Content-Type", content_type),
-        ("Content-Length", str(len(body))),
-        ("Connection", "close"),
-    ]
-    await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-    await stream.send_all(conn.send(h11.Data(data=body)) or b"")
-    await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
-
-
-RulesArchive = Callable[[], tuple[int, bytes]]  # (HTTP status, body) of GET /rules
-
-
-async def _handle(
-    metrics: Metrics,
-    status: Callable[[], dict[str, Any]],
-    rules: RulesArchive | None,
-    stream: trio.SocketStream,
-) -> None:
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
-    async with stream:
-        with trio.move_on_after(REQUEST_TIMEOUT):
-            try:
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        data = await stream.receive_some(4096)
-                        conn.receive_data(data)
-                        if not data and conn.their_state is not h11.DONE:
-                            return
-                        continue
-                    if isinstance(event, h11.Request):
-                        break
-                    return
-                target = event.target.split(b"?")[0]
-                if event.method not in (b"GET", b"HEAD"):
-                    await _respond(stream, conn, 405, b"method not allowed\n", "text/plain")
-                elif target == b"/metrics":
-                    await _respond(stream, conn, 200, metrics.exposition(), CONTENT_TYPE_LATEST)
-                elif target == b"/status":
-                    body = orjson.dumps(status(), option=orjson.OPT_INDENT_2)
-                    await _respond(stream, conn, 200, body, "application/json")
-                elif target == b"/rules" and rules is not None:
-                    code, body = rules()
-                    kind = "application/octet-stream" if code == 200 else "text/plain"
-                    await _respond(stream, conn, code, body, kind)
-                else:
-                    await _respond(stream, conn, 404, b"try /metrics or /status\n", "text/plain")
-            except (h11.RemoteProtocolError, trio.BrokenResourceError, OSError):
-                return  # a broken scraper is its own problem
-
-
-async def serve_metrics(
-    metrics: Metrics,
-    host: str,
-    port: int,
-    status: Callable[[], dict[str, Any]],
-    rules: RulesArchive | None = None,
-    *,
-    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
-    """Serve ``/metrics``, ``/status`` and (given ``rules``) ``/rules`` until cancelled."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    address = listeners[0].socket.getsockname()[:2]
-    logger.info("metrics on http://%s:%d/metrics", *address)
-    async with trio.open_nursery() as nursery:
-        handler = partial(_handle, metrics, status, rules)
-        await nursery.start(trio.serve_listeners, handler, listeners)
-        task_status.started(address)
-        await trio.sleep_forever()
-    raise AssertionError("unreachable")  # pragma: no cover
+__all__ = ["Metrics"]

@@ -24,19 +24,20 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from probepair._version import __version__
+from probepair.config.cron import FailbackWindow
 from probepair.config.paths import default_spool
 from probepair.errors import RulesError
 from probepair.failover import ACTIVE_ROLES, HandoverReason, Mode, Role
-from probepair.failover.window import FailbackWindow
 from probepair.feeds import make_feed
-from probepair.metrics import Metrics, serve_metrics
+from probepair.metrics import Metrics
 from probepair.ops.control import make_handler, serve_control, socket_path
+from probepair.ops.endpoint import serve_metrics
 from probepair.ops.notify import Notifier
 from probepair.pair.driver import PeerDriver
 from probepair.pair.observer import PairObserver, build_driver, pair_digest, settings_digest
@@ -113,7 +114,7 @@ class Probe:
         self.gate: Gate = AlwaysForward()
         self.driver: PeerDriver | None = None
         self.processor = Processor(props, self.program, self.gate, self.metrics, wall_clock)
-        self.feed: Feed = make_feed(props, wall_clock)
+        self.feed: Feed = make_feed(props, wall_clock, self.metrics)
         self._stop = trio.Event()
         self._feed_done = trio.Event()
         self.notifier = Notifier(props.NotifyCommand, props.Name)
@@ -229,8 +230,8 @@ class Probe:
         self.tree = self._read_tree()
         if self.driver is not None:
             # Heartbeats carry the rules tree digest: the peer sees the new rules at once.
-            m = self.driver.machine
-            m.config = replace(m.config, config_digest=pair_digest(self.props, self.rules_digest))
+            digest = pair_digest(self.props, self.rules_digest)
+            self.driver.machine.config_digest_changed(digest)
         self.metrics.rules_reloads.labels(result="success").inc()
         logger.warning("rules reloaded (%s) from %s", why, self.props.RulesFile)
         return True
@@ -376,7 +377,7 @@ class Probe:
         props = self.props
         sink = make_sink(props)
         spool = (
-            Spool(spool_path(props, create=True))
+            Spool(spool_path(props, create=True), props.MaxSAFFileSize)
             if props.StoreAndForward and props.SinkType != "stdout"
             else None
         )
@@ -402,7 +403,13 @@ class Probe:
             machine = self.driver.machine
             # A sync (or a reload on either side) can end a drift: follow the machine.
             self.metrics.config_drift.set_function(lambda: 1 if machine.config_drift else 0)
-        runner = SinkRunner(sink, self.metrics, self.gate.delivered, spool)
+        runner = SinkRunner(
+            sink, self.metrics, self.gate.delivered, spool,
+            sync=props.SinkSync, sync_interval=props.SinkSyncInterval,
+        )
+        runner.on_spool_full = lambda dropped: self.send_self_event(
+            f"Spool full: dropped the {dropped} oldest alerts (MaxSAFFileSize)"
+        )
         if self.driver is not None:
             runner.on_health = self.driver.sink_state
         try:
@@ -416,7 +423,15 @@ class Probe:
                     self._operator_mode if self.driver else None,
                     lambda: self.reload_rules("probepair sync"),
                 )
-                await outer.start(serve_control, control, handler)
+                on_control_error = self.metrics.control_errors.labels  # by reason
+                await outer.start(
+                    partial(
+                        serve_control,
+                        control,
+                        handler,
+                        on_error=lambda reason: on_control_error(reason=reason).inc(),
+                    )
+                )
                 self.addresses["control"] = control
                 if props.MetricsPort:
                     host, port = await outer.start(
@@ -447,11 +462,14 @@ class Probe:
                         self.metrics.ready.set(0 if props.Mode == "slave" else 1)
                         outer.start_soon(self.readiness.run, name="readiness")
                     if self.window is not None and self.driver is not None:
-                        gate = self.driver.machine.failback
+                        machine = self.driver.machine
+                        gate = machine.failback
                         self.metrics.failback_window_open.set_function(
                             lambda: 1 if gate.window_open else 0
                         )
-                        await outer.start(drive_window, gate, self.window, self._wall_clock)
+                        await outer.start(
+                            drive_window, machine.window_changed, self.window, self._wall_clock
+                        )
                     if link is not None and self.driver is not None:
                         # Only now that the feed is bound may we beat: a returning master's
                         # first heartbeat stops the active slave forwarding, so every event

@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import socket
 import stat
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from probepair.failover import Mode
+from probepair.ops import control
 from probepair.ops.control import (
     ControlError,
     make_handler,
@@ -19,6 +23,8 @@ from probepair.ops.control import (
     serve_control,
     socket_path,
 )
+from probepair.failover import Mode
+from probepair.metrics import CONTROL_ERROR_REASONS
 
 
 def _handler(command: str) -> dict[str, Any]:
@@ -96,7 +102,10 @@ async def test_a_live_socket_or_a_regular_file_is_not_replaced(tmp_path: Path) -
         (b"not json\n", 'expected one JSON line like {"command": "status"}'),
         (b"\xff\xfe\n", 'expected one JSON line like {"command": "status"}'),
         (b"[1, 2]\n", "expected command takeover, release, status, reload, got None"),
-        (b'{"command": "reboot"}\n', "expected command takeover, release, status, reload, got 'reboot'"),
+        (
+            b'{"command": "reboot"}\n',
+            "expected command takeover, release, status, reload, got 'reboot'",
+        ),
         (b"x" * 5000 + b"\n", "request longer than 4096 bytes"),
     ],
 )
@@ -118,8 +127,9 @@ async def test_handler_errors_become_answers_and_request_raises_them(tmp_path: P
         await nursery.start(serve_control, str(path), handler)
         with pytest.raises(ControlError) as info:
             await trio.to_thread.run_sync(request, str(path), "takeover")
-        assert str(info.value) == (f"{path}: takeover needs Mode master or slave; "
-                                   "this probe runs Mode standard")
+        assert str(info.value) == (
+            f"{path}: takeover needs Mode master or slave; this probe runs Mode standard"
+        )
         answer = await trio.to_thread.run_sync(request, str(path), "status")
         assert answer == {"ok": True, "status": {"name": "s"}}
         nursery.cancel_scope.cancel()
@@ -146,9 +156,12 @@ def test_request_errors_name_the_socket(tmp_path: Path) -> None:
     missing = str(tmp_path / "probepair-m.sock")
     with pytest.raises(ControlError) as info:
         request(missing, "status")
-    assert str(info.value) == (f"{missing}: no probe is listening (is it running, as this "
-                               "user? see ControlSocket)")
-    with pytest.raises(ControlError, match="expected command takeover, release, status, reload, got 'x'"):
+    assert str(info.value) == (
+        f"{missing}: no probe is listening (is it running, as this user? see ControlSocket)"
+    )
+    with pytest.raises(
+        ControlError, match="expected command takeover, release, status, reload, got 'x'"
+    ):
         request(missing, "x")
 
 
@@ -177,19 +190,118 @@ def test_socket_path_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 async def test_a_client_with_another_uid_is_refused(tmp_path: Path) -> None:
-    from functools import partial
-
-    from probepair.ops.control import _serve_client
-
     path = str(tmp_path / "p.sock")
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     await sock.bind(path)
     sock.listen(1)
     nobody = frozenset({os.getuid() + 4242})  # neither us nor root (when we are not root)
+    refused: list[str] = []
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, partial(_serve_client, _handler, nobody),
-                            [trio.SocketListener(sock)])
+        await nursery.start(
+            trio.serve_listeners,
+            control._Server(_handler, nobody, refused.append).serve_client,
+            [trio.SocketListener(sock)],
+        )
         answer = await _raw(Path(path), b'{"command": "takeover"}\n')
         nursery.cancel_scope.cancel()
-    assert answer == {"ok": False, "error": f"uid {os.getuid()} may not control this probe "
-                                            "(run as its owner or root)"}
+    assert answer == {
+        "ok": False,
+        "error": f"uid {os.getuid()} may not control this probe (run as its owner or root)",
+    }
+    assert refused == ["uid"]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason", "error"),
+    [
+        (b"[" * 4000 + b"\n", "json", 'expected one JSON line like {"command": "status"}'),
+        (
+            b'{"command": ' + b"[" * 2000 + b"]" * 2000 + b"}\n",
+            "json",
+            'expected one JSON line like {"command": "status"}',
+        ),
+        (
+            b'{"a": [[[[[[[[[[1]]]]]]]]]]}\n',
+            "json",
+            'expected one JSON line like {"command": "status"}',
+        ),
+        (
+            b'{"command": ["status"]}\n',
+            "command",
+            "expected command takeover, release, status, reload, got ['status']",
+        ),
+        (
+            b'{"command": {"x": 1}}\n',
+            "command",
+            "expected command takeover, release, status, reload, got {'x': 1}",
+        ),
+        (b"\x00\xff" * 3000 + b"\n", "too_long", "request longer than 4096 bytes"),
+        (b"1e999999\n", "json", 'expected one JSON line like {"command": "status"}'),
+    ],
+    ids=[
+        "nested-brackets",
+        "nested-command",
+        "deep-object",
+        "list-command",
+        "dict-command",
+        "binary",
+        "huge-number",
+    ],
+)
+async def test_nesting_and_garbage_get_an_error_answer_and_are_counted(
+    tmp_path: Path, data: bytes, reason: str, error: str
+) -> None:
+    # [[[[... raised RecursionError out of json.loads, through the probe's nursery.
+    path = tmp_path / "p.sock"
+    refused: list[str] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_control, str(path), _handler, on_error=refused.append))
+        assert await _raw(path, data) == {"ok": False, "error": error}
+        assert await _raw(path, b'{"command": "status"}\n') == {"ok": True, "echo": "status"}
+        nursery.cancel_scope.cancel()
+    assert refused == [reason]
+
+
+async def test_a_silent_client_is_counted_as_a_timeout(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "p.sock"
+    refused: list[str] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_control, str(path), _handler, on_error=refused.append))
+        stream = await trio.open_unix_socket(str(path))
+        async with stream:
+            assert await stream.receive_some(100) == b""  # dropped after CLIENT_TIMEOUT
+        nursery.cancel_scope.cancel()
+    assert refused == ["timeout"]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.binary(max_size=5000) | st.text('[]{}",:0 \\').map(str.encode))
+def test_answer_is_total_on_arbitrary_bytes(data: bytes) -> None:
+    try:
+        answer = control._answer(data, _handler)
+    except control._Refused as refused:
+        assert refused.reason in CONTROL_ERROR_REASONS
+    else:
+        assert answer["ok"] is True
+
+
+def test_the_client_refuses_a_nested_answer(tmp_path: Path) -> None:
+    path = tmp_path / "p.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen(1)
+        import threading
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"[" * 100000 + b"\n")
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        with pytest.raises(ControlError, match=r"expected a JSON answer, got b'\[\[\["):
+            request(str(path), "status")
+        thread.join()

@@ -11,8 +11,9 @@ import pytest
 import trio
 import trio.testing
 
-from probepair.config.props import load
+from probepair.config.cron import FailbackWindow, WindowError
 from probepair.errors import ConfigError
+from probepair.pair.window import drive_window, local_zone, window_status
 from probepair.failover import (
     Failback,
     FailoverConfig,
@@ -23,10 +24,10 @@ from probepair.failover import (
     Role,
     RoleChanged,
 )
-from probepair.failover.window import FailbackGate, FailbackWindow, WindowError
-from probepair.failover.wire import make_boot_id
+from probepair.failover.window import FailbackGate
 from probepair.pair.driver import NullObserver, PeerDriver
-from probepair.pair.window import drive_window, local_zone, window_status
+from probepair.config.props import load
+from probepair.failover.wire import make_boot_id
 from tests.fakes import FakeNetwork, MemoryLink
 from tests.test_failover import BOOT_M2, active_slave, changes, config, master_peer
 
@@ -114,11 +115,11 @@ def test_props_check_the_window_and_refuse_it_with_immediate() -> None:
 
 def test_status_fields_say_when_the_next_window_opens() -> None:
     w, gate = FailbackWindow("0 10 * * *", 600, tz=UTC), FailbackGate(30)
-    gate.window_open = False
+    gate.set_window(False)
     assert window_status(w, gate, ts("2026-03-02 09:00:00")) == {
         "failback_window": "0 10 * * *", "failback_window_open": False, "failback_delay": 30,
         "next_window_in_seconds": 3600.0}
-    gate.window_open = True
+    gate.set_window(True)
     assert window_status(w, gate, ts("2026-03-02 10:01:00")) == {
         "failback_window": "0 10 * * *", "failback_window_open": True, "failback_delay": 30,
         "failback_window_closes_in_seconds": 540.0, "next_window_in_seconds": 0.0}
@@ -139,7 +140,7 @@ def test_gate_counts_steady_beats_of_one_boot() -> None:
     for t in (14.0, 16.0, 18.0, 20.0):
         assert not gate.allows(b"boot-two", t, 4.0)
     assert gate.allows(b"boot-two", 22.0, 4.0)
-    gate.window_open = False
+    gate.set_window(False)
     assert not gate.allows(b"boot-two", 24.0, 4.0)
 
 
@@ -148,12 +149,12 @@ def test_gate_counts_steady_beats_of_one_boot() -> None:
 
 def test_active_slave_keeps_the_role_while_the_window_is_closed() -> None:
     s, master = active_slave()
-    s.failback.window_open = False
+    s.window_changed(False)
     for t in range(10, 60, 2):
         s.tick(float(t))
         assert changes(s.receive(master.hb(Role.MASTER_PENDING), float(t))) == []
     assert s.role is Role.SLAVE_ACTIVE and s.active
-    s.failback.window_open = True  # the runtime saw the window open
+    s.window_changed(True)  # the runtime saw the window open
     s.tick(60.0)
     actions = s.receive(master.hb(Role.MASTER_PENDING), 60.0)
     assert actions[:2] == [
@@ -178,9 +179,9 @@ def test_failback_delay_waits_for_steady_beats_and_restarts_on_a_new_boot() -> N
 
 def test_operator_takeover_on_the_master_works_outside_the_window() -> None:
     s, master = active_slave()
-    s.failback.window_open = False
+    s.window_changed(False)
     m = FailoverMachine(config(Mode.MASTER, boot_id=BOOT_M2), now=10.0)
-    m.failback.window_open = False
+    m.window_changed(False)
     m.tick(10.0)
     assert m.role is Role.MASTER_PENDING
     actions = m.request_mode(Mode.MASTER, 11.0)
@@ -206,12 +207,12 @@ def test_sink_takeback_waits_for_the_window() -> None:
         m.tick(t)
     assert m.role is Role.SLAVE_STANDBY  # handed over for its sink
     m.sink_state(None, 0, 12.0)
-    m.failback.window_open = False
+    m.window_changed(False)
     for t in range(14, 40, 2):
         m.receive(slave.hb(Role.MASTER, epoch=1), float(t))
         m.tick(float(t))
     assert m.role is Role.SLAVE_STANDBY  # healthy for 26 s, but the window is closed
-    m.failback.window_open = True
+    m.window_changed(True)
     m.receive(slave.hb(Role.MASTER, epoch=1), 40.0)
     m.tick(40.0)
     assert m.role is Role.MASTER_PENDING and m.epoch == 2
@@ -260,7 +261,7 @@ class Side(NullObserver):
             driver = PeerDriver(machine, self.link, SECRET, self)
             async with trio.open_nursery() as nursery:
                 if self.window is not None:
-                    await nursery.start(drive_window, machine.failback, self.window, wall)
+                    await nursery.start(drive_window, machine.window_changed, self.window, wall)
                 await nursery.start(driver.run)
                 self.driver = driver
                 task_status.started()

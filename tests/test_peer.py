@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 import trio
@@ -87,7 +87,7 @@ async def test_bad_datagrams_are_counted_and_logged_once_per_interval(
             for _ in range(5):
                 await net.a.send(b"garbage")
             await net.a.send(encode(own, SECRET))
-            await net.a.send(encode(own, b"wrong"))
+            await net.a.send(encode(replace(own, boot_id=make_boot_id(1, b"peer")), b"wrong"))
             await trio.sleep(1.0)
             await net.a.send(b"garbage")
             await trio.sleep(10.0)

@@ -1,5 +1,5 @@
 """The file sink's promises in the README "Sinks" table: one ``write(2)`` per batch, and
-``fsync`` at stop (not per batch)."""
+``fsync`` at stop or when the runner asks (``sync``, see SinkSync), never per write."""
 
 from __future__ import annotations
 

@@ -279,16 +279,3 @@ async def test_open_fails_quickly_when_no_server_answers() -> None:
         with pytest.raises(SinkError, match=r"no NATS server answers"):
             await sink.deliver(alerts(1))
         await sink.aclose()
-
-
-@pytest.mark.parametrize("name", ["nats-1.conf", "nats-2.conf", "nats-3.conf"])
-def test_shipped_nats_server_configs_are_valid(name: str) -> None:
-    import subprocess
-
-    from tests.natscluster import require_nats_server
-
-    conf = Path(__file__).resolve().parents[1] / "conf" / "nats" / name
-    result = subprocess.run([require_nats_server(), "-t", "-c", str(conf)], capture_output=True,
-                            text=True, timeout=30, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "is valid" in result.stdout + result.stderr

@@ -23,7 +23,7 @@ from probepair.pipeline.alerts import serialise
 from probepair.sinks import make_sink
 from probepair.sinks.file import FileSink
 from probepair.sinks.http import HttpSink
-from probepair.sinks.runner import SinkRunner
+from probepair.sinks.runner import SinkRunner, call_here
 from probepair.sinks.spool import Spool
 from probepair.sinks.sqlite import SqliteSink
 from probepair.sinks.tcp import TcpSink
@@ -363,7 +363,7 @@ async def test_runner_spools_while_the_sink_is_down_and_replays_in_order(
     sink = FlakySink(failures=3)
     spool = Spool(str(tmp_path / "alerts.saf"))
     reported: list[bytes] = []
-    runner = SinkRunner(sink, metrics, reported.extend, spool)
+    runner = SinkRunner(sink, metrics, reported.extend, spool, offload=call_here)
     send, recv = trio.open_memory_channel[list[Item]](0)
     try:
         async with trio.open_nursery() as nursery:
@@ -394,7 +394,7 @@ async def test_runner_replays_although_alerts_keep_arriving(
     sink = FlakySink(failures=1)
     spool = Spool(str(tmp_path / "alerts.saf"))
     reported: list[bytes] = []
-    runner = SinkRunner(sink, metrics, reported.extend, spool)
+    runner = SinkRunner(sink, metrics, reported.extend, spool, offload=call_here)
     send, recv = trio.open_memory_channel[list[Item]](0)
     sent: list[Item] = []
     try:
@@ -462,7 +462,7 @@ async def test_runner_replays_a_spool_left_by_a_killed_probe(
     send, recv = trio.open_memory_channel[list[Item]](0)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(SinkRunner(sink, metrics, reported.extend, spool).run, recv)
+            nursery.start_soon(SinkRunner(sink, metrics, reported.extend, spool, offload=call_here).run, recv)
             async with send:
                 await send.send(BATCHES[1])
     finally:
@@ -479,7 +479,7 @@ async def test_runner_flushes_the_spool_at_shutdown(
     send, recv = trio.open_memory_channel[list[Item]](0)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(SinkRunner(sink, metrics, lambda keys: None, spool).run, recv)
+            nursery.start_soon(SinkRunner(sink, metrics, lambda keys: None, spool, offload=call_here).run, recv)
             async with send:
                 await send.send(BATCHES[0])
         # closed at 0.0 with the spool pending: the replay fails at once, succeeds at 0.5

@@ -21,6 +21,7 @@ from probepair.failover.wire import (
     encode,
     make_boot_id,
     node_id_of,
+    screen,
 )
 
 SECRET = b"s3cret"
@@ -99,6 +100,27 @@ def test_bytes_with_our_magic_raise_only_our_error(tail: bytes, secret: bytes) -
         decode(b"PBPR\x01" + tail, secret)
 
 
+def flip_reason(msg: Heartbeat | Ack, raw: bytes, byte: int) -> str:
+    """The reason for a datagram with one bit flipped at ``byte``: the cheap checks
+    (header bytes, the ack's key count) speak before the MAC; everything else is ``mac``."""
+    if byte < 4:
+        return "magic"
+    if byte == 4:
+        return "version"
+    if byte == 6:
+        return "unsigned" if raw[6] == 1 else "malformed"
+    if byte == 5:  # kind: one bit never turns 1 into 2 or back
+        return "malformed"
+    if byte == 7:
+        allowed = 0x1F if isinstance(msg, Heartbeat) else 0x10
+        return "mac" if raw[7] & ~allowed == 0 else "malformed"
+    if byte == 8:
+        return "mac" if 1 <= raw[8] <= 5 else "malformed"
+    if isinstance(msg, Ack) and byte in (57, 58):  # the key count no longer fits the length
+        return "malformed"
+    return "mac"
+
+
 @given(msg=st.one_of(heartbeats, acks), data=st.data())
 def test_any_bit_flip_is_detected(msg: Heartbeat | Ack, data: st.DataObject) -> None:
     raw = bytearray(encode(msg, SECRET))
@@ -106,11 +128,8 @@ def test_any_bit_flip_is_detected(msg: Heartbeat | Ack, data: st.DataObject) -> 
     raw[bit // 8] ^= 1 << (bit % 8)
     with pytest.raises(HeartbeatDecodeError) as info:
         decode(bytes(raw), SECRET)
-    byte = bit // 8
-    expected = {0: "magic", 1: "magic", 2: "magic", 3: "magic", 4: "version"}.get(byte, "mac")
-    if byte == 6 and bit % 8 == 0:  # the auth byte turned "unsigned"
-        expected = "unsigned"
-    assert info.value.reason == expected
+    assert info.value.reason == flip_reason(msg, bytes(raw), bit // 8)
+    assert screen(bytes(raw), SECRET) == (None if info.value.reason == "mac" else info.value.reason)
 
 
 def test_reasons_for_short_magic_version() -> None:
@@ -244,3 +263,48 @@ def test_replay_guard_boots() -> None:
     assert reason(guard, hb(2, boot=new)) == "stale"  # superseded boot never returns
     assert reason(guard, hb(1, boot=make_boot_id(1_600_000_000, b"anc."))) == "stale"
     assert reason(guard, hb(1, boot=same_second)) == "replay"
+
+
+GUARD_REASONS = {"self", "stale", "replay", "sender"}
+SCREEN_REASONS = {"magic", "short", "version", "unsigned", "mac", "malformed"}
+
+
+@given(data=st.binary(max_size=1500), secret=secrets,
+       seqs=st.lists(st.integers(0, 50), max_size=5, unique=True))
+def test_screen_is_total_and_decode_raises_only_its_error(
+        data: bytes, secret: bytes, seqs: list[int]) -> None:
+    guard = ReplayGuard(own_boot_id=make_boot_id(1_700_000_000, b"mine"))
+    for s in seqs:
+        guard.check(hb(s))
+    before = (guard.peer_boot_id, guard._highest, guard._bitmap)
+    assert screen(data, secret, guard) in SCREEN_REASONS | GUARD_REASONS | {None}
+    assert (guard.peer_boot_id, guard._highest, guard._bitmap) == before  # screened, not taken
+    with pytest.raises(HeartbeatDecodeError) as info:
+        decode(data, secret, guard)
+    assert info.value.reason in SCREEN_REASONS | GUARD_REASONS
+
+
+def test_guard_screens_before_the_mac_what_check_would_refuse() -> None:
+    mine = make_boot_id(1_700_000_000, b"mine")
+    guard = ReplayGuard(own_boot_id=mine)
+    guard.check(hb(10_000))
+    forged = b"not the secret"  # the cheap checks need no secret: they all speak first
+    cases = {
+        "self": hb(10_001, boot=mine),
+        "replay": hb(10_000),
+        "stale": hb(10_000 - REPLAY_WINDOW),
+        "sender": hb(10_001, sender=99),
+    }
+    for reason, msg in cases.items():
+        data = encode(msg, forged)
+        assert screen(data, SECRET, guard) == reason
+        with pytest.raises(HeartbeatDecodeError) as info:
+            decode(data, SECRET, guard)
+        assert info.value.reason == reason
+        if reason != "self":
+            with pytest.raises(HeartbeatDecodeError) as info:
+                guard.check(msg)  # and check, after a MAC, agrees
+            assert info.value.reason == reason
+    assert screen(encode(hb(10_001), forged), SECRET, guard) is None  # new: only the MAC can tell
+    assert screen(encode(hb(1, boot=make_boot_id(1_800_000_000, b"next")), forged),
+                  SECRET, guard) is None  # a restarted peer's new boot id (and sender) is heard

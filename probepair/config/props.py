@@ -35,7 +35,7 @@ Value = str | int | float | bool
 
 def _shipped_rules() -> str:
     """rules/syslog.rules of a source checkout, else of an installed wheel (data-files)."""
-    checkout = Path(__file__).resolve().parent.parent / "rules" / "syslog.rules"
+    checkout = Path(__file__).resolve().parents[2] / "rules" / "syslog.rules"
     installed = Path(sys.prefix) / "share" / "probepair" / "rules" / "syslog.rules"
     return str(installed if not checkout.exists() and installed.exists() else checkout)
 
@@ -163,6 +163,15 @@ class Props:
         "bytes of kernel receive buffer for the udp feed; 0 = the largest the kernel allows",
         low=0,
     )
+    # 256 clients (a site's syslog forwarders) fit with the probe's own descriptors in
+    # systemd's default soft limit of 1024 (feeds/tcp.py FD_RESERVE); 300 s frees a slot
+    # held by a silent or vanished client while a quiet forwarder just reconnects.
+    FeedMaxConnections: int = _prop(
+        256, "tcp feed: connections open at once; past it new ones are refused", low=1
+    )
+    FeedIdleTimeout: float = _prop(
+        300.0, "tcp feed: seconds a client may send nothing before it is closed; 0 = never", low=0
+    )
     FeedFile: str = _prop("", "file followed like tail -F by the file feed")
     FeedFormat: str = _prop("syslog", "record format: syslog, json or line", choices=FEED_FORMATS)
     QueueSize: int = _prop(
@@ -209,6 +218,19 @@ class Props:
     StoreAndForward: bool = _prop(True, "spool alerts to SAFFileName while the sink is down")
     SAFFileName: str = _prop(
         "", "store-and-forward spool file; '' = <Name>.saf in the state directory"
+    )
+    MaxSAFFileSize: int = _prop(
+        1 << 30, "bytes the spool holds at most; past it the oldest alerts go; 0 = no cap", low=0
+    )
+    SinkSync: str = _prop(
+        "batch",
+        "when a delivered alert is durable enough to ack to the peer: batch (synced before "
+        "each ack), interval (every SinkSyncInterval) or off (at write)",
+        choices=("batch", "interval", "off"),
+    )
+    SinkSyncInterval: float = _prop(
+        1.0, "seconds between syncs of the file and sqlite sinks under SinkSync interval",
+        positive=True,
     )
     MetricsAddress: str = _prop("127.0.0.1", "address of the /metrics endpoint")
     MetricsPort: int = _prop(0, "port of the /metrics endpoint; 0 = off", low=0, high=65535)
@@ -354,7 +376,7 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
 def _check_failback_window(props: Props, origin: dict[str, str]) -> None:
     """FailbackWindow must be a cron expression; window and delay need a handshake."""
     if props.FailbackWindow:
-        from probepair.failover.window import FailbackWindow, WindowError
+        from probepair.config.cron import FailbackWindow, WindowError
 
         try:
             FailbackWindow(props.FailbackWindow, props.FailbackWindowLength)

@@ -13,12 +13,13 @@ is a lone probe (always active, no heartbeats, ``next_deadline()`` is inf). A ro
 implies an *effective mode*: master roles are mode master, slave roles mode slave.
 
 Modules, each one concern: ``machine`` (the inputs: events, deliveries, datagrams,
-ticks, mode requests), ``peerinput`` (what a fresh datagram changes), ``roles`` (timers,
-role changes, the handover, sink health, gap fill), ``sending`` (heartbeats and acks),
-``state`` (what one side knows), ``acks`` (the reliable ack stream both ways),
-``freshness`` (which datagrams are provably recent), ``precedence`` (the split-brain
-verdict), ``window`` (failback window and delay), ``types`` (settings and actions). The
-standby buffer is ``probepair.failover.buffer``.
+ticks, mode requests, window and digest changes), ``transitions`` (the role table: the
+one place a role decision is written), ``peerinput`` (what a fresh datagram changes),
+``roles`` (timers, the role-change effect point, the handover, sink health, gap fill),
+``sending`` (heartbeats and acks), ``state`` (what one side knows), ``acks`` (the
+reliable ack stream both ways), ``freshness`` (which datagrams are provably recent),
+``precedence`` (the split-brain verdict), ``window`` (the failback gate: window and
+delay), ``buffer`` (the standby buffer), ``types`` (settings and actions).
 
 Timers are deadlines the runtime sleeps until (``next_deadline()``); every input first
 runs the timers that are due at ``now`` and re-arms or clears each one it runs, so after
@@ -97,16 +98,16 @@ active slave keeps forwarding until ``request_mode``. A master configured ``imme
 starts active, like OMNIbus.
 
 Failback window and delay (``window.FailbackGate``). An active slave hands back to a
-pending master only while ``failback.window_open`` is true and the master's boot has
+pending master only while the failback window is open and the master's boot has
 beaten for ``failback_delay`` seconds, each fresh heartbeat within the bound of the one
 before (a restart or a silence starts the count again, so a flapping master never gets
 the role). Otherwise it stays active and the master stays pending: the check repeats at
-each of its beats, so no timer is needed. The flag is an input: the runtime evaluates
-the ``FailbackWindow`` cron expression against the wall clock (``window.FailbackWindow``)
-and sets it when the window opens or closes, since cron needs a calendar and a time zone
-and the machine keeps to monotonic ``now``. The same flag gates a configured master's
-sink-health takeback below. An operator's ``request_mode`` ignores both (``probepair
-takeover`` works outside the window).
+each of its beats, so no timer is needed. The window is an input: the runtime evaluates
+the ``FailbackWindow`` cron expression against the wall clock (``probepair.config.cron``)
+and calls ``window_changed`` when the window opens or closes, since cron needs a
+calendar and a time zone and the machine keeps to monotonic ``now``. The same input
+gates a configured master's sink-health takeback below. An operator's ``request_mode``
+ignores both (``probepair takeover`` works outside the window).
 
 Health-aware roles. Heartbeats carry the sender's sink health (failing for how long,
 spool bytes). An active probe whose sink has failed for ``sink_failover`` seconds while
@@ -138,25 +139,62 @@ never increments the epoch, so the configured master wins when the link returns.
 
 from __future__ import annotations
 
-from probepair.failover.machine import ACTIVE_ROLES, FailoverMachine
-from probepair.failover.precedence import MASTER_ROLES
-from probepair.failover.types import (
-    Action,
-    ConfigDrift,
-    DropReason,
-    Failback,
-    FailoverConfig,
-    Flush,
-    GapFill,
-    Handover,
-    HandoverReason,
-    Mode,
-    Rejected,
-    Role,
-    RoleChanged,
-    Send,
-    SplitBrain,
-)
+from typing import TYPE_CHECKING
+
+# Role and the other enums are the codec's vocabulary too: failover.wire imports them from
+# failover.types, and the machine imports the codec. Importing any submodule runs this face
+# first, so the face imports the stdlib-only ``types`` at once and the rest on first use
+# (PEP 562): ``import probepair.failover.wire`` may come first without an import cycle.
+from probepair.failover.types import DropReason, Failback, HandoverReason, Mode, Role
+
+if TYPE_CHECKING:
+    from probepair.failover.machine import ACTIVE_ROLES, FailoverMachine
+    from probepair.failover.precedence import MASTER_ROLES
+    from probepair.failover.types import (
+        Action,
+        ConfigDrift,
+        FailoverConfig,
+        Flush,
+        GapFill,
+        Handover,
+        Rejected,
+        RoleChanged,
+        Send,
+        SplitBrain,
+    )
+
+_LAZY = {
+    "ACTIVE_ROLES": "probepair.failover.machine",
+    "FailoverMachine": "probepair.failover.machine",
+    "MASTER_ROLES": "probepair.failover.precedence",
+    **dict.fromkeys(
+        (
+            "Action",
+            "ConfigDrift",
+            "FailoverConfig",
+            "Flush",
+            "GapFill",
+            "Handover",
+            "Rejected",
+            "RoleChanged",
+            "Send",
+            "SplitBrain",
+        ),
+        "probepair.failover.types",
+    ),
+}
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        import importlib
+
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
 
 __all__ = [
     "ACTIVE_ROLES",

@@ -1,21 +1,76 @@
-"""The failover machine: one probe's side of the pair (PURE; see the package docstring)."""
+"""The failover machine: one probe's side of the pair (PURE; details in the package docstring).
+
+Theory of operation
+-------------------
+Roles. ``master`` and ``slave-active`` forward events to the sink (with ``standard``,
+a lone probe: ``ACTIVE_ROLES``); ``slave-standby`` holds them in the buffer;
+``master-pending`` is a (re)started master that beats and holds until the active peer
+hands over. A probe starts ``slave-standby`` (Mode slave), ``master-pending`` (Mode
+master) or ``master`` (Mode master with Failback immediate).
+
+Inputs are method calls that carry ``now`` (``tick``, ``receive``, ``request_mode``,
+``event``, ``delivered``, ``bypassed``, ``feed_idle``, ``sink_state``,
+``window_changed``, ``config_digest_changed``); outputs are the returned actions. Every
+input that runs timers runs the due ones first.
+
+Timers are deadlines, gathered by ``next_deadline()``: the beat (every beat interval),
+peer silence (the bound ``beat_interval + beat_threshold + heartbeat_timeout`` after the
+last fresh heartbeat from a forwarding peer), the ack batch (``ack_interval``), the
+handover drain and give-up, the ack-hole skip, and ``stall_at`` (an active master's beat
+a bound late). Each timer that runs is re-armed or cleared, so after any input at ``t``,
+``next_deadline() > t`` (a timer left due would busy-loop the runtime).
+
+The table. A timer or a fresh datagram becomes a ``Trigger``; ``_fire`` looks the
+(role, trigger) pair up in ``transitions.ROLE_TRANSITIONS`` (the single decision point)
+and ``_set_role`` (the single effect point) emits ``RoleChanged``, flushes the buffer on
+activation and beats at once. A pair absent from the table is refused::
+
+    slave-standby   SILENCE -> slave-active     REQUEST_MASTER -> master
+                    SINK_RECOVERED -> master-pending
+    slave-active    PENDING_MASTER, LOST_VERDICT, REQUEST_SLAVE, SINK_FAILING
+                    -> slave-standby            REQUEST_MASTER -> master
+    master-pending  SILENCE, HANDED_OVER, REQUEST_MASTER -> master
+                    LOST_VERDICT, REQUEST_SLAVE -> slave-standby
+    master          STALL -> master-pending
+                    LOST_VERDICT, REQUEST_SLAVE, SINK_FAILING -> slave-standby
+    standard        (nothing)
+
+An active probe that leaves for standby hands over: it drains its sink, sends every
+pending ack, then beats HANDED_OVER, so the pending master takes over without a gap
+or an overlap.
+
+Split brain. Heartbeats carry role, epoch and precedence; when both sides are active
+(or both master) each computes the same verdict from the same two tuples
+(``precedence``: epoch, master by mode, configured master, node id, boot id), so one
+steps down (``LOST_VERDICT``) without a negotiation that a partition could interrupt.
+Why this order: an explicit switch (``request_mode``, epoch + 1) is the newest intent;
+a silence takeover never increments the epoch, so the configured master wins when the
+link returns. The one rule outside the table is the epoch rule
+(``PeerInput._adopt_opposite_mode``): a heartbeat at a higher epoch makes us adopt it
+and take the mode opposite to the sender's, which depends on the sender's role and
+flags rather than on a trigger alone.
+"""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from probepair.failover.peerinput import PeerInput
 from probepair.failover.state import (
     _ECHO_REFRESH,
     ACTIVE_ROLES,
     INF,
-    _Handover,
+    Draining,
 )
+from probepair.failover.transitions import Trigger
 from probepair.failover.types import (
     Action,
     HandoverReason,
     Mode,
     Rejected,
+    Role,
 )
-from probepair.failover.wire import Ack, Flag, Heartbeat, Role
+from probepair.failover.wire import Ack, Flag, Heartbeat
 
 __all__ = ["ACTIVE_ROLES", "FailoverMachine"]
 
@@ -41,7 +96,7 @@ class FailoverMachine(PeerInput):
             standby.duplicates_avoided += 1
             return False
         if self._active:
-            self._forwarded += 1
+            self._in_flight += 1
             return True
         standby.hold(key, payload, now)
         return False
@@ -53,10 +108,10 @@ class FailoverMachine(PeerInput):
         """
         if self._role is Role.STANDARD:
             return
-        self._delivered += len(keys)
+        self._in_flight -= len(keys)
         if keys:
             self._pending_acks.extend(keys)
-        if self._ack_due == INF and (keys or self._handover is _Handover.DRAINING):
+        if self._ack_due == INF and (keys or isinstance(self._handover, Draining)):
             self._ack_due = now + self.config.ack_interval
 
     def bypassed(self, count: int) -> None:
@@ -65,7 +120,7 @@ class FailoverMachine(PeerInput):
         Their deliveries come back through ``delivered``; counting them here keeps the
         in-flight count (``pending``, ``IDLE``, the handover drain) exact. Runs no timers.
         """
-        self._forwarded += count
+        self._in_flight += count
 
     def feed_idle(self, idle: bool) -> None:
         """Whether our feed's source was empty when last checked (runtime fact).
@@ -81,6 +136,15 @@ class FailoverMachine(PeerInput):
             self._sink_healthy_since = now
         self._sink_failing_since = failing_since
         self._spool_bytes = spool_bytes
+
+    def window_changed(self, is_open: bool) -> None:
+        """The failback window opened (True) or closed (False); the runtime reads the cron
+        expression against the wall clock. Runs no timers: it only gates decisions."""
+        self.failback.set_window(is_open)
+
+    def config_digest_changed(self, digest: bytes) -> None:
+        """Our pair-wide settings digest changed (a rules reload); heartbeats carry it."""
+        self.config = replace(self.config, config_digest=digest)
 
     def tick(self, now: float) -> list[Action]:
         """Run the timers due at ``now``."""
@@ -121,10 +185,9 @@ class FailoverMachine(PeerInput):
             self._on_ack(msg, now, actions)
         else:
             # Heartbeats only: an ack overtaking a heartbeat must not make it look old.
-            newest = msg.boot_id != self._peer_boot or msg.seq > self._peer_seq
+            peer = self._peer
+            newest = peer is None or msg.boot_id != peer.boot_id or msg.seq > peer.seq
             self._on_heartbeat(msg, newest, now, actions)
-            if newest:
-                self._peer_seq = msg.seq
         self._fill_gaps(now, actions)
         return actions
 
@@ -144,8 +207,11 @@ class FailoverMachine(PeerInput):
         if mode is Mode.MASTER and self._role is not Role.MASTER:
             self._epoch += 1
             self._end_handover()
-            self._set_role(Role.MASTER, f"mode set to master (epoch {self._epoch})", now, actions)
+            self._fire(
+                Trigger.REQUEST_MASTER, f"mode set to master (epoch {self._epoch})", now, actions
+            )
         elif mode is Mode.SLAVE and (self._active or self._role is Role.MASTER_PENDING):
             self._epoch += 1
-            self._step_down(f"mode set to slave (epoch {self._epoch})", reason, now, actions)
+            why = f"mode set to slave (epoch {self._epoch})"
+            self._step_down(Trigger.REQUEST_SLAVE, why, reason, now, actions)
         return actions

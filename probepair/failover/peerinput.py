@@ -8,8 +8,10 @@ from probepair.failover.state import (
     _HANDOVER_FLAGS,
     ACTIVE_ROLES,
     INF,
-    _Handover,
+    Awaiting,
+    Idle,
 )
+from probepair.failover.transitions import Trigger
 from probepair.failover.types import (
     Action,
     ConfigDrift,
@@ -17,9 +19,10 @@ from probepair.failover.types import (
     Flush,
     HandoverReason,
     Mode,
+    Role,
     SplitBrain,
 )
-from probepair.failover.wire import Ack, Flag, Heartbeat, Role
+from probepair.failover.wire import Ack, Flag, Heartbeat
 
 
 class PeerInput(Roles):
@@ -57,10 +60,8 @@ class PeerInput(Roles):
     def _on_heartbeat(self, hb: Heartbeat, newest: bool, now: float, actions: list[Action]) -> None:
         known = hb.boot_id == self._peer_boot
         if not known:
-            self._peer_boot = hb.boot_id
-            self._peer_seq = 0
-            self._awaited_serial = None
-            self._giveup = INF
+            self._peer = hb  # a new boot's first fresh heartbeat is its newest
+            self._awaiting = None
             # Acks of the last bound may concern events the new boot holds: re-send them.
             base = self._acks.base(now, self._bound())
             self._base_for = (hb.boot_id, base)
@@ -77,10 +78,8 @@ class PeerInput(Roles):
         stream.advance(now, self._bound())
         if not newest:
             return  # overtaken by a newer heartbeat: its role and flags are history
-        self._peer_role = hb.role
+        self._peer = hb
         self._peer_last_heard = now
-        self._peer_sink_failing = hb.sink_failing
-        self._peer_spool_bytes = hb.spool_bytes
         if hb.config_digest != self._peer_digest:
             self._peer_digest = hb.config_digest
             if self.config_drift:
@@ -98,8 +97,9 @@ class PeerInput(Roles):
             self._peer_deadline = now + self._bound()
             self._silence_since = now
             self._silence_deferred = False
-        if self._handover is not _Handover.NONE and (
-            hb.boot_id != self._handover_boot or hb.role is Role.MASTER
+        handover = self._handover
+        if not isinstance(handover, Idle) and (
+            hb.boot_id != handover.boot or hb.role is Role.MASTER
         ):
             self._end_handover()  # the master is active (handover complete) or restarted
 
@@ -114,24 +114,28 @@ class PeerInput(Roles):
                     hb.boot_id, now, self._bound()
                 ):
                     why = f"handing over to returning master {hb.sender}"
-                    self._step_down(why, HandoverReason.FAILBACK, now, actions)
+                    self._step_down(
+                        Trigger.PENDING_MASTER, why, HandoverReason.FAILBACK, now, actions
+                    )
             elif self._role is Role.MASTER and hb.role is Role.MASTER_PENDING:
                 self._resolve_masters(hb, now, actions)
         elif self._role is Role.MASTER_PENDING:
             if peer_master:
                 self._resolve_masters(hb, now, actions)
             elif hb.flags & Flag.HANDED_OVER:
-                self._awaited_serial = hb.acks_sent
-                if self._giveup == INF:
-                    c = self.config
-                    self._giveup = now + self._beat_interval + c.beat_threshold
+                waiting = self._awaiting
+                if waiting is None or waiting.giveup_at == INF:
+                    giveup_at = now + self._beat_interval + self.config.beat_threshold
+                else:
+                    giveup_at = waiting.giveup_at
+                self._awaiting = Awaiting(hb.acks_sent, giveup_at)
                 self._maybe_take_over_from_handover(now, actions)
                 if self._role is Role.MASTER_PENDING:
                     self._extra_beat(now, actions)  # tell the peer which acks we lack
         if (
             self._role is Role.SLAVE_STANDBY
             and hb.role is Role.MASTER_PENDING
-            and self._handover is _Handover.NONE
+            and isinstance(self._handover, Idle)
         ):
             self._handover_from_standby(now, actions)
         self._check_sink(now, actions)
@@ -141,16 +145,20 @@ class PeerInput(Roles):
         items = self._standby.drain(now)
         # Still in flight from an earlier active period counts too; a surplus of
         # deliveries must not make the flush look drained at once.
-        self._forwarded = max(self._forwarded, self._delivered) + len(items)
+        self._in_flight = max(self._in_flight, 0) + len(items)
         if items:
             actions.append(Flush(items))
         self._start_handover(now, actions)
 
     def _adopt_opposite_mode(self, hb: Heartbeat, now: float, actions: list[Action]) -> None:
+        """The special case outside ROLE_TRANSITIONS: a higher epoch flips our mode.
+
+        The target depends on the sender's role and flags, not on a trigger alone.
+        """
         reason = f"peer {hb.sender} is {hb.role.value} at epoch {hb.epoch}"
         if hb.role in MASTER_ROLES:
             if self._active and hb.role is Role.MASTER_PENDING:
-                self._step_down(reason, HandoverReason.FAILBACK, now, actions)
+                self._step_down(None, reason, HandoverReason.FAILBACK, now, actions)
             elif self._role in MASTER_ROLES or (
                 self._role is Role.SLAVE_ACTIVE and hb.role is Role.MASTER
             ):
@@ -167,8 +175,8 @@ class PeerInput(Roles):
     def _resolve_masters(self, hb: Heartbeat, now: float, actions: list[Action]) -> None:
         win, why = verdict(self._precedence(), of_heartbeat(hb))
         if not win:
-            self._set_role(
-                Role.SLAVE_STANDBY,
+            self._fire(
+                Trigger.LOST_VERDICT,
                 f"peer {hb.sender} is also master and wins ({why})",
                 now,
                 actions,
@@ -186,14 +194,14 @@ class PeerInput(Roles):
                 return  # the peer has not heard our mode switch yet; it will step down
             if not self._split_brain:
                 self._split_brain = True
-                self.split_brains += 1
+                self.stats.split_brains += 1
                 actions.append(SplitBrain(True, detail))
             return
-        self.split_brains += 1
+        self.stats.split_brains += 1
         actions.append(SplitBrain(True, detail))
         if known:
             reason = f"split brain: peer {hb.sender} wins ({why})"
         else:
             reason = f"{hb.role.value} {hb.sender} returned and is active ({why})"
-        self._set_role(Role.SLAVE_STANDBY, reason, now, actions)
+        self._fire(Trigger.LOST_VERDICT, reason, now, actions)
         actions.append(SplitBrain(False, "resolved: this probe stepped down"))

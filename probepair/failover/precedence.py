@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from probepair.failover.wire import Flag, Heartbeat, Role
+from probepair.failover.types import Role
+from probepair.failover.wire import Flag, Heartbeat
 
 MASTER_ROLES: Final = frozenset({Role.MASTER, Role.MASTER_PENDING})
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 from probepair.failover.acks import SentAck
 from probepair.failover.state import (
     INF,
+    Draining,
+    HandedOver,
     MachineState,
-    _Handover,
 )
 from probepair.failover.types import (
     Action,
     Mode,
+    Role,
     Send,
 )
-from probepair.failover.wire import MAX_ACK_KEYS, Ack, Flag, Heartbeat, Role
+from probepair.failover.wire import MAX_ACK_KEYS, Ack, Flag, Heartbeat
 
 
 class Sender(MachineState):
@@ -30,9 +32,9 @@ class Sender(MachineState):
         flags = Flag.NONE
         if self.config.mode is Mode.MASTER:
             flags |= Flag.CONFIGURED_MASTER
-        if self._handover is _Handover.DRAINING:
+        if isinstance(self._handover, Draining):
             flags |= Flag.HANDING_OVER
-        elif self._handover is _Handover.DONE:
+        elif isinstance(self._handover, HandedOver):
             flags |= Flag.HANDED_OVER
         # A standby side asks for an echo with every beat and the active side answers at
         # once, so the liveness of the active side is proven each beat period whatever
@@ -71,7 +73,6 @@ class Sender(MachineState):
         )
         if regular:
             self._next_beat = now + self._beat_interval
-            self._stall_at = self._next_beat + self._bound() if self._role is Role.MASTER else INF
             self._standby.prune(now)
             self._acks.prune(now)
 
@@ -112,7 +113,7 @@ class Sender(MachineState):
         c = self.config
         for entry in entries:
             entry.seq = self._next_seq(now)
-            self.acks_resent += 1
+            self.stats.acks_resent += 1
             actions.append(
                 Send(
                     Ack(

@@ -7,8 +7,8 @@ See the package docstring for the rules. The behaviour is added by concern in
 
 from __future__ import annotations
 
-import enum
 import math
+from dataclasses import dataclass
 from typing import Final
 
 from probepair.failover.acks import AckLog, AckStream
@@ -20,9 +20,10 @@ from probepair.failover.types import (
     Failback,
     FailoverConfig,
     Mode,
+    Role,
 )
 from probepair.failover.window import FailbackGate
-from probepair.failover.wire import Flag, Role
+from probepair.failover.wire import Flag, Heartbeat
 
 INF: Final = math.inf
 ACTIVE_ROLES: Final = frozenset({Role.MASTER, Role.SLAVE_ACTIVE, Role.STANDARD})
@@ -32,10 +33,48 @@ _ECHO_REFRESH: Final = 0.75  # of the bound: past this echo age we beat early, s
 _LATE: Final = 0.25
 
 
-class _Handover(enum.Enum):
-    NONE = enum.auto()
-    DRAINING = enum.auto()  # stepped down; waiting for the sink to deliver what we forwarded
-    DONE = enum.auto()  # drained and acked; beating HANDED_OVER until the master is active
+@dataclass(slots=True)
+class Stats:
+    """Counters for metrics and status: read by the runtime, never by a decision."""
+
+    failovers: int = 0  # times this probe became active after start
+    split_brains: int = 0
+    gap_fills: int = 0  # events delivered because the active peer passed them by
+    acks_resent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """Not handing over."""
+
+
+@dataclass(frozen=True, slots=True)
+class Draining:
+    """Stepped down for the peer's ``boot``; waiting (until ``deadline``) for the sink to
+    deliver what we forwarded."""
+
+    boot: bytes | None
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class HandedOver:
+    """Drained and acked; beating HANDED_OVER until the peer's ``boot`` is active."""
+
+    boot: bytes | None
+
+
+Handing = Idle | Draining | HandedOver
+IDLE: Final = Idle()
+
+
+@dataclass(frozen=True, slots=True)
+class Awaiting:
+    """A pending master heard HANDED_OVER: it takes over once it holds every ack serial
+    up to ``serial``, or at ``giveup_at`` (inf: that timer already ran)."""
+
+    serial: int
+    giveup_at: float
 
 
 class MachineState:
@@ -55,43 +94,30 @@ class MachineState:
         self._base_for: tuple[bytes, int] | None = None  # our ack_base for the peer's boot
         self._gap_marks: list[tuple[int, float]] = []  # (peer ack serial, horizon)
         self._pending_acks: list[bytes] = []
-        self._handover = _Handover.NONE
-        self._handover_boot: bytes | None = None
-        self._forwarded = 0  # since we last became active; with _delivered: in flight
-        self._delivered = 0
+        self._handover: Handing = IDLE
+        # Forwarded (events, gap fills, flushes, bypassed) minus delivered since we last
+        # became active; negative while deliveries of an earlier period outnumber them.
+        self._in_flight = 0
         self._feed_idle = False
         self._sink_failing_since: float | None = None
         self._sink_healthy_since = now
         self._spool_bytes = 0
         self._sink_handed_over = False
-        self.failback = FailbackGate(config.failback_delay)  # window_open: set by the runtime
-        self._peer_boot: bytes | None = None
-        self._peer_role: Role | None = None
+        self.failback = FailbackGate(config.failback_delay)  # the window: window_changed()
+        # The newest fresh heartbeat from the peer (its boot, seq, role, sink health).
+        self._peer: Heartbeat | None = None
         self._peer_last_heard: float | None = None
-        self._peer_seq = 0  # newest fresh heartbeat seq from _peer_boot
-        self._peer_sink_failing = 0.0
-        self._peer_spool_bytes = 0
-        self._awaited_serial: int | None = None  # from the peer's HANDED_OVER beat
+        self._awaiting: Awaiting | None = None  # from the peer's HANDED_OVER beat
         self._peer_digest = config.config_digest
         self._split_brain = False
-        self._active_since = now
         self._next_beat = INF
         # Extra beats are rate-limited, answers apart from our own requests: a burst of
         # stale datagrams after a stall must not silence the answer a live peer awaits.
         self._next_extra = {False: -INF, True: -INF}  # request? -> next allowed
-        # An active master whose beat is overdue by more than the takeover bound was
-        # stalled (SIGSTOP, a frozen VM): its peer has likely taken over, so the next
-        # tick makes it a pending master that waits for the handover (see stall_at).
-        self._stall_at = INF
         self._peer_deadline = INF
         self._silence_deferred = False  # the late silence timer waited for one round trip
         self._ack_due = INF
-        self._drain_deadline = INF
-        self._giveup = INF
-        self.failovers = 0  # times this probe became active after start
-        self.split_brains = 0
-        self.gap_fills = 0  # events delivered because the active peer passed them by
-        self.acks_resent = 0
+        self.stats = Stats()
         if config.mode is Mode.STANDARD:
             self._role = Role.STANDARD
         else:
@@ -104,7 +130,6 @@ class MachineState:
             self._next_beat = now
             if self._role is not Role.MASTER:
                 self._peer_deadline = now + self._bound()
-        self._active = self._role in ACTIVE_ROLES
 
     @property
     def role(self) -> Role:
@@ -114,7 +139,11 @@ class MachineState:
     @property
     def active(self) -> bool:
         """True while this probe forwards events to its sink."""
-        return self._active
+        return self._role in ACTIVE_ROLES
+
+    @property
+    def _active(self) -> bool:
+        return self._role in ACTIVE_ROLES
 
     @property
     def mode(self) -> Mode:
@@ -150,7 +179,12 @@ class MachineState:
         ``tick`` then makes it ``master-pending``. The runtime checks it before offering
         events, so a master that wakes from a stall ticks before it forwards anything.
         """
-        return self._stall_at
+        # Derived: an active master whose beat is overdue by more than the takeover bound
+        # was stalled (SIGSTOP, a frozen VM); its peer has likely taken over. Armed from
+        # the first beat sent in the role (every move into master beats at once).
+        if self._role is not Role.MASTER or self._seq == 0:
+            return INF
+        return self._next_beat + self._bound()
 
     @property
     def duplicates_avoided(self) -> int:
@@ -175,12 +209,12 @@ class MachineState:
     @property
     def peer_role(self) -> Role | None:
         """The role the peer's last fresh heartbeat carried."""
-        return self._peer_role
+        return None if self._peer is None else self._peer.role
 
     @property
     def peer_sink_failing(self) -> float:
         """Seconds the peer's sink had been failing at its last heartbeat (0: healthy)."""
-        return self._peer_sink_failing
+        return 0.0 if self._peer is None else self._peer.sink_failing
 
     @property
     def spool_bytes(self) -> int:
@@ -190,7 +224,7 @@ class MachineState:
     @property
     def peer_spool_bytes(self) -> int:
         """The peer's spool bytes at its last heartbeat."""
-        return self._peer_spool_bytes
+        return 0 if self._peer is None else self._peer.spool_bytes
 
     @property
     def split_brain(self) -> bool:
@@ -205,7 +239,7 @@ class MachineState:
     @property
     def handing_over(self) -> bool:
         """True while this probe hands over to a pending master."""
-        return self._handover is not _Handover.NONE
+        return not isinstance(self._handover, Idle)
 
     @property
     def sink_healthy(self) -> bool:
@@ -230,17 +264,41 @@ class MachineState:
             self._next_beat,
             self._peer_deadline,
             self._ack_due,
-            self._drain_deadline,
-            self._giveup,
+            self._handover.deadline if isinstance(self._handover, Draining) else INF,
+            INF if self._awaiting is None else self._awaiting.giveup_at,
             hole,
         )
+
+    @property
+    def failovers(self) -> int:
+        """Times this probe became active after start."""
+        return self.stats.failovers
+
+    @property
+    def split_brains(self) -> int:
+        """Split brains detected."""
+        return self.stats.split_brains
+
+    @property
+    def gap_fills(self) -> int:
+        """Events delivered because the active peer passed them by."""
+        return self.stats.gap_fills
+
+    @property
+    def acks_resent(self) -> int:
+        """Ack datagrams sent again because the peer lacked them."""
+        return self.stats.acks_resent
+
+    @property
+    def _peer_boot(self) -> bytes | None:
+        return None if self._peer is None else self._peer.boot_id
 
     def _bound(self) -> float:
         c = self.config
         return self._beat_interval + c.beat_threshold + c.heartbeat_timeout
 
     def _pending(self) -> int:
-        return max(0, self._forwarded - self._delivered) if self._active else 0
+        return max(0, self._in_flight) if self._active else 0
 
     def _idle(self) -> bool:
-        return self._active and self._feed_idle and self._forwarded <= self._delivered
+        return self._active and self._feed_idle and self._in_flight <= 0

@@ -1,15 +1,20 @@
 """Value types of the failover machine: modes, settings and the actions it returns.
 
 PURE: standard library only. Import them from ``probepair.failover``, which re-exports
-every name.
+every name. ``Role`` lives here, not in the codec: the heartbeat codec (``probepair.failover.wire``)
+imports it, so this module imports the codec only for types and at validation time.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from probepair.failover.wire import BOOT_ID_SIZE, DIGEST_SIZE, Ack, Heartbeat, Role
+from probepair.failover.role import BOOT_ID_SIZE, DIGEST_SIZE, Role
+
+if TYPE_CHECKING:
+    from probepair.failover.wire import Ack, Heartbeat
 
 __all__ = [
     "Action",

@@ -13,20 +13,25 @@ from probepair.feeds.base import Feed
 
 if TYPE_CHECKING:
     from probepair.config.props import Props
+    from probepair.metrics import Metrics
 
 __all__ = ["Feed", "make_feed"]
 
 
-def make_feed(props: Props, wall_clock: Callable[[], float]) -> Feed:
-    """The feed ``props.FeedType`` names, configured from ``props``."""
+def make_feed(
+    props: Props, wall_clock: Callable[[], float], metrics: Metrics | None = None
+) -> Feed:
+    """The feed ``props.FeedType`` names, configured from ``props``; the tcp feed counts
+    its connections in ``metrics``."""
     from probepair.feeds.file import FileFeed
     from probepair.feeds.stdin import StdinFeed
     from probepair.feeds.tcp import TcpFeed
     from probepair.feeds.udp import UdpFeed
 
+    if props.FeedType == "tcp":
+        return TcpFeed(props, wall_clock, metrics)
     kinds: dict[str, Callable[[Props, Callable[[], float]], Feed]] = {
         "udp": UdpFeed,
-        "tcp": TcpFeed,
         "file": FileFeed,
         "stdin": StdinFeed,
     }

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from probepair.events import Batch
     from probepair.pipeline.channels import SendEnd
 
-
 MAX_BATCH = 512  # records per channel send: amortises the send, keeps latency < 1 ms
 MAX_BATCH_BYTES = 1 << 20  # about the most raw bytes in a batch (512 x 64 KiB would be 32 MiB)
 

@@ -1,29 +1,118 @@
-"""TCP feed: newline-delimited records from any number of clients."""
+"""TCP feed: newline-delimited records from any number of clients, within bounds.
+
+What one client, or many, can cost the probe (issue 19):
+
+- **Descriptors.** At most ``FeedMaxConnections`` clients are served at once; one more is
+  accepted and closed at once with a reset (counted in
+  ``probepair_feed_connections_refused_total``, logged at most once a minute), so it
+  learns at once instead of waiting in a backlog nobody serves. Before listening, the
+  feed makes sure ``FeedMaxConnections + FD_RESERVE`` descriptors fit under
+  ``RLIMIT_NOFILE`` (raising the soft limit up to the hard one if needed; if the hard
+  limit is too low, a ``ConfigError``, exit 2): feed clients can never take the
+  descriptors ``/metrics``, the control socket, the sink and the spool need. Before
+  this, 1,000 idle clients under systemd's default limit of 1,024 left ``accept`` failing
+  with EMFILE everywhere: ``/metrics`` and ``probepair status`` stopped answering.
+- **Time.** A client that sends nothing for ``FeedIdleTimeout`` seconds is closed
+  (counted in ``probepair_feed_connections_idle_closed_total``); its unterminated last
+  line is a record, as at end of stream (``LineSplitter.finish``). So is the one read
+  when the probe stops: what was read from a socket is accepted.
+- **Memory.** A pending line is at most ``lines.MAX_LINE`` (plus one read) per client.
+
+If ``accept`` fails with EMFILE or ENFILE anyway (descriptors used up by something
+else), ``trio.serve_listeners`` logs it and tries again 100 ms later: the listener
+neither spins nor ends, and connections wait in the kernel's backlog meanwhile.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
+import resource
+import socket
+import struct
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from probepair.errors import FeedError
+from probepair.errors import ConfigError, FeedError
 from probepair.events import Batch, KeyMaker
 from probepair.feeds.base import send_batch
 from probepair.feeds.lines import LineSplitter
+from probepair.metrics import Metrics
 
 if TYPE_CHECKING:
     from probepair.config.props import Props
     from probepair.pipeline.channels import SendEnd
 
+logger = logging.getLogger(__name__)
+
 READ_SIZE = 65536
+# Descriptors kept for everything but feed clients: stdio, trio's epoll and wake-up
+# pair, the heartbeat socket, three listeners (feed, metrics, control), their clients
+# (scrapes, `probepair status`), the sink's connections, the spool, the logs, rules
+# reloads, NotifyCommand's pipes. About 20 are in use at start; 256 leaves room for
+# the HTTP endpoint's own connection cap, and with FeedMaxConnections' default (256)
+# fits systemd's default soft limit of 1,024 with half of it to spare.
+FD_RESERVE: Final = 256
+REFUSED_LOG_INTERVAL: Final = 60.0  # seconds between log lines about refused clients
+# SO_LINGER on, 0 s: close() sends a reset (no FIN handshake, no TIME_WAIT left behind).
+_RESET: Final = struct.pack("ii", 1, 0)
+
+
+def descriptor_limit(soft: int, hard: int, max_connections: int) -> int | None:
+    """The soft RLIMIT_NOFILE to set for ``max_connections`` clients; None: ``soft`` will do.
+
+    Raises:
+        ConfigError: ``hard`` is too low for ``max_connections`` plus ``FD_RESERVE``.
+    """
+    needed = max_connections + FD_RESERVE
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return None
+    if hard == resource.RLIM_INFINITY or hard >= needed:
+        return needed
+    raise ConfigError(
+        f"RLIMIT_NOFILE {hard}",
+        "FeedMaxConnections",
+        f"expected at most {max(hard - FD_RESERVE, 0)} (the open-files limit less "
+        f"{FD_RESERVE} descriptors kept for the probe itself), got {max_connections}: "
+        "lower it, or raise the limit (systemd: LimitNOFILE=)",
+    )
+
+
+def reserve_descriptors(max_connections: int) -> int:
+    """Make the open-files limit hold ``max_connections`` clients and ``FD_RESERVE`` more.
+
+    Returns:
+        The soft limit now in force.
+
+    Raises:
+        ConfigError: the hard limit is too low, or the soft one cannot be raised.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = descriptor_limit(soft, hard, max_connections)
+    if wanted is None:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"RLIMIT_NOFILE {soft}",
+            "FeedMaxConnections",
+            f"needs an open-files limit of {wanted}, and raising it failed: {exc}",
+        ) from None
+    logger.info("open-files limit raised from %d to %d for the tcp feed", soft, wanted)
+    return wanted
 
 
 class TcpFeed:
     """Listens on ``FeedAddress:FeedPort``; each connection is read line by line."""
 
-    def __init__(self, props: Props, wall_clock: Callable[[], float]) -> None:
+    def __init__(
+        self, props: Props, wall_clock: Callable[[], float], metrics: Metrics | None = None
+    ) -> None:
         self.name = f"tcp:{props.FeedAddress}:{props.FeedPort}"
         self._host = props.FeedAddress
         self._port = props.FeedPort
@@ -31,6 +120,13 @@ class TcpFeed:
         # in arrival order, as on the peer probe.
         self._keys = KeyMaker(props.KeyWindow)
         self._wall_clock = wall_clock
+        self._max = props.FeedMaxConnections
+        self._idle = props.FeedIdleTimeout or math.inf
+        self._metrics = metrics if metrics is not None else Metrics()
+        self._metrics.feed_connections_limit.set(self._max)
+        self.open = 0  # clients being served
+        self._refused = 0  # refused since the last log line about them
+        self._refused_logged = -math.inf
 
     async def run(
         self,
@@ -38,6 +134,7 @@ class TcpFeed:
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        reserve_descriptors(self._max)
         try:
             listeners = await trio.open_tcp_listeners(self._port, host=self._host)
         except OSError as exc:
@@ -45,22 +142,70 @@ class TcpFeed:
         address = listeners[0].socket.getsockname()[:2]
         self.name = "tcp:{}:{}".format(*address)
         async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, partial(self._client, send), listeners)
+            await nursery.start(trio.serve_listeners, partial(self.serve, send), listeners)
             task_status.started(address)
 
-    async def _client(self, send: SendEnd[Batch], stream: trio.SocketStream) -> None:
+    async def serve(self, send: SendEnd[Batch], stream: trio.abc.Stream) -> None:
+        """Read one accepted connection until it ends, idles out or the feed stops; or
+        refuse it at once if ``FeedMaxConnections`` are open. The caller closes it."""
+        # No checkpoint before the count: the check and the increment are one step.
+        if self.open >= self._max:
+            self._refuse(stream)
+            return  # serve_listeners closes it
+        self.open += 1
+        self._metrics.feed_connections.inc()
+        try:
+            await self._read(send, stream)
+        finally:
+            self.open -= 1
+            self._metrics.feed_connections.dec()
+
+    def _refuse(self, stream: trio.abc.Stream) -> None:
+        if isinstance(stream, trio.SocketStream):
+            with contextlib.suppress(OSError):
+                stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        self._metrics.feed_connections_refused.inc()
+        self._refused += 1
+        now = trio.current_time()
+        if now - self._refused_logged >= REFUSED_LOG_INTERVAL:
+            logger.warning(
+                "feed %s: refused %d connection(s): FeedMaxConnections (%d) are open "
+                "(counted in probepair_feed_connections_refused_total, logged every %gs)",
+                self.name,
+                self._refused,
+                self._max,
+                REFUSED_LOG_INTERVAL,
+            )
+            self._refused, self._refused_logged = 0, now
+
+    async def _read(self, send: SendEnd[Batch], stream: trio.abc.Stream) -> None:
         splitter = LineSplitter(self._keys, trio.current_time, self._wall_clock)
         async with stream:
-            while True:
-                try:
-                    chunk = await stream.receive_some(READ_SIZE)
-                except trio.BrokenResourceError:
-                    chunk = b""
-                if not chunk:
-                    batch = splitter.finish()
+            try:
+                while True:
+                    # The idle timer covers only the wait for data, never send_batch: a
+                    # client whose lines wait for room in the channel is not idle.
+                    with trio.move_on_after(self._idle) as idle:
+                        try:
+                            chunk = await stream.receive_some(READ_SIZE)
+                        except trio.BrokenResourceError:
+                            chunk = b""
+                    if idle.cancelled_caught:
+                        self._metrics.feed_connections_idle_closed.inc()
+                        logger.debug("feed %s: closed a client idle for %gs", self.name, self._idle)
+                        break
+                    if not chunk:
+                        break
+                    batch = splitter.feed(bytes(chunk))  # no copy: a socket gives bytes
                     if batch:
                         await send_batch(send, batch)
-                    return
-                batch = splitter.feed(chunk)
+            except trio.Cancelled:
+                # The probe stops: the unterminated line read so far is a record too.
+                # send_batch hands it over shielded (bounded) and raises Cancelled again.
+                batch = splitter.finish()
                 if batch:
                     await send_batch(send, batch)
+                raise
+            batch = splitter.finish()
+            if batch:
+                await send_batch(send, batch)

@@ -9,7 +9,12 @@ has it, so a socket file later made world-writable still refuses strangers.
 Protocol: the client sends one JSON line ``{"command": "takeover"}``, the server
 answers one JSON line and closes. Every answer has ``"ok"``; a failure has ``"error"``.
 A malformed or slow client gets an error answer (or is dropped after
-``CLIENT_TIMEOUT``); it never ends the server.
+``CLIENT_TIMEOUT``); it never ends the server. Decoding is total: the request is read
+into a bounded buffer (``MAX_REQUEST``) under the deadline before it is parsed, and
+parsed by ``netjson`` (no recursion, nesting bounded by ``MAX_DEPTH``), so ``[[[[...``
+is an error answer, not a ``RecursionError`` through the probe's nursery. Each refusal
+is passed to ``on_error`` (the probe counts it in ``probepair_control_errors_total``)
+and logged at most once per ``LOG_INTERVAL`` per reason.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import socket
 import stat
 import struct
 from collections.abc import Callable, Iterator
-from functools import partial
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import trio
@@ -30,6 +34,8 @@ import trio
 from probepair.config.paths import default_control_socket
 from probepair.errors import ProbepairError
 from probepair.failover import Mode
+from probepair.ops.ratelog import RateLimitedLog
+from probepair.rulesync import netjson
 
 if TYPE_CHECKING:
     Handler = Callable[[str], dict[str, Any]]
@@ -40,6 +46,8 @@ COMMANDS: Final = ("takeover", "release", "status", "reload")
 CLIENT_TIMEOUT: Final = 5.0  # seconds one client may take to send its request and read the answer
 MAX_REQUEST: Final = 4096  # bytes: a request is one short JSON line
 MAX_RESPONSE: Final = 1 << 20  # bytes: a status answer is a few KiB
+MAX_DEPTH: Final = 8  # levels of JSON nesting in a request ({"command": ...} is 1)
+LOG_INTERVAL: Final = 10.0  # seconds between two log lines about the same kind of refusal
 MAX_PATH: Final = 108  # bytes in sockaddr_un.sun_path (Linux), including the NUL
 SOCKET_MODE: Final = 0o600  # owner read/write: connecting to a Unix socket needs write access
 _UCRED: Final = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;} (Linux)
@@ -109,15 +117,30 @@ def _peer_uid(sock: trio.socket.SocketType) -> int | None:
     return int(uid)
 
 
+class _Refused(Exception):
+    """A request refused before the handler ran: ``reason`` is its metric label."""
+
+    def __init__(self, reason: str, error: str) -> None:
+        super().__init__(reason, error)
+        self.reason = reason
+        self.error = error
+
+
 def _answer(request: bytes, handler: Handler) -> dict[str, Any]:
-    """The response to one request line; bad input is an error answer, never a raise."""
+    """The response to one request line; bad input raises ``_Refused``, nothing else.
+
+    Raises:
+        _Refused: not JSON (or too deeply nested), or not a known command.
+    """
     try:
-        message = json.loads(request)
-    except (UnicodeDecodeError, ValueError):
-        return {"ok": False, "error": 'expected one JSON line like {"command": "status"}'}
+        message = netjson.loads(request, max_bytes=MAX_REQUEST, max_depth=MAX_DEPTH)
+    except netjson.JSONInputError:
+        raise _Refused("json", 'expected one JSON line like {"command": "status"}') from None
     command = message.get("command") if isinstance(message, dict) else None
-    if command not in COMMANDS:
-        return {"ok": False, "error": f"expected command {', '.join(COMMANDS)}, got {command!r}"}
+    if command not in COMMANDS:  # any JSON value: == against strings, never hashed
+        raise _Refused(
+            "command", f"expected command {', '.join(COMMANDS)}, got {repr(command)[:60]}"
+        )
     logger.info("control: %s", command)
     try:
         result = handler(command)
@@ -126,44 +149,66 @@ def _answer(request: bytes, handler: Handler) -> dict[str, Any]:
     return {"ok": True, **result}
 
 
-async def _read_line(stream: trio.SocketStream) -> bytes | None:
-    buf = b""
+async def _read_line(stream: trio.SocketStream) -> bytes:
+    """One request line, at most MAX_REQUEST bytes (linear: one bytearray).
+
+    Raises:
+        _Refused: longer than MAX_REQUEST bytes.
+    """
+    buf = bytearray()
     while b"\n" not in buf:
         if len(buf) > MAX_REQUEST:
-            return None
-        chunk = await stream.receive_some(MAX_REQUEST)
+            break
+        chunk = await stream.receive_some(MAX_REQUEST + 1 - len(buf) + 1)
         if not chunk:
             break
         buf += chunk
-    line = buf.partition(b"\n")[0]
-    return line if len(line) <= MAX_REQUEST else None
+    line = bytes(buf.partition(b"\n")[0])
+    if len(line) > MAX_REQUEST:
+        raise _Refused("too_long", f"request longer than {MAX_REQUEST} bytes")
+    return line
 
 
-async def _serve_client(
-    handler: Handler, allowed: frozenset[int], stream: trio.SocketStream
-) -> None:
-    async with stream:
-        with trio.move_on_after(CLIENT_TIMEOUT):
+class _Server:
+    def __init__(
+        self, handler: Handler, allowed: frozenset[int], on_error: Callable[[str], None] | None
+    ) -> None:
+        self.handler = handler
+        self.allowed = allowed
+        self.on_error = on_error
+        self._log = RateLimitedLog(logger, LOG_INTERVAL)
+
+    def _refused(self, reason: str, error: str, exc: BaseException | None = None) -> None:
+        if self.on_error is not None:
+            self.on_error(reason)
+        level = logging.ERROR if reason == "internal" else logging.WARNING
+        self._log(reason, level, "control: refused a request (%s): %s", reason, error, exc_info=exc)
+
+    async def serve_client(self, stream: trio.SocketStream) -> None:
+        try:
+            async with stream:
+                await self._serve(stream)
+        except Exception as exc:  # the boundary: no request may end the probe
+            self._refused("internal", f"{type(exc).__name__}: {exc}", exc)
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        with trio.move_on_after(CLIENT_TIMEOUT) as scope:
             try:
                 uid = _peer_uid(stream.socket)
-                if uid is not None and uid not in allowed:
-                    logger.warning("control: refused a client with uid %d", uid)
-                    response = {
-                        "ok": False,
-                        "error": f"uid {uid} may not control this probe (run as its owner or root)",
-                    }
-                else:
-                    line = await _read_line(stream)
-                    if line is None:
-                        response = {
-                            "ok": False,
-                            "error": f"request longer than {MAX_REQUEST} bytes",
-                        }
-                    else:
-                        response = _answer(line, handler)
+                if uid is not None and uid not in self.allowed:
+                    raise _Refused(
+                        "uid", f"uid {uid} may not control this probe (run as its owner or root)"
+                    )
+                response = _answer(await _read_line(stream), self.handler)
+            except _Refused as refused:
+                self._refused(refused.reason, refused.error)
+                response = {"ok": False, "error": refused.error}
+            try:
                 await stream.send_all(json.dumps(response).encode() + b"\n")
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 return  # the client went away: its problem
+        if scope.cancelled_caught:
+            self._refused("timeout", f"no request within {CLIENT_TIMEOUT:g} s")
 
 
 def _remove_stale(path: str) -> None:
@@ -202,6 +247,7 @@ async def serve_control(
     path: str,
     handler: Handler,
     *,
+    on_error: Callable[[str], None] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve the control channel on ``path`` until cancelled; then remove the file.
@@ -210,6 +256,8 @@ async def serve_control(
         path: the socket file to create (a stale one is replaced).
         handler: called with the command (``takeover``, ``release`` or ``status``); it
             must not block and returns the answer; a ProbepairError becomes an error answer.
+        on_error: called with the reason (``metrics.CONTROL_ERROR_REASONS``) of each
+            refused request.
         task_status: started with ``path`` once clients can connect.
 
     Raises:
@@ -239,7 +287,7 @@ async def serve_control(
         async with trio.open_nursery() as nursery:
             listener = trio.SocketListener(sock)
             await nursery.start(
-                trio.serve_listeners, partial(_serve_client, handler, allowed), [listener]
+                trio.serve_listeners, _Server(handler, allowed, on_error).serve_client, [listener]
             )
             logger.info("control socket %s", path)
             task_status.started(path)
@@ -269,7 +317,7 @@ def request(path: str, command: str, timeout: float = 5.0) -> dict[str, Any]:
         try:
             sock.connect(path)
             sock.sendall(json.dumps({"command": command}).encode() + b"\n")
-            buf = b""
+            buf = bytearray()
             while b"\n" not in buf and len(buf) <= MAX_RESPONSE:
                 chunk = sock.recv(65536)
                 if not chunk:
@@ -286,11 +334,11 @@ def request(path: str, command: str, timeout: float = 5.0) -> dict[str, Any]:
         except OSError as exc:
             raise ControlError(path, f"cannot talk to the probe: {exc.strerror or exc}") from None
     try:
-        response = json.loads(buf.partition(b"\n")[0])
-    except (UnicodeDecodeError, ValueError):
+        response = netjson.loads(bytes(buf.partition(b"\n")[0]), max_bytes=MAX_RESPONSE)
+    except netjson.JSONInputError:
         response = None
     if not isinstance(response, dict) or "ok" not in response:
-        raise ControlError(path, f"expected a JSON answer, got {buf[:80]!r}")
+        raise ControlError(path, f"expected a JSON answer, got {bytes(buf[:80])!r}")
     if not response["ok"]:
         raise ControlError(path, str(response.get("error", "the probe refused")))
     return response

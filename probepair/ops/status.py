@@ -11,14 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-import httpx
-
 from probepair.ops.control import ControlError
+from probepair.rulesync import fetch as httpget
+from probepair.rulesync import netjson
 
 UNKNOWN: Final = "-"
 DIGEST_CHARS: Final = 12  # hex chars of the rules digest shown: enough to tell versions apart
 LABEL_WIDTH: Final = 18
 MIN_COLUMN: Final = 18
+MAX_STATUS: Final = 1 << 20  # bytes of a peer's /status (a few KiB)
 
 Status = dict[str, Any]
 
@@ -208,21 +209,15 @@ def fetch_status(url: str, timeout: float = 3.0) -> Status:
             seconds, an HTTP error status, or a body that is not a JSON object.
     """
     try:
-        response = httpx.get(url, timeout=timeout)
-    except httpx.ConnectError:
-        raise ControlError(
-            url, "no probe answers (is its MetricsPort set and reachable?)"
-        ) from None
-    except httpx.TimeoutException:
-        raise ControlError(url, f"no answer within {timeout:g} s") from None
-    except httpx.HTTPError as exc:
-        raise ControlError(url, f"request failed: {exc}") from None
-    if response.status_code != 200:
-        raise ControlError(url, f"expected HTTP 200, got {response.status_code}")
+        code, body = httpget.get(url, max_bytes=MAX_STATUS, timeout=timeout)
+    except httpget.FetchError as exc:
+        raise ControlError(url, exc.message) from None
+    if code != 200:
+        raise ControlError(url, f"expected HTTP 200, got {code}")
     try:
-        status = response.json()
-    except ValueError:
-        status = None
+        status = netjson.loads(body, max_bytes=MAX_STATUS)
+    except netjson.JSONInputError as exc:
+        raise ControlError(url, f"expected a JSON object: {exc.reason}") from None
     if not isinstance(status, dict):
-        raise ControlError(url, f"expected a JSON object, got {response.text[:80]!r}")
+        raise ControlError(url, f"expected a JSON object, got {body[:80]!r}")
     return status

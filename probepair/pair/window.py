@@ -1,7 +1,8 @@
-"""The runtime side of the failback window: wall clock in, ``window_open`` out.
+"""The runtime side of the failback window: wall clock in, open/closed to the machine.
 
-The failover machine reads ``FailbackGate.window_open`` and never a clock; this task
-evaluates ``FailbackWindow`` against the wall clock and sets the flag, waking when the
+The failover machine never reads a clock; this task evaluates ``FailbackWindow``
+(``probepair.config.cron``) against the wall clock and reports each opening and closing
+through ``FailoverMachine.window_changed``, waking when the
 window opens or closes and at least every ``RECHECK`` seconds (trio sleeps on the
 monotonic clock, the wall clock may be stepped meanwhile).
 """
@@ -18,7 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import trio
 
-from probepair.failover.window import FailbackGate, FailbackWindow
+from probepair.config.cron import FailbackWindow
+from probepair.failover.window import FailbackGate
 
 logger = logging.getLogger(__name__)
 
@@ -43,20 +45,22 @@ def local_zone() -> tzinfo | None:
 
 
 async def drive_window(
-    gate: FailbackGate,
+    window_changed: Callable[[bool], None],
     window: FailbackWindow,
     wall_clock: Callable[[], float],
     on_change: Callable[[bool], None] | None = None,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Keep ``gate.window_open`` equal to ``window.is_open(wall_clock())``."""
+    """Report ``window.is_open(wall_clock())`` to ``window_changed`` at start and on each change."""
     first = True
+    last: bool | None = None
     while True:
         wall = wall_clock()
         is_open = window.is_open(wall)
-        if is_open != gate.window_open or first:
-            gate.window_open = is_open
+        if is_open != last:
+            last = is_open
+            window_changed(is_open)
             logger.warning("failback window %r is %s", window.expr, "open" if is_open else "closed")
             if on_change is not None:
                 on_change(is_open)

@@ -41,6 +41,7 @@ _LOG_LEVELS = {
 ERROR_LOG_INTERVAL = 10.0  # seconds between logged rules runtime errors (all are counted)
 
 
+Tokeniser = Callable[[bytes, bool], dict[str, str]]
 # The gate's call for one event: (key, payload, now) -> forward it now?
 GateEvent = Callable[[bytes, bytes, float], bool]
 
@@ -82,7 +83,20 @@ def self_event(name: str, summary: str, wall_clock: Callable[[], float]) -> Even
     now = wall_clock()
     tokens = {"Manager": "ProbeWatch", "Summary": summary, "Node": platform.node(), "Agent": name}
     raw = f"ProbeWatch {name} {now!r} {summary}".encode()
-    return Event(raw, key_of(raw), now, tokens)
+    return Event(raw, key_of(raw), now, tokens, from_probe=True)
+
+
+def _counting_feed_managers(tokenise: Tokeniser, metrics: Metrics) -> Tokeniser:
+    """``tokenise`` counting the records that claim a ``Manager`` (``$FeedManager``)."""
+    renamed = metrics.feed_manager_renamed.inc
+
+    def tokenise_counted(raw: bytes, split: bool) -> dict[str, str]:
+        tokens = tokenise(raw, split)
+        if "FeedManager" in tokens:
+            renamed()
+        return tokens
+
+    return tokenise_counted
 
 
 class Processor:
@@ -100,6 +114,8 @@ class Processor:
         self.gate = gate
         self._metrics = metrics
         self._tokenise = TOKENISERS[props.FeedFormat]
+        if props.FeedFormat == "json":
+            self._tokenise = _counting_feed_managers(self._tokenise, metrics)
         self._last_error_log = -float("inf")
         self.ctx = None
         if program is not None:
@@ -163,8 +179,10 @@ class Processor:
         """ProbeWatch events: the rules see them (tokens and pre-set fields, as OMNIbus
         does) and they bypass the gate, so a standby slave's own events show it is alive.
 
-        Feeds never fill ``tokens``; ``self_event`` does, and the probe sends self-events
-        in batches of their own, so the hot loop of ``process`` never checks for them.
+        Only ``self_event`` sets ``Event.from_probe`` (a record's content cannot: a
+        json record's ``Manager`` key reaches the rules as ``$FeedManager``, see
+        ``formats.tokenise_json``), and the probe sends self-events in batches of their
+        own, so the hot loop of ``process`` never checks for them.
         """
         out: list[Item] = []
         for ev in batch:
@@ -182,7 +200,7 @@ class Processor:
 
     def process(self, batch: Batch) -> list[Item]:
         """The alerts of ``batch`` the gate lets through now, in order."""
-        if batch and batch[0].tokens:
+        if batch and batch[0].from_probe:
             return self._self_events(batch)
         out: list[Item] = []
         append = out.append

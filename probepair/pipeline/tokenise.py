@@ -174,7 +174,12 @@ def tokenise_syslog(raw: bytes, split: bool = True) -> dict[str, str]:
 
 
 def tokenise_json(raw: bytes, split: bool = True) -> dict[str, str]:
-    """Top-level keys as tokens; a record that is not a JSON object falls back to line."""
+    """Top-level keys as tokens; a record that is not a JSON object falls back to line.
+
+    ``$Manager`` is reserved for the probe's own ProbeWatch events (rules branch on
+    ``$Manager == "ProbeWatch"``), so a ``Manager`` key becomes ``$FeedManager``
+    (replacing a ``FeedManager`` key of the record): no record can pass for one.
+    """
     tokens = tokenise_line(raw, split)
     try:
         value = orjson.loads(raw)
@@ -192,6 +197,8 @@ def tokenise_json(raw: bytes, split: bool = True) -> dict[str, str]:
                 tokens[key] = str(item)
             else:
                 tokens[key] = orjson.dumps(item).decode()
+        if "Manager" in tokens:
+            tokens["FeedManager"] = tokens.pop("Manager")
     return tokens
 
 

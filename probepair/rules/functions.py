@@ -22,13 +22,13 @@ import hashlib
 import json
 import math
 import re
-import warnings
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Final
 
 from probepair.rules.dates import format_ldml, parse_ldml, read_date
+from probepair.rules.patterns import Regex
+from probepair.rules.patterns import cached as cached_regex
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "FATAL")
 
@@ -98,70 +98,33 @@ class Fail(Exception):
 
 # -- regular expressions ---------------------------------------------------------------
 
-_POSIX_CLASSES: Final = {
-    "[:alpha:]": "a-zA-Z",
-    "[:digit:]": "0-9",
-    "[:alnum:]": "a-zA-Z0-9",
-    "[:upper:]": "A-Z",
-    "[:lower:]": "a-z",
-    "[:space:]": r"\s",
-    "[:blank:]": r" \t",
-    "[:punct:]": r"!-/:-@\[-`{-~",
-    "[:xdigit:]": "0-9A-Fa-f",
-    "[:cntrl:]": r"\x00-\x1f",
-    "[:print:]": r"\x20-\x7e",
-    "[:graph:]": r"\x21-\x7e",
-    "[:word:]": r"\w",
-}
-_POSIX_RE: Final = re.compile("|".join(re.escape(k) for k in _POSIX_CLASSES))
-
-
-def compile_regex(pattern: str) -> re.Pattern[str]:
-    """Compile an OMNIbus (POSIX extended) regex as Python ``re``.
-
-    POSIX bracket classes such as ``[[:digit:]]`` become their ranges; Python would
-    otherwise warn ("possible nested set") and match something else.
+def compile_regex(pattern: str) -> Regex:
+    """Compile an OMNIbus (POSIX extended) regex on RE2 (patterns.py: the dialect).
 
     Raises:
-        ValueError: the pattern is invalid, with a short reason.
+        ValueError: the pattern is invalid or uses what RE2 refuses, with a short reason.
     """
-    translated = _POSIX_RE.sub(lambda m: _POSIX_CLASSES[m.group()], pattern)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return re.compile(translated)
-    except (re.error, RecursionError, OverflowError, MemoryError) as exc:
-        raise ValueError(str(exc) if isinstance(exc, re.error) else "pattern too complex") from None
+    return Regex(pattern)
 
 
-@lru_cache(maxsize=256)
-def _dynamic_regex(pattern: str) -> re.Pattern[str]:
-    return compile_regex(pattern)
-
-
-def dynamic_regex(pattern: str) -> re.Pattern[str]:
+def dynamic_regex(pattern: str) -> Regex:
     """A regex computed at run time (rare), cached; an invalid one fails the statement."""
     try:
-        return _dynamic_regex(pattern)
+        return cached_regex(pattern)
     except ValueError as exc:
         raise Fail(f"invalid regular expression {pattern!r}: {exc}") from None
 
 
-def extract(regex: re.Pattern[str], text: str) -> str:
+def extract(regex: Regex, text: str) -> str:
     """First group of the first match, "" when there is no match (whole match if no group)."""
-    m = regex.search(text)
-    if m is None:
-        return ""
-    if regex.groups:
-        return m.group(1) or ""
-    return m.group(0)
+    return regex.extract(text)
 
 
-def regreplace(regex: re.Pattern[str], text: str, replacement: str) -> str:
+def regreplace(regex: Regex, text: str, replacement: str) -> str:
     """Replace every match; ``\\1`` in the replacement is the first group."""
     try:
-        return regex.sub(replacement, text)
-    except (re.error, IndexError) as exc:
+        return regex.sub(text, replacement)
+    except ValueError as exc:
         raise Fail(f"bad replacement {replacement!r}: {exc}") from None
 
 
@@ -194,7 +157,8 @@ def number(value: object) -> int | float | None:
     """The number a value stands for, or None (strings must be wholly numeric)."""
     if isinstance(value, int | float):
         return value
-    if isinstance(value, str) and _NUMBER_RE.fullmatch(value) and len(value) < 400:
+    # Length first: the pattern backtracks quadratically on a long run of digits.
+    if isinstance(value, str) and len(value) < 400 and _NUMBER_RE.fullmatch(value):
         text = value.strip()
         try:
             return int(text)
@@ -325,12 +289,18 @@ def _nvp_quote(value: object) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-_NVP_RE: Final = re.compile(r'([^=;]+)="((?:[^"\\]|\\.)*)"')
+# On RE2: on Python's re this unanchored pattern restarts at every position of a long
+# run without "=" and goes quadratic (64 KiB: 16 s for one nvp_add()).
+_NVP_RE: Final = Regex(r'([^=;]+)="((?:[^"\\]|\\.)*)"')
+
+
+def _nvp_items(base: str) -> list[tuple[str, str]]:
+    return [(k or "", v or "") for k, v in _NVP_RE.findall(base)]
 
 
 def nvp_add(base: str, pairs: tuple[object, ...]) -> str:
     """``name="value"`` pairs joined by ``;`` (the ExtendedAttr form), replacing names."""
-    items = {m.group(1): m.group(2) for m in _NVP_RE.finditer(base)}
+    items = dict(_nvp_items(base))
     for i in range(0, len(pairs) - 1, 2):
         items[str(pairs[i])] = _nvp_quote(pairs[i + 1])[1:-1]
     return ";".join(f'{k}="{v}"' for k, v in items.items())
@@ -374,7 +344,7 @@ def json_path(tokens: dict[str, str], path: str) -> object:
 def nvp_remove(base: str, names: tuple[object, ...]) -> str:
     """``base`` (``name="value";...``) without the pairs ``names`` name."""
     drop = {str(n) for n in names}
-    items = [(m.group(1), m.group(2)) for m in _NVP_RE.finditer(base)]
+    items = _nvp_items(base)
     return ";".join(f'{k}="{v}"' for k, v in items if k not in drop)
 
 
@@ -386,12 +356,13 @@ def nvp_fields(base: str, fields: dict[str, object]) -> str:
     return nvp_add(base, tuple(pairs))
 
 
-_UNPRINTABLE: Final = re.compile(r"[^\x20-\x7e\x80-\U0010ffff]|[\x7f-\x9f]")
+# C0 controls, DEL and C1 controls: str.translate, ~10x re.sub on a line of them.
+_UNPRINTABLE: Final = {c: " " for c in (*range(0x20), *range(0x7F, 0xA0))}
 
 
 def printable(text: str) -> str:
     """Each non-printable character (control characters, DEL) becomes a space."""
-    return _UNPRINTABLE.sub(" ", text)
+    return text.translate(_UNPRINTABLE)
 
 
 # -- bitwise operators: on 64-bit signed integers, as the C the probes are written in ---
@@ -449,7 +420,7 @@ _SCAN_CONV: Final = {
 }
 
 
-def scan_pattern(fmt: str) -> tuple[re.Pattern[str], str]:
+def scan_pattern(fmt: str) -> tuple[Regex, str]:
     """A regex for a scanformat() format and its conversions ("s", "d", "f" each).
 
     As sscanf: ``%s`` reads a word, ``%d`` an integer, ``%f`` a real (each after any
@@ -486,17 +457,18 @@ def scan_pattern(fmt: str) -> tuple[re.Pattern[str], str]:
     pattern = ""
     for part in reversed(parts[1:]):
         pattern = f"(?:{part}{pattern})?"
-    pattern = parts[0] + pattern if parts else "(?!)"  # no conversion: no values
-    return re.compile(pattern, re.DOTALL), kinds
+    # No conversion: no values; the empty pattern matches and has no groups. On RE2: on
+    # Python's re, "%s %d" (two \s* in a row) took 68 s on 64 KiB of blanks.
+    return Regex(parts[0] + pattern if parts else ""), kinds
 
 
-def scanformat(regex: re.Pattern[str], kinds: str, text: str) -> list[object]:
+def scanformat(regex: Regex, kinds: str, text: str) -> list[object]:
     """The values ``text`` gives for a scan_pattern(); fewer when it stops matching."""
-    m = regex.match(text)
+    groups = regex.prefix(text)
     out: list[object] = []
-    if m is None:
+    if groups is None:
         return out
-    for kind, value in zip(kinds, m.groups(), strict=False):
+    for kind, value in zip(kinds, groups, strict=False):
         if value is None:
             break
         out.append(int(value) if kind == "d" else float(value) if kind == "f" else value)

@@ -12,6 +12,7 @@ directly followed by a letter is a property, otherwise the modulo operator.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -33,6 +34,26 @@ OP: Final = "OP"
 EOF: Final = "EOF"
 
 _MAX_NUMBER_DIGITS: Final = 1000  # Python refuses int(str) past 4300 digits
+
+
+# Integers are 64-bit signed, as in the C the probes are written in and in the sinks
+# (SQLite and PostgreSQL bigint refuse more); after a '-' a literal may be one past the
+# maximum, so that -9223372036854775808 can be written.
+INT_MAX: Final = (1 << 63) - 1
+
+
+def _out_of_range(value: int | float, negated: bool) -> str:
+    """Why a literal cannot be used, or "" (float("1e999") is inf: every event would fail)."""
+    if isinstance(value, int):
+        limit = INT_MAX + 1 if negated else INT_MAX
+        return (
+            "is out of range (integers are 64-bit: at most 9223372036854775807)"
+            if value > limit
+            else ""
+        )
+    if not math.isfinite(value):
+        return "is out of range (reals are 64-bit: at most about 1.8e308)"
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +178,11 @@ def tokenize(text: str, source: str = "<rules>") -> list[Token]:
                 raise RulesSyntaxError(source, line, col, "number too long")
             value = int(raw) if kind == "int" else float(raw)
             tkind = INT if kind == "int" else REAL
+            negated = bool(tokens) and tokens[-1].kind == OP and tokens[-1].value == "-"
+            reason = _out_of_range(value, negated)
+            if reason:
+                line, col = pos.at(i)
+                raise RulesSyntaxError(source, line, col, f"number {raw!r} {reason}")
         elif kind == "tokall" or kind == "fieldall":
             value = "*"
             tkind = TOKEN_ALL if kind == "tokall" else FIELD_ALL

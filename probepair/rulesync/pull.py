@@ -21,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
-import httpx
 import trio
 
 from probepair.failover import MASTER_ROLES, FailoverMachine, Role
+from probepair.rulesync import fetch as httpget
+from probepair.rulesync import netjson
 from probepair.rulesync.tree import (
     MAX_ARCHIVE,
     ArchiveRefused,
@@ -38,6 +39,7 @@ from probepair.rulesync.tree import (
 logger = logging.getLogger(__name__)
 
 FETCH_TIMEOUT: Final = 10.0  # seconds for one /rules or /status request
+MAX_STATUS: Final = 1 << 20  # bytes of a peer's /status (a few KiB)
 PULL_RETRY: Final = 30.0  # seconds before a failed pull of the same digest is tried again
 NOT_HEARD: Final = "master not heard yet"
 
@@ -50,28 +52,19 @@ def peer_url(host: str, port: int, path: str) -> str:
 
 
 def fetch_archive(url: str, timeout: float = FETCH_TIMEOUT) -> bytes:
-    """GET a rules archive (blocking).
+    """GET a rules archive (blocking), capped and under one deadline (``httpget``).
 
     Raises:
-        RulesSyncError: naming ``url``: unreachable, no answer, an error status (with the
-            peer's reason), or more than MAX_ARCHIVE bytes.
+        RulesSyncError: naming ``url``: unreachable, no complete answer in time, an
+            error status (with the peer's reason), or more than MAX_ARCHIVE bytes.
     """
     try:
-        with httpx.stream("GET", url, timeout=timeout) as response:
-            body = b""
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > MAX_ARCHIVE:
-                    raise RulesSyncError(url, f"archive larger than {MAX_ARCHIVE} bytes")
-    except httpx.ConnectError:
-        raise RulesSyncError(url, "no probe answers (is its MetricsPort reachable?)") from None
-    except httpx.TimeoutException:
-        raise RulesSyncError(url, f"no answer within {timeout:g} s") from None
-    except httpx.HTTPError as exc:
-        raise RulesSyncError(url, f"request failed: {exc}") from None
-    if response.status_code != 200:
-        reason = body.decode("utf-8", "replace").strip()[:200]
-        raise RulesSyncError(url, f"HTTP {response.status_code}: {reason}")
+        code, body = httpget.get(url, max_bytes=MAX_ARCHIVE, timeout=timeout)
+    except httpget.FetchError as exc:
+        raise RulesSyncError(url, exc.message) from None
+    if code != 200:
+        reason = body[:200].decode("utf-8", "replace").strip()
+        raise RulesSyncError(url, f"HTTP {code}: {reason!r}")
     return body
 
 
@@ -220,13 +213,16 @@ class Readiness:
         """What the peer's /status says differs (the heartbeat said something does)."""
         if not self.status_url:
             return ["config or rules (the peer's /status is unknown: MetricsPort is 0)"], ""
+        peer: object = None
         try:
-            async with httpx.AsyncClient(timeout=FETCH_TIMEOUT) as client:
-                response = await client.get(self.status_url)
-            peer = response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError) as exc:
+            with trio.fail_after(FETCH_TIMEOUT):
+                code, body = await httpget.aget(self.status_url, max_bytes=MAX_STATUS)
+            if code == 200:
+                peer = netjson.loads(body, max_bytes=MAX_STATUS)
+        except trio.TooSlowError:
+            logger.info("peer status %s: no answer within %g s", self.status_url, FETCH_TIMEOUT)
+        except (httpget.FetchError, netjson.JSONInputError) as exc:
             logger.info("peer status %s: %s", self.status_url, exc)
-            peer = None
         if not isinstance(peer, dict):
             return [f"config or rules ({self.status_url} does not answer)"], ""
         local = self._local()

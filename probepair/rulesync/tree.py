@@ -162,7 +162,8 @@ def unpack(data: bytes, secret: bytes, where: str = "archive") -> RulesTree:
     line, sep, body = data[len(MAGIC) :].partition(b"\n")
     if not sep or len(line) != _MAC_HEX:
         raise ArchiveRefused(where, "no signature line: unsigned archive refused")
-    if not hmac.compare_digest(line.decode("ascii", "replace"), _body_mac(secret, body)):
+    # bytes against bytes: compare_digest refuses str with non-ASCII (a TypeError).
+    if not hmac.compare_digest(line, _body_mac(secret, body).encode()):
         raise ArchiveRefused(
             where, "signature does not match: tampered with, or signed with another secret"
         )

@@ -3,12 +3,14 @@
 Flush policy: each batch the runner hands over (everything that arrived since the last
 write, up to a few thousand alerts) is joined and written with one ``write(2)``, so an
 alert is in the file, visible to readers, as soon as its batch is processed (well under
-100 ms); ``fsync`` runs only at clean shutdown (a host crash can lose the page cache,
-a probe crash cannot).
+100 ms). ``sync()`` is the fsync the runner calls before it acks keys to the peer
+(``SinkSync``; on a worker thread: a slow disk must not delay heartbeats); at clean
+shutdown the file is fsynced too.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -72,6 +74,19 @@ class FileSink:
         # a yield here would cost the scheduler a round per batch.
         await trio.lowlevel.checkpoint_if_cancelled()
         return [key for key, _ in items]
+
+    async def sync(self) -> None:
+        """Everything written so far is on disk (``fsync``); a pipe or a special file
+        that cannot be synced counts as synced."""
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            await trio.to_thread.run_sync(os.fsync, fd)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.EROFS, errno.ENOTSUP):
+                return  # not a regular file: nothing to make durable
+            raise SinkError(self.name, f"cannot fsync: {exc.strerror}") from None
 
     async def aclose(self) -> None:
         if self._fd is not None:

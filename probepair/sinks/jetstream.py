@@ -475,7 +475,7 @@ class NatsSink:
         try:
             if not await self._call(self.publisher.connected, CONNECT_WAIT):
                 shown = redact_credentials(",".join(self.servers))
-            raise SinkError(self.name, f"no NATS server answers at {shown}")
+                raise SinkError(self.name, f"no NATS server answers at {shown}")
         except SinkError:
             self._failed()
             raise

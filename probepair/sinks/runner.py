@@ -4,14 +4,23 @@ Ordering: while the spool holds anything, new alerts are appended behind it, so 
 sink sees alerts in arrival order across an outage. Without StoreAndForward the runner
 retries the failed batch with back-off and the pipeline waits (back-pressure reaches
 the feed).
+
+Durable acks (``SinkSync``): a key reaches ``on_delivered`` (and so the peer, which then
+forgets the event) only once the sink holds it as durably as it can. ``batch``: the
+sink's ``sync()`` (the file sink's fsync; SQLite commits with ``synchronous=FULL``)
+runs after each delivery and before its keys are reported. ``interval``: keys wait for
+the next sync, at most ``SinkSyncInterval`` later (fewer fsyncs, acks that late).
+``off``: reported at write, as before (a power loss of this host can lose alerts the
+peer already forgot). Network sinks are durable when they answer (PostgreSQL's commit,
+JetStream's quorum ack, an HTTP 2xx): they have no ``sync``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -27,6 +36,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+Offload = Callable[..., Awaitable[Any]]
+
+
+async def call_here(fn: Callable[..., T], *args: object) -> T:
+    """An ``Offload`` that calls ``fn`` on the trio thread (for MockClock tests)."""
+    await trio.lowlevel.checkpoint()
+    return fn(*args)
+
 MAX_ITEMS = 4096  # alerts per delivery: one write(2) or one transaction
 MAX_BYTES = 4 * 2**20  # alert bytes per delivery: 4096 long alerts must not make 1 GiB
 BACKOFF_FIRST = 0.25  # seconds before the first retry of a failed sink
@@ -35,6 +53,7 @@ BACKOFF_FIRST = 0.25  # seconds before the first retry of a failed sink
 # that is down costs a refused connect, which is cheap even twice a second.
 BACKOFF_MAX = 0.5
 CLOSE_GRACE = 5.0  # seconds to finish deliveries at shutdown
+SPOOL_FULL_LOG_INTERVAL = 10.0  # seconds between logged spool-full drops (all are counted)
 
 
 class SinkRunner:
@@ -46,8 +65,22 @@ class SinkRunner:
         metrics: Metrics,
         on_delivered: Callable[[list[bytes]], None],
         spool: Spool | None = None,
+        *,
+        sync: str = "batch",
+        sync_interval: float = 1.0,
+        offload: Offload = trio.to_thread.run_sync,
     ) -> None:
         self.sink = sink
+        # Where the spool's blocking file calls run: a worker thread. Tests under
+        # MockClock's autojump pass a direct call (a thread looks like idle time there).
+        self._offload = offload
+        self._sync_mode = sync
+        self._sync_interval = sync_interval
+        self._sync_at = -float("inf")  # trio time of the next sync under 'interval'
+        self._unsynced: list[bytes] = []  # delivered, not yet durable: not reported
+        self._last_spool_full_log = -float("inf")
+        # Told how many spooled alerts MaxSAFFileSize dropped (a ProbeWatch event).
+        self.on_spool_full: Callable[[int], None] | None = None
         self.spool = spool
         self._metrics = metrics
         self._on_delivered = on_delivered
@@ -93,11 +126,23 @@ class SinkRunner:
                         continue
                     await self._replay()
                     continue
+                if self._unsynced:
+                    # Keys wait for a sync under SinkSync interval: a quiet feed must
+                    # not hold them past SinkSyncInterval.
+                    with trio.move_on_at(self._sync_at):
+                        items = await self._next(recv)
+                        if items is None:
+                            break
+                        await self._deliver_or_spool(items)
+                        continue
+                    await self._sync_and_report()
+                    continue
                 items = await self._next(recv)
                 if items is None:
                     break
                 await self._deliver_or_spool(items)
         with trio.move_on_after(CLOSE_GRACE, shield=True):
+            await self._sync_and_report()
             while self.spool is not None and self.spool.pending:
                 if not await self._replay():
                     await trio.sleep_until(min(self._retry_at, trio.current_time() + 1.0))
@@ -147,8 +192,31 @@ class SinkRunner:
             self._logged_down = False
         self._backoff = BACKOFF_FIRST
         self._health(None)
-        self._on_delivered(keys)
+        if self._sync_mode == "off":
+            self._on_delivered(keys)
+        else:
+            self._unsynced.extend(keys)
+            if self._sync_mode == "batch" or trio.current_time() >= self._sync_at:
+                await self._sync_and_report()
         return True
+
+    async def _sync_and_report(self) -> None:
+        """Make what was delivered durable, then report its keys (see SinkSync)."""
+        if not self._unsynced:
+            return
+        keys, self._unsynced = self._unsynced, []
+        self._sync_at = trio.current_time() + self._sync_interval
+        sync = getattr(self.sink, "sync", None)
+        if sync is not None:
+            try:
+                await sync()
+            except SinkError as exc:
+                # Written but maybe not durable: not acked, so the peer keeps them (and
+                # delivers them itself if this probe dies): at least once, never lost.
+                self._metrics.sink_errors.inc()
+                logger.error("%s; %d alerts written are not acked to the peer", exc, len(keys))
+                return
+        self._on_delivered(keys)
 
     def _failed(self, exc: SinkError) -> None:
         self._metrics.sink_errors.inc()
@@ -166,7 +234,20 @@ class SinkRunner:
         # one that sends heartbeats (a slow disk while the sink is down must not look
         # like a dead probe to the peer). One call at a time: this task awaits each.
         assert self.spool is not None
-        await trio.to_thread.run_sync(self.spool.append, items)
+        dropped = await self._offload(self.spool.append, items)
+        if dropped:
+            self._metrics.events_discarded.labels(reason="spool_full").inc(dropped)
+            now = trio.current_time()
+            if now - self._last_spool_full_log >= SPOOL_FULL_LOG_INTERVAL:
+                self._last_spool_full_log = now
+                logger.error(
+                    "%s: spool %s full (MaxSAFFileSize %d bytes): dropped the %d oldest "
+                    "alerts (further drops counted, logged every %gs)",
+                    self.sink.name, self.spool.path, self.spool.max_bytes, dropped,
+                    SPOOL_FULL_LOG_INTERVAL,
+                )
+                if self.on_spool_full is not None:  # as often as the log line
+                    self.on_spool_full(dropped)
         self._metrics.spool_bytes.set(self.spool.backlog_bytes)
 
     async def _deliver_or_spool(self, items: list[Item]) -> None:
@@ -183,11 +264,11 @@ class SinkRunner:
         """Deliver spooled records until the spool is empty or the sink fails."""
         assert self.spool is not None
         while self.spool.pending:
-            items, used = await trio.to_thread.run_sync(self.spool.peek)
+            items, used = await self._offload(self.spool.peek)
             if not items:
                 break
             if not await self._deliver(items):
                 return False
-            await trio.to_thread.run_sync(self.spool.commit, used)
+            await self._offload(self.spool.commit, used)
             self._metrics.spool_bytes.set(self.spool.backlog_bytes)
         return True

@@ -202,23 +202,35 @@ async def kill9_failback(tmp: Path, rate: float = 1000) -> FaultResult:
 
 
 class Relay:
-    """UDP relay on the master -> slave heartbeat path that records every datagram and
-    can withhold them (captured, never delivered), as an attacker on the link would."""
+    """UDP relay on the heartbeat path between master and slave that records every
+    datagram of the master's and can withhold them (captured, never delivered), as an
+    attacker on the link would. Both probes have it as their PeerHost:PeerPort: a probe
+    hears only datagrams from its peer's address (issue 19), and the relay's is the
+    address the slave hears the master from, replays included."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], master: tuple[str, int]) -> None:
         self.target = target
+        self.master = master
         self.port = free_port()
         self.recorded: list[bytes] = []
         self.withheld: list[bytes] = []
         self.withholding = False
+        self._sock: trio.socket.SocketType | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
         with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             await sock.bind(("127.0.0.1", self.port))
+            self._sock = sock
             task_status.started()
             while True:
-                data = await sock.recv(2048)
+                try:
+                    data, source = await sock.recvfrom(2048)
+                except ConnectionRefusedError:
+                    continue  # a probe was down when we forwarded to it
+                if tuple(source) == self.target:
+                    await sock.sendto(data, self.master)
+                    continue
                 if self.withholding:
                     self.withheld.append(data)
                     continue
@@ -231,10 +243,10 @@ class Relay:
         self.withholding = False
 
     async def replay(self, datagrams: list[bytes]) -> None:
-        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            for data in datagrams:
-                await sock.sendto(data, self.target)
-                await trio.sleep(0.001)
+        assert self._sock is not None
+        for data in datagrams:
+            await self._sock.sendto(data, self.target)
+            await trio.sleep(0.001)
 
 
 async def replay(tmp: Path, rate: float = 200) -> FaultResult:
@@ -242,12 +254,14 @@ async def replay(tmp: Path, rate: float = 200) -> FaultResult:
     and replay everything at the slave that took over: nothing may change."""
     result = FaultResult("replay of 2 boots", rate)
     m, s = loopback_pair(tmp)
-    relay = Relay((s.host, s.heartbeat_port))
+    relay = Relay((s.host, s.heartbeat_port), (m.host, m.heartbeat_port))
     via_relay = PairSide(s.name, s.mode, s.host, relay.port, s.feed_port, s.metrics_port, s.cwd)
+    m_via_relay = PairSide(m.name, m.mode, m.host, relay.port, m.feed_port, m.metrics_port,
+                           m.cwd)
     feeder = _feeder(m, s, rate)
     async with trio.open_nursery() as nursery:
         await nursery.start(relay.run)
-        master, slave = await _start_pair_via(nursery, m, s, via_relay)
+        master, slave = await _start_pair_via(nursery, m, s, via_relay, m_via_relay)
         nursery.start_soon(feeder.run)
         await feeder.wait_traffic(0.5)
         await relay.withhold(0.15)  # boot 1: captured, never delivered
@@ -281,10 +295,10 @@ async def replay(tmp: Path, rate: float = 200) -> FaultResult:
     return result
 
 
-async def _start_pair_via(nursery: trio.Nursery, m: PairSide, s: PairSide,
-                          via: PairSide) -> tuple[ProbeProcess, ProbeProcess]:
+async def _start_pair_via(nursery: trio.Nursery, m: PairSide, s: PairSide, via: PairSide,
+                          m_via: PairSide) -> tuple[ProbeProcess, ProbeProcess]:
     master = await start_probe(nursery, m.args(via, FAST), cwd=m.cwd)
-    slave = await start_probe(nursery, s.args(m, FAST), cwd=s.cwd)
+    slave = await start_probe(nursery, s.args(m_via, FAST), cwd=s.cwd)
     await wait_metric(master, ACTIVE, 1, START_TIMEOUT)
     await wait_metric(slave, STANDBY, 1, START_TIMEOUT)
     return master, slave

@@ -70,9 +70,11 @@ async def start_probe(
     cwd: Path,
     netns: str | None = None,
     stdin: int | None = subprocess.DEVNULL,
+    wrap: Sequence[str] = (),
 ) -> ProbeProcess:
-    """Start ``probepair run ARGS`` and wait for its READY line."""
-    cmd = probepair_cmd("run", *args, netns=netns)
+    """Start ``probepair run ARGS`` (after the command ``wrap``, if any: it must exec
+    the rest) and wait for its READY line."""
+    cmd = [*wrap, *probepair_cmd("run", *args, netns=netns)]
     env = probe_env(cwd)
     process: trio.Process = await nursery.start(
         lambda task_status: trio.run_process(
