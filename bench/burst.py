@@ -23,8 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from throughput import HERE, ROOT, count_lines, cpu_seconds, free_port, udp_drops, \
-    wait_port_bound, write_lines
+from throughput import (
+    HERE,
+    ROOT,
+    count_lines,
+    cpu_seconds,
+    free_port,
+    udp_drops,
+    wait_port_bound,
+    write_lines,
+)
 
 
 def main() -> int:

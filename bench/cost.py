@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import secrets
+import shutil
 import signal
 import socket
 import subprocess

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from probepair.errors import HeartbeatDecodeError
 from probepair.metrics import Metrics
-from probepair.wire import Flag, Heartbeat, ReplayGuard, Role, decode, make_boot_id, screen
+from probepair.failover.wire import Flag, Heartbeat, ReplayGuard, Role, decode, make_boot_id, screen
 from tests.e2e.test_heartbeat_flood import flood
 from tests.test_heartbeat_port import BOOT, SECRET, stage_datagrams
 

@@ -23,13 +23,12 @@ sys.path.insert(0, str(HERE))
 
 from throughput import write_lines  # noqa: E402
 
-from probepair import props as props_mod  # noqa: E402
+from probepair.config import props as props_mod  # noqa: E402
 from probepair.events import Event, KeyMaker  # noqa: E402
 from probepair.feeds.base import MAX_BATCH  # noqa: E402
 from probepair.metrics import Metrics  # noqa: E402
-from probepair.pipeline import AlwaysForward, Processor  # noqa: E402
+from probepair.pipeline.processor import AlwaysForward, Processor  # noqa: E402
 from probepair.rules import load_rules  # noqa: E402
-
 
 
 def main() -> int:

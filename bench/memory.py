@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import random
 import secrets
 import shutil
@@ -236,9 +235,9 @@ def part_inproc(work: Path, lines: Path, n: int = 100_000) -> None:
     """The same alerts held in-process three ways, each in a fresh interpreter."""
     import orjson
 
-    from probepair import props as props_mod
+    from probepair.config import props as props_mod
     from probepair.metrics import Metrics
-    from probepair.pipeline import AlwaysForward, Processor
+    from probepair.pipeline.processor import AlwaysForward, Processor
     from probepair.rules import load_rules
 
     raw = lines.read_bytes().split(b"\n")[:-1]

@@ -30,9 +30,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from probepair import props as props_mod
-from probepair.alerts import serialise
-from probepair.sinks.base import Item
+from probepair.config import props as props_mod
+from probepair.events import Item
+from probepair.pipeline.alerts import serialise
 from probepair.sinks.jetstream import NatsSink, Publisher
 from tests.natscluster import NatsCluster
 

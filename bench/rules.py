@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from probepair.alerts import serialise
+from probepair.pipeline.alerts import serialise
 from probepair.events import key_of
-from probepair.formats import tokenise
+from probepair.pipeline.tokenise import tokenise
 from probepair.rules import RulesContext, compile_rules, load_rules
 from probepair.rules import functions as fn
 from probepair.rules.patterns import Regex

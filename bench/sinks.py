@@ -34,11 +34,11 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from probepair import props  # noqa: E402
-from probepair.alerts import serialise  # noqa: E402
-from probepair.events import key_of  # noqa: E402
-from probepair.sinks import Item, Sink, make_sink  # noqa: E402
-from probepair.sinks.runner import MAX_ITEMS  # noqa: E402
+from probepair.config import props
+from probepair.events import key_of
+from probepair.pipeline.alerts import serialise
+from probepair.sinks import Item, Sink, make_sink
+from probepair.sinks.runner import MAX_ITEMS
 
 
 @dataclass

@@ -14,9 +14,10 @@ import sys
 import time
 from collections.abc import Sequence
 
-from probepair import __version__, props
+from probepair._version import __version__
+from probepair.config import props
+from probepair.config.propsfile import read_props_file
 from probepair.errors import ConfigError, ProbepairError, RulesError, leaf_exceptions
-from probepair.propsfile import read_props_file
 
 logger = logging.getLogger("probepair")
 
@@ -147,20 +148,34 @@ def setup_logging(p: props.Props) -> None:
 def _run(p: props.Props, origins: dict[str, str]) -> int:
     import trio
 
+    from probepair.config.secret import load_secret
+    from probepair.ops.process import settle_gc, trim_heap_forever
     from probepair.probe import run_probe
-    from probepair.secret import load_secret
 
     setup_logging(p)
     p = load_secret(p, origins)  # refuses a weak secret; reads SharedSecretFile
     logger.info("probepair %s starting: Mode %s", __version__, p.Mode)
-    trio.run(lambda: run_probe(p, wall_clock=time.time))
+
+    async def main() -> None:
+        # Process-wide tuning belongs to the process: here, not in Probe.
+        async with trio.open_nursery() as nursery:
+
+            async def probe(task_status: trio.TaskStatus[object]) -> None:
+                await run_probe(p, wall_clock=time.time, task_status=task_status)
+                nursery.cancel_scope.cancel(reason="probe stopped")
+
+            nursery.start_soon(trim_heap_forever, name="heap-trim")
+            await nursery.start(probe, name="probe")
+            settle_gc()  # start-up is done: what exists now lives as long as we do
+
+    trio.run(main)
     return EXIT_OK
 
 
 def _status(p: props.Props, as_json: bool, peer_url: str | None) -> int:
     """This probe's status over the control socket, the peer's over HTTP, side by side."""
-    from probepair.control import ControlError, request, socket_path
-    from probepair.statusview import fetch_status, render_table, status_url
+    from probepair.ops.control import ControlError, request, socket_path
+    from probepair.ops.status import fetch_status, render_table, status_url
 
     local = request(socket_path(p.Name, p.ControlSocket), "status")["status"]
     peer: dict[str, object] | None = None
@@ -188,11 +203,11 @@ def _sync(p: props.Props, origins: dict[str, str], url: str | None) -> int:
     """``probepair sync``: fetch, verify, compile and install the peer's rules; reload."""
     import os
 
-    from probepair.control import ControlError, request, socket_path
+    from probepair.config.secret import load_secret
+    from probepair.ops.control import ControlError, request, socket_path
     from probepair.rules import load_rules
-    from probepair.rulestree import read_tree
-    from probepair.rulesync import peer_url, sync_once
-    from probepair.secret import load_secret
+    from probepair.rulesync.pull import peer_url, sync_once
+    from probepair.rulesync.tree import read_tree
 
     p = load_secret(p, origins)
     port = p.PeerMetricsPort or p.MetricsPort
@@ -231,7 +246,7 @@ def _sync(p: props.Props, origins: dict[str, str], url: str | None) -> int:
 
 def _switch(p: props.Props, command: str) -> int:
     """``takeover`` / ``release`` through the running probe's control socket."""
-    from probepair.control import request, socket_path
+    from probepair.ops.control import request, socket_path
 
     status = request(socket_path(p.Name, p.ControlSocket), command)["status"]
     print(
@@ -244,7 +259,7 @@ def _switch(p: props.Props, command: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:  # its options are its own (argparse REMAINDER drops "--help")
-        from probepair import demo
+        from probepair.ops import demo
 
         try:
             return demo.main(argv[1:])
@@ -255,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "rules":
-            from probepair.rules import tool
+            from probepair.ops import rulestool as tool
 
             if args.rules_command == "check":
                 return tool.check_command(args.file, sys.stdout, sys.stderr)
@@ -263,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.file, args.format, sys.stdin.buffer, sys.stdout.buffer, sys.stderr
             )
         if args.command == "secret":
-            from probepair.secret import new_secret
+            from probepair.config.secret import new_secret
 
             print(new_secret())
             return EXIT_OK

@@ -50,6 +50,13 @@ _BLAKE2B: Final = blake2b(digest_size=KEY_SIZE)
 _INDEX_BYTES: Final = tuple(i.to_bytes(4, "big") for i in range(4096))
 
 
+# A feed's unit of hand-off, and a sink's: (8-byte event key, serialised alert without
+# its newline). Here rather than in feeds/ and sinks/, so the channels between the stages
+# depend on neither.
+Batch = list[Event]
+Item = tuple[bytes, bytes]
+
+
 def _indexed(digest: bytes, index: int) -> bytes:
     if not index:
         return digest

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from probepair import __version__
+from probepair._version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -263,8 +263,4 @@ class _KernelDrops(Collector):
         family.add_metric([], float(source() if source is not None else 0))
         yield family
 
-
-# The endpoint lives in its own module; probe.py and older tests import it from here.
-from probepair.endpoint import RulesArchive, serve_metrics  # noqa: E402
-
-__all__ = ["Metrics", "RulesArchive", "serve_metrics"]
+__all__ = ["Metrics"]

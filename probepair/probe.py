@@ -19,7 +19,6 @@ what outlives them (signals, metrics, the failover driver).
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -30,8 +29,20 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from probepair import __version__
-from probepair.channels import (
+from probepair._version import __version__
+from probepair.config.cron import FailbackWindow
+from probepair.config.paths import default_spool
+from probepair.errors import RulesError
+from probepair.failover import ACTIVE_ROLES, HandoverReason, Mode, Role
+from probepair.feeds import make_feed
+from probepair.metrics import Metrics
+from probepair.ops.control import make_handler, serve_control, socket_path
+from probepair.ops.endpoint import serve_metrics
+from probepair.ops.notify import Notifier
+from probepair.pair.driver import PeerDriver
+from probepair.pair.observer import PairObserver, build_driver, pair_digest, settings_digest
+from probepair.pair.window import drive_window, local_zone, window_status
+from probepair.pipeline.channels import (
     BoundedSendChannel,
     ReceiveEnd,
     SendEnd,
@@ -39,51 +50,22 @@ from probepair.channels import (
     items_bytes,
     open_bounded_channel,
 )
-from probepair.control import make_handler, serve_control, socket_path
-from probepair.cronwindow import FailbackWindow
-from probepair.errors import RulesError
-from probepair.failback import drive_window, local_zone, window_status
-from probepair.failover import ACTIVE_ROLES, HandoverReason, Mode, Role
-from probepair.feeds import make_feed
-from probepair.heap import trim_heap_forever
-from probepair.metrics import Metrics, serve_metrics
-from probepair.notify import Notifier
-from probepair.pair import PairObserver, build_driver, pair_digest, settings_digest
-from probepair.paths import default_spool
-from probepair.peer import PeerDriver
-from probepair.pipeline import AlwaysForward, Gate, Processor, self_event
-from probepair.rulestree import RulesSyncError, RulesTree, pack, read_tree
-from probepair.rulesync import Readiness, peer_url, sync_once
+from probepair.pipeline.processor import AlwaysForward, Gate, Processor, self_event
+from probepair.rulesync.pull import Readiness, peer_url, sync_once
+from probepair.rulesync.tree import RulesSyncError, RulesTree, pack, read_tree
 from probepair.sinks import make_sink
 from probepair.sinks.runner import SinkRunner
 from probepair.sinks.spool import Spool
 
 if TYPE_CHECKING:
-    from probepair.feeds.base import Batch, Feed
-    from probepair.props import Props
+    from probepair.config.props import Props
+    from probepair.events import Batch
+    from probepair.feeds.base import Feed
     from probepair.rules import Program
 
 logger = logging.getLogger(__name__)
 
 RULES_POLL_INTERVAL = 2.0  # seconds between checks of RulesFile's mtime (reload on change)
-
-
-GC_THRESHOLD0 = 20_000  # allocations between young collections (CPython's default: 700)
-
-
-def settle_gc() -> None:
-    """Keep the cyclic collector off the per-datagram path.
-
-    At 100k events/s the pipeline allocates ~10 short-lived container objects an event
-    (lists, dicts, tuples), so the default threshold runs a young collection every
-    ~70 events, and each one walks the batch still being processed. ``freeze()``
-    moves what exists once the feed starts (modules, trio, the compiled rules) out of
-    the collections; a higher young threshold lets most objects die before one runs.
-    Cycles are still collected.
-    """
-    gc.freeze()
-    gen0, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(max(gen0, GC_THRESHOLD0), gen1, gen2)
 
 
 def load_program(props: Props) -> Program | None:
@@ -435,7 +417,6 @@ class Probe:
                 outer.start_soon(self._watch_signals, name="signals")
                 outer.start_soon(self._watch_rules_file, name="rules-watch")
                 outer.start_soon(self.notifier.run, name="notify")
-                outer.start_soon(trim_heap_forever, name="heap-trim")
                 control = socket_path(props.Name, props.ControlSocket, create=True)
                 handler = make_handler(
                     self.status,
@@ -501,7 +482,6 @@ class Probe:
                         self.addresses["heartbeat"] = f"{host}:{port}"
                         await outer.start(self.driver.run)
                     self._count_kernel_drops()
-                    settle_gc()  # start-up is done: what exists now lives as long as we do
                     self._ready("READY " + " ".join(f"{k}={v}" for k, v in self.addresses.items()))
                     task_status.started(self.addresses)
                 m = self.metrics

@@ -17,17 +17,15 @@ import trio
 from prometheus_client import CollectorRegistry
 from trio.testing import MockClock, wait_all_tasks_blocked
 
-from probepair import props
+from probepair.config import props
 from probepair.errors import ConfigError
-from probepair.events import Event, key_of
+from probepair.events import Batch, Event, Item, key_of
 from probepair.feeds import udp
-from probepair.feeds.base import Batch
 from probepair.feeds.udp import UdpFeed
 from probepair.metrics import Metrics
-from probepair.pair import build_driver
-from probepair.peer import PeerDriver
-from probepair.pipeline import Processor
-from probepair.sinks.base import Item
+from probepair.pair.driver import PeerDriver
+from probepair.pair.observer import build_driver
+from probepair.pipeline.processor import Processor
 
 Clock = Callable[[], float]
 

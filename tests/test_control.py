@@ -15,8 +15,8 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from probepair import control
-from probepair.control import (
+from probepair.ops import control
+from probepair.ops.control import (
     ControlError,
     make_handler,
     request,

@@ -16,8 +16,9 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from probepair import endpoint
-from probepair.endpoint import (
+from probepair.metrics import Metrics
+from probepair.ops import endpoint
+from probepair.ops.endpoint import (
     ANSWER_TIMEOUT,
     CONNECTION_TIMEOUT,
     ERROR_REASONS,
@@ -26,8 +27,8 @@ from probepair.endpoint import (
     MAX_REQUEST_LINE,
     READ_TIMEOUT,
     Endpoint,
+    serve_metrics,
 )
-from probepair.metrics import Metrics, serve_metrics
 
 STATUS: dict[str, Any] = {"name": "t", "role": "master", "nested": {"a": [1, 2]}}
 
@@ -369,12 +370,12 @@ async def test_errors_are_logged_once_per_interval_per_reason(
     metrics: Metrics, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     ep = Endpoint(metrics, lambda: STATUS)
-    caplog.set_level(logging.INFO, logger="probepair.endpoint")
+    caplog.set_level(logging.INFO, logger="probepair.ops.endpoint")
     for _ in range(5):
         await _one_connection(ep, [b"PUT / HTTP/1.0\r\n\r\n"])
     await trio.sleep(endpoint.LOG_INTERVAL)
     await _one_connection(ep, [b"PUT / HTTP/1.0\r\n\r\n"])
-    lines = [r.getMessage() for r in caplog.records if r.name == "probepair.endpoint"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "probepair.ops.endpoint"]
     assert lines == [
         "http: method (method b'PUT'), connection closed",
         "http: method (method b'PUT'), connection closed (4 more since the last report)",

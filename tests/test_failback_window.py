@@ -11,9 +11,9 @@ import pytest
 import trio
 import trio.testing
 
-from probepair.cronwindow import FailbackWindow, WindowError
+from probepair.config.cron import FailbackWindow, WindowError
 from probepair.errors import ConfigError
-from probepair.failback import drive_window, local_zone, window_status
+from probepair.pair.window import drive_window, local_zone, window_status
 from probepair.failover import (
     Failback,
     FailoverConfig,
@@ -25,9 +25,9 @@ from probepair.failover import (
     RoleChanged,
 )
 from probepair.failover.window import FailbackGate
-from probepair.peer import NullObserver, PeerDriver
-from probepair.props import load
-from probepair.wire import make_boot_id
+from probepair.pair.driver import NullObserver, PeerDriver
+from probepair.config.props import load
+from probepair.failover.wire import make_boot_id
 from tests.fakes import FakeNetwork, MemoryLink
 from tests.test_failover import BOOT_M2, active_slave, changes, config, master_peer
 

@@ -27,7 +27,7 @@ from probepair.failover import (
     Send,
     SplitBrain,
 )
-from probepair.wire import NO_BOOT, Ack, Flag, Heartbeat, make_boot_id
+from probepair.failover.wire import NO_BOOT, Ack, Flag, Heartbeat, make_boot_id
 
 BOOT_M = make_boot_id(1_000, b"MMMM")
 BOOT_M2 = make_boot_id(2_000, b"mmmm")  # the master after a restart

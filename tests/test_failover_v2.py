@@ -16,12 +16,11 @@ from probepair.failover import (
     Role,
     RoleChanged,
 )
-from probepair.wire import Ack, Flag
+from probepair.failover.wire import Ack, Flag
 from tests.test_failover import (
     BOOT_M2,
     K,
     P,
-    active_slave,
     beats,
     changes,
     config,

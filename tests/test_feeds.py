@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from probepair import props
+from probepair.config import props
 from probepair.errors import FeedError
-from probepair.events import Event, key_of
-from probepair.feeds.base import Batch, make_feed
+from probepair.events import Batch, Event, key_of
+from probepair.feeds import make_feed
 from probepair.feeds.file import FileFeed
 from probepair.feeds.tcp import TcpFeed
 from probepair.feeds.udp import UdpFeed

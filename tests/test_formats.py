@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probepair.formats import FORMATS, tokenise, tokenise_json, tokenise_line, tokenise_syslog
+from probepair.pipeline.tokenise import (
+    FORMATS,
+    tokenise,
+    tokenise_json,
+    tokenise_line,
+    tokenise_syslog,
+)
 
 HEADER = ("Facility", "SyslogSeverity", "Timestamp", "Hostname", "Program", "ProcId", "Message")
 
@@ -244,7 +250,7 @@ rfc3164ish = st.builds(
 
 @given(rfc3164ish)
 def test_fast_rfc3164_pattern_agrees_with_the_full_one(line: str) -> None:
-    from probepair.formats import _FAST3164, _RFC3164
+    from probepair.pipeline.tokenise import _FAST3164, _RFC3164
 
     fast = _FAST3164.match(line)
     if fast is not None:
@@ -258,7 +264,7 @@ def test_fast_rfc3164_pattern_agrees_with_the_full_one(line: str) -> None:
     "<34>Oct 11 22:14:15 web1 su[]: m", "<34>Oct  1 22:14:15 web1 kernel: [1.0] eth0 up",
 ])
 def test_fast_rfc3164_pattern_covers_the_common_shape(line: str) -> None:
-    from probepair.formats import _FAST3164, _RFC3164
+    from probepair.pipeline.tokenise import _FAST3164, _RFC3164
 
     fast = _FAST3164.match(line)
     assert fast is not None

@@ -12,11 +12,11 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from probepair import peer as peer_mod
-from probepair import wire
+from probepair.pair import driver as peer_mod
+from probepair.failover import wire
 from probepair.failover import FailoverConfig, FailoverMachine, Mode
-from probepair.peer import PeerDriver, UdpLink, new_boot_id
-from probepair.wire import Ack, Flag, Heartbeat, Role, encode, make_boot_id
+from probepair.pair.driver import PeerDriver, UdpLink, new_boot_id
+from probepair.failover.wire import Ack, Flag, Heartbeat, Role, encode, make_boot_id
 from tests.fakes import memory_link_pair, wall_clock
 from tests.test_peer import Recorder
 

@@ -11,9 +11,15 @@ import pytest
 import trio
 import trio.testing
 
-from probepair import heap, props
-from probepair.alerts import exact_copies
-from probepair.channels import (
+from probepair.config import props
+from probepair.errors import ConfigError
+from probepair.events import Event
+from probepair.failover import FailoverMachine
+from probepair.metrics import Metrics
+from probepair.ops import process as heap
+from probepair.pair.observer import PairObserver, failover_config
+from probepair.pipeline.alerts import exact_copies
+from probepair.pipeline.channels import (
     EVENT_OVERHEAD,
     ITEM_OVERHEAD,
     ByteBudget,
@@ -21,11 +27,6 @@ from probepair.channels import (
     items_bytes,
     open_bounded_channel,
 )
-from probepair.errors import ConfigError
-from probepair.events import Event
-from probepair.failover import FailoverMachine
-from probepair.metrics import Metrics
-from probepair.pair import PairObserver, failover_config
 from probepair.sinks.runner import MAX_BYTES, SinkRunner
 
 

@@ -11,7 +11,7 @@ import trio
 
 from probepair.errors import ConfigError
 from probepair.failover import Role
-from probepair.notify import Notifier
+from probepair.ops.notify import Notifier
 
 WAIT = 20.0  # seconds: bounded wait for real processes on a slow CI machine
 

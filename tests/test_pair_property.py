@@ -34,7 +34,7 @@ from probepair.failover import (
     Mode,
     Send,
 )
-from probepair.wire import Ack, Heartbeat, ReplayGuard, make_boot_id
+from probepair.failover.wire import Ack, Heartbeat, ReplayGuard, make_boot_id
 
 Window = tuple[float, float]
 FEED_END = 40.0  # seconds of traffic

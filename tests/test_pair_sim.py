@@ -28,8 +28,8 @@ from probepair.failover import (
     Mode,
     Role,
 )
-from probepair.peer import PeerDriver
-from probepair.wire import make_boot_id
+from probepair.failover.wire import make_boot_id
+from probepair.pair.driver import PeerDriver
 from tests.fakes import FakeNetwork, ListSink, MemoryLink
 
 SECRET = b"pair secret"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from probepair import paths
+from probepair.config import paths
+from probepair.config.props import load
 from probepair.probe import spool_path
-from probepair.props import load
 
 HOME = Path("/home/op")
 

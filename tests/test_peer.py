@@ -11,8 +11,8 @@ import trio.testing
 
 from probepair.events import key_of
 from probepair.failover import Failback, FailoverConfig, FailoverMachine, Mode, Role
-from probepair.peer import NullObserver, PeerDriver, UdpLink, new_boot_id
-from probepair.wire import Ack, Heartbeat, decode, encode, make_boot_id
+from probepair.failover.wire import Ack, Heartbeat, decode, encode, make_boot_id
+from probepair.pair.driver import NullObserver, PeerDriver, UdpLink, new_boot_id
 from tests.fakes import memory_link_pair, wall_clock
 
 SECRET = b"test secret"
@@ -83,7 +83,7 @@ async def test_bad_datagrams_are_counted_and_logged_once_per_interval(
     async with trio.open_nursery() as nursery:
         await nursery.start(net.run)
         await nursery.start(driver.run)
-        with caplog.at_level(logging.WARNING, logger="probepair.peer"):
+        with caplog.at_level(logging.WARNING, logger="probepair.pair.driver"):
             for _ in range(5):
                 await net.a.send(b"garbage")
             await net.a.send(encode(own, SECRET))

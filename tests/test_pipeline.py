@@ -7,11 +7,10 @@ from collections.abc import Callable
 import orjson
 import trio
 
-from probepair import props
-from probepair.events import Event, key_of
+from probepair.config import props
+from probepair.events import Event, Item, key_of
 from probepair.metrics import Metrics
-from probepair.pipeline import AlwaysForward, Processor
-from probepair.sinks.base import Item
+from probepair.pipeline.processor import AlwaysForward, Processor
 
 
 class HoldingGate:

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from probepair import props
+from probepair.config import props
+from probepair.config.propsfile import read_props_file
 from probepair.errors import ConfigError
-from probepair.propsfile import read_props_file
 
 
 def write(tmp_path: Path, text: str, name: str = "x.props") -> str:

@@ -8,8 +8,8 @@ import trio
 import trio.testing
 
 from probepair.failover import Role
-from probepair.rulestree import ArchiveRefused, RulesSyncError
-from probepair.rulesync import NOT_HEARD, PULL_RETRY, Readiness
+from probepair.rulesync.pull import NOT_HEARD, PULL_RETRY, Readiness
+from probepair.rulesync.tree import ArchiveRefused, RulesSyncError
 
 
 @dataclass

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probepair.redact import has_credentials, redact_credentials
+from probepair.config.redact import has_credentials, redact_credentials
 
 CASES = [
     ("postgresql://probepair:s3cret@db:5432/alerts?sslmode=verify-full",
@@ -42,7 +42,7 @@ def test_a_password_of_any_text_never_survives(text: str) -> None:
 
 
 def test_dumpprops_and_the_rules_never_show_a_sink_password() -> None:
-    from probepair import props
+    from probepair.config import props
 
     url = "postgresql://probepair:s3cret@db:5432/alerts?sslmode=verify-full"
     p = props.load([("t.props", {"SinkType": "postgres", "SinkUrl": url})])
@@ -61,7 +61,7 @@ def test_dumpprops_and_the_rules_never_show_a_sink_password() -> None:
 
 
 def test_sink_names_in_logs_carry_no_password() -> None:
-    from probepair import props
+    from probepair.config import props
     from probepair.sinks import make_sink
 
     for kind, url in (("http", "https://u:s3cret@collector/alerts"),

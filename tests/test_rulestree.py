@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from probepair.rules import load_rules
-from probepair.rulestree import (
+from probepair.rulesync.pull import sync_once
+from probepair.rulesync.tree import (
     MAGIC,
     ArchiveRefused,
     RulesSyncError,
@@ -19,7 +20,6 @@ from probepair.rulestree import (
     read_tree,
     unpack,
 )
-from probepair.rulesync import sync_once
 
 SECRET = b"a rules sync secret of enough length"
 MAIN = 'table sites = "sites.lookup"\ndefault = "nowhere"\ninclude "lib/common.rules"\n'

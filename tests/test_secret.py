@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from probepair import cli, props
-from probepair.errors import ConfigError
-from probepair.propsfile import read_props_file
-from probepair.secret import (
+from probepair import cli
+from probepair.config import props
+from probepair.config.propsfile import read_props_file
+from probepair.config.secret import (
     MIN_SECRET_BYTES,
     load_secret,
     new_secret,
@@ -21,6 +21,7 @@ from probepair.secret import (
     weakness,
     write_secret_file,
 )
+from probepair.errors import ConfigError
 
 GOOD = "5f0c9a1e7b3d2c4a6e8f0b1d3c5a7e9f1b3d5c7a9e0f2b4d6c8a0e1f3b5d7c9a"
 PAIR = {"Mode": "master", "PeerHost": "10.0.0.2", "PeerPort": 5600}
@@ -246,7 +247,7 @@ def test_write_secret_file_makes_an_existing_file_private(tmp_path: Path) -> Non
 def test_allow_insecure_starts_with_a_warning_that_never_shows_the_secret(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="probepair.secret")
+    caplog.set_level(logging.WARNING, logger="probepair.config.secret")
     p = resolve(("m.props", {**PAIR, "SharedSecret": "s3cr3t-value",
                              "AllowInsecureHeartbeats": True}))
     assert p.SharedSecret == "s3cr3t-value"

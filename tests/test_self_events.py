@@ -17,11 +17,11 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probepair import props
+from probepair.config import props
 from probepair.events import Event, key_of
-from probepair.formats import TOKENISERS, tokenise_json
+from probepair.pipeline.tokenise import TOKENISERS, tokenise_json
 from probepair.metrics import Metrics
-from probepair.pipeline import Processor, self_event
+from probepair.pipeline.processor import Processor, self_event
 from probepair.rules import compile_rules, load_rules
 
 Clock = Callable[[], float]

@@ -9,12 +9,12 @@ import orjson
 import pytest
 import trio
 
-from probepair import props
-from probepair.alerts import serialise
+from probepair.config import props
 from probepair.errors import SinkError
-from probepair.events import key_of
+from probepair.events import Item, key_of
+from probepair.pipeline.alerts import serialise
+from probepair.sinks import make_sink
 from probepair.sinks.alertmanager import AlertmanagerSink, severity_name, to_alert
-from probepair.sinks.base import Item, make_sink
 from tests import servers
 from tests.servers import Alertmanager
 

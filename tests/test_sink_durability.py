@@ -11,11 +11,11 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probepair import props
+from probepair.config import props
 from probepair.errors import SinkError
 from probepair.events import key_of
 from probepair.metrics import Metrics
-from probepair.sinks.base import Item
+from probepair.events import Item
 from probepair.sinks.file import FileSink
 from probepair.sinks.runner import SinkRunner
 from probepair.sinks.spool import Spool

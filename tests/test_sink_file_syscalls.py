@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from probepair import props
-from probepair.alerts import serialise
-from probepair.events import key_of
-from probepair.sinks.base import Item
+from probepair.config import props
+from probepair.events import Item, key_of
+from probepair.pipeline.alerts import serialise
 from probepair.sinks.file import FileSink
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from probepair import props as P
+from probepair.config import props as P
 from probepair.errors import ConfigError, SinkError
+from probepair.events import Item
 from probepair.metrics import Metrics
 from probepair.sinks import make_sink
-from probepair.sinks.base import Item
 from probepair.sinks.jetstream import NatsSink, parse_servers, subject_token
 from probepair.sinks.runner import BACKOFF_MAX, SinkRunner
 from probepair.sinks.spool import Spool

@@ -9,9 +9,8 @@ import trio
 import trio.testing
 
 from probepair.errors import SinkError
-from probepair.events import key_of
+from probepair.events import Item, key_of
 from probepair.metrics import Metrics
-from probepair.sinks.base import Item
 from probepair.sinks.runner import BACKOFF_MAX, SinkRunner
 from probepair.sinks.spool import Spool
 

@@ -15,12 +15,12 @@ import pytest
 import trio
 import trio.testing
 
-from probepair import props
-from probepair.alerts import serialise
+from probepair.config import props
 from probepair.errors import SinkError
-from probepair.events import key_of
+from probepair.events import Item, key_of
 from probepair.metrics import Metrics
-from probepair.sinks.base import Item, make_sink
+from probepair.pipeline.alerts import serialise
+from probepair.sinks import make_sink
 from probepair.sinks.file import FileSink
 from probepair.sinks.http import HttpSink
 from probepair.sinks.runner import SinkRunner, call_here

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 import trio
 
-from probepair.control import ControlError
-from probepair.metrics import Metrics, serve_metrics
-from probepair.statusview import fetch_status, render_table, status_url, verdict
+from probepair.metrics import Metrics
+from probepair.ops.control import ControlError
+from probepair.ops.endpoint import serve_metrics
+from probepair.ops.status import fetch_status, render_table, status_url, verdict
 
 RULES = "3f2a9c0b1d2e4455aa"
 

@@ -13,11 +13,11 @@ from functools import partial
 import pytest
 import trio
 
-from probepair import rulesync
-from probepair.control import ControlError
-from probepair.rulestree import MAGIC, ArchiveRefused, RulesSyncError, RulesTree, pack, unpack
-from probepair.rulesync import Readiness, fetch_archive
-from probepair.statusview import fetch_status
+from probepair.rulesync import pull as rulesync
+from probepair.ops.control import ControlError
+from probepair.rulesync.tree import MAGIC, ArchiveRefused, RulesSyncError, RulesTree, pack, unpack
+from probepair.rulesync.pull import Readiness, fetch_archive
+from probepair.ops.status import fetch_status
 
 SECRET = b"s" * 32
 Script = Callable[[trio.SocketStream], Awaitable[None]]

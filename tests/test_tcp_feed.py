@@ -20,11 +20,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from trio.testing import MockClock
 
-from probepair import props
+from probepair.config import props
 from probepair.errors import ConfigError
 from probepair.events import Event, KeyMaker
 from probepair.feeds import lines
-from probepair.feeds.base import Batch, make_feed
+from probepair.events import Batch
+from probepair.feeds import make_feed
 from probepair.feeds.tcp import FD_RESERVE, TcpFeed, descriptor_limit
 from probepair.metrics import Metrics
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from probepair.errors import HeartbeatDecodeError
-from probepair.wire import (
+from probepair.failover.wire import (
     MAX_ACK_KEYS,
     MAX_DATAGRAM,
     REPLAY_WINDOW,
@@ -171,7 +171,7 @@ def test_malformed_bodies_with_valid_tags() -> None:
     # but decode must still refuse them with its own error.
     import hmac
 
-    from probepair import wire
+    from probepair.failover import wire
 
     def signed(header_fields: tuple[object, ...], body: bytes) -> bytes:
         data = wire._HEADER.pack(*header_fields) + body

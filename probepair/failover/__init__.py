@@ -103,7 +103,7 @@ beaten for ``failback_delay`` seconds, each fresh heartbeat within the bound of 
 before (a restart or a silence starts the count again, so a flapping master never gets
 the role). Otherwise it stays active and the master stays pending: the check repeats at
 each of its beats, so no timer is needed. The window is an input: the runtime evaluates
-the ``FailbackWindow`` cron expression against the wall clock (``probepair.cronwindow``)
+the ``FailbackWindow`` cron expression against the wall clock (``probepair.config.cron``)
 and calls ``window_changed`` when the window opens or closes, since cron needs a
 calendar and a time zone and the machine keeps to monotonic ``now``. The same input
 gates a configured master's sink-health takeback below. An operator's ``request_mode``
@@ -141,11 +141,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-# Role and the other enums are the codec's vocabulary too: probepair.wire imports them
-# from here, and the machine imports the codec. So the face imports the stdlib-only
-# ``types`` at once and the rest on first use (PEP 562), which lets ``import
-# probepair.wire`` come first without an import cycle. Once the codec moves into this
-# package (LAYOUT.md: failover/wire.py) the face can import everything eagerly again.
+# Role and the other enums are the codec's vocabulary too: failover.wire imports them from
+# failover.types, and the machine imports the codec. Importing any submodule runs this face
+# first, so the face imports the stdlib-only ``types`` at once and the rest on first use
+# (PEP 562): ``import probepair.failover.wire`` may come first without an import cycle.
 from probepair.failover.types import DropReason, Failback, HandoverReason, Mode, Role
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from probepair.wire import NO_BOOT
+from probepair.failover.wire import NO_BOOT
 
 
 class Freshness:

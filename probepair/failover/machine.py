@@ -70,7 +70,7 @@ from probepair.failover.types import (
     Rejected,
     Role,
 )
-from probepair.wire import Ack, Flag, Heartbeat
+from probepair.failover.wire import Ack, Flag, Heartbeat
 
 __all__ = ["ACTIVE_ROLES", "FailoverMachine"]
 

@@ -22,7 +22,7 @@ from probepair.failover.types import (
     Role,
     SplitBrain,
 )
-from probepair.wire import Ack, Flag, Heartbeat
+from probepair.failover.wire import Ack, Flag, Heartbeat
 
 
 class PeerInput(Roles):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from probepair.failover.types import Role
-from probepair.wire import Flag, Heartbeat
+from probepair.failover.wire import Flag, Heartbeat
 
 MASTER_ROLES: Final = frozenset({Role.MASTER, Role.MASTER_PENDING})
 

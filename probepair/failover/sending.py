@@ -15,7 +15,7 @@ from probepair.failover.types import (
     Role,
     Send,
 )
-from probepair.wire import MAX_ACK_KEYS, Ack, Flag, Heartbeat
+from probepair.failover.wire import MAX_ACK_KEYS, Ack, Flag, Heartbeat
 
 
 class Sender(MachineState):

@@ -23,7 +23,7 @@ from probepair.failover.types import (
     Role,
 )
 from probepair.failover.window import FailbackGate
-from probepair.wire import Flag, Heartbeat
+from probepair.failover.wire import Flag, Heartbeat
 
 INF: Final = math.inf
 ACTIVE_ROLES: Final = frozenset({Role.MASTER, Role.SLAVE_ACTIVE, Role.STANDARD})

@@ -1,7 +1,7 @@
 """Value types of the failover machine: modes, settings and the actions it returns.
 
 PURE: standard library only. Import them from ``probepair.failover``, which re-exports
-every name. ``Role`` lives here, not in the codec: the heartbeat codec (``probepair.wire``)
+every name. ``Role`` lives here, not in the codec: the heartbeat codec (``probepair.failover.wire``)
 imports it, so this module imports the codec only for types and at validation time.
 """
 
@@ -11,8 +11,10 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from probepair.failover.role import BOOT_ID_SIZE, DIGEST_SIZE, Role
+
 if TYPE_CHECKING:
-    from probepair.wire import Ack, Heartbeat
+    from probepair.failover.wire import Ack, Heartbeat
 
 __all__ = [
     "Action",
@@ -31,16 +33,6 @@ __all__ = [
     "Send",
     "SplitBrain",
 ]
-
-
-class Role(enum.Enum):
-    """A probe's failover role; values are the ``probepair_role{role=...}`` labels."""
-
-    MASTER = "master"  # active: forwards to the sink
-    MASTER_PENDING = "master-pending"  # a (re)started master waiting for the handover
-    SLAVE_STANDBY = "slave-standby"  # buffers, forwards nothing
-    SLAVE_ACTIVE = "slave-active"  # took over from a silent master
-    STANDARD = "standard"  # no failover: always active
 
 
 class Mode(enum.Enum):
@@ -91,7 +83,7 @@ class FailoverConfig:
     buffer_limit: int = 1_000_000  # events
     buffer_bytes: int = 256 * 2**20  # payload bytes held (BufferBytes)
     retention: float = 60.0
-    config_digest: bytes = bytes(4)  # wire.DIGEST_SIZE
+    config_digest: bytes = bytes(DIGEST_SIZE)
     # How much later than an event a key the peer delivered must have reached us before
     # the event counts as missed by the peer (GapTimeout; see the package docstring).
     gap_timeout: float = 1.0
@@ -99,9 +91,6 @@ class FailoverConfig:
     failback_delay: float = 0.0  # FailbackDelay: a returning master beats this long first
 
     def __post_init__(self) -> None:
-        # Imported here, not at the top: the codec imports Role from this module.
-        from probepair.wire import BOOT_ID_SIZE, DIGEST_SIZE
-
         if len(self.boot_id) != BOOT_ID_SIZE or len(self.config_digest) != DIGEST_SIZE:
             raise ValueError("boot_id must be 8 bytes and config_digest 4 bytes")
         if not (self.beat_interval > 0 and self.ack_interval > 0 and self.retention > 0):

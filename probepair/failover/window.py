@@ -1,7 +1,7 @@
 """When a returning master may take the role back: the failback window and delay (PURE).
 
 ``FailbackGate`` keeps whether the failback window is open (an input: the runtime reads
-the wall clock and the ``FailbackWindow`` cron expression, ``probepair.cronwindow``, and
+the wall clock and the ``FailbackWindow`` cron expression, ``probepair.config.cron``, and
 reports each change) and ``FailbackDelay``: how long the returning master's boot has
 beaten without a silence, in machine (monotonic) time.
 """

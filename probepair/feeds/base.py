@@ -8,18 +8,14 @@ the kernel counts (``probepair_feed_kernel_drops_total``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 if TYPE_CHECKING:
-    from probepair.channels import SendEnd
-    from probepair.events import Event
-    from probepair.metrics import Metrics
-    from probepair.props import Props
+    from probepair.events import Batch
+    from probepair.pipeline.channels import SendEnd
 
-Batch = list["Event"]
 MAX_BATCH = 512  # records per channel send: amortises the send, keeps latency < 1 ms
 MAX_BATCH_BYTES = 1 << 20  # about the most raw bytes in a batch (512 x 64 KiB would be 32 MiB)
 
@@ -35,26 +31,6 @@ class Feed(Protocol):
         *,
         task_status: trio.TaskStatus[Any] = ...,
     ) -> None: ...
-
-
-def make_feed(
-    props: Props, wall_clock: Callable[[], float], metrics: Metrics | None = None
-) -> Feed:
-    """The feed ``props.FeedType`` names, configured from ``props``; the tcp feed counts
-    its connections in ``metrics``."""
-    from probepair.feeds.file import FileFeed
-    from probepair.feeds.stdin import StdinFeed
-    from probepair.feeds.tcp import TcpFeed
-    from probepair.feeds.udp import UdpFeed
-
-    if props.FeedType == "tcp":
-        return TcpFeed(props, wall_clock, metrics)
-    kinds: dict[str, Callable[[Props, Callable[[], float]], Feed]] = {
-        "udp": UdpFeed,
-        "file": FileFeed,
-        "stdin": StdinFeed,
-    }
-    return kinds[props.FeedType](props, wall_clock)
 
 
 STOP_GRACE = 5.0  # seconds a cancelled feed may wait to hand over its last batch

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from probepair.errors import FeedError
-from probepair.events import Event, KeyMaker
-from probepair.feeds.base import MAX_BATCH, Batch, send_batch
+from probepair.events import Batch, Event, KeyMaker
+from probepair.feeds.base import MAX_BATCH, send_batch
 
 if TYPE_CHECKING:
-    from probepair.channels import SendEnd
-    from probepair.props import Props
+    from probepair.config.props import Props
+    from probepair.pipeline.channels import SendEnd
 
 POLL_INTERVAL = 0.1  # seconds between looks at an idle file; bounds added latency
 READ_SIZE = 1 << 20

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from probepair.events import Event, KeyMaker
-from probepair.feeds.base import Batch
+from probepair.events import Batch, Event, KeyMaker
 
 MAX_LINE = 1 << 20  # bytes; a longer line is cut into records of this size
 

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from probepair.events import KeyMaker
-from probepair.feeds.base import Batch, send_batch
+from probepair.events import Batch, KeyMaker
+from probepair.feeds.base import send_batch
 from probepair.feeds.lines import LineSplitter
 
 if TYPE_CHECKING:
-    from probepair.channels import SendEnd
-    from probepair.props import Props
+    from probepair.config.props import Props
+    from probepair.pipeline.channels import SendEnd
 
 READ_SIZE = 65536
 

@@ -38,14 +38,14 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from probepair.errors import ConfigError, FeedError
-from probepair.events import KeyMaker
-from probepair.feeds.base import Batch, send_batch
+from probepair.events import Batch, KeyMaker
+from probepair.feeds.base import send_batch
 from probepair.feeds.lines import LineSplitter
 from probepair.metrics import Metrics
 
 if TYPE_CHECKING:
-    from probepair.channels import SendEnd
-    from probepair.props import Props
+    from probepair.config.props import Props
+    from probepair.pipeline.channels import SendEnd
 
 logger = logging.getLogger(__name__)
 

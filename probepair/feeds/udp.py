@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from probepair.errors import FeedError
-from probepair.events import Event, KeyMaker
-from probepair.feeds.base import MAX_BATCH, MAX_BATCH_BYTES, Batch, send_batch
+from probepair.events import Batch, Event, KeyMaker
+from probepair.feeds.base import MAX_BATCH, MAX_BATCH_BYTES, send_batch
 from probepair.sockopts import raise_rcvbuf
 
 if TYPE_CHECKING:
-    from probepair.channels import SendEnd
-    from probepair.props import Props
+    from probepair.config.props import Props
+    from probepair.pipeline.channels import SendEnd
 
 RECV_SIZE = 65535  # the largest UDP payload
 # Datagrams per batch worth gathering: a wake-up costs ~165 µs of CPU however much it

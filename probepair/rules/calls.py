@@ -13,7 +13,7 @@ not alerts.status. ``genevent`` appends an alert of its own to ``ctx.generated``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from probepair.rules import ast
 from probepair.rules.dates import check_pattern
@@ -21,7 +21,33 @@ from probepair.rules.frontend import DEFAULT_TABLE
 from probepair.rules.functions import BUILTINS, FOREIGN, LOG_LEVELS, scan_pattern
 
 if TYPE_CHECKING:
-    from probepair.rules.codegen import Code, Codegen
+    from probepair.errors import RulesCompileError
+    from probepair.rules.frontend import Resolved
+
+Code = tuple[str, str]  # (python expression, static type)
+
+
+class Codegen(Protocol):
+    """What call generation needs of the code generator (codegen.Codegen is one). A
+    protocol here, not an import of codegen: codegen calls into this module, and the two
+    importing each other made an import circle."""
+
+    r: Resolved
+    may_fail: bool
+    whole_tokens: bool
+    uses_targets: bool
+
+    def array(self, node: ast.Expr | ast.Stmt, name: str) -> str: ...
+    def assign_code(self, target: ast.Target, value: str) -> str: ...
+    def const(self, kind: str, key: object, value: object) -> str: ...
+    def emit(self, depth: int, line: str) -> None: ...
+    def error(self, node: ast.Expr | ast.Stmt, message: str) -> RulesCompileError: ...
+    def fresh(self, prefix: str) -> str: ...
+    def loop_var(self, name: str, kind: str) -> str | None: ...
+    def regex(self, node: ast.Expr) -> str: ...
+    def s(self, node: ast.Expr) -> str: ...
+    def table(self, node: ast.Expr) -> str: ...
+    def v(self, node: ast.Expr) -> str: ...
 
 _STR_METHODS: Final = {"lower": "lower", "upper": "upper", "ltrim": "lstrip", "rtrim": "rstrip"}
 

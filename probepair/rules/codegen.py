@@ -25,12 +25,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Final
 
 from probepair.errors import RulesCompileError
 from probepair.rules import ast, calls
-from probepair.rules.frontend import DEFAULT_TABLE, TargetInfo
+from probepair.rules.frontend import DEFAULT_TABLE, Resolved
 from probepair.rules.functions import compile_regex, number
 
 _DIRECT_CMP: Final = {"==": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
@@ -39,19 +38,6 @@ _ARITH_HELPER: Final = {"+": "_add", "-": "_sub", "*": "_mul", "/": "_div", "%":
 _BIT_HELPER: Final = {"&": "_band", "|": "_bor", "^": "_bxor", "<<": "_shl", ">>": "_shr"}
 _PLACEHOLDER: Final = re.compile("\x00([^\x00\x01]*)\x01")  # a $token read, see Codegen
 _SWITCH_LINEAR: Final = 4  # up to this many cases: an if/elif chain on the value
-
-
-@dataclass(slots=True)
-class Resolved:
-    """What the compiler front end found: tables, arrays, included files."""
-
-    tables: dict[str, tuple[dict[str, tuple[str, ...]], tuple[str, ...]]]
-    arrays: set[str]
-    includes: dict[int, tuple[str, ast.Module]]  # id(Include node) -> (source, module)
-    nonstr_tokens: set[str]
-    table_width: dict[str, int] = field(default_factory=dict)
-    switches: dict[int, ast.Switch] = field(default_factory=dict)  # id(parsed) -> rebuilt
-    targets: dict[str, TargetInfo] = field(default_factory=dict)
 
 
 Code = tuple[str, str]  # (python expression, static type)

@@ -21,8 +21,8 @@ from typing import Final
 from probepair.errors import RulesCompileError, RulesRuntimeError
 from probepair.rules import ast
 from probepair.rules import functions as fn
-from probepair.rules.codegen import Codegen, Resolved
-from probepair.rules.frontend import DEFAULT_TABLE, FileStats, FrontEnd, TargetInfo
+from probepair.rules.codegen import Codegen
+from probepair.rules.frontend import DEFAULT_TABLE, FileStats, FrontEnd, Resolved, TargetInfo
 from probepair.rules.parser import parse
 
 _BOOL_FUNCS: Final = frozenset({"match", "nmatch", "regmatch", "exists"})

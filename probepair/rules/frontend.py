@@ -350,3 +350,16 @@ class FrontEnd:
         self.tables[stmt.name] = (rows, stmt.default or ("",))
         self.table_at[stmt.name] = f"{source}:{stmt.span.line}:{stmt.span.col}"
         self.stat(source).tables += 1
+
+
+@dataclass(slots=True)
+class Resolved:
+    """What the compiler front end found: tables, arrays, included files."""
+
+    tables: dict[str, tuple[dict[str, tuple[str, ...]], tuple[str, ...]]]
+    arrays: set[str]
+    includes: dict[int, tuple[str, ast.Module]]  # id(Include node) -> (source, module)
+    nonstr_tokens: set[str]
+    table_width: dict[str, int] = field(default_factory=dict)
+    switches: dict[int, ast.Switch] = field(default_factory=dict)  # id(parsed) -> rebuilt
+    targets: dict[str, TargetInfo] = field(default_factory=dict)

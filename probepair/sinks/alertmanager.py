@@ -28,13 +28,13 @@ import httpx
 import orjson
 import trio
 
+from probepair.config.redact import redact_credentials
 from probepair.errors import SinkError
-from probepair.redact import redact_credentials
-from probepair.sinks.base import Item
+from probepair.events import Item
 from probepair.sinks.http import JsonPoster
 
 if TYPE_CHECKING:
-    from probepair.props import Props
+    from probepair.config.props import Props
 
 MAX_POST: Final = 1000  # alerts per request (~0.5 MB bodies)
 SEVERITIES: Final = ("clear", "indeterminate", "warning", "minor", "major", "critical")

@@ -8,13 +8,12 @@ the runner then spools and retries.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from probepair.props import Props
+    from probepair.events import Item
 
-Item = tuple[bytes, bytes]  # (8-byte event key, serialised alert without newline)
+
 
 
 class Sink(Protocol):
@@ -30,26 +29,3 @@ class Sink(Protocol):
 
     async def aclose(self) -> None:
         """Flush and release everything; bounded in time by the caller."""
-
-
-def make_sink(props: Props) -> Sink:
-    """The sink ``props.SinkType`` names, configured from ``props``."""
-    from probepair.sinks.alertmanager import AlertmanagerSink
-    from probepair.sinks.file import FileSink, StdoutSink
-    from probepair.sinks.http import HttpSink
-    from probepair.sinks.jetstream import NatsSink
-    from probepair.sinks.postgres import PostgresSink
-    from probepair.sinks.sqlite import SqliteSink
-    from probepair.sinks.tcp import TcpSink
-
-    kinds: dict[str, Callable[[Props], Sink]] = {
-        "file": FileSink,
-        "stdout": StdoutSink,
-        "tcp": TcpSink,
-        "http": HttpSink,
-        "sqlite": SqliteSink,
-        "postgres": PostgresSink,
-        "alertmanager": AlertmanagerSink,
-        "nats": NatsSink,
-    }
-    return kinds[props.SinkType](props)

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from probepair.errors import SinkError
-from probepair.sinks.base import Item
+from probepair.events import Item
 
 if TYPE_CHECKING:
-    from probepair.props import Props
+    from probepair.config.props import Props
 
 
 def _lines(items: list[Item]) -> bytes:

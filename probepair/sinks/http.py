@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 import httpx
 import trio
 
-from probepair import __version__
+from probepair._version import __version__
+from probepair.config.redact import redact_credentials
 from probepair.errors import SinkError
-from probepair.redact import redact_credentials
-from probepair.sinks.base import Item
+from probepair.events import Item
 
 if TYPE_CHECKING:
-    from probepair.props import Props
+    from probepair.config.props import Props
 
 REQUEST_TIMEOUT = 10.0  # seconds for one POST
 MAX_POST = 1000  # alerts per request, to keep bodies around 0.5 MB

@@ -44,13 +44,13 @@ from urllib.parse import urlsplit
 import orjson
 import trio
 
+from probepair.config.redact import redact_credentials
 from probepair.errors import ConfigError, SinkError
-from probepair.redact import redact_credentials
-from probepair.sinks.base import Item
+from probepair.events import Item
 from probepair.sinks.runner import BACKOFF_MAX
 
 if TYPE_CHECKING:
-    from probepair.props import Props
+    from probepair.config.props import Props
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -35,12 +35,12 @@ import psycopg.conninfo
 import psycopg.errors
 import trio
 
+from probepair.config.redact import redact_credentials
 from probepair.errors import SinkError
-from probepair.redact import redact_credentials
-from probepair.sinks.base import Item
+from probepair.events import Item
 
 if TYPE_CHECKING:
-    from probepair.props import Props
+    from probepair.config.props import Props
 
 DEFAULT_TABLE: Final = "alerts_status"  # the ObjectServer's alerts.status
 KEY_RETENTION: Final = 86400  # seconds a delivered key is remembered (as sinks/sqlite.py)

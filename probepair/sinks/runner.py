@@ -24,14 +24,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from probepair.alerts import exact_copies
 from probepair.errors import SinkError
-from probepair.sinks.base import Item, Sink
+from probepair.events import Item
+from probepair.pipeline.alerts import exact_copies
+from probepair.sinks.base import Sink
 from probepair.sinks.spool import Spool
 
 if TYPE_CHECKING:
-    from probepair.channels import ReceiveEnd
     from probepair.metrics import Metrics
+    from probepair.pipeline.channels import ReceiveEnd
 
 logger = logging.getLogger(__name__)
 

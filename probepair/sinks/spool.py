@@ -22,8 +22,7 @@ import struct
 from pathlib import Path
 from typing import Final
 
-from probepair.events import KEY_SIZE
-from probepair.sinks.base import Item
+from probepair.events import KEY_SIZE, Item
 
 _HEAD: Final = struct.Struct(f"!{KEY_SIZE}sI")
 

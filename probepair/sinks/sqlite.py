@@ -26,10 +26,10 @@ import orjson
 import trio
 
 from probepair.errors import SinkError
-from probepair.sinks.base import Item
+from probepair.events import Item
 
 if TYPE_CHECKING:
-    from probepair.props import Props
+    from probepair.config.props import Props
 
 KEY_RETENTION = 86400.0  # seconds a delivered event key is remembered; far beyond any failover
 COLUMNS = ("Node", "NodeAlias", "Manager", "Agent", "AlertGroup", "AlertKey", "Summary")

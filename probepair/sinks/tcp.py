@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from probepair.errors import SinkError
-from probepair.sinks.base import Item
+from probepair.events import Item
 
 if TYPE_CHECKING:
-    from probepair.props import Props
+    from probepair.config.props import Props
 
 CONNECT_TIMEOUT = 5.0  # seconds
 SEND_TIMEOUT = 10.0  # seconds for one batch; a stuck receiver becomes a SinkError

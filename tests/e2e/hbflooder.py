@@ -15,7 +15,7 @@ import struct
 import sys
 import time
 
-from probepair.wire import Flag, Heartbeat, Role, encode, make_boot_id
+from probepair.failover.wire import Flag, Heartbeat, Role, encode, make_boot_id
 
 
 def forged() -> bytes:

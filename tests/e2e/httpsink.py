@@ -24,7 +24,7 @@ def main() -> None:
     out = open(path, "ab")  # noqa: SIM115 (held for the process's life)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             alerts = json.loads(body)
             with _lock:
@@ -37,7 +37,7 @@ def main() -> None:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = (HTTPServer if delay else ThreadingHTTPServer)(("127.0.0.1", port), Handler)

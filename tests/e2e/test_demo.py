@@ -1,4 +1,4 @@
-"""``python -m probepair.demo`` tells the whole story and loses nothing."""
+"""``python -m probepair.ops.demo`` tells the whole story and loses nothing."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from probepair.demo import PAYLOAD_PREFIX
+from probepair.ops.demo import PAYLOAD_PREFIX
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +21,7 @@ DEMO_TIMEOUT = 120  # seconds: the story takes ~13 s with --phase 3; slow CI mac
 
 def test_demo_kills_the_master_takes_over_fails_back_and_loses_nothing(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "probepair.demo", "--phase", "3", "--workdir", str(tmp_path)],
+        [sys.executable, "-m", "probepair.ops.demo", "--phase", "3", "--workdir", str(tmp_path)],
         capture_output=True, text=True, timeout=DEMO_TIMEOUT, check=False,
     )
     out = result.stdout
@@ -53,7 +53,7 @@ def test_demo_kills_the_master_takes_over_fails_back_and_loses_nothing(tmp_path:
 
 def test_demo_interrupted_stops_every_probe(tmp_path: Path) -> None:
     demo = subprocess.Popen(
-        [sys.executable, "-m", "probepair.demo", "--phase", "30", "--workdir", str(tmp_path)],
+        [sys.executable, "-m", "probepair.ops.demo", "--phase", "30", "--workdir", str(tmp_path)],
         stdout=subprocess.PIPE, text=True,
     )
     assert demo.stdout is not None

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from probepair import hbport
+from probepair.pair import link as hbport
 from tests.e2e.feeder import Feeder
 from tests.e2e.procs import (
     ACTIVE,

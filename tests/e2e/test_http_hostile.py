@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from probepair.endpoint import MAX_CONNECTIONS, READ_TIMEOUT
+from probepair.ops.endpoint import MAX_CONNECTIONS, READ_TIMEOUT
 from tests.e2e.procs import free_port, scrape, start_probe
 from tests.servers import need
 

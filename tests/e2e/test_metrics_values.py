@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from probepair.wire import Flag, Heartbeat, config_digest, encode, make_boot_id, node_id_of
-from probepair.wire import Role as WireRole
+from probepair.failover.wire import Flag, Heartbeat, config_digest, encode, make_boot_id, node_id_of
+from probepair.failover.wire import Role as WireRole
 from tests.e2e.faults import SLOW
 from tests.e2e.procs import (
     ACTIVE,

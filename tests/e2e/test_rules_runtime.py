@@ -12,7 +12,6 @@ import pytest
 import trio
 
 from probepair.probe import RULES_POLL_INTERVAL
-
 from tests.e2e.procs import (
     ACTIVE,
     Timings,

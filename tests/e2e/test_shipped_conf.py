@@ -88,7 +88,7 @@ def test_a_shipped_postgres_url_across_the_network_verifies_the_server(props: Pa
     # clear (or read the alerts); only verify-full checks whom we talk to.
     from urllib.parse import parse_qs, urlsplit
 
-    from probepair.propsfile import read_props_file
+    from probepair.config.propsfile import read_props_file
 
     url = str(read_props_file(str(props)).get("SinkUrl", ""))
     if not url.startswith(("postgres://", "postgresql://")):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.lowlevel
 
 from tests.e2e.procs import probe_env, probepair_cmd, start_probe, wait_for_lines
 
@@ -71,7 +72,7 @@ async def test_sigterm_in_mid_flood_delivers_everything_accepted(tmp_path: Path)
             _send_udp(probe.address("feed"), lines[i : i + 500])
             if i == len(lines) // 2:
                 probe.signal(signal.SIGTERM)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
         assert await probe.stop() == 0
     drained = re.findall(r"drained: (\d+) events received, (\d+) alerts delivered, (\d+) spool",
                          log.read_text())

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from probepair.errors import RulesCompileError, RulesSyntaxError
+from probepair.ops.rulestool import check_command, run_command
 from probepair.rules import compile_rules, load_rules
-from probepair.rules.tool import check_command, run_command
 
 from .conftest import Recorder
 

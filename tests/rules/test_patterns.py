@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from probepair.errors import RulesCompileError
-from probepair.formats import tokenise
+from probepair.pipeline.tokenise import tokenise
 from probepair.rules import compile_rules
 from probepair.rules import functions as fn
 from probepair.rules.patterns import Regex

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from probepair.formats import tokenise
+from probepair.pipeline.tokenise import tokenise
 from probepair.rules import load_rules
 
 from .conftest import Recorder

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import orjson
 
-from probepair import props
-from probepair.alerts import serialise
+from probepair.config import props
 from probepair.events import Event, KeyMaker, derived_key, key_of
 from probepair.metrics import Metrics
-from probepair.pipeline import Processor
+from probepair.ops.rulestool import check_command, run_command
+from probepair.pipeline.alerts import serialise
+from probepair.pipeline.processor import Processor
 from probepair.rules import load_rules
-from probepair.rules.tool import check_command, run_command
 from probepair.sinks.file import FileSink
 from probepair.sinks.sqlite import SqliteSink
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from probepair.config.redact import has_credentials, redact_credentials
 from probepair.errors import ConfigError
-from probepair.redact import has_credentials, redact_credentials
 
 PropType = Literal["STRING", "INTEGER", "FLOAT", "BOOLEAN"]
 Value = str | int | float | bool
@@ -35,7 +35,7 @@ Value = str | int | float | bool
 
 def _shipped_rules() -> str:
     """rules/syslog.rules of a source checkout, else of an installed wheel (data-files)."""
-    checkout = Path(__file__).resolve().parent.parent / "rules" / "syslog.rules"
+    checkout = Path(__file__).resolve().parents[2] / "rules" / "syslog.rules"
     installed = Path(sys.prefix) / "share" / "probepair" / "rules" / "syslog.rules"
     return str(installed if not checkout.exists() and installed.exists() else checkout)
 
@@ -376,7 +376,7 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
 def _check_failback_window(props: Props, origin: dict[str, str]) -> None:
     """FailbackWindow must be a cron expression; window and delay need a handshake."""
     if props.FailbackWindow:
-        from probepair.cronwindow import FailbackWindow, WindowError
+        from probepair.config.cron import FailbackWindow, WindowError
 
         try:
             FailbackWindow(props.FailbackWindow, props.FailbackWindowLength)

@@ -23,9 +23,10 @@ from typing import Any, Final, NoReturn
 
 import trio
 
-from probepair import httpget, netjson
 from probepair.failover import MASTER_ROLES, FailoverMachine, Role
-from probepair.rulestree import (
+from probepair.rulesync import fetch as httpget
+from probepair.rulesync import netjson
+from probepair.rulesync.tree import (
     MAX_ARCHIVE,
     ArchiveRefused,
     RulesSyncError,

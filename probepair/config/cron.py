@@ -3,7 +3,7 @@
 ``FailbackWindow`` evaluates the ``FailbackWindow`` cron expression (the start of each
 window) and ``FailbackWindowLength`` against a *wall-clock* time the caller passes in;
 cron needs the calendar and the time zone, which the pure failover machine must not
-know. The window task (``probepair.failback``) evaluates it and tells the machine
+know. The window task (``probepair.pair.window``) evaluates it and tells the machine
 (``FailoverMachine.window_changed``) when the window opens or closes.
 
 Cron evaluation is cronsim's (no dependencies, one module, typed, maintained; croniter

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from probepair import httpget, netjson
-from probepair.control import ControlError
+from probepair.ops.control import ControlError
+from probepair.rulesync import fetch as httpget
+from probepair.rulesync import netjson
 
 UNKNOWN: Final = "-"
 DIGEST_CHARS: Final = 12  # hex chars of the rules digest shown: enough to tell versions apart

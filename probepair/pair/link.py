@@ -62,7 +62,7 @@ from probepair.sockopts import raise_rcvbuf
 
 __all__ = ["UdpLink"]
 
-logger = logging.getLogger("probepair.peer")  # one logger for the pair link, as before
+logger = logging.getLogger("probepair.pair.driver")  # one logger for the pair link, as before
 
 RECV_SIZE = 2048  # bytes: every valid datagram is <= wire.MAX_DATAGRAM (1400)
 # Datagrams read per turn before a schedule point (DESIGN.md: draining 256-1024

@@ -8,7 +8,7 @@ Datagrams are decoded and replay-checked here; bad ones are counted through the
 observer, logged at most once per ``log_interval`` per reason, and dropped: they never
 end the task.
 
-The heartbeat port's sockets, and why there are two: ``probepair.hbport``.
+The heartbeat port's sockets, and why there are two: ``probepair.pair.link``.
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ from probepair.failover import (
     Send,
     SplitBrain,
 )
-from probepair.hbport import DEFAULT_LOG_INTERVAL, UdpLink, _RateLimitedLog
-from probepair.wire import (
+from probepair.failover.wire import (
     Heartbeat,
     ReplayGuard,
     boot_id_of,
@@ -48,6 +47,7 @@ from probepair.wire import (
     make_boot_id,
     screen,
 )
+from probepair.pair.link import DEFAULT_LOG_INTERVAL, UdpLink, _RateLimitedLog
 
 __all__ = ["DatagramLink", "NullObserver", "PeerDriver", "PeerObserver", "UdpLink", "new_boot_id"]
 

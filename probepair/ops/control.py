@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import trio
 
-from probepair import netjson
+from probepair.config.paths import default_control_socket
 from probepair.errors import ProbepairError
 from probepair.failover import Mode
-from probepair.paths import default_control_socket
-from probepair.ratelog import RateLimitedLog
+from probepair.ops.ratelog import RateLimitedLog
+from probepair.rulesync import netjson
 
 if TYPE_CHECKING:
     Handler = Callable[[str], dict[str, Any]]

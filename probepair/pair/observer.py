@@ -23,14 +23,14 @@ from probepair.failover import (
     Mode,
     Role,
 )
+from probepair.failover.wire import config_digest, node_id_of
 from probepair.metrics import REJECT_REASONS
-from probepair.peer import PeerDriver, UdpLink, new_boot_id
-from probepair.wire import config_digest, node_id_of
+from probepair.pair.driver import PeerDriver, UdpLink, new_boot_id
 
 if TYPE_CHECKING:
+    from probepair.config.props import Props
+    from probepair.events import Item
     from probepair.metrics import Metrics
-    from probepair.props import Props
-    from probepair.sinks.base import Item
 
 logger = logging.getLogger(__name__)
 

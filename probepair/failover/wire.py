@@ -48,13 +48,11 @@ from typing import Final
 
 from probepair.errors import HeartbeatDecodeError
 from probepair.events import KEY_SIZE
-from probepair.failover.types import Role  # re-exported: the codec carries it
+from probepair.failover.role import BOOT_ID_SIZE, DIGEST_SIZE, Role  # re-exported
 
 MAGIC: Final = b"PBPR"
 VERSION: Final = 2
 TAG_SIZE: Final = 16  # bytes of HMAC-SHA256 kept; see the module docstring
-BOOT_ID_SIZE: Final = 8
-DIGEST_SIZE: Final = 4  # bytes of config digest: enough to notice drift, not a secret
 MAX_DATAGRAM: Final = 1400  # bytes: below a 1500-byte Ethernet MTU with IP/UDP headers
 # The published key used when no SharedSecret is configured (detects corruption only).
 UNSIGNED_KEY: Final = b"probepair unsigned v1"

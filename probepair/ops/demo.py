@@ -32,8 +32,8 @@ import httpx
 import orjson
 import trio
 
+from probepair.config.secret import new_secret, write_secret_file
 from probepair.errors import ProbepairError, leaf_exceptions
-from probepair.secret import new_secret, write_secret_file
 
 HOST: Final = "127.0.0.1"
 PAYLOAD_PREFIX: Final = "demo event "

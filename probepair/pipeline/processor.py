@@ -15,19 +15,18 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from probepair.alerts import serialise
+from probepair.config.props import Props, as_mapping
 from probepair.events import Event, derived_key, key_of
 from probepair.failover import Mode
-from probepair.formats import TOKENISERS
-from probepair.props import Props, as_mapping
+from probepair.pipeline.alerts import serialise
+from probepair.pipeline.tokenise import TOKENISERS
 
 if TYPE_CHECKING:
-    from probepair.channels import ReceiveEnd, SendEnd
     from probepair.errors import RulesRuntimeError
-    from probepair.feeds.base import Batch
+    from probepair.events import Batch, Item
     from probepair.metrics import Metrics
+    from probepair.pipeline.channels import ReceiveEnd, SendEnd
     from probepair.rules import Program
-    from probepair.sinks.base import Item
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The runtime side of the failback window: wall clock in, open/closed to the machine.
 
 The failover machine never reads a clock; this task evaluates ``FailbackWindow``
-(``probepair.cronwindow``) against the wall clock and reports each opening and closing
+(``probepair.config.cron``) against the wall clock and reports each opening and closing
 through ``FailoverMachine.window_changed``, waking when the
 window opens or closes and at least every ``RECHECK`` seconds (trio sleeps on the
 monotonic clock, the wall clock may be stepped meanwhile).
@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import trio
 
-from probepair.cronwindow import FailbackWindow
+from probepair.config.cron import FailbackWindow
 from probepair.failover.window import FailbackGate
 
 logger = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import BinaryIO, TextIO
 
-from probepair.alerts import serialise
 from probepair.errors import RulesError, RulesRuntimeError
 from probepair.events import KeyMaker, derived_key
-from probepair.formats import FORMATS, tokenise
+from probepair.pipeline.alerts import serialise
+from probepair.pipeline.tokenise import FORMATS, tokenise
 from probepair.rules.compiler import Program, RulesContext
 from probepair.rules.loader import load_rules
 

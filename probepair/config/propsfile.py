@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from probepair.config.props import SECRET_NAMES
 from probepair.errors import ConfigError
-from probepair.props import SECRET_NAMES
 
 # A line setting a secret: an error quotes its name, never its value.
 _SECRET_LINE = re.compile(r"\s*(" + "|".join(SECRET_NAMES) + r")\b", re.IGNORECASE)

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Final, Generic, TypeAlias, TypeVar
 import trio
 
 if TYPE_CHECKING:
-    from probepair.feeds.base import Batch
-    from probepair.sinks.base import Item
+    from probepair.events import Batch, Item
 
 T = TypeVar("T")
 

@@ -37,7 +37,7 @@ import orjson
 import trio
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from probepair.ratelog import RateLimitedLog
+from probepair.ops.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from probepair.metrics import Metrics

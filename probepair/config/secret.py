@@ -28,8 +28,8 @@ import struct
 from collections.abc import Mapping
 from typing import Final
 
+from probepair.config.props import Props
 from probepair.errors import ConfigError
-from probepair.props import Props
 
 logger = logging.getLogger(__name__)
 
