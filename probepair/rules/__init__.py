@@ -7,7 +7,7 @@ time with ``file:line:col``, never per event.
 
 from __future__ import annotations
 
-from probepair.rules.compiler import Program, RulesContext
+from probepair.rules.compiler import OVER_BUDGET_FIELD, Program, RulesContext
 from probepair.rules.loader import compile_rules, load_rules
 
-__all__ = ["Program", "RulesContext", "compile_rules", "load_rules"]
+__all__ = ["OVER_BUDGET_FIELD", "Program", "RulesContext", "compile_rules", "load_rules"]

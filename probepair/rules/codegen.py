@@ -213,13 +213,17 @@ class Codegen:
                 return self.concat(parts), "str"
             if lt == "num" and rt == "num":
                 return f"({lc} + {rc})", "num"
+            self.may_fail = True  # a string result may pass MAX_VALUE
             return f"_add({self.v(left)}, {self.v(right)})", "any"
         if op in _BIT_HELPER:
             self.may_fail = True
             return f"{_BIT_HELPER[op]}({self.v(left)}, {self.v(right)})", "num"
         if op in _ARITH_HELPER:
             self.may_fail = True
-            if lt == "num" and rt == "num" and op in "-*":
+            # Inline when no product can leave 64 bits by repetition: a product with a
+            # literal grows by a fixed factor, ``$x * $x`` squares (fn.mul checks).
+            literal = isinstance(left, ast.Num) or isinstance(right, ast.Num)
+            if lt == "num" and rt == "num" and (op == "-" or (op == "*" and literal)):
                 return f"({lc} {op} {rc})", "num"
             return f"{_ARITH_HELPER[op]}({self.v(left)}, {self.v(right)})", "num"
         # comparisons
@@ -233,6 +237,14 @@ class Codegen:
 
     def concat(self, parts: list[ast.Expr]) -> str:
         codes = [self.expr(p) for p in parts]
+        # Two values or more can double a string per statement ($a = $a + $a in a
+        # loop): capped at MAX_VALUE. A value plus literals grows by a constant.
+        capped = sum(not isinstance(p, ast.Str) for p in parts) >= 2
+        if capped:
+            self.may_fail = True
+        return f"_cap({self._concat(parts, codes)})" if capped else self._concat(parts, codes)
+
+    def _concat(self, parts: list[ast.Expr], codes: list[Code]) -> str:
         if all(t == "str" for _, t in codes):
             return "(" + " + ".join(c for c, _ in codes) + ")"
         fmt: list[str] = []
@@ -296,6 +308,11 @@ class Codegen:
         if len(self.lines) == start:
             self.emit(depth, "pass")
 
+    def pos(self, node: ast.Stmt | ast.Expr) -> str:
+        """A constant holding ``(file, line, col)`` of ``node``, for errors."""
+        where = (self.source, node.span.line, node.span.col)
+        return self.const("_P", where, where)
+
     def guarded(self, stmt: ast.Stmt, depth: int, emit: Callable[[int], None]) -> None:
         """Emit a simple statement, inside try/except when it can fail at run time."""
         self.may_fail = False
@@ -307,11 +324,7 @@ class Codegen:
         del self.lines[mark:]
         self.emit(depth, "try:")
         self.lines.extend("    " + line for line in body)
-        pos = self.const(
-            "_P",
-            (self.source, stmt.span.line, stmt.span.col),
-            (self.source, stmt.span.line, stmt.span.col),
-        )
+        pos = self.pos(stmt)
         self.emit(depth, "except Exception as _e:")
         self.emit(depth + 1, f"_fail(ctx, _e, {pos})")
 
@@ -358,6 +371,10 @@ class Codegen:
                     arr = "F" if array == "@*" else self.array(stmt, array)
                 local = self.fresh("_v")
                 self.emit(depth, f"for {local} in list({arr}):")
+                # The budget check: a loop is the only way rules repeat work, so each
+                # iteration looks at the clock (~60 ns; RulesTimeBudget).
+                self.emit(depth + 1, "if ctx.clock() > ctx.deadline:")
+                self.emit(depth + 2, f"_over({self.pos(stmt)})")
                 self.loop_vars.append((var, local, array))
                 self.block(body, depth + 1, in_loop=True)
                 self.loop_vars.pop()
@@ -388,11 +405,7 @@ class Codegen:
             return
         # A condition can fail: choose the branch first, so a failure skips the statement.
         sel = self.fresh("_b")
-        pos = self.const(
-            "_P",
-            (self.source, stmt.span.line, stmt.span.col),
-            (self.source, stmt.span.line, stmt.span.col),
-        )
+        pos = self.pos(stmt)
         self.emit(depth, "try:")
         for i, code in enumerate(conds):
             self.emit(depth + 1, f"{'if' if i == 0 else 'elif'} {code}:")
@@ -418,11 +431,7 @@ class Codegen:
         n = len(stmt.cases)
         sel = self.fresh("_k")
         if failing:
-            pos = self.const(
-                "_P",
-                (self.source, stmt.span.line, stmt.span.col),
-                (self.source, stmt.span.line, stmt.span.col),
-            )
+            pos = self.pos(stmt)
             self.emit(depth, "try:")
             self.emit(depth + 1, f"{sel} = {subject}")
             self.emit(depth, "except Exception as _e:")

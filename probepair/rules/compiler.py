@@ -12,6 +12,7 @@ generate the function source (codegen.py) and ``compile()`` it once.
 
 from __future__ import annotations
 
+import math
 import os.path
 import re
 from collections.abc import Callable, Mapping
@@ -24,6 +25,10 @@ from probepair.rules import functions as fn
 from probepair.rules.codegen import Codegen
 from probepair.rules.frontend import DEFAULT_TABLE, FileStats, FrontEnd, Resolved, TargetInfo
 from probepair.rules.parser import parse
+
+# The field an event over its rules-time budget carries: "file:line:col" of the check
+# that found the time used up (a foreach iteration, a regreplace match loop).
+OVER_BUDGET_FIELD: Final = "RulesOverBudget"
 
 _BOOL_FUNCS: Final = frozenset({"match", "nmatch", "regmatch", "exists"})
 _NUM_FUNCS: Final = frozenset({"length", "split", "int", "real", "getdate", "datetotime", "date"})
@@ -38,6 +43,10 @@ class RulesContext:
     it (``Mode`` switches the role). Clock and hostname are injected to keep runs
     deterministic in tests. ``generated`` collects the alerts ``genevent`` made during
     one run, in order; the runtime takes them (and clears the list) after each run.
+
+    The rules-time budget: the runtime sets ``deadline`` (on ``clock``, seconds)
+    before each run; loops compare the two and stop the run past it (``OverBudget``),
+    reported through ``on_over_budget`` with the location.
     """
 
     props: dict[str, object]
@@ -47,6 +56,9 @@ class RulesContext:
     wall_clock: Callable[[], float]
     hostname: str
     generated: list[dict[str, object]] = field(default_factory=list)
+    clock: Callable[[], float] = field(default=lambda: 0.0)
+    deadline: float = math.inf
+    on_over_budget: Callable[[tuple[str, int, int]], None] = field(default=lambda pos: None)
 
 
 class Program:
@@ -100,9 +112,18 @@ class Program:
 
         ``fields`` pre-sets alert fields (as OMNIbus does for ProbeWatch self-events).
         Runtime problems are reported through ``ctx.on_error``; this never raises.
+        A run past ``ctx.deadline`` stops at the next check and returns the fields set
+        so far, marked with ``OVER_BUDGET_FIELD`` (a discard not reached yet does not
+        happen: the event is delivered, so nothing is lost to its cost).
         """
+        out: dict[str, object] = {} if fields is None else dict(fields)
         try:
-            return self._fn(tokens, ctx, {} if fields is None else dict(fields))
+            return self._fn(tokens, ctx, out)
+        except fn.OverBudget as over:
+            file, line, col = over.pos
+            out[OVER_BUDGET_FIELD] = f"{file}:{line}:{col}"
+            ctx.on_over_budget(over.pos)
+            return out
         except Exception as exc:
             ctx.on_error(RulesRuntimeError(self.source, 0, 0, f"internal error: {exc!r}"))
             return None
@@ -177,6 +198,8 @@ _NAMESPACE: Final[dict[str, object]] = {
     "_shr": fn.shr,
     "_scanformat": fn.scanformat,
     "_split_list": fn.split_list,
+    "_cap": fn.cap,
+    "_over": fn.over_budget,
     "_fin": _fin,
     "_details": _details,
     "_fail": _fail,

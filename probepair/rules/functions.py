@@ -1,6 +1,14 @@
 """Built-in functions and the runtime helpers that generated rules code calls.
 
-PURE (no clock reads: ``getdate`` goes through ``ctx.wall_clock``).
+PURE (no clock reads: ``getdate`` goes through ``ctx.wall_clock``, the rules-time
+budget through ``ctx.clock``).
+
+Cost: every helper is linear in its input, and no value grows without bound: a string
+longer than ``MAX_VALUE`` characters fails the statement that made it, an integer
+product outside 64 bits fails like C's would overflow. So a straight run of rules
+costs at most statements x linear work on at most ``MAX_VALUE`` characters; only the
+loops (``foreach``, the match loop of ``regreplace``) can repeat that, and they check
+the event's rules-time budget (``OverBudget``).
 
 ``BUILTINS`` is the one table of what a rules file may call: name -> (min arity,
 max arity, role). The compiler checks arity against it and turns each call into
@@ -22,15 +30,23 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, Protocol
 
 from probepair.rules.dates import format_ldml, parse_ldml, read_date
-from probepair.rules.patterns import Regex
+from probepair.rules.patterns import Regex, ResultTooLong
 from probepair.rules.patterns import cached as cached_regex
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "FATAL")
+
+
+class _Budgeted(Protocol):
+    """What a budgeted helper reads of the RulesContext."""
+
+    clock: Callable[[], float]
+    deadline: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +112,35 @@ class Fail(Exception):
         self.message = message
 
 
+MAX_VALUE: Final = 1 << 20  # characters a string value may have (a datagram: 64 KiB)
+_INT64: Final = 1 << 63
+
+
+class OverBudget(BaseException):
+    """The event used up its rules time (``RulesContext.deadline``) at ``pos``.
+
+    A BaseException so the per-statement ``except Exception`` of the generated code
+    cannot catch it: it ends the whole run, and ``Program.run`` delivers the fields
+    set so far with the marker field.
+    """
+
+    def __init__(self, pos: tuple[str, int, int]) -> None:
+        super().__init__(pos)
+        self.pos = pos
+
+
+def over_budget(pos: tuple[str, int, int]) -> None:
+    raise OverBudget(pos)
+
+
+def cap(text: str) -> str:
+    """``text``, or a failure when it is longer than ``MAX_VALUE``: a concatenation
+    repeated in a loop (``$a = $a + $a``) would otherwise double per iteration."""
+    if len(text) > MAX_VALUE:
+        raise Fail(f"string of {len(text)} characters, longer than the {MAX_VALUE} allowed")
+    return text
+
+
 # -- regular expressions ---------------------------------------------------------------
 
 def compile_regex(pattern: str) -> Regex:
@@ -120,10 +165,31 @@ def extract(regex: Regex, text: str) -> str:
     return regex.extract(text)
 
 
-def regreplace(regex: Regex, text: str, replacement: str) -> str:
-    """Replace every match; ``\\1`` in the replacement is the first group."""
+def regreplace(
+    regex: Regex,
+    text: str,
+    replacement: str,
+    ctx: _Budgeted | None = None,
+    pos: tuple[str, int, int] = ("", 0, 0),
+) -> str:
+    """Replace every match; ``\\1`` in the replacement is the first group.
+
+    The match loop is the one place in straight-line rules where one call can cost
+    more than linear time (``Regex.sub``), so it checks ``ctx``'s deadline as it goes;
+    the result is capped at ``MAX_VALUE``.
+    """
+    check = None
+    if ctx is not None and ctx.deadline != math.inf:
+        clock, deadline = ctx.clock, ctx.deadline
+
+        def check() -> None:
+            if clock() > deadline:
+                raise OverBudget(pos)
+
     try:
-        return regex.sub(text, replacement)
+        return regex.sub(text, replacement, check=check, limit=MAX_VALUE)
+    except ResultTooLong as exc:
+        raise Fail(f"regreplace: {exc}") from None
     except ValueError as exc:
         raise Fail(f"bad replacement {replacement!r}: {exc}") from None
 
@@ -177,7 +243,7 @@ def to_num(value: object) -> int | float:
 def add(a: object, b: object) -> object:
     """``+``: concatenates when either side is a string, else adds."""
     if isinstance(a, str) or isinstance(b, str):
-        return f"{a}{b}"
+        return cap(f"{a}{b}")
     return to_num(a) + to_num(b)
 
 
@@ -186,7 +252,12 @@ def sub(a: object, b: object) -> int | float:
 
 
 def mul(a: object, b: object) -> int | float:
-    return to_num(a) * to_num(b)
+    """Integers stay within 64 bits, as in OMNIbus: ``$x = $x * $x`` in a loop would
+    otherwise build numbers whose every product costs more than the last."""
+    product = to_num(a) * to_num(b)
+    if isinstance(product, int) and not -_INT64 <= product < _INT64:
+        raise Fail(f"integer overflow ({a!r} * {b!r})")
+    return product
 
 
 def div(a: object, b: object) -> int | float:
@@ -303,7 +374,7 @@ def nvp_add(base: str, pairs: tuple[object, ...]) -> str:
     items = dict(_nvp_items(base))
     for i in range(0, len(pairs) - 1, 2):
         items[str(pairs[i])] = _nvp_quote(pairs[i + 1])[1:-1]
-    return ";".join(f'{k}="{v}"' for k, v in items.items())
+    return cap(";".join(f'{k}="{v}"' for k, v in items.items()))
 
 
 def nvp_all(tokens: dict[str, object]) -> str:

@@ -31,6 +31,7 @@ match), the binding ~0.4 µs (bench/rules.py prints both figures).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from functools import lru_cache
@@ -47,6 +48,10 @@ _NOCAP.never_capture = True  # regmatch needs no groups: the DFA answers alone
 
 _UNANCHORED: Final = _re2.RE2.Anchor.UNANCHORED
 _ANCHOR_START: Final = _re2.RE2.Anchor.ANCHOR_START
+
+# Matches between two looks at the rules-time budget in ``Regex.sub``: a clock read
+# costs ~50 ns, one RE2 search from Python at least ~1 µs.
+CHECK_EVERY: Final = 16
 
 _SPACE: Final = r"\t\n\v\f\r "  # C isspace(), POSIX [:space:]
 
@@ -146,6 +151,10 @@ def _char_len(data: bytes, at: int) -> int:
     return 1 if b < 0xC0 else 2 if b < 0xE0 else 3 if b < 0xF0 else 4
 
 
+class ResultTooLong(ValueError):
+    """``Regex.sub`` would return more than its ``limit`` of characters."""
+
+
 class Regex:
     """A compiled rules regex. Every method runs in time linear in ``text``, except
     :meth:`sub`, which is linear per match (see its docstring)."""
@@ -231,18 +240,32 @@ class Regex:
             pos = end if end > start else end + (_char_len(data, end) if end < n else 1)
         return found
 
-    def sub(self, text: str, replacement: str) -> str:
+    def sub(
+        self,
+        text: str,
+        replacement: str,
+        *,
+        check: Callable[[], None] | None = None,
+        limit: int | None = None,
+    ) -> str:
         """Every match replaced; ``\\1`` or ``\\g<1>`` in ``replacement`` is a group.
 
         Each search is linear in the rest of the text, so the whole is linear in the
         text times the number of matches when a pattern keeps scanning far past its
         matches (``a(.*b)?`` on a long line of ``a``); with patterns that stop near
-        their matches (all practical ones) it is linear.
+        their matches (all practical ones) it is linear. So the match loop calls
+        ``check`` every ``CHECK_EVERY`` matches (the rules-time budget raises from
+        it), and a result longer than ``limit`` characters raises ResultTooLong.
+        Python's ``re`` runs it only where neither can matter: a proven-linear
+        pattern on a text short enough that no replacement can pass ``limit``.
 
         Raises:
             ValueError: a bad replacement (unknown escape, missing group).
+            ResultTooLong: the result would pass ``limit``.
         """
-        if self._py is not None:  # each search linear, and few scan far (see below)
+        if self._py is not None and (
+            limit is None or (len(text) + 1) * (2 * len(replacement) + 1) <= limit
+        ):
             try:
                 return self._py.sub(replacement, text)
             except (re.error, IndexError) as exc:
@@ -250,21 +273,32 @@ class Regex:
         template = _template(replacement, self.groups, tuple(self._index.items()))
         data = _encode(text)
         n = len(data)
+        most = math.inf if limit is None else 4 * limit  # bytes: UTF-8 has <= 4 a char
         out: list[bytes] = []
+        size = 0
+        matches = 0
         pos = last = 0
         while pos <= n:
             spans = self._re.Match(_UNANCHORED, data, pos, n)
             start, end = spans[0]
             if start < 0:
                 break
+            matches += 1
+            if check is not None and matches % CHECK_EVERY == 0:
+                check()
             out.append(data[last:start])
+            size += start - last
             for piece in template:
                 if isinstance(piece, bytes):
                     out.append(piece)
+                    size += len(piece)
                 else:
                     s, e = spans[piece]
                     if s >= 0:
                         out.append(data[s:e])
+                        size += e - s
+            if size > most:
+                raise ResultTooLong(f"result longer than {limit} characters")
             last = end
             if end > start:
                 pos = end
@@ -275,7 +309,10 @@ class Regex:
         if not out:
             return text
         out.append(data[last:])
-        return _decode(b"".join(out))
+        result = _decode(b"".join(out))
+        if limit is not None and len(result) > limit:
+            raise ResultTooLong(f"result of {len(result)} characters, longer than {limit}")
+        return result
 
 
 _TEMPLATE_ESCAPES: Final = {
