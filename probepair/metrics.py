@@ -111,6 +111,11 @@ class Metrics:
             "probepair_rules_reloads", "rules reloads, by result", ["result"], registry=r
         )
         self.rules_errors = Counter("probepair_rules_errors", "runtime errors in rules", registry=r)
+        self.rules_over_budget = Counter(
+            "probepair_rules_over_budget",
+            "events whose rules ran past RulesTimeBudget (delivered with @RulesOverBudget)",
+            registry=r,
+        )
         self.sink_errors = Counter("probepair_sink_errors", "failed sink deliveries", registry=r)
         self.sink_write_seconds = Histogram(
             "probepair_sink_write_seconds",

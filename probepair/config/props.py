@@ -153,6 +153,15 @@ class Props:
     Name: str = _prop(platform.node(), "name of this probe in metrics, status and self-events")
     RulesFile: str = _prop(SHIPPED_RULES, "rules file run on every event; '' = tokens as fields")
     Manager: str = _prop("probepair", "value of %Manager for the rules (OMNIbus: the probe name)")
+    # 20 ms: ~8x the worst the shipped rules cost on a 64 KiB line (2.3 ms, bench/rules.py)
+    # and ~10,000x a usual event, yet short enough that a pair's heartbeats (default
+    # BeatInterval 2 s) never wait for one event; a pair clamps it to BeatInterval / 8.
+    RulesTimeBudget: float = _prop(
+        20.0,
+        "milliseconds of rules time one event may use; past it the event is delivered with "
+        "the fields set so far and @RulesOverBudget; 0 = no budget (a pair: BeatInterval/8)",
+        low=0,
+    )
     FeedType: str = _prop("udp", "input feed: udp, tcp, file or stdin", choices=FEED_TYPES)
     FeedAddress: str = _prop("127.0.0.1", "address the udp/tcp feed listens on")
     FeedPort: int = _prop(

@@ -4,12 +4,23 @@ This is the per-event hot path, so it is one tight loop over each batch with eve
 lookup hoisted out of it. The rules hook is one call (``Program.run``); with no rules
 file the tokens themselves are the alert. The gate decides only whether the alert is
 written now or held by the standby slave (DESIGN.md "The data path").
+
+Rules time and the pair's liveness (README, theory of operation): heartbeats, acks
+and takeover timers run in other tasks of the same trio loop, so they wait for
+whatever this stage does between two schedule points. Two bounds keep that short
+whatever the events contain: each event's rules run stops at ``RulesTimeBudget``
+(checked in loops, see rules/compiler.py), and a batch is processed in slices of
+``RULES_SLICE`` with a checkpoint between them. So no task waits longer than a slice
+plus one event's budget plus one tokenisation (25 ms by default; a pair clamps the
+budget to BeatInterval / 8, which keeps the sum below BeatInterval / 4).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import platform
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -39,6 +50,29 @@ _LOG_LEVELS = {
     "FATAL": logging.CRITICAL,
 }
 ERROR_LOG_INTERVAL = 10.0  # seconds between logged rules runtime errors (all are counted)
+# Seconds of processing between two schedule points: ~2,500 usual events, so the
+# checkpoint costs nothing measurable, yet other tasks never wait much longer.
+RULES_SLICE = 0.005
+
+
+def rules_budget(props: Props) -> float:
+    """Seconds of rules time an event may use (math.inf: no budget).
+
+    A pair clamps ``RulesTimeBudget`` to BeatInterval / 8, with a warning: with a slice
+    and a tokenisation on top, a heartbeat then waits below BeatInterval / 4.
+    """
+    budget = props.RulesTimeBudget / 1000.0 if props.RulesTimeBudget else math.inf
+    if props.Mode != "standard":
+        bound = props.BeatInterval / 8
+        if budget > bound:
+            if budget != math.inf:
+                logger.warning(
+                    "RulesTimeBudget %g ms is more than BeatInterval / 8: using %g ms",
+                    props.RulesTimeBudget,
+                    bound * 1000,
+                )
+            budget = bound
+    return budget
 
 
 Tokeniser = Callable[[bytes, bool], dict[str, str]]
@@ -109,6 +143,7 @@ class Processor:
         gate: Gate,
         metrics: Metrics,
         wall_clock: Callable[[], float],
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.program = program
         self.gate = gate
@@ -117,6 +152,9 @@ class Processor:
         if props.FeedFormat == "json":
             self._tokenise = _counting_feed_managers(self._tokenise, metrics)
         self._last_error_log = -float("inf")
+        self._last_budget_log = -float("inf")
+        self._clock = clock
+        self.budget = rules_budget(props)
         self.ctx = None
         if program is not None:
             from probepair.rules import RulesContext
@@ -128,6 +166,8 @@ class Processor:
                 on_error=self._rules_error,
                 wall_clock=wall_clock,
                 hostname=platform.node(),
+                clock=clock,
+                on_over_budget=self._over_budget,
             )
 
     def _rules_log(self, level: str, message: str) -> None:
@@ -140,6 +180,20 @@ class Processor:
             self._last_error_log = now
             logger.warning(
                 "%s (further rules errors are counted, logged every %gs)", error, ERROR_LOG_INTERVAL
+            )
+
+    def _over_budget(self, pos: tuple[str, int, int]) -> None:
+        self._metrics.rules_over_budget.inc()
+        now = trio.current_time()
+        if now - self._last_budget_log >= ERROR_LOG_INTERVAL:
+            self._last_budget_log = now
+            logger.warning(
+                "%s:%d:%d: an event used up RulesTimeBudget (%g ms) here; delivered with "
+                "the fields set so far and @RulesOverBudget (further ones are counted, "
+                "logged every %gs)",
+                *pos,
+                self.budget * 1000,
+                ERROR_LOG_INTERVAL,
             )
 
     def _assigned(self) -> None:
@@ -190,6 +244,7 @@ class Processor:
                 fields: dict[str, object] | None = dict(ev.tokens)
             else:
                 assert self.ctx is not None
+                self.ctx.deadline = self._clock() + self.budget
                 fields = self.program.run(ev.tokens, self.ctx, ev.tokens)
                 if self.ctx.generated:
                     self._generated(ev.key, None, out.append)
@@ -200,8 +255,14 @@ class Processor:
 
     def process(self, batch: Batch) -> list[Item]:
         """The alerts of ``batch`` the gate lets through now, in order."""
+        out, _ = self.process_some(batch, math.inf)
+        return out
+
+    def process_some(self, batch: Batch, until: float) -> tuple[list[Item], Batch]:
+        """The alerts of the events of ``batch`` processed before ``until`` (on the
+        processor's clock; one event at least), and the events left for the next call."""
         if batch and batch[0].from_probe:
-            return self._self_events(batch)
+            return self._self_events(batch), []
         out: list[Item] = []
         append = out.append
         tokenise = self._tokenise
@@ -209,12 +270,15 @@ class Processor:
         gate = self.gate
         gate_event, now = gate.batch_event()
         discarded = 0
+        rest: Batch = []
         if program is None:
+            # Tokens as fields: linear in the record, and a batch is <= MAX_BATCH_BYTES.
             for ev in batch:
                 key = ev.key
                 payload = serialise(tokenise(ev.raw, True), key)
                 if gate_event is None or gate_event(key, payload, now):
                     append((key, payload))
+            done = len(batch)
         else:
             run = program.run
             split = program.needs_split
@@ -222,7 +286,16 @@ class Processor:
             assert ctx is not None
             assigned = ctx.assigned
             generated = ctx.generated
+            clock = self._clock
+            budget = self.budget
+            done = 0
             for ev in batch:
+                start = clock()  # the one clock read an event: budget and slice
+                if start >= until and done:
+                    rest = batch[done:]
+                    break
+                done += 1
+                ctx.deadline = start + budget
                 key = ev.key
                 fields = run(tokenise(ev.raw, split), ctx)
                 if assigned:
@@ -235,21 +308,31 @@ class Processor:
                 payload = serialise(fields, key)
                 if gate_event is None or gate_event(key, payload, now):
                     append((key, payload))
-        self._metrics.events_received.inc(len(batch))
+        self._metrics.events_received.inc(done)
         if discarded:
             self._metrics.events_discarded.labels(reason="rules").inc(discarded)
-        return out
+        return out, rest
 
     async def run(
         self,
         recv: ReceiveEnd[Batch],
         send: SendEnd[list[Item]],
     ) -> None:
-        """Process until ``recv`` ends; the caller closes ``send``."""
+        """Process until ``recv`` ends; the caller closes ``send``.
+
+        A batch is worked in slices of RULES_SLICE with a checkpoint between them, so
+        heartbeats and timers never wait for a whole batch of costly events.
+        """
+        clock = self._clock
         async for batch in recv:  # each receive is a schedule point
-            out = self.process(batch)
-            if out:
-                try:
-                    send.send_nowait(out)  # saves the scheduler a round per batch
-                except trio.WouldBlock:
-                    await send.send(out)
+            rest = batch
+            while True:
+                out, rest = self.process_some(rest, clock() + RULES_SLICE)
+                if out:
+                    try:
+                        send.send_nowait(out)  # saves the scheduler a round per batch
+                    except trio.WouldBlock:
+                        await send.send(out)
+                if not rest:
+                    break
+                await trio.lowlevel.checkpoint()
