@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import math
 import pstats
 import re
 import signal
@@ -139,8 +140,9 @@ CATASTROPHIC = [
 ]
 
 
-class _Overdue(Exception):
-    pass
+class _Overdue(BaseException):
+    """Raised by the alarm; a BaseException so no ``except Exception`` in the rules
+    runtime (which reports and goes on) mistakes it for a rules error."""
 
 
 def _capped(f: object) -> float | None:
@@ -238,6 +240,8 @@ def worst_case(program: object, ctx: RulesContext) -> None:
     for label, ours, peer in builtins:
         _row(label, _max_us(ours), _capped(peer) if peer is not None else "-")
 
+    budgeted(ctx)
+
     print("\nper call, the shipped rules' patterns on a 100-char message (µs):")
     print(f"  {'pattern':<44} {'re':>8} {'RE2':>8} {'re2 module':>11} {'rules use':>10}")
     import re2  # the wrapper, for comparison only
@@ -256,6 +260,47 @@ def worst_case(program: object, ctx: RulesContext) -> None:
             costs.append((time.perf_counter() - start) / n * 1e6)
         print(f"  {pattern!r:<44} {costs[0]:>8.2f} {costs[1]:>8.2f} {costs[2]:>11.2f}"
               f" {costs[3]:>10.2f}  ({'re' if used.backtracking else 'RE2'})")
+
+
+BUDGET = 0.020  # seconds: the default RulesTimeBudget
+
+# Rules that repeat work on a hostile line: the loops and regreplace's match loop.
+COSTLY = {
+    "regreplace 'a(.*b)?', 64 KiB of 'a'": (
+        '@B = regreplace($Message, "a(.*b)?", "x")', "a" * 64 * KIB),
+    "nested foreach, 32K words": (
+        "array w;\n$n = split($Message, w, \" \")\n"
+        "foreach (i in w) { foreach (j in w) { @P = w[j] } }", "a " * 32 * KIB),
+    "foreach nvp_add, 32K words": (
+        'array w;\n$n = split($Message, w, " ")\n'
+        'foreach (i in w) { @E = nvp_add(@E, w[i], $Message) }', "a " * 32 * KIB),
+    "$s = $s + $s in a foreach (1 MiB cap)": (
+        'array w;\n$n = split($Message, w, " ")\n$s = $Message\n'
+        "foreach (i in w) { $s = $s + $s }\n@L = length($s)", "a " * 32 * KIB),
+    "$x = $x * $x in a foreach (64-bit cap)": (
+        'array w;\n$n = split($Message, w, " ")\n$x = 3\n'
+        "foreach (i in w) { $x = $x * $x + 1 }", "a " * 32 * KIB),
+}
+
+
+def budgeted(ctx: RulesContext) -> None:
+    """What each costly construct costs with the default budget and without one."""
+    print(f"  {'rules that repeat work, RulesTimeBudget 20 ms':<52} {'budget µs':>12} "
+          f"{'none µs':>14}")
+    ctx.clock = time.perf_counter
+    for label, (text, message) in COSTLY.items():
+        prog = compile_rules(text, source="<bench>")
+        tokens = {"Message": message}
+
+        def once(prog: object = prog, tokens: dict[str, str] = tokens,
+                 budget: float = BUDGET) -> None:
+            ctx.deadline = time.perf_counter() + budget
+            prog.run(tokens, ctx)  # type: ignore[attr-defined]
+
+        ours = _max_us(once)
+        peer = _capped(lambda once=once: once(budget=math.inf))
+        _row(label, ours, peer)
+    ctx.deadline = math.inf
 
 
 def _fails(f: object) -> None:
