@@ -30,7 +30,7 @@ from typing import Final
 from probepair.errors import RulesCompileError
 from probepair.rules import ast, calls
 from probepair.rules.frontend import DEFAULT_TABLE, Resolved
-from probepair.rules.functions import compile_regex, number
+from probepair.rules.functions import MAX_VALUE, compile_regex, number
 
 _DIRECT_CMP: Final = {"==": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
 _CMP_HELPER: Final = {"==": "_eq", "!=": "_ne", "<": "_lt", ">": "_gt", "<=": "_le", ">=": "_ge"}
@@ -242,7 +242,9 @@ class Codegen:
         capped = sum(not isinstance(p, ast.Str) for p in parts) >= 2
         if capped:
             self.may_fail = True
-        return f"_cap({self._concat(parts, codes)})" if capped else self._concat(parts, codes)
+        code = self._concat(parts, codes)
+        # inline, ~20 ns an event less than a call: _cap only raises the failure
+        return f"(_s if len(_s := {code}) <= {MAX_VALUE} else _cap(_s))" if capped else code
 
     def _concat(self, parts: list[ast.Expr], codes: list[Code]) -> str:
         if all(t == "str" for _, t in codes):
