@@ -305,3 +305,32 @@ def test_the_client_refuses_a_nested_answer(tmp_path: Path) -> None:
         with pytest.raises(ControlError, match=r"expected a JSON answer, got b'\[\[\["):
             request(str(path), "status")
         thread.join()
+
+
+class _UmaskSeen(trio.abc.Instrument):
+    """Reads the process umask before every task step."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def before_task_step(self, task: object) -> None:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        self.seen.add(mask)
+
+
+async def test_no_task_runs_under_the_control_sockets_umask(tmp_path: Path) -> None:
+    """The umask is process-wide: held across an await, another task creating a file
+    would get the socket's 0600-style mode (issue 20, runtime hygiene)."""
+    path = tmp_path / "c.sock"
+    seen = _UmaskSeen()
+    mask = os.umask(0o022)
+    os.umask(mask)
+    trio.lowlevel.add_instrument(seen)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_control, str(path), _handler)
+            nursery.cancel_scope.cancel()
+    finally:
+        trio.lowlevel.remove_instrument(seen)
+    assert seen.seen == {mask}

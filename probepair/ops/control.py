@@ -235,7 +235,7 @@ def _remove_stale(path: str) -> None:
 
 @contextlib.contextmanager
 def _umask(mask: int) -> Iterator[None]:
-    # The umask is process-wide; the probe has no other threads creating files meanwhile.
+    # Process-wide: hold it only around synchronous calls (no await inside).
     old = os.umask(mask)
     try:
         yield
@@ -270,14 +270,17 @@ async def serve_control(
             "have; set a shorter ControlSocket",
         )
     _remove_stale(path)
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Bound synchronously: the umask is process-wide, so it must not be held across an
+    # await (another task creating a file meanwhile would get the socket's mode).
+    plain = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         with _umask(0o777 & ~SOCKET_MODE):
-            await sock.bind(path)
+            plain.bind(path)
         os.chmod(path, SOCKET_MODE)
-        sock.listen(16)
+        plain.listen(16)
+        sock = trio.socket.from_stdlib_socket(plain)
     except OSError as exc:
-        sock.close()
+        plain.close()
         raise ControlError(
             path, f"cannot create the control socket: {exc.strerror or exc}"
         ) from None
