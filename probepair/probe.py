@@ -456,6 +456,7 @@ class Probe:
                     pipeline.start_soon(process, name="rules")
                     pipeline.start_soon(self._self_events, feed_send.clone(), name="self-events")
                     feed_address = await pipeline.start(self._run_feed, feed_send)
+                    feed_bound_at = trio.current_time()
                     self.addresses["feed"] = self._format(feed_address)
                     if self.driver is not None:
                         self.readiness = self._readiness(self.driver)
@@ -475,9 +476,10 @@ class Probe:
                         # first heartbeat stops the active slave forwarding, so every event
                         # from then on must reach this probe too. The slave's feed may
                         # still hold up to BatchLatency of datagrams read before our first
-                        # heartbeat (and held, not forwarded, after it): wait that long, so
-                        # those reached our feed as well.
-                        await trio.sleep(props.BatchLatency / 1000.0)
+                        # heartbeat (and held, not forwarded, after it): so our feed must
+                        # have been bound that long before we beat (a time condition on
+                        # the peer's feed, which no event here can signal).
+                        await trio.sleep_until(feed_bound_at + props.BatchLatency / 1000.0)
                         host, port = await outer.start(link.serve)
                         self.addresses["heartbeat"] = f"{host}:{port}"
                         await outer.start(self.driver.run)
@@ -494,7 +496,10 @@ class Probe:
                 if self.driver is not None:
                     # Everything is delivered; let the last deliveries be acked to the peer
                     # (the driver still runs), so it does not send them again on takeover.
-                    await trio.sleep(2 * props.AckInterval)
+                    # The driver sends them within AckInterval (a send that fails counts
+                    # as sent: the peer is gone); the old fixed wait is the bound.
+                    with trio.move_on_after(2 * props.AckInterval):
+                        await self.driver.acks_sent()
                 outer.cancel_scope.cancel(reason="pipeline drained")
         finally:
             if spool is not None:

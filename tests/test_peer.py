@@ -119,6 +119,31 @@ async def test_delivered_wakes_the_loop_for_the_ack(
         nursery.cancel_scope.cancel()
 
 
+async def test_acks_sent_returns_once_the_deliveries_are_acked_to_the_peer(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A stopping probe waits for this instead of a fixed 2 x AckInterval."""
+    net = memory_link_pair()
+    driver = PeerDriver(machine(Mode.MASTER, 1, failback=Failback.IMMEDIATE), net.a, SECRET)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        await nursery.start(driver.run)
+        await trio.sleep(0.5)
+        with trio.fail_after(0.001):
+            await driver.acks_sent()  # nothing delivered: at once
+        driver.delivered([key_of(b"a")])
+        assert driver.machine.acks_pending
+        await driver.acks_sent()
+        assert trio.current_time() == pytest.approx(0.6)  # 0.5 + AckInterval
+        assert not driver.machine.acks_pending
+        keys: list[bytes] = []
+        with trio.move_on_after(1.0):
+            while not keys:
+                msg = decode((await net.b.receive())[0], SECRET)
+                keys = list(getattr(msg, "keys", ()))
+        assert keys == [key_of(b"a")]
+        nursery.cancel_scope.cancel()
+
+
 async def test_request_mode_is_performed_at_once(
         autojump_clock: trio.testing.MockClock) -> None:
     net = memory_link_pair()

@@ -202,6 +202,11 @@ class MachineState:
         return self._beat_interval
 
     @property
+    def acks_pending(self) -> bool:
+        """True while deliveries wait to be acked to the peer (sent within ack_interval)."""
+        return bool(self._pending_acks)
+
+    @property
     def peer_last_heard(self) -> float | None:
         """When the last fresh datagram from the peer arrived (None: never)."""
         return self._peer_last_heard

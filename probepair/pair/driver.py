@@ -179,6 +179,7 @@ class PeerDriver:
         self.guard = ReplayGuard(machine.config.boot_id)
         self._pending: list[Action] = []
         self._wake = trio.Event()
+        self._performed = trio.Event()  # set after each round of the drive loop
         self._log = _RateLimitedLog(log_interval)
         self._new_boot = _Budget(NEW_BOOT_MACS, NEW_BOOT_BURST)
 
@@ -258,6 +259,14 @@ class PeerDriver:
                 machine.feed_idle(self.feed_idle())
             actions += machine.tick(trio.current_time())
             await self._perform(actions)
+            self._performed.set()
+            self._performed = trio.Event()
+
+    async def acks_sent(self) -> None:
+        """Return once every delivery the sink acknowledged so far was acked to the peer
+        (callers bound the wait: the drive loop sends acks within AckInterval)."""
+        while self.machine.acks_pending:
+            await self._performed.wait()
 
     async def _receive_loop(self) -> NoReturn:
         machine, observer = self.machine, self.observer
