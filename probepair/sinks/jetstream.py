@@ -125,7 +125,15 @@ class Publisher:
     Every method runs on the publisher's asyncio loop (the bridge's thread).
     """
 
-    def __init__(self, props: Props, servers: list[str], name: str) -> None:
+    def __init__(
+        self,
+        props: Props,
+        servers: list[str],
+        name: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # Log rate limits and the stream lookup's retry interval only: no protocol timer.
+        self._clock = clock
         self.servers = servers
         self.subject = props.SinkSubject
         self.stream = props.SinkStream
@@ -148,7 +156,7 @@ class Publisher:
     # -- connection ---------------------------------------------------------------------
 
     def _log_limited(self, message: str, *args: object) -> None:
-        now = time.monotonic()  # rate limit for log lines only; never a protocol timer
+        now = self._clock()
         if now - self._last_log >= LOG_INTERVAL:
             self._last_log = now
             logger.warning(message, *args)
@@ -261,7 +269,7 @@ class Publisher:
 
     async def _look_up_stream(self) -> None:
         """ensure_stream() once; when the API does not answer, publish meanwhile."""
-        now = time.monotonic()  # a retry interval for a lookup, not a protocol timer
+        now = self._clock()
         if self.stream_window is not None or now < self._lookup_after:
             return
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -102,7 +103,8 @@ def _column_value(value: object) -> object:
 
 
 class SqliteSink:
-    def __init__(self, props: Props) -> None:
+    def __init__(self, props: Props, wall_clock: Callable[[], float] = time.time) -> None:
+        self._wall_clock = wall_clock  # row timestamps (delivered_at), not a timer
         self._sync_mode = props.SinkSync
         if not props.SinkDatabase:
             raise SinkError("sqlite", "SinkType 'sqlite' needs SinkDatabase")
@@ -130,7 +132,7 @@ class SqliteSink:
                 raise SinkError(self.name, f"cannot open database: {exc}") from None
 
     def _deliver_sync(self, db: sqlite3.Connection, items: list[Item]) -> None:
-        now = time.time()  # wall clock: a row timestamp, not a timer
+        now = self._wall_clock()
         db.execute("BEGIN IMMEDIATE")
         try:
             for key, payload in items:
