@@ -5,7 +5,9 @@ One probe (UDP syslog feed, the shipped rules/syslog.rules, file sink) and rsysl
 sender (bench/udpflood.c, sendmmsg) at full speed and at a paced rate. Prints events/s
 written, kernel drops and the ratio probepair/rsyslog. Loopback only, bounded in count.
 
-    .venv/bin/python bench/throughput.py [--events 300000] [--rate 100000]
+    .venv/bin/python bench/throughput.py [--events 300000] [--rate 100000] [--batch-latency MS]
+
+``--batch-latency`` passes ``--batchlatency MS`` to the probe (left out: the default).
 
 Needs gcc (for the sender) and rsyslog (apt-get install rsyslog) for the comparison.
 """
@@ -151,6 +153,8 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--rate", type=float, default=100_000, help="paced run rate (events/s)")
     ap.add_argument("--no-rsyslog", action="store_true", help="measure the probe only")
+    ap.add_argument("--batch-latency", type=float, default=None, metavar="MS",
+                    help="the probe's BatchLatency (default: the probe's own)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="probepair-bench-"))
     try:
@@ -166,6 +170,8 @@ def main() -> int:
             cmd = [sys.executable, "-m", "probepair", "run", "--feedport", str(port),
                    "--sinkfile", str(out), "--storeandforward", "false",
                    "--rulesfile", str(ROOT / "rules" / "syslog.rules"), "--name", "bench"]
+            if args.batch_latency is not None:
+                cmd += ["--batchlatency", f"{args.batch_latency:g}"]
             p = measure("probepair", cmd, port, out, flood, lines, args.events, rate, work)
             r = None
             if Path(rsyslogd).exists() and not args.no_rsyslog:
