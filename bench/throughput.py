@@ -3,9 +3,13 @@
 One probe (UDP syslog feed, the shipped rules/syslog.rules, file sink) and rsyslog
 (imudp -> omfile with a JSON template) each receive the same N datagrams from a C
 sender (bench/udpflood.c, sendmmsg) at full speed and at a paced rate. Prints events/s
-written, kernel drops and the ratio probepair/rsyslog. Loopback only, bounded in count.
+written, kernel drops, the receive queue (mean and peak of 5 ms samples while sending,
+in skb bytes: ~830 a datagram here) and the ratio probepair/rsyslog. Loopback only,
+bounded in count.
 
-    .venv/bin/python bench/throughput.py [--events 300000] [--rate 100000]
+    .venv/bin/python bench/throughput.py [--events 300000] [--rate 100000] [--batch-latency MS]
+
+``--batch-latency`` passes ``--batchlatency MS`` to the probe (left out: the default).
 
 Needs gcc (for the sender) and rsyslog (apt-get install rsyslog) for the comparison.
 """
@@ -65,6 +69,16 @@ def udp_drops(port: int) -> int:
     return 0
 
 
+def udp_queued(port: int) -> int:
+    """Bytes queued (skb truesize) in the socket bound to 127.0.0.1:port now."""
+    want = f"0100007F:{port:04X}"
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        cols = line.split()
+        if cols[1] == want:
+            return int(cols[4].partition(":")[2], 16)
+    return 0
+
+
 def count_lines(path: Path) -> int:
     try:
         with path.open("rb") as f:
@@ -100,8 +114,16 @@ def measure(name: str, start_cmd: list[str], port: int, out: Path, flood: Path, 
         before = count_lines(out)
         cpu0 = cpu_seconds(proc.pid)
         t0 = time.monotonic()
-        sent_out = subprocess.run([str(flood), str(port), str(events), str(lines), str(rate)],
-                                  capture_output=True, text=True, check=True).stdout.split()
+        sender = subprocess.Popen([str(flood), str(port), str(events), str(lines), str(rate)],
+                                  stdout=subprocess.PIPE, text=True)
+        queued = []  # the socket's receive queue, sampled while the sender runs
+        while sender.poll() is None:
+            queued.append(udp_queued(port))
+            time.sleep(0.005)
+        stdout, _ = sender.communicate()
+        if sender.returncode:
+            raise SystemExit(f"{flood} failed: {sender.returncode}")
+        sent_out = stdout.split()
         sent, send_time = int(sent_out[0]), float(sent_out[1])
         last, last_t = count_lines(out), time.monotonic()
         while time.monotonic() - last_t < 1.0:  # until the output stops growing for 1 s
@@ -124,7 +146,9 @@ def measure(name: str, start_cmd: list[str], port: int, out: Path, flood: Path, 
     return {"sent": sent, "send_rate": sent / send_time, "written": written,
             "rate": written / elapsed if elapsed > 0 else 0.0, "drops": drops,
             "lost_pct": 100.0 * (sent - written) / sent,
-            "cpu_us": 1e6 * cpu / written if written else 0.0}
+            "cpu_us": 1e6 * cpu / written if written else 0.0,
+            "queue_mean": sum(queued) / len(queued) if queued else 0.0,
+            "queue_max": max(queued, default=0)}
 
 
 def rsyslog_conf(work: Path, port: int, out: Path) -> Path:
@@ -151,6 +175,8 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--rate", type=float, default=100_000, help="paced run rate (events/s)")
     ap.add_argument("--no-rsyslog", action="store_true", help="measure the probe only")
+    ap.add_argument("--batch-latency", type=float, default=None, metavar="MS",
+                    help="the probe's BatchLatency (default: the probe's own)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="probepair-bench-"))
     try:
@@ -166,6 +192,8 @@ def main() -> int:
             cmd = [sys.executable, "-m", "probepair", "run", "--feedport", str(port),
                    "--sinkfile", str(out), "--storeandforward", "false",
                    "--rulesfile", str(ROOT / "rules" / "syslog.rules"), "--name", "bench"]
+            if args.batch_latency is not None:
+                cmd += ["--batchlatency", f"{args.batch_latency:g}"]
             p = measure("probepair", cmd, port, out, flood, lines, args.events, rate, work)
             r = None
             if Path(rsyslogd).exists() and not args.no_rsyslog:
@@ -176,7 +204,7 @@ def main() -> int:
                 r = measure("rsyslog", cmd, port, out, flood, lines, args.events, rate, work)
             results.append((label, p, r))
         print(f"{'run':<18}{'who':<11}{'sent/s':>11}{'written/s':>11}{'written':>9}"
-              f"{'drops':>8}{'lost %':>8}{'cpu µs/ev':>10}")
+              f"{'drops':>8}{'lost %':>8}{'cpu µs/ev':>10}{'queue KiB mean/max':>20}")
         for label, p, r in results:
             for who, m in (("probepair", p), ("rsyslog", r)):
                 if m is None:
@@ -184,7 +212,8 @@ def main() -> int:
                     continue
                 print(f"{label:<18}{who:<11}{m['send_rate']:>11,.0f}{m['rate']:>11,.0f}"
                       f"{m['written']:>9,.0f}{m['drops']:>8,.0f}{m['lost_pct']:>8.1f}"
-                      f"{m['cpu_us']:>10.2f}")
+                      f"{m['cpu_us']:>10.2f}"
+                      f"{m['queue_mean'] / 1024:>12,.0f} / {m['queue_max'] / 1024:>5,.0f}")
             if r is not None and r["rate"]:
                 print(f"{label:<18}{'ratio':<11}{'':>11}{p['rate'] / r['rate']:>11.2f}"
                       "  (probepair / rsyslog, events written per second)")

@@ -189,6 +189,56 @@ async def test_the_window_shrinks_to_what_gathers_a_full_batch(
         nursery.cancel_scope.cancel()
 
 
+async def test_the_window_is_sized_from_every_drain_since_the_last_sleep(
+    mock_clock: MockClock, wall_clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sustained rate whose windows take several drains, the last one short (at 100k/s
+    # a 10 ms window is 1,000+ datagrams in drains of 512). Sized from that last drain,
+    # the window snapped back to the full BatchLatency (or went idle on a last drain of
+    # one) and the socket queued a whole window each time. Here 4 datagrams a drain, a
+    # target of 5, and times that are exact in binary (125 ms, 1/1024 s).
+    monkeypatch.setattr(udp, "MAX_BATCH", 4)
+    monkeypatch.setattr(udp, "MIN_BATCH", 4)
+    monkeypatch.setattr(udp, "BATCH_TARGET", 5)
+    feed = UdpFeed(make(BatchLatency=125), wall_clock)
+    send, recv = trio.open_memory_channel[Batch](16)
+    tick = 2.0**-10
+
+    async def window_brings(first: int, last: int, seconds: float) -> list[list[bytes]]:
+        """Send datagrams ``first`` to ``last`` now; nothing goes on before ``seconds``."""
+        for i in range(first, last + 1):
+            await sock.sendto(str(i).encode(), address)
+        await wait_all_tasks_blocked()
+        mock_clock.jump(seconds - tick)
+        await wait_all_tasks_blocked()
+        assert pending(recv) == []
+        mock_clock.jump(tick)
+        await wait_all_tasks_blocked()
+        return pending(recv)
+
+    def drains(*sizes: int, first: int) -> list[list[bytes]]:
+        batches = []
+        for size in sizes:
+            batches.append([str(i).encode() for i in range(first, first + size)])
+            first += size
+        return batches
+
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(feed.run, send)
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            # The first datagram wakes the feed from idle: a full window, 10 in it.
+            assert await window_brings(0, 9, 0.125) == drains(4, 4, 2, first=0)
+            # 10 in 125 ms although the last drain held 2: 5 take 62.5 ms.
+            assert await window_brings(10, 19, 0.0625) == drains(4, 4, 2, first=10)
+            # 10 in 62.5 ms: 5 take 31.25 ms, and at that rate the window stays there,
+            # although each last drain holds a single datagram.
+            for first in (20, 25, 30):
+                assert await window_brings(first, first + 4, 0.03125) == drains(
+                    4, 1, first=first
+                )
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_backlog_found_on_waking_goes_on_at_once(
     mock_clock: MockClock, wall_clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

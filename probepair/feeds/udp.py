@@ -110,8 +110,8 @@ class UdpFeed:
         # per event (~100 µs of CPU an event at 1k/s). Instead the socket is the
         # buffer: after a drain that emptied it, the feed sleeps for ``latency`` and
         # drains again, so whatever arrived meanwhile (it waited at most ``latency``)
-        # goes on as one batch, one wake-up per batch. While batches hold several
-        # datagrams the feed keeps polling like that; once one holds a single datagram
+        # goes on as one batch, one wake-up per batch. While windows bring several
+        # datagrams the feed keeps polling like that; once one brings a single datagram
         # or none, it waits for readability again (an idle probe costs nothing), reads
         # what is there and, unless that is a backlog (a burst, a stall: drained and
         # handed on at once), waits ``latency`` for company. At higher rates the
@@ -119,6 +119,15 @@ class UdpFeed:
         # holds datagrams after a drain (a burst, a backlog) is drained again at once:
         # floods are batched by size, as before. Only this task sleeps: heartbeats,
         # failover timers, acks and takeover flushes run meanwhile.
+        #
+        # What a window brought is everything read between finding the socket empty
+        # (``opened_at``: the feed began to sleep, or woke from idle) and finding it
+        # empty again: ``gathered`` datagrams over all the drains of up to ``count``
+        # each, in ``drained_at - opened_at``. Both the rate and the idle check use
+        # that whole count. Taken from the last drain alone (a short remainder after
+        # MAX_BATCH-sized ones), a window at 100k/s snapped back towards ``latency``
+        # or even to idle, the socket queued a full window each time (1-2 MB) and
+        # the kernel dropped at 100-130k/s.
         recv = sock.recv
         keys = self._keys.keys
         now = trio.current_time
@@ -126,11 +135,14 @@ class UdpFeed:
         latency = window = self._latency
         held: list[bytes] = []  # read on waking from idle, waiting out the window
         count = MAX_BATCH  # datagrams a batch may hold: fewer when they are long
+        gathered = 0  # datagrams read since opened_at, over every drain
+        opened_at = now()  # when the socket was last found empty and the feed waited
         while True:
             raws, held = held, []
             self._held = held
             empty = _drain(recv, raws, max(0, count - len(raws)))
             drained_at = now()
+            gathered += len(raws)
             if raws:
                 # Long datagrams make short batches (sized from the last batch, so the
                 # drain stays recv + append): about MAX_BATCH_BYTES a batch (issue 9).
@@ -151,19 +163,24 @@ class UdpFeed:
                 await trio.lowlevel.checkpoint()
                 continue
             if not latency:
+                gathered = 0
                 await trio.lowlevel.wait_readable(sock)
                 continue
-            if len(raws) < 2:
+            if gathered < 2:
                 await trio.lowlevel.wait_readable(sock)
                 drained_at = now()
                 window = latency
-                if not _drain(recv, held, count):
-                    continue  # a backlog (a burst, a stall): no reason to wait
+                backlog = not _drain(recv, held, count)
             else:
-                # The last window brought len(raws) datagrams: the next one need only
-                # be long enough for BATCH_TARGET at that rate (never longer than
+                # The last window brought ``gathered`` datagrams in the time since
+                # ``opened_at`` (the sleep and the drains): the next one need only be
+                # long enough for BATCH_TARGET at that rate (never longer than
                 # ``latency``). Waiting for more would add latency, not save CPU.
-                window = min(latency, window * BATCH_TARGET / len(raws))
+                window = min(latency, BATCH_TARGET * (drained_at - opened_at) / gathered)
+                backlog = False
+            gathered, opened_at = 0, drained_at
+            if backlog:
+                continue  # a backlog (a burst, a stall): no reason to wait
             try:
                 await trio.sleep_until(drained_at + window)
             except trio.Cancelled:
