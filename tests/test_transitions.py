@@ -42,7 +42,7 @@ def test_every_role_and_trigger_moves_as_the_table_says(role: Role, trigger: Tri
     m = machine_in(role)
     now = m.next_deadline() - 0.05 if role is not Role.STANDARD else 1.0
     actions: list[Action] = []
-    moved = m._fire(trigger, "walk", now, actions)
+    moved = m.roles.fire(trigger, "walk", now, actions)
     target = next_role(role, trigger)
     changed = [a for a in actions if isinstance(a, RoleChanged)]
     if target is None:
@@ -57,8 +57,27 @@ def test_every_role_and_trigger_moves_as_the_table_says(role: Role, trigger: Tri
 def test_step_down_hands_over_only_when_the_table_allows(role: Role) -> None:
     m = machine_in(role)
     actions: list[Action] = []
-    m._step_down(Trigger.SINK_FAILING, "walk", HandoverReason.SINK, 0.5, actions)
+    m.roles.step_down(Trigger.SINK_FAILING, "walk", HandoverReason.SINK, 0.5, actions)
     if next_role(role, Trigger.SINK_FAILING) is None:
         assert (m.role, actions) == (role, [])
     else:
         assert m.role is Role.SLAVE_STANDBY and m.handing_over
+
+
+@pytest.mark.parametrize("role", [r for r in Role if r is not Role.STANDARD],
+                         ids=lambda r: r.value)
+def test_datagram_builders_are_pure_functions_of_the_state(role: Role) -> None:
+    """sending.heartbeat/ack read the state and change nothing: what a datagram says is
+    decided in one place, and building it twice gives the same datagram."""
+    from probepair.failover.sending import ack, heartbeat
+    from probepair.failover.wire import Flag
+
+    m = machine_in(role)
+    before = (m.seq, m.role, m.epoch, m.next_deadline(), m.acks_pending)
+    hb = heartbeat(m, 99, Flag.IDLE, 5.0)
+    assert hb == heartbeat(m, 99, Flag.IDLE, 5.0)
+    assert (hb.seq, hb.role, hb.epoch, hb.flags) == (99, role, m.epoch, Flag.IDLE)
+    a = ack(m, 100, 7, (b"k" * 8,))
+    assert a == ack(m, 100, 7, (b"k" * 8,))
+    assert (a.seq, a.serial, a.keys, a.role) == (100, 7, (b"k" * 8,), role)
+    assert (m.seq, m.role, m.epoch, m.next_deadline(), m.acks_pending) == before

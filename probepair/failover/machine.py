@@ -20,9 +20,9 @@ handover drain and give-up, the ack-hole skip, and ``stall_at`` (an active maste
 a bound late). Each timer that runs is re-armed or cleared, so after any input at ``t``,
 ``next_deadline() > t`` (a timer left due would busy-loop the runtime).
 
-The table. A timer or a fresh datagram becomes a ``Trigger``; ``_fire`` looks the
+The table. A timer or a fresh datagram becomes a ``Trigger``; ``RoleLogic.fire`` looks the
 (role, trigger) pair up in ``transitions.ROLE_TRANSITIONS`` (the single decision point)
-and ``_set_role`` (the single effect point) emits ``RoleChanged``, flushes the buffer on
+and ``RoleLogic.set_role`` (the single effect point) emits ``RoleChanged``, flushes the buffer on
 activation and beats at once. A pair absent from the table is refused::
 
     slave-standby   SILENCE -> slave-active     REQUEST_MASTER -> master
@@ -46,7 +46,7 @@ steps down (``LOST_VERDICT``) without a negotiation that a partition could inter
 Why this order: an explicit switch (``request_mode``, epoch + 1) is the newest intent;
 a silence takeover never increments the epoch, so the configured master wins when the
 link returns. The one rule outside the table is the epoch rule
-(``PeerInput._adopt_opposite_mode``): a heartbeat at a higher epoch makes us adopt it
+(``PeerInputs.adopt_opposite_mode``): a heartbeat at a higher epoch makes us adopt it
 and take the mode opposite to the sender's, which depends on the sender's role and
 flags rather than on a trigger alone.
 """
@@ -55,16 +55,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from probepair.failover.peerinput import PeerInput
+from probepair.failover.peerinput import PeerInputs
+from probepair.failover.roles import RoleLogic
+from probepair.failover.sending import Outbox
 from probepair.failover.state import (
     _ECHO_REFRESH,
     ACTIVE_ROLES,
     INF,
     Draining,
+    MachineState,
 )
 from probepair.failover.transitions import Trigger
 from probepair.failover.types import (
     Action,
+    FailoverConfig,
     HandoverReason,
     Mode,
     Rejected,
@@ -75,13 +79,25 @@ from probepair.failover.wire import Ack, Flag, Heartbeat
 __all__ = ["ACTIVE_ROLES", "FailoverMachine"]
 
 
-class FailoverMachine(PeerInput):
+class FailoverMachine(MachineState):
     """One probe's side of the pair. See the package docstring for the rules.
 
     Args:
         config: the failover settings.
         now: the current time; the first heartbeat is due at ``now``.
+
+    The machine is its state (MachineState: the fields and their read-only view) plus
+    the inputs below; the behaviour behind the inputs lives in three components over
+    that state, each in its own module: ``out`` (sending.Outbox: every datagram),
+    ``roles`` (roles.RoleLogic: timers, the role table, handover, sink health, gap
+    fill) and ``peer_in`` (peerinput.PeerInputs: what a fresh datagram changes).
     """
+
+    def __init__(self, config: FailoverConfig, *, now: float) -> None:
+        super().__init__(config, now=now)
+        self.out = Outbox(self)
+        self.roles = RoleLogic(self, self.out)
+        self.peer_in = PeerInputs(self, self.out, self.roles)
 
     def event(self, key: bytes, payload: bytes, now: float) -> bool:
         """An event arrived: True means forward ``payload`` to the sink now.
@@ -149,7 +165,7 @@ class FailoverMachine(PeerInput):
     def tick(self, now: float) -> list[Action]:
         """Run the timers due at ``now``."""
         actions: list[Action] = []
-        self._run_timers(now, actions)
+        self.roles.run_timers(now, actions)
         return actions
 
     def receive(self, msg: Heartbeat | Ack, now: float) -> list[Action]:
@@ -162,7 +178,7 @@ class FailoverMachine(PeerInput):
         actions: list[Action] = []
         if self._role is Role.STANDARD:
             return actions
-        self._run_timers(now, actions)
+        self.roles.run_timers(now, actions)
         self._fresh.heard(msg.boot_id, msg.seq)
         age = self._fresh.age(msg.echo_boot, msg.echo_seq, now)
         bound = self._bound()
@@ -174,21 +190,21 @@ class FailoverMachine(PeerInput):
         if isinstance(msg, Heartbeat) and msg.flags & Flag.ECHO_REQUEST and fresh:
             # Answer fresh requests only: stale ones queued during a stall must not use up
             # the answer a live peer is waiting for (an unproven peer gets our own request).
-            self._extra_beat(now, actions)
+            self.out.extra_beat(now, actions)
         if age is None or not fresh:
             actions.append(Rejected("unfresh"))
-            self._extra_beat(now, actions, request=True)
+            self.out.extra_beat(now, actions, request=True)
             return actions
         if age > _ECHO_REFRESH * bound:
-            self._extra_beat(now, actions)  # our last datagrams may be lost: refresh
+            self.out.extra_beat(now, actions)  # our last datagrams may be lost: refresh
         if isinstance(msg, Ack):
-            self._on_ack(msg, now, actions)
+            self.peer_in.on_ack(msg, now, actions)
         else:
             # Heartbeats only: an ack overtaking a heartbeat must not make it look old.
             peer = self._peer
             newest = peer is None or msg.boot_id != peer.boot_id or msg.seq > peer.seq
-            self._on_heartbeat(msg, newest, now, actions)
-        self._fill_gaps(now, actions)
+            self.peer_in.on_heartbeat(msg, newest, now, actions)
+        self.roles.fill_gaps(now, actions)
         return actions
 
     def request_mode(
@@ -203,15 +219,15 @@ class FailoverMachine(PeerInput):
         actions: list[Action] = []
         if self._role is Role.STANDARD:
             return actions
-        self._run_timers(now, actions)
+        self.roles.run_timers(now, actions)
         if mode is Mode.MASTER and self._role is not Role.MASTER:
             self._epoch += 1
-            self._end_handover()
-            self._fire(
+            self.roles.end_handover()
+            self.roles.fire(
                 Trigger.REQUEST_MASTER, f"mode set to master (epoch {self._epoch})", now, actions
             )
         elif mode is Mode.SLAVE and (self._active or self._role is Role.MASTER_PENDING):
             self._epoch += 1
             why = f"mode set to slave (epoch {self._epoch})"
-            self._step_down(Trigger.REQUEST_SLAVE, why, reason, now, actions)
+            self.roles.step_down(Trigger.REQUEST_SLAVE, why, reason, now, actions)
         return actions

@@ -18,115 +18,126 @@ from probepair.failover.types import (
 from probepair.failover.wire import MAX_ACK_KEYS, Ack, Flag, Heartbeat
 
 
-class Sender(MachineState):
-    """Builds every datagram this side sends; each one is recorded for freshness."""
+def heartbeat(m: MachineState, seq: int, flags: Flag, now: float) -> Heartbeat:
+    """The heartbeat ``m`` sends now with ``seq`` and ``flags``: a pure function of the
+    state (reads only), so what a heartbeat says is written in one place."""
+    stream, base = m._stream, m._base_for
+    failing = m._sink_failing_since
+    c = m.config
+    return Heartbeat(
+        c.node_id,
+        c.boot_id,
+        m._epoch,
+        seq,
+        m._role,
+        flags,
+        m._beat_interval,
+        c.config_digest,
+        m._acks.serial,
+        m._fresh.echo_boot,
+        m._fresh.echo_seq,
+        base[1] if base is not None and base[0] == m._peer_boot else 0,
+        stream.through or 0 if stream is not None else 0,
+        m._pending(),
+        0.0 if failing is None else max(0.0, now - failing),
+        m._spool_bytes,
+    )
 
-    def _next_seq(self, now: float) -> int:
-        self._seq += 1
-        self._fresh.sent(self._seq, now)
-        return self._seq
 
-    def _beat(
+def ack(
+    m: MachineState, seq: int, serial: int, keys: tuple[bytes, ...], flags: Flag = Flag.NONE
+) -> Ack:
+    """The ack datagram ``m`` sends with ``seq`` for ack ``serial`` (pure, as above)."""
+    c = m.config
+    return Ack(
+        c.node_id,
+        c.boot_id,
+        m._epoch,
+        seq,
+        m._role,
+        serial,
+        keys,
+        m._fresh.echo_boot,
+        m._fresh.echo_seq,
+        m._pending(),
+        flags,
+    )
+
+
+def beat_flags(m: MachineState, *, regular: bool, request: bool) -> Flag:
+    """The flags of a heartbeat, but IDLE (which may first need the pending acks sent)."""
+    flags = Flag.NONE
+    if m.config.mode is Mode.MASTER:
+        flags |= Flag.CONFIGURED_MASTER
+    if isinstance(m._handover, Draining):
+        flags |= Flag.HANDING_OVER
+    elif isinstance(m._handover, HandedOver):
+        flags |= Flag.HANDED_OVER
+    # A standby side asks for an echo with every beat and the active side answers at
+    # once, so the liveness of the active side is proven each beat period whatever
+    # the phase of the two beat timers (else a fresh echo could be BI + RTT old).
+    if request or (regular and not m._active and m._role is not Role.STANDARD):
+        flags |= Flag.ECHO_REQUEST
+    return flags
+
+
+class Outbox:
+    """Sends every datagram this side sends; each one is numbered and recorded for
+    freshness, and built by the pure functions above.
+
+    A component of the machine, not a base class: it reads and writes the state ``m``
+    (the machine's MachineState) and nothing else.
+    """
+
+    __slots__ = ("m",)
+
+    def __init__(self, m: MachineState) -> None:
+        self.m = m
+
+    def next_seq(self, now: float) -> int:
+        m = self.m
+        m._seq += 1
+        m._fresh.sent(m._seq, now)
+        return m._seq
+
+    def beat(
         self, now: float, actions: list[Action], *, regular: bool = True, request: bool = False
     ) -> None:
-        flags = Flag.NONE
-        if self.config.mode is Mode.MASTER:
-            flags |= Flag.CONFIGURED_MASTER
-        if isinstance(self._handover, Draining):
-            flags |= Flag.HANDING_OVER
-        elif isinstance(self._handover, HandedOver):
-            flags |= Flag.HANDED_OVER
-        # A standby side asks for an echo with every beat and the active side answers at
-        # once, so the liveness of the active side is proven each beat period whatever
-        # the phase of the two beat timers (else a fresh echo could be BI + RTT old).
-        if request or (regular and not self._active and self._role is not Role.STANDARD):
-            flags |= Flag.ECHO_REQUEST
-        if self._idle():
-            if self._pending_acks:  # IDLE covers acks up to acks_sent: send them first
-                self._ack_due = INF
-                self._send_acks(now, actions)
+        m = self.m
+        flags = beat_flags(m, regular=regular, request=request)
+        if m._idle():
+            if m._pending_acks:  # IDLE covers acks up to acks_sent: send them first
+                m._ack_due = INF
+                self.send_acks(now, actions)
             flags |= Flag.IDLE
-        stream, base = self._stream, self._base_for
-        failing = self._sink_failing_since
-        c = self.config
-        actions.append(
-            Send(
-                Heartbeat(
-                    c.node_id,
-                    c.boot_id,
-                    self._epoch,
-                    self._next_seq(now),
-                    self._role,
-                    flags,
-                    self._beat_interval,
-                    c.config_digest,
-                    self._acks.serial,
-                    self._fresh.echo_boot,
-                    self._fresh.echo_seq,
-                    base[1] if base is not None and base[0] == self._peer_boot else 0,
-                    stream.through or 0 if stream is not None else 0,
-                    self._pending(),
-                    0.0 if failing is None else max(0.0, now - failing),
-                    self._spool_bytes,
-                )
-            )
-        )
+        actions.append(Send(heartbeat(m, self.next_seq(now), flags, now)))
         if regular:
-            self._next_beat = now + self._beat_interval
-            self._standby.prune(now)
-            self._acks.prune(now)
+            m._next_beat = now + m._beat_interval
+            m._standby.prune(now)
+            m._acks.prune(now)
 
-    def _extra_beat(self, now: float, actions: list[Action], *, request: bool = False) -> None:
+    def extra_beat(self, now: float, actions: list[Action], *, request: bool = False) -> None:
         """An unscheduled beat (answer an echo request, or challenge), rate-limited."""
-        if now < self._next_extra[request]:
+        m = self.m
+        if now < m._next_extra[request]:
             return
-        self._next_extra[request] = now + self.config.ack_interval
-        self._beat(now, actions, regular=False, request=request)
+        m._next_extra[request] = now + m.config.ack_interval
+        self.beat(now, actions, regular=False, request=request)
 
-    def _send_acks(self, now: float, actions: list[Action]) -> None:
-        keys, self._pending_acks = self._pending_acks, []
-        c = self.config
+    def send_acks(self, now: float, actions: list[Action]) -> None:
+        m = self.m
+        keys, m._pending_acks = m._pending_acks, []
         for start in range(0, len(keys), MAX_ACK_KEYS):
             chunk = tuple(keys[start : start + MAX_ACK_KEYS])
             last = start + MAX_ACK_KEYS >= len(keys)
-            seq = self._next_seq(now)
-            serial = self._acks.add(chunk, seq, now)
-            actions.append(
-                Send(
-                    Ack(
-                        c.node_id,
-                        c.boot_id,
-                        self._epoch,
-                        seq,
-                        self._role,
-                        serial,
-                        chunk,
-                        self._fresh.echo_boot,
-                        self._fresh.echo_seq,
-                        self._pending(),
-                        Flag.IDLE if last and self._idle() else Flag.NONE,
-                    )
-                )
-            )
+            seq = self.next_seq(now)
+            serial = m._acks.add(chunk, seq, now)
+            flags = Flag.IDLE if last and m._idle() else Flag.NONE
+            actions.append(Send(ack(m, seq, serial, chunk, flags)))
 
-    def _resend(self, entries: list[SentAck], now: float, actions: list[Action]) -> None:
-        c = self.config
+    def resend(self, entries: list[SentAck], now: float, actions: list[Action]) -> None:
+        m = self.m
         for entry in entries:
-            entry.seq = self._next_seq(now)
-            self.stats.acks_resent += 1
-            actions.append(
-                Send(
-                    Ack(
-                        c.node_id,
-                        c.boot_id,
-                        self._epoch,
-                        entry.seq,
-                        self._role,
-                        entry.serial,
-                        entry.keys,
-                        self._fresh.echo_boot,
-                        self._fresh.echo_seq,
-                        self._pending(),
-                    )
-                )
-            )
+            entry.seq = self.next_seq(now)
+            m.stats.acks_resent += 1
+            actions.append(Send(ack(m, entry.seq, entry.serial, entry.keys)))

@@ -1,8 +1,9 @@
 """The state of one probe's side of the pair, and its read-only view (PURE).
 
-See the package docstring for the rules. The behaviour is added by concern in
-``sending`` (datagrams), ``roles`` (timers, role changes, handover, gap fill),
-``peerinput`` (what the peer's datagrams change) and ``machine`` (the inputs).
+See the package docstring for the rules. FailoverMachine (``machine``) is this state
+plus its inputs; the behaviour lives in components over it, by concern: ``sending``
+(datagrams), ``roles`` (timers, role changes, handover, gap fill) and ``peerinput``
+(what the peer's datagrams change). Only the machine's inputs call into them.
 """
 
 from __future__ import annotations

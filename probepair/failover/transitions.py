@@ -3,10 +3,10 @@
 This is the single place a role decision is written (h11's ``EVENT_TRIGGERED_TRANSITIONS``
 in ``_state.py``): the machine detects a trigger (a timer, a fresh heartbeat, an input),
 looks it up here for its current role and, if the table has an entry, changes the role
-through its one effect point (``Roles._set_role``). A (role, trigger) pair that is absent
+through its one effect point (``RoleLogic.set_role``). A (role, trigger) pair that is absent
 is refused: the role stays and nothing is emitted. The one rule that does not fit a
 table, "a heartbeat at a higher epoch: take the mode opposite to the sender's", stays one
-special-case method (``PeerInput._adopt_opposite_mode``), as h11 keeps
+special-case method (``PeerInputs.adopt_opposite_mode``), as h11 keeps
 ``_fire_state_triggered_transitions``.
 """
 
