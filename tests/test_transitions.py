@@ -81,3 +81,12 @@ def test_datagram_builders_are_pure_functions_of_the_state(role: Role) -> None:
     assert a == ack(m, 100, 7, (b"k" * 8,))
     assert (a.seq, a.serial, a.keys, a.role) == (100, 7, (b"k" * 8,), role)
     assert (m.seq, m.role, m.epoch, m.next_deadline(), m.acks_pending) == before
+
+
+def test_the_readme_shows_the_table_as_it_is() -> None:
+    from pathlib import Path
+
+    from probepair.failover.transitions import markdown_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert markdown_table() in readme

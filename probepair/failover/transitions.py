@@ -17,7 +17,7 @@ from typing import Final
 
 from probepair.failover.types import Role
 
-__all__ = ["ROLE_TRANSITIONS", "Trigger", "next_role"]
+__all__ = ["ROLE_TRANSITIONS", "Trigger", "markdown_table", "next_role"]
 
 
 class Trigger(enum.Enum):
@@ -68,3 +68,35 @@ ROLE_TRANSITIONS: Final[dict[Role, dict[Trigger, Role]]] = {
 def next_role(role: Role, trigger: Trigger) -> Role | None:
     """The role ``trigger`` moves ``role`` to; None: the table refuses it."""
     return ROLE_TRANSITIONS[role].get(trigger)
+
+
+# What fires each trigger, in the README's words.
+MEANING: Final[dict[Trigger, str]] = {
+    Trigger.SILENCE: "no fresh heartbeat from a forwarding peer for the takeover bound",
+    Trigger.STALL: "our own beat ran a bound late (SIGSTOP, a frozen VM)",
+    Trigger.HANDED_OVER: "the peer handed over and all its acks arrived (or the give-up timer)",
+    Trigger.PENDING_MASTER: "a returning master beats and failback is allowed",
+    Trigger.LOST_VERDICT: "both master or both active, and precedence says the peer",
+    Trigger.REQUEST_MASTER: '`%Mode = "master"` in the rules, or `probepair takeover`',
+    Trigger.REQUEST_SLAVE: '`%Mode = "slave"`, or `probepair release`',
+    Trigger.SINK_FAILING: "our sink failed for `SinkFailover` while the peer's works",
+    Trigger.SINK_RECOVERED: "a master that handed over for its sink has a working sink again",
+}
+
+
+def markdown_table() -> str:
+    """ROLE_TRANSITIONS as the README shows it (a test keeps the two the same):
+    a row per trigger, a column per role; an empty cell is a refused pair."""
+    roles = [role for role in ROLE_TRANSITIONS if ROLE_TRANSITIONS[role]]  # not standard
+    head = "| trigger | fires when | " + " | ".join(f"from `{r.value}`" for r in roles) + " |"
+    rule = "|---" * (len(roles) + 2) + "|"
+    rows = [
+        f"| `{t.name}` | {MEANING[t]} | "
+        + " | ".join(
+            f"`{ROLE_TRANSITIONS[r][t].value}`" if t in ROLE_TRANSITIONS[r] else "·"
+            for r in roles
+        )
+        + " |"
+        for t in Trigger
+    ]
+    return "\n".join([head, rule, *rows])
