@@ -117,6 +117,17 @@ class Metrics:
             registry=r,
         )
         self.sink_errors = Counter("probepair_sink_errors", "failed sink deliveries", registry=r)
+        self.sink_checks = Counter(
+            "probepair_sink_checks",
+            "checks of an idle sink (no delivery for a while: a standby's), by result",
+            ["result"],
+            registry=r,
+        )
+        self.sink_verified_age = Gauge(
+            "probepair_sink_verified_age_seconds",
+            "seconds since a delivery or a check last showed the sink working (NaN: never)",
+            registry=r,
+        )
         self.sink_write_seconds = Histogram(
             "probepair_sink_write_seconds",
             "time to deliver one batch to the sink",
@@ -168,8 +179,17 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.handovers_suppressed = Counter(
+            "probepair_handovers_suppressed",
+            "sink handovers not made, by reason (peer_sink: the peer's verified sink fails too)",
+            ["reason"],
+            registry=r,
+        )
         self.sink_healthy = Gauge(
-            "probepair_sink_healthy", "1 while the sink delivers, 0 while it fails", registry=r
+            "probepair_sink_healthy",
+            "1 while the sink works (delivering, or verified by a check on a standby), 0 while "
+            "it fails",
+            registry=r,
         )
         self.sink_healthy.set(1)
         self.config_drift = Gauge(
@@ -228,9 +248,10 @@ class Metrics:
         for reason in REJECT_REASONS:
             self.heartbeats_rejected.labels(reason=reason)
 
-    def count(self, name: str) -> float:
-        """The current value of a sample, e.g. ``count("probepair_events_received_total")``."""
-        return self.registry.get_sample_value(name) or 0.0
+    def count(self, name: str, **labels: str) -> float:
+        """The current value of a sample, e.g. ``count("probepair_sink_checks_total",
+        result="failure")``."""
+        return self.registry.get_sample_value(name, labels) or 0.0
 
     def set_info(self, mode: str, node: str, allow_insecure_heartbeats: bool = False) -> None:
         self.info.info(

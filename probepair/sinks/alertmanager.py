@@ -136,5 +136,10 @@ class AlertmanagerSink:
             await trio.lowlevel.checkpoint()
         return done
 
+    async def check(self) -> None:
+        """An empty alert list to the v2 API: Alertmanager answers 200 when it takes
+        alerts (its /-/ready says less: it does not go through the API)."""
+        await self._poster.check(self.url)
+
     async def aclose(self) -> None:
         await self._poster.aclose()

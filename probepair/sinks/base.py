@@ -29,3 +29,13 @@ class Sink(Protocol):
 
     async def aclose(self) -> None:
         """Flush and release everything; bounded in time by the caller."""
+
+
+class CheckedSink(Sink, Protocol):
+    """A sink that can tell, without delivering anything, whether a delivery now would
+    work: what a standby runs on a cadence, so that the health its heartbeats report
+    is verified, not assumed (issue 21). Every sink type but stdout has one."""
+
+    async def check(self) -> None:
+        """Return if the sink can take alerts now; raise SinkError saying why not.
+        Bounded in time by the caller; it writes no alert."""

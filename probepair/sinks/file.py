@@ -88,6 +88,20 @@ class FileSink:
                 return  # not a regular file: nothing to make durable
             raise SinkError(self.name, f"cannot fsync: {exc.strerror}") from None
 
+    async def check(self) -> None:
+        """The file is open for appending (opened now if need be) and its filesystem
+        has room: what a delivery needs, without writing."""
+        if self._fd is None:
+            await self.open()
+        assert self._fd is not None
+        try:
+            fs = os.fstatvfs(self._fd)
+        except OSError as exc:
+            raise SinkError(self.name, f"cannot check: {exc.strerror}") from None
+        await trio.lowlevel.checkpoint()
+        if fs.f_bavail == 0:
+            raise SinkError(self.name, "filesystem full")
+
     async def aclose(self) -> None:
         if self._fd is not None:
             try:

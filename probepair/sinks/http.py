@@ -69,6 +69,15 @@ class JsonPoster:
             detail = f": {resp.text.strip()[:200]!r}" if self._show_answer else ""
             raise SinkError(self.name, f"server answered {resp.status_code}{detail}")
 
+    async def check(self, url: str) -> None:
+        """POST an empty JSON array (no alert) to ``url``: a 2xx says a delivery would
+        be taken now.
+
+        Raises:
+            SinkError: as ``post``.
+        """
+        await self.post(url, b"[]")
+
     async def aclose(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
@@ -99,6 +108,9 @@ class HttpSink:
             done.extend(keys)
             await trio.lowlevel.checkpoint()
         return done
+
+    async def check(self) -> None:
+        await self._poster.check(self.url)
 
     async def aclose(self) -> None:
         await self._poster.aclose()

@@ -220,6 +220,21 @@ class Publisher:
             raise SinkError(self.name, f"cannot connect: {exc!r}")
         return self._nc is not None and bool(self._nc.is_connected)
 
+    async def check(self, wait: float) -> None:
+        """Connected, and JetStream answers for the account (``account_info``): what a
+        publish needs, without publishing.
+
+        Raises:
+            SinkError: not connected within ``wait``, or JetStream does not answer.
+        """
+        if not await self.connected(wait):
+            raise SinkError(self.name, "not connected")
+        js = self._nc.jetstream(timeout=STREAM_TIMEOUT)
+        try:
+            await js.account_info()
+        except Exception as exc:  # nats-py raises unrelated types; all mean "not now"
+            raise SinkError(self.name, f"JetStream does not answer: {exc!r}") from None
+
     async def ensure_stream(self) -> None:
         """Look the stream up, or create it with SinkReplicas and SinkDedupWindow.
 
@@ -484,6 +499,13 @@ class NatsSink:
             if not await self._call(self.publisher.connected, CONNECT_WAIT):
                 shown = redact_credentials(",".join(self.servers))
                 raise SinkError(self.name, f"no NATS server answers at {shown}")
+        except SinkError:
+            self._failed()
+            raise
+
+    async def check(self) -> None:
+        try:
+            await self._call(self.publisher.check, CONNECT_WAIT)
         except SinkError:
             self._failed()
             raise

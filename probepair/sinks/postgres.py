@@ -251,6 +251,12 @@ class PostgresSink:
         await self._run(self._deliver_sync, "cannot write", self._db, items)
         return [key for key, _ in items]
 
+    async def check(self) -> None:
+        """Connected (now, if need be) and the server answers ``SELECT 1``."""
+        await self.open()
+        assert self._db is not None
+        await self._run(lambda db: db.execute("SELECT 1").fetchall(), "check failed", self._db)
+
     async def _drop(self) -> None:
         if self._db is not None:
             db, self._db = self._db, None

@@ -13,11 +13,21 @@ the next sync, at most ``SinkSyncInterval`` later (fewer fsyncs, acks that late)
 ``off``: reported at write, as before (a power loss of this host can lose alerts the
 peer already forgot). Network sinks are durable when they answer (PostgreSQL's commit,
 JetStream's quorum ack, an HTTP 2xx): they have no ``sync``.
+
+Verified health (issue 21): a standby delivers nothing, so a failed delivery cannot
+tell it that its sink is down, and it used to report a dead sink as healthy, which made
+an active probe hand over into it. So when nothing was delivered for
+``check_interval``, the runner asks the sink itself (``check()``: a connect, ``SELECT
+1``, an empty POST, JetStream's account info, the file's filesystem), bounded by
+``check_timeout``; the result is the health it reports (``on_health``), and every
+delivery counts as a check too. A health reported as working is thus at most
+``check_interval + check_timeout`` old.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -54,6 +64,13 @@ BACKOFF_FIRST = 0.25  # seconds before the first retry of a failed sink
 BACKOFF_MAX = 0.5
 CLOSE_GRACE = 5.0  # seconds to finish deliveries at shutdown
 SPOOL_FULL_LOG_INTERVAL = 10.0  # seconds between logged spool-full drops (all are counted)
+CHECK_INTERVAL = 5.0  # seconds without a delivery before the sink is checked, at most
+
+
+def check_interval(sink_failover: float) -> float:
+    """How often an idle sink is checked: often enough that a standby's verified
+    health is fresh well inside ``SinkFailover`` (a quarter of it, 5 s at most)."""
+    return min(CHECK_INTERVAL, sink_failover / 4) if sink_failover > 0 else CHECK_INTERVAL
 
 
 class SinkRunner:
@@ -68,9 +85,16 @@ class SinkRunner:
         *,
         sync: str = "batch",
         sync_interval: float = 1.0,
+        check_every: float | None = CHECK_INTERVAL,
         offload: Offload = trio.to_thread.run_sync,
     ) -> None:
         self.sink = sink
+        # None: never check (a sink without check() is never checked either).
+        self._check_every = check_every if getattr(sink, "check", None) is not None else None
+        self._check_timeout = max(1.0, min(CHECK_INTERVAL, check_every or CHECK_INTERVAL))
+        self._check_at = -float("inf")  # trio time of the next check if nothing is delivered
+        self.verified_at: float | None = None  # trio time of the last delivery or check passed
+        metrics.sink_verified_age.set_function(self.verified_age)
         # Where the spool's blocking file calls run: a worker thread. Tests under
         # MockClock's autojump pass a direct call (a thread looks like idle time there).
         self._offload = offload
@@ -91,6 +115,16 @@ class SinkRunner:
         # Told when delivery starts failing (trio time) or works again (None), with the
         # spool's bytes: the failover machine's sink health (SinkFailover).
         self.on_health: Callable[[float | None, int], None] | None = None
+
+    def verified_age(self) -> float:
+        """Seconds since a delivery or a check last showed the sink working (NaN: never,
+        or asked outside the trio run)."""
+        if self.verified_at is None:
+            return math.nan
+        try:
+            return trio.current_time() - self.verified_at
+        except RuntimeError:
+            return math.nan
 
     def _health(self, failing_since: float | None) -> None:
         if failing_since == self._failing_since:
@@ -136,6 +170,15 @@ class SinkRunner:
                         await self._deliver_or_spool(items)
                         continue
                     await self._sync_and_report()
+                    continue
+                if self._check_every is not None:
+                    with trio.move_on_at(self._check_at):
+                        items = await self._next(recv)
+                        if items is None:
+                            break
+                        await self._deliver_or_spool(items)
+                        continue
+                    await self._check()
                     continue
                 items = await self._next(recv)
                 if items is None:
@@ -185,8 +228,10 @@ class SinkRunner:
         except SinkError as exc:
             self._failed(exc)
             return False
-        self._metrics.sink_write_seconds.observe(trio.current_time() - start)
+        now = trio.current_time()
+        self._metrics.sink_write_seconds.observe(now - start)
         self._metrics.events_forwarded.inc(len(keys))
+        self._verified(now)
         if self._logged_down:
             logger.warning("%s: delivering again", self.sink.name)
             self._logged_down = False
@@ -217,6 +262,39 @@ class SinkRunner:
                 logger.error("%s; %d alerts written are not acked to the peer", exc, len(keys))
                 return
         self._on_delivered(keys)
+
+    def _verified(self, now: float) -> None:
+        self.verified_at = now
+        if self._check_every is not None:
+            self._check_at = now + self._check_every
+
+    async def _check(self) -> None:
+        """Ask the sink whether it would take alerts now (see the module docstring)."""
+        assert self._check_every is not None
+        start = trio.current_time()
+        check = self.sink.check  # type: ignore[attr-defined]  # present: see __init__
+        try:
+            with trio.fail_after(self._check_timeout):
+                await check()
+        except (SinkError, trio.TooSlowError) as exc:
+            # The next one an interval after this one ended: a check that hangs until
+            # its timeout must not be followed by another at once.
+            self._check_at = trio.current_time() + self._check_every
+            self._metrics.sink_checks.labels(result="failure").inc()
+            if self._failing_since is None:
+                self._health(start)
+            if not self._logged_down:
+                timeout = self._check_timeout
+                why = exc if isinstance(exc, SinkError) else f"no answer in {timeout:g} s"
+                logger.error("%s: check failed: %s", self.sink.name, why)
+                self._logged_down = True
+            return
+        self._metrics.sink_checks.labels(result="success").inc()
+        self._verified(trio.current_time())
+        if self._logged_down:
+            logger.warning("%s: check passed: the sink takes alerts again", self.sink.name)
+            self._logged_down = False
+        self._health(None)
 
     def _failed(self, exc: SinkError) -> None:
         self._metrics.sink_errors.inc()

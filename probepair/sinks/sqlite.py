@@ -17,6 +17,7 @@ shape is the rules'). A ``Table`` that is not a table name goes to alerts_status
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -223,6 +224,21 @@ class SqliteSink:
             await trio.to_thread.run_sync(self._db.execute, "PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as exc:
             raise SinkError(self.name, f"cannot checkpoint: {exc}") from None
+
+    def _check_sync(self, db: sqlite3.Connection) -> None:
+        db.execute("SELECT 1").fetchall()
+        fs = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        if fs.f_bavail == 0:
+            raise sqlite3.OperationalError("filesystem full")
+
+    async def check(self) -> None:
+        """The database opens and answers a query, and its filesystem has room."""
+        await self.open()
+        assert self._db is not None
+        try:
+            await trio.to_thread.run_sync(self._check_sync, self._db)
+        except (sqlite3.Error, OSError) as exc:
+            raise SinkError(self.name, f"check failed: {exc}") from None
 
     async def aclose(self) -> None:
         if self._db is not None:

@@ -6,6 +6,8 @@ raises SinkError and the next delivery reconnects (the runner backs off and spoo
 
 from __future__ import annotations
 
+import select
+import socket
 from typing import TYPE_CHECKING
 
 import trio
@@ -60,6 +62,24 @@ class TcpSink:
             await self._drop()
             raise SinkError(self.name, f"connection lost: {exc or type(exc).__name__}") from None
         return [key for key, _ in items]
+
+    async def check(self) -> None:
+        """Connected, and the collector has not closed the connection (an idle standby
+        would not notice otherwise until its first delivery)."""
+        if self._stream is not None:
+            sock = self._stream.socket
+            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+            if readable:
+                try:
+                    data = await sock.recv(1, socket.MSG_PEEK)
+                except OSError:
+                    data = b""
+                if not data:
+                    await self._drop()
+                    raise SinkError(self.name, "connection closed by the collector")
+        if self._stream is None:
+            await self.open()
+        await trio.lowlevel.checkpoint()
 
     async def _drop(self) -> None:
         if self._stream is not None:
