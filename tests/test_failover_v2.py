@@ -257,6 +257,31 @@ def test_a_master_whose_sink_fails_hands_over_to_a_healthy_peer_and_takes_it_bac
     assert s.role is Role.SLAVE_STANDBY and m.epoch == 2
 
 
+def test_both_sinks_failing_no_handover_and_the_first_sink_back_delivers() -> None:
+    """Issue 21: a standby reports its sink as its checks find it; an active probe hands
+    over only to a peer whose verified sink works. With both failing nothing moves (one
+    suppression counted per outage); once the standby's sink works, it takes over."""
+    m, s = running_pair()
+    m.sink_state(1.0, 4096, 1.0)  # the master's sink fails from 1.0 ...
+    s.sink_state(1.5, 0, 1.5)  # ... and the standby's checks find its own failing too
+    t = 2.0
+    while t <= 60.0:
+        log = converse(m, s, t)
+        assert m.role is Role.MASTER and s.role is Role.SLAVE_STANDBY, t
+        assert not any(isinstance(a, Handover) for _, a in log)
+        t += 2.0
+    assert m.handovers_suppressed == 1  # once per outage, not per beat
+    assert m.epoch == 0 and s.epoch == 0
+    # The standby's sink works again at 61.0 (a check passed): the master hands over.
+    s.sink_state(None, 0, 61.0)
+    while m.active:
+        log = converse(m, s, t)
+        t += 2.0
+        assert t < 80
+    assert ("a", Handover(HandoverReason.SINK)) in log
+    assert m.role is Role.SLAVE_STANDBY and m.handovers_suppressed == 1
+
+
 # -- a standby that was stalled ----------------------------------------------------------
 
 

@@ -213,7 +213,19 @@ class RoleLogic:
             and self.m._peer.role not in ACTIVE_ROLES
             and self.m._peer.sink_failing == 0.0
         )
+        if failing is None:
+            self.m._suppressed = False
+        elif self.m._active and now - failing >= limit and not peer_ok and not self.m._suppressed:
+            peer = self.m._peer
+            if heard is not None and now - heard < self.m._bound() and peer is not None and (
+                peer.sink_failing > 0.0 and peer.role not in ACTIVE_ROLES
+            ):
+                # Both sinks fail: handing over would move the role into a dead sink and
+                # back (each move replays and flushes). Stay; the first sink back delivers.
+                self.m._suppressed = True
+                self.m.stats.handovers_suppressed += 1
         if self.m._active and failing is not None and now - failing >= limit and peer_ok:
+            self.m._suppressed = False
             self.m._epoch += 1
             self.m._sink_handed_over = self.m.config.mode is Mode.MASTER
             why = f"sink failing for {now - failing:.0f} s while the peer's sink works"

@@ -42,6 +42,7 @@ class Stats:
     split_brains: int = 0
     gap_fills: int = 0  # events delivered because the active peer passed them by
     acks_resent: int = 0
+    handovers_suppressed: int = 0  # sink handovers not made: the peer's sink fails too
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,7 @@ class MachineState:
         self._sink_healthy_since = now
         self._spool_bytes = 0
         self._sink_handed_over = False
+        self._suppressed = False  # this sink outage's handover was suppressed (counted once)
         self.failback = FailbackGate(config.failback_delay)  # the window: window_changed()
         # The newest fresh heartbeat from the peer (its boot, seq, role, sink health).
         self._peer: Heartbeat | None = None
@@ -289,6 +291,11 @@ class MachineState:
     def gap_fills(self) -> int:
         """Events delivered because the active peer passed them by."""
         return self.stats.gap_fills
+
+    @property
+    def handovers_suppressed(self) -> int:
+        """Sink handovers not made because the peer's verified sink fails too."""
+        return self.stats.handovers_suppressed
 
     @property
     def acks_resent(self) -> int:
