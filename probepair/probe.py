@@ -20,6 +20,7 @@ what outlives them (signals, metrics, the failover driver).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -54,7 +55,7 @@ from probepair.pipeline.processor import AlwaysForward, Gate, Processor, self_ev
 from probepair.rulesync.pull import Readiness, peer_url, sync_once
 from probepair.rulesync.tree import RulesSyncError, RulesTree, pack, read_tree
 from probepair.sinks import make_sink
-from probepair.sinks.runner import SinkRunner
+from probepair.sinks.runner import SinkRunner, check_interval
 from probepair.sinks.spool import Spool
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class Probe:
         self._rules_mtime = self._mtime()
         self.gate: Gate = AlwaysForward()
         self.driver: PeerDriver | None = None
+        self.runner: SinkRunner | None = None
         self.processor = Processor(props, self.program, self.gate, self.metrics, wall_clock)
         self.feed: Feed = make_feed(props, wall_clock, self.metrics)
         self._stop = trio.Event()
@@ -267,6 +269,7 @@ class Probe:
                 split_brain=m.split_brain,
                 config_drift=m.config_drift,
                 sink_healthy=m.sink_healthy,
+                sink_verified_seconds_ago=self._verified_age(),
                 spool_bytes=m.spool_bytes,
                 peer_sink_failing_seconds=m.peer_sink_failing,
                 peer_spool_bytes=m.peer_spool_bytes,
@@ -325,6 +328,12 @@ class Probe:
     def _operator_mode(self, mode: Mode) -> None:
         assert self.driver is not None
         self.driver.request_mode(mode, HandoverReason.OPERATOR)
+
+    def _verified_age(self) -> float | None:
+        """Seconds since the sink last showed it works (a delivery or a check)."""
+        runner = self.runner
+        age = math.nan if runner is None else runner.verified_age()
+        return None if math.isnan(age) else round(age, 3)
 
     def _pipeline_idle(self, feed_recv: ReceiveEnd[Batch]) -> bool:
         """Nothing is on its way to the failover gate: the feed holds and has nothing
@@ -406,7 +415,9 @@ class Probe:
         runner = SinkRunner(
             sink, self.metrics, self.gate.delivered, spool,
             sync=props.SinkSync, sync_interval=props.SinkSyncInterval,
+            check_every=check_interval(props.SinkFailover),
         )
+        self.runner = runner
         runner.on_spool_full = lambda dropped: self.send_self_event(
             f"Spool full: dropped the {dropped} oldest alerts (MaxSAFFileSize)"
         )

@@ -60,11 +60,15 @@ def test_master_and_standby_slave() -> None:
 
 def test_sink_health_and_gap_fills_show_per_side() -> None:
     local = _status(sink_healthy=False, spool_bytes=40960, gap_fills=0)
-    peer = _status(**SLAVE, sink_healthy=True, gap_fills=1932)
+    peer = _status(**SLAVE, sink_healthy=True, sink_verified_seconds_ago=2.4, gap_fills=1932)
     lines = render_table(local, peer).splitlines()
     # The columns widen to the longest value: compare without the padding.
     rows = {line.split()[0]: line.split(None, 1)[1].split() for line in lines[1:-1]}
-    assert rows["sink"] == ["FAILING,", "spool", "40960", "B", "delivering"]
+    # a standby's sink is not delivering: it "works", as its last check showed
+    assert rows["sink"] == ["FAILING,", "spool", "40960", "B", "works", "(verified", "2", "s",
+                            "ago)"]
+    never = _status(**SLAVE, sink_healthy=True, sink_verified_seconds_ago=None)
+    assert "works (never verified)" in render_table(local, never)
     assert [line.split() for line in lines if line.startswith("gap fills")] == [
         ["gap", "fills", "0", "1932"]]
 

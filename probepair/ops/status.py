@@ -73,8 +73,14 @@ def _sink(status: Status) -> str:
     healthy = status.get("sink_healthy")
     if healthy is None:
         return "n/a" if status.get("role") == "standard" else UNKNOWN
+    age = status.get("sink_verified_seconds_ago", "")  # absent: a peer of an older version
+    checked = ""
+    if age is None:
+        checked = " (never verified)"
+    elif isinstance(age, int | float):
+        checked = f" (verified {age:.0f} s ago)"
     if healthy:
-        return "delivering"
+        return ("delivering" if status.get("active") else "works") + checked
     spool = status.get("spool_bytes")
     return "FAILING" + (f", spool {_number(spool)} B" if isinstance(spool, int) else "")
 
