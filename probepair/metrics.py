@@ -185,6 +185,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.replay_skipped = Counter(
+            "probepair_replay_skipped",
+            "spooled or held alerts not delivered because the peer's sink acknowledged them "
+            "(a handover or a flush during this sink's outage)",
+            registry=r,
+        )
         self.sink_healthy = Gauge(
             "probepair_sink_healthy",
             "1 while the sink works (delivering, or verified by a check on a standby), 0 while "

@@ -423,6 +423,7 @@ class Probe:
         )
         if self.driver is not None:
             runner.on_health = self.driver.sink_state
+            runner.covered = self.driver.covered_by_peer
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._watch_signals, name="signals")

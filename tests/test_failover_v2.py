@@ -282,6 +282,48 @@ def test_both_sinks_failing_no_handover_and_the_first_sink_back_delivers() -> No
     assert m.role is Role.SLAVE_STANDBY and m.handovers_suppressed == 1
 
 
+def test_what_the_peer_delivered_during_a_sink_handover_is_not_replayed_from_the_spool() -> None:
+    """Issue 21: the master spools K1..K3 while its sink fails, hands over, and the slave
+    flushes them to its own sink. Its acks reach the master (now a standby holding none
+    of them), and the master's replay asks which of its spooled keys the peer has: those
+    three, each once; K4, which the peer never acked, is still replayed."""
+    m, s = running_pair()
+    for n in (1, 2, 3):
+        assert m.event(K(n), P(n), 0.5)  # forwarded: the runner spools them
+        assert not s.event(K(n), P(n), 0.5)  # held by the standby
+    assert m.event(K(4), P(4), 0.6)  # one the slave's copy of the feed missed
+    m.sink_state(1.0, 4096, 1.0)
+    t = 2.0
+    while m.active:
+        converse(m, s, t)
+        t += 2.0
+    log = converse(m, s, t)
+    assert s.role is Role.MASTER and ("b", Flush([(K(n), P(n)) for n in (1, 2, 3)])) in log
+    s.delivered([K(1), K(2), K(3)], t)
+    converse(m, s, t + 0.5)  # the slave's acks
+    # Far past BufferRetention (60 s): the keys are kept while the spool holds alerts.
+    for later in range(int(t) + 2, int(t) + 120, 2):
+        converse(m, s, float(later))
+    assert m.covered_by_peer([K(1), K(2), K(3), K(4)]) == {K(1), K(2), K(3)}
+    assert m.covered_by_peer([K(1), K(2), K(3)]) == set()  # each answers once
+    assert m.replays_skipped == 3
+
+
+def test_without_a_spool_the_peers_acks_for_unheld_keys_expire_with_buffer_retention() -> None:
+    """The acked keys a standby does not hold are kept BufferRetention (60 s) only, when
+    no spool waits for them: memory stays bounded as before."""
+    m, s = running_pair()
+    for n in (8, 9):  # events only the master's copy of the feed had
+        assert m.event(K(n), P(n), 2.5)
+    m.delivered([K(8), K(9)], 2.6)
+    for t in range(2, 12, 2):
+        converse(m, s, float(t))
+    assert s.covered_by_peer([K(8)]) == {K(8)}  # within retention: the ack is known
+    for t in range(12, 70, 2):
+        converse(m, s, float(t))
+    assert s.covered_by_peer([K(9)]) == set()  # expired with retention: no spool
+
+
 # -- a standby that was stalled ----------------------------------------------------------
 
 

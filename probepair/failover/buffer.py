@@ -251,11 +251,12 @@ class StandbyBuffer:
         self._take_front(horizon, out)
         return out
 
-    def prune(self, now: float) -> None:
-        """Drop held events older than ``retention`` and expired unseen keys."""
+    def prune(self, now: float, *, keep_unseen: bool = False) -> None:
+        """Drop held events older than ``retention`` and expired unseen keys (those kept
+        with ``keep_unseen``: the spool's replay still needs them)."""
         self.dropped_retention += self._take_front(now - self.retention, None)
         unseen = self.unseen
-        while unseen and next(iter(unseen.values())) <= now:
+        while not keep_unseen and unseen and next(iter(unseen.values())) <= now:
             unseen.popitem(last=False)
         self._shrink_index()
 

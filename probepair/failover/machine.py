@@ -130,6 +130,26 @@ class FailoverMachine(MachineState):
         if self._ack_due == INF and (keys or isinstance(self._handover, Draining)):
             self._ack_due = now + self.config.ack_interval
 
+    def covered_by_peer(self, keys: list[bytes]) -> set[bytes]:
+        """Of ``keys`` (forwarded, not yet delivered: spooled, or held for a retry), those
+        the peer's sink acknowledged: they are settled here without a delivery, so a
+        handover or a peer's flush during our sink's outage is not replayed (issue 21).
+
+        The peer's acks for keys this probe does not hold are its ``unseen`` keys (kept
+        while our spool holds alerts, see ``MachineState.prune``); each one answers once.
+        Runs no timers.
+        """
+        unseen = self._standby.unseen
+        if not unseen:
+            return set()
+        covered = {key for key in keys if key in unseen}
+        for key in covered:
+            del unseen[key]
+        if self._role is not Role.STANDARD:
+            self._in_flight -= len(covered)
+        self.stats.replays_skipped += len(covered)
+        return covered
+
     def bypassed(self, count: int) -> None:
         """``count`` alerts reach the sink without ``event`` (the probe's own events).
 

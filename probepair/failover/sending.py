@@ -113,7 +113,10 @@ class Outbox:
         actions.append(Send(heartbeat(m, self.next_seq(now), flags, now)))
         if regular:
             m._next_beat = now + m._beat_interval
-            m._standby.prune(now)
+            # While our spool holds alerts, the peer's acks for keys we do not hold are
+            # what keeps its replay from repeating the peer's deliveries: kept past
+            # BufferRetention then (still capped at BufferSize keys).
+            m._standby.prune(now, keep_unseen=m._spool_bytes > 0)
             m._acks.prune(now)
 
     def extra_beat(self, now: float, actions: list[Action], *, request: bool = False) -> None:

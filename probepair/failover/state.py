@@ -43,6 +43,7 @@ class Stats:
     gap_fills: int = 0  # events delivered because the active peer passed them by
     acks_resent: int = 0
     handovers_suppressed: int = 0  # sink handovers not made: the peer's sink fails too
+    replays_skipped: int = 0  # spooled/held alerts not delivered: the peer's sink had them
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +297,11 @@ class MachineState:
     def handovers_suppressed(self) -> int:
         """Sink handovers not made because the peer's verified sink fails too."""
         return self.stats.handovers_suppressed
+
+    @property
+    def replays_skipped(self) -> int:
+        """Spooled or held alerts not delivered because the peer's sink acked them."""
+        return self.stats.replays_skipped
 
     @property
     def acks_resent(self) -> int:

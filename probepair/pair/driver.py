@@ -215,6 +215,10 @@ class PeerDriver:
         if machine.next_deadline() < before:
             self._wake.set()
 
+    def covered_by_peer(self, keys: list[bytes]) -> set[bytes]:
+        """Of undelivered ``keys``, those the peer's sink acked: settled, not replayed."""
+        return self.machine.covered_by_peer(keys)
+
     def bypassed(self, count: int) -> None:
         """``count`` alerts go to the sink without the gate (the probe's own events)."""
         self.machine.bypassed(count)

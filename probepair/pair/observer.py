@@ -94,7 +94,7 @@ class PairObserver:
         self._on_role = on_role
         self._flush_lock = trio.Lock()
         self._flush_closed = False
-        self._seen: dict[object, int] = {"dup": 0, "fo": 0, "gap": 0, "suppressed": 0}
+        self._seen: dict[object, int] = {"dup": 0, "fo": 0, "gap": 0, "suppressed": 0, "skipped": 0}
         # Children looked up once: a flood of rejections costs ~0.3 us a count, not ~1.3.
         self._rejected = {r: metrics.heartbeats_rejected.labels(reason=r) for r in REJECT_REASONS}
         self._seen.update((reason, 0) for reason in DropReason)
@@ -128,6 +128,9 @@ class PairObserver:
                 m.handovers_suppressed - seen["suppressed"]
             )
             seen["suppressed"] = m.handovers_suppressed
+        if m.replays_skipped > seen["skipped"]:
+            self._metrics.replay_skipped.inc(m.replays_skipped - seen["skipped"])
+            seen["skipped"] = m.replays_skipped
         if m.failovers > seen["fo"]:
             self._metrics.failovers.inc(m.failovers - seen["fo"])
             seen["fo"] = m.failovers

@@ -91,6 +91,10 @@ class Gate(Protocol):
 
     def delivered(self, keys: list[bytes]) -> None: ...
 
+    def covered_by_peer(self, keys: list[bytes]) -> set[bytes]:
+        """Of undelivered ``keys``, those the peer's sink already has (not replayed)."""
+        ...
+
     def bypassed(self, count: int) -> None: ...
 
     def request_mode(self, mode: Mode) -> None: ...
@@ -104,6 +108,9 @@ class AlwaysForward:
 
     def delivered(self, keys: list[bytes]) -> None:
         pass
+
+    def covered_by_peer(self, keys: list[bytes]) -> set[bytes]:
+        return set()
 
     def bypassed(self, count: int) -> None:
         pass

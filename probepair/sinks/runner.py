@@ -108,6 +108,13 @@ class SinkRunner:
         self.spool = spool
         self._metrics = metrics
         self._on_delivered = on_delivered
+        # Of undelivered keys, those the peer's sink acknowledged (the failover gate's
+        # covered_by_peer): not replayed. None: a lone probe, nothing is covered.
+        self.covered: Callable[[list[bytes]], set[bytes]] | None = None
+        self._spool_reported = False  # the spool's bytes were last reported as > 0
+        # Keys of the spool's next chunk the gate answered as covered: settled there, so
+        # never delivered, even when this chunk's delivery fails and it is read again.
+        self._settled: set[bytes] = set()
         self._backoff = BACKOFF_FIRST
         self._retry_at = -float("inf")  # trio time of the next attempt after a failure
         self._logged_down = False
@@ -327,6 +334,7 @@ class SinkRunner:
                 if self.on_spool_full is not None:  # as often as the log line
                     self.on_spool_full(dropped)
         self._metrics.spool_bytes.set(self.spool.backlog_bytes)
+        self._report_spool()
 
     async def _deliver_or_spool(self, items: list[Item]) -> None:
         retried = False
@@ -337,6 +345,32 @@ class SinkRunner:
             if not retried:  # held until the sink is back: at their size (issue 9)
                 items, retried = exact_copies(items), True
             await trio.sleep_until(self._retry_at)
+            items = self._uncovered(items)
+            if not items:
+                return
+
+    def _uncovered(self, items: list[Item]) -> list[Item]:
+        """``items`` less those the peer's sink acknowledged while ours was down: a
+        handover, or the peer's flush, delivered them already (issue 21: a sink fault
+        must not duplicate). The machine settles the covered ones (counted there)."""
+        covered = self._covered_keys(items)
+        if not covered:
+            return items
+        return [item for item in items if item[0] not in covered]
+
+    def _covered_keys(self, items: list[Item]) -> set[bytes]:
+        if self.covered is None:
+            return set()
+        return self.covered([key for key, _ in items])
+
+    def _report_spool(self) -> None:
+        """Tell the failover machine when the spool starts or stops holding alerts: it
+        keeps the peer's acks for keys it does not hold while there is a spool to filter."""
+        assert self.spool is not None
+        pending = self.spool.pending
+        if pending != self._spool_reported and self.on_health is not None:
+            self._spool_reported = pending
+            self.on_health(self._failing_since, self.spool.backlog_bytes)
 
     async def _replay(self) -> bool:
         """Deliver spooled records until the spool is empty or the sink fails."""
@@ -345,8 +379,14 @@ class SinkRunner:
             items, used = await self._offload(self.spool.peek)
             if not items:
                 break
-            if not await self._deliver(items):
+            settled = self._settled
+            settled.update(self._covered_keys(items))
+            if settled:
+                items = [item for item in items if item[0] not in settled]
+            if items and not await self._deliver(items):
                 return False
             await self._offload(self.spool.commit, used)
+            settled.clear()  # all of them lay in the chunk just committed
             self._metrics.spool_bytes.set(self.spool.backlog_bytes)
+        self._report_spool()
         return True
