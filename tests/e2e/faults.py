@@ -357,3 +357,90 @@ async def sink_failover(tmp: Path, rate: float = 200) -> FaultResult:
             server.kill()
     _count(result, feeder, list(files.values()), after)
     return result
+
+
+def _http_sinks(tmp: Path) -> tuple[dict[str, int], dict[str, Path]]:
+    ports = {"m": free_port(socket.SOCK_STREAM), "s": free_port(socket.SOCK_STREAM)}
+    return ports, {"m": tmp / "m-server.jsonl", "s": tmp / "s-server.jsonl"}
+
+
+def _http_args(port: int, sink_failover: float) -> list[str]:
+    return ["--sinktype", "http", "--sinkurl", f"http://127.0.0.1:{port}/",
+            "--sinkfailover", str(sink_failover)]
+
+
+async def master_sink_outage(tmp: Path, rate: float = 1000, outage: float = 8.0,
+                             sink_failover: float = 3.0) -> FaultResult:
+    """Issue 21: the master's sink is down ``outage`` s while the slave's works. The
+    master hands over after SinkFailover, the slave flushes and delivers; the master's
+    spool then holds what the slave delivered, and its replay must skip it."""
+    result = FaultResult(f"master's sink down {outage:g}s", rate)
+    m, s = loopback_pair(tmp)
+    ports, files = _http_sinks(tmp)
+    feeder = _feeder(m, s, rate)
+    async with trio.open_nursery() as nursery:
+        servers = {side: await start_http_sink(nursery, ports[side], files[side])
+                   for side in ("m", "s")}
+        master, slave = await _start_pair(
+            nursery, m, s, FAST, _http_args(ports["m"], sink_failover),
+            _http_args(ports["s"], sink_failover))
+        nursery.start_soon(feeder.run)
+        await feeder.wait_traffic(1.0)
+        died_at = trio.current_time()
+        servers["m"].kill()
+        await wait_metric(slave, ACTIVE, 1, sink_failover + 5)
+        result.switch = trio.current_time() - died_at
+        await trio.sleep_until(died_at + outage)
+        servers["m"] = await start_http_sink(nursery, ports["m"], files["m"])
+        await wait_metric(master, ACTIVE, 1, sink_failover + 10)  # failback
+        await feeder.wait_traffic(1.0)
+        await _settle(master, slave, feeder, list(files.values()), result)
+        result.notes["replay skipped"] = result.master.get("probepair_replay_skipped_total", 0)
+        result.notes["handovers(sink)"] = result.master.get(
+            'probepair_handovers_total{reason="sink"}', 0)
+        await slave.stop()
+        await master.stop()
+        for server in servers.values():
+            server.kill()
+    _count(result, feeder, list(files.values()), 0)
+    return result
+
+
+async def both_sinks_down(tmp: Path, rate: float = 1000, outage: float = 15.0,
+                          sink_failover: float = 3.0) -> FaultResult:
+    """Issue 21: both sinks down ``outage`` s. The standby's checks find its own sink
+    failing, so the master does not hand over into it (suppressed, counted); when the
+    sinks return, the master replays its spool and the slave drops what it acked."""
+    result = FaultResult(f"both sinks down {outage:g}s", rate)
+    m, s = loopback_pair(tmp)
+    ports, files = _http_sinks(tmp)
+    feeder = _feeder(m, s, rate)
+    async with trio.open_nursery() as nursery:
+        servers = {side: await start_http_sink(nursery, ports[side], files[side])
+                   for side in ("m", "s")}
+        master, slave = await _start_pair(
+            nursery, m, s, FAST, _http_args(ports["m"], sink_failover),
+            _http_args(ports["s"], sink_failover))
+        nursery.start_soon(feeder.run)
+        await feeder.wait_traffic(1.0)
+        died_at = trio.current_time()
+        for server in servers.values():
+            server.kill()
+        await trio.sleep_until(died_at + outage)
+        result.notes["slave sink healthy while down"] = (await scrape(slave))[
+            "probepair_sink_healthy"]
+        for side in ("m", "s"):
+            servers[side] = await start_http_sink(nursery, ports[side], files[side])
+        await feeder.wait_traffic(2.0)
+        await _settle(master, slave, feeder, list(files.values()), result)
+        result.notes["handovers(sink)"] = result.master.get(
+            'probepair_handovers_total{reason="sink"}', 0)
+        result.notes["suppressed"] = result.master.get(
+            'probepair_handovers_suppressed_total{reason="peer_sink"}', 0)
+        result.notes["master active at end"] = result.master.get(ACTIVE, 0)
+        await slave.stop()
+        await master.stop()
+        for server in servers.values():
+            server.kill()
+    _count(result, feeder, list(files.values()), 0)
+    return result

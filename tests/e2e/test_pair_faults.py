@@ -85,3 +85,26 @@ async def test_a_master_whose_sink_dies_hands_over_to_the_slave_and_takes_it_bac
     assert r.slave['probepair_handovers_total{reason="failback"}'] == 1
     assert r.lost == [] and r.unexpected == 0
     assert r.duplicates_after == 0
+
+
+async def test_the_masters_sink_down_8_s_hands_over_and_duplicates_nothing(
+        tmp_path: Path) -> None:
+    r = await faults.master_sink_outage(tmp_path, rate=1000, outage=8.0, sink_failover=3.0)
+    report(r)
+    assert r.notes["handovers(sink)"] == 1
+    assert r.slave["probepair_sink_healthy"] == 1
+    assert r.lost == [] and r.unexpected == 0
+    assert r.duplicates == 0  # the master's replay skipped what the slave delivered
+    assert r.notes["replay skipped"] > 0
+
+
+async def test_both_sinks_down_15_s_no_handover_nothing_lost_nothing_twice(
+        tmp_path: Path) -> None:
+    r = await faults.both_sinks_down(tmp_path, rate=1000, outage=15.0, sink_failover=3.0)
+    report(r)
+    assert r.notes["slave sink healthy while down"] == 0  # verified by its checks
+    assert r.notes["handovers(sink)"] == 0
+    assert r.notes["suppressed"] == 1
+    assert r.notes["master active at end"] == 1
+    assert r.lost == [] and r.unexpected == 0
+    assert r.duplicates == 0
