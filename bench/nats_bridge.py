@@ -82,10 +82,11 @@ async def compare(url: str, alerts: int, rounds: int) -> None:
         aio_rates: list[float] = []
         for r in range(rounds):
             sink = NatsSink(props)
-            await sink.open()
-            await sink.deliver(batches(1, 1, "warm")[0])  # connects, creates the stream
-            thread_rates.append(await timed(sink.deliver, batches(total, size, f"t{r}")))
-            await sink.aclose()
+            async with sink.lifetime():
+                await sink.open()
+                await sink.deliver(batches(1, 1, "warm")[0])  # connects, creates the stream
+                thread_rates.append(await timed(sink.deliver, batches(total, size, f"t{r}")))
+                await sink.aclose()
             if trio_asyncio is not None:
                 async with trio_asyncio.open_loop():
                     pub = Publisher(props, url.split(","), "bench")

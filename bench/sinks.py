@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from probepair.config import props
 from probepair.events import key_of
 from probepair.pipeline.alerts import serialise
-from probepair.sinks import Item, Sink, make_sink
+from probepair.sinks import Item, Sink, lifetime, make_sink
 from probepair.sinks.runner import MAX_ITEMS
 
 
@@ -97,20 +97,23 @@ async def run_row(name: str, factory: RowFactory, n: int, rounds: int) -> None:
         for r in range(rounds):
             items = alerts(n, f"{name} {r} {time.time_ns()}")
             sinks = [make_sink(p) for _ in range(setup.writers)]
-            try:
+            async with AsyncExitStack() as lifetimes:
                 for sink in sinks:
-                    await sink.open()
-                if setup.resend:
-                    await deliver_all(sinks[0], items)
-                cpu0, t0 = time.process_time(), time.perf_counter()
-                async with trio.open_nursery() as nursery:
+                    await lifetimes.enter_async_context(lifetime(sink))
+                try:
                     for sink in sinks:
-                        nursery.start_soon(deliver_all, sink, items)
-                wall = time.perf_counter() - t0
-                cpu = time.process_time() - cpu0
-            finally:
-                for sink in sinks:
-                    await sink.aclose()
+                        await sink.open()
+                    if setup.resend:
+                        await deliver_all(sinks[0], items)
+                    cpu0, t0 = time.process_time(), time.perf_counter()
+                    async with trio.open_nursery() as nursery:
+                        for sink in sinks:
+                            nursery.start_soon(deliver_all, sink, items)
+                    wall = time.perf_counter() - t0
+                    cpu = time.process_time() - cpu0
+                finally:
+                    for sink in sinks:
+                        await sink.aclose()
             rates.append(n / wall)
             cpus.append(cpu / (n * setup.writers) * 1e6)
         checked = setup.check(n * rounds) if setup.check else ""

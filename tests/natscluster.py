@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 
 import pytest
 import trio
+
+from tests.net import free_tcp_port as free_tcp_port  # re-exported
 
 NATS_SERVER = shutil.which("nats-server") or (
     "/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None
@@ -35,12 +36,6 @@ def require_nats_server() -> str:
             pytest.fail(why)
         pytest.skip(why)
     return NATS_SERVER
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_conf(name: str, port: int, http: int, store: Path, cluster: int,

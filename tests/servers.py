@@ -17,7 +17,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.net import free_tcp_port as free_tcp_port  # re-exported
 
 START_TIMEOUT = 30.0  # seconds for a server to answer after start (a loaded CI machine)
 PG_USER = "probepair"
@@ -48,12 +49,6 @@ def need(binary: str, package: str, extra_dirs: Sequence[str] = ()) -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 import trio
 
 from probepair import __version__
 from probepair.metrics import ROLES, Metrics
 from tests.e2e.procs import start_probe
+from tests.net import fetch as http_get
+from tests.net import free_tcp_port
 from tests.servers import need
 
 if TYPE_CHECKING:
@@ -107,21 +107,6 @@ def test_exposition_holds_the_contract_names() -> None:
     assert value("probepair_feed_kernel_drops_total") == 7
     assert value("probepair_buffer_limit") == 1_000_000
     assert value("probepair_heartbeats_rejected_total", {"reason": "stale"}) == 0  # pre-created
-
-
-def free_tcp_port() -> int:
-    """A port that was free a moment ago (MetricsPort 0 means "off", not "any")."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def http_get(url: str) -> httpx.Response:
-    def get() -> httpx.Response:
-        with httpx.Client(timeout=5.0) as client:
-            return client.get(url)
-
-    return await trio.to_thread.run_sync(get)
 
 
 @pytest.mark.e2e

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +22,13 @@ from probepair.errors import ConfigError, SinkError
 from probepair.events import Item
 from probepair.metrics import Metrics
 from probepair.sinks import make_sink
-from probepair.sinks.jetstream import NatsSink, parse_servers, subject_token
+from probepair.sinks.jetstream import (
+    CLOSE_TIMEOUT,
+    STOP_TIMEOUT,
+    NatsSink,
+    parse_servers,
+    subject_token,
+)
 from probepair.sinks.runner import BACKOFF_MAX, SinkRunner
 from probepair.sinks.spool import Spool
 from tests.natscluster import NatsCluster, free_tcp_port, read_stream, stream_info
@@ -126,14 +133,14 @@ async def test_r3_stream_stores_each_event_key_once(tmp_path: Path) -> None:
         items = alerts(500)
         table = (os.urandom(8), b'{"Summary":"vm","Table":"custom.vmstatus"}')
         with trio.fail_after(WAIT):
-            await sink.open()
-            assert await sink.deliver(items) == [k for k, _ in items]
-            # A takeover's flush, a spool replay: the same keys again, stored once.
-            assert await sink.deliver([*items[:200], table]) == [k for k, _ in items[:200]] + [
-                table[0]
-            ]
-            assert sink.duplicates == 200
-            await sink.aclose()
+            async with sink.lifetime():
+                await sink.open()
+                assert await sink.deliver(items) == [k for k, _ in items]
+                # A takeover's flush, a spool replay: the same keys again, stored once.
+                again = [*items[:200], table]
+                assert await sink.deliver(again) == [k for k, _ in again]
+                assert sink.duplicates == 200
+                await sink.aclose()
         info = await stream_info(cluster.url, "PROBEPAIR")
         contents = await read_stream(cluster.url, "PROBEPAIR")
         await cluster.stop()
@@ -154,24 +161,25 @@ async def test_deliveries_go_on_when_one_server_is_killed(tmp_path: Path) -> Non
         url = ",".join(s.url for s in cluster.servers)
         sink = NatsSink(nats_props(url, SinkReplicas=3))
         sent: list[Item] = []
-        with trio.fail_after(WAIT):
-            await sink.open()
-            sent += alerts(300, b"before")
-            await sink.deliver(sent)
-        connected = sink.publisher._nc.connected_url.port  # which member we talk to
-        await cluster.kill9([s.port for s in cluster.servers].index(connected))
-        failures = 0
-        with trio.fail_after(WAIT):
-            batch = alerts(300, b"after")
-            while True:
-                try:
-                    await sink.deliver(batch)
-                    break
-                except SinkError:
-                    failures += 1  # the runner would spool and retry; retry here
-                    await trio.sleep(0.2)
-            sent += batch
-            await sink.aclose()
+        async with sink.lifetime():
+            with trio.fail_after(WAIT):
+                await sink.open()
+                sent += alerts(300, b"before")
+                await sink.deliver(sent)
+            connected = sink.publisher._nc.connected_url.port  # which member we talk to
+            await cluster.kill9([s.port for s in cluster.servers].index(connected))
+            failures = 0
+            with trio.fail_after(WAIT):
+                batch = alerts(300, b"after")
+                while True:
+                    try:
+                        await sink.deliver(batch)
+                        break
+                    except SinkError:
+                        failures += 1  # the runner would spool and retry; retry here
+                        await trio.sleep(0.2)
+                sent += batch
+                await sink.aclose()
         alive = ",".join(s.url for s in cluster.servers if s.port != connected)
         contents = await read_stream(alive, "PROBEPAIR")
         await cluster.stop()
@@ -257,13 +265,14 @@ async def test_a_cancelled_delivery_leaves_the_sink_usable(tmp_path: Path) -> No
         sink = NatsSink(nats_props(cluster.url))
         first, second = alerts(2000, b"cancelled"), alerts(10, b"after")
         with trio.fail_after(WAIT):
-            await sink.open()
-            with trio.CancelScope() as scope:
-                scope.cancel()  # cancels the publishing coroutine on the asyncio loop too
-                await sink.deliver(first)
-            assert scope.cancelled_caught
-            assert await sink.deliver(second) == [k for k, _ in second]
-            await sink.aclose()
+            async with sink.lifetime():
+                await sink.open()
+                with trio.CancelScope() as scope:
+                    scope.cancel()  # cancels the publishing coroutine on the asyncio loop too
+                    await sink.deliver(first)
+                assert scope.cancelled_caught
+                assert await sink.deliver(second) == [k for k, _ in second]
+                await sink.aclose()
         contents = await read_stream(cluster.url, "PROBEPAIR")
         nursery.cancel_scope.cancel()
     # Whatever of the cancelled batch went out is there once; the next batch is complete.
@@ -274,8 +283,61 @@ async def test_a_cancelled_delivery_leaves_the_sink_usable(tmp_path: Path) -> No
 async def test_open_fails_quickly_when_no_server_answers() -> None:
     sink = NatsSink(nats_props(f"nats://127.0.0.1:{free_tcp_port()}"))
     with trio.fail_after(WAIT):
-        with pytest.raises(SinkError, match=r"^sink nats:PROBEPAIR: no NATS server answers at "):
+        async with sink.lifetime():
+            no_server = r"^sink nats:PROBEPAIR: no NATS server answers at "
+            with pytest.raises(SinkError, match=no_server):
+                await sink.open()
+            with pytest.raises(SinkError, match=r"no NATS server answers"):
+                await sink.deliver(alerts(1))
+            await sink.aclose()
+
+
+# -- the asyncio bridge's lifetime ------------------------------------------------------
+
+
+def bridge_threads() -> list[str]:
+    """The threads running a nats sink's asyncio loop now (named after the sink)."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("probepair-nats:")]
+
+
+async def test_the_bridge_thread_runs_only_inside_the_lifetime() -> None:
+    sink = NatsSink(nats_props(f"nats://127.0.0.1:{free_tcp_port()}"))
+    with pytest.raises(RuntimeError, match=r"used outside its lifetime\(\)$"):
+        await sink.open()
+    assert bridge_threads() == []
+    with trio.fail_after(WAIT):
+        async with sink.lifetime():
+            with pytest.raises(SinkError, match=r"no NATS server answers"):
+                await sink.open()  # unreachable: the client keeps reconnecting meanwhile
+            with pytest.raises(SinkError, match=r"not connected"):
+                await sink.check()
+            assert bridge_threads() == ["probepair-nats:PROBEPAIR"]
+    assert bridge_threads() == []  # stopped and joined, with no aclose() called
+    with pytest.raises(RuntimeError, match=r"used outside its lifetime\(\)$"):
+        await sink.deliver(alerts(1))
+
+
+async def test_a_cancelled_lifetime_still_joins_the_bridge_thread() -> None:
+    sink = NatsSink(nats_props(f"nats://127.0.0.1:{free_tcp_port()}"))
+    start = time.monotonic()
+    with trio.move_on_after(0.2) as scope:  # in the middle of open()'s CONNECT_WAIT
+        async with sink.lifetime():
             await sink.open()
-        with pytest.raises(SinkError, match=r"no NATS server answers"):
-            await sink.deliver(alerts(1))
-        await sink.aclose()
+    assert scope.cancelled_caught
+    assert bridge_threads() == []
+    assert time.monotonic() - start < 0.2 + CLOSE_TIMEOUT + STOP_TIMEOUT
+
+
+async def test_the_runner_leaves_no_bridge_thread_when_no_server_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = NatsSink(nats_props(f"nats://127.0.0.1:{free_tcp_port()}"))
+    runner = SinkRunner(sink, Metrics(), lambda keys: None)
+    send, recv = trio.open_memory_channel[list[Item]](1)
+    with caplog.at_level(logging.ERROR, logger="probepair.sinks.jetstream"):
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(runner.run, recv)
+                await send.aclose()  # nothing to deliver: the runner opens, fails, closes
+    assert bridge_threads() == []
+    assert [r.getMessage() for r in caplog.records if r.name == "probepair.sinks.jetstream"] == []

@@ -12,26 +12,23 @@ import pytest
 import trio
 import trio.testing
 
-from probepair.config import props
 from probepair.errors import SinkError
-from probepair.events import Item, key_of
+from probepair.events import Item
 from probepair.metrics import Metrics
-from probepair.pipeline.alerts import serialise
 from probepair.sinks import make_sink
 from probepair.sinks.postgres import PostgresSink
 from probepair.sinks.runner import SinkRunner
 from probepair.sinks.spool import Spool
 from tests import servers
 from tests.servers import Postgres
-
-
-def alert(n: int, **fields: object) -> Item:
-    key = key_of(b"event %d" % n)
-    return key, serialise({"Node": "web1", "Summary": f"event {n}", "Severity": 4, **fields}, key)
-
-
-def make(**values: object) -> props.Props:
-    return props.load([("test", values)])
+from tests.sinkcases import (
+    REPEATED,
+    REPEATED_ROW,
+    alert,
+    deliver_repeated_keys,
+    deliver_two_identifiers,
+    make,
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +53,12 @@ def rows(url: str) -> list[tuple[object, ...]]:
 async def test_postgres_sink_deduplicates_on_identifier(url: str) -> None:
     sink = make_sink(make(SinkType="postgres", SinkUrl=url))
     assert isinstance(sink, PostgresSink)
-    a1 = alert(1, Identifier="web1:disk", FirstOccurrence=100.0, LastOccurrence=100.0)
-    a2 = alert(2, Identifier="web1:disk", FirstOccurrence=200.0, LastOccurrence=200.0,
-               Severity=5)
-    b = alert(3, Identifier="web1:cpu", LastOccurrence=150.0, FirstOccurrence=150.0)
     try:
-        assert await sink.deliver([a1, b]) == [a1[0], b[0]]
-        assert await sink.deliver([a2]) == [a2[0]]
+        want = await deliver_two_identifiers(sink)
         assert await sink.deliver([]) == []
     finally:
         await sink.aclose()
-    assert rows(url) == [
-        ("web1:cpu", "web1", "event 3", 4, 1, 150.0, 150.0, b[0].hex()),
-        ("web1:disk", "web1", "event 2", 5, 2, 100.0, 200.0, a2[0].hex()),
-    ]
+    assert rows(url) == [want["web1:cpu"], want["web1:disk"]]
 
 
 async def test_postgres_sink_folds_repeats_within_one_batch_as_in_sequence(url: str) -> None:
@@ -87,18 +76,14 @@ async def test_postgres_sink_folds_repeats_within_one_batch_as_in_sequence(url: 
 
 async def test_postgres_sink_ignores_a_repeated_event_key(url: str) -> None:
     sink = PostgresSink(make(SinkUrl=url))
-    a1 = alert(1, Identifier="x", FirstOccurrence=100.0, LastOccurrence=100.0)
-    a2 = alert(2, Identifier="x", FirstOccurrence=200.0, LastOccurrence=200.0)
     try:
-        await sink.deliver([a1, a2])
-        # a failover or a spool replay resends both, once in the same batch as well
-        assert await sink.deliver([a1, a2, a2]) == [a1[0], a2[0], a2[0]]
+        await deliver_repeated_keys(sink)
     finally:
         await sink.aclose()
-    assert rows(url) == [("x", "web1", "event 2", 4, 2, 100.0, 200.0, a2[0].hex())]
+    assert rows(url) == [REPEATED_ROW]
     sink = PostgresSink(make(SinkUrl=url))  # a new connection keeps the delivered keys
     try:
-        await sink.deliver([a1, alert(3, Identifier="x")])
+        await sink.deliver([REPEATED[0], alert(3, Identifier="x")])
     finally:
         await sink.aclose()
     assert rows(url)[0][4] == 3

@@ -15,11 +15,9 @@ import pytest
 import trio
 import trio.testing
 
-from probepair.config import props
 from probepair.errors import SinkError
 from probepair.events import Item, key_of
 from probepair.metrics import Metrics
-from probepair.pipeline.alerts import serialise
 from probepair.sinks import make_sink
 from probepair.sinks.file import FileSink
 from probepair.sinks.http import HttpSink
@@ -27,16 +25,14 @@ from probepair.sinks.runner import SinkRunner, call_here
 from probepair.sinks.spool import Spool
 from probepair.sinks.sqlite import SqliteSink
 from probepair.sinks.tcp import TcpSink
-
-
-def alert(n: int, **fields: object) -> Item:
-    key = key_of(b"event %d" % n)
-    return key, serialise({"Node": "web1", "Summary": f"event {n}", "Severity": 4, **fields}, key)
-
-
-def make(**values: object) -> props.Props:
-    return props.load([("test", values)])
-
+from tests.sinkcases import (
+    REPEATED,
+    REPEATED_ROW,
+    alert,
+    deliver_repeated_keys,
+    deliver_two_identifiers,
+    make,
+)
 
 # --- file ----------------------------------------------------------------------------
 
@@ -99,37 +95,25 @@ async def test_sqlite_sink_deduplicates_on_identifier(tmp_path: Path) -> None:
     path = tmp_path / "alerts.db"
     sink = make_sink(make(SinkType="sqlite", SinkDatabase=str(path)))
     assert isinstance(sink, SqliteSink)
-    a1 = alert(1, Identifier="web1:disk", FirstOccurrence=100.0, LastOccurrence=100.0)
-    a2 = alert(2, Identifier="web1:disk", FirstOccurrence=200.0, LastOccurrence=200.0,
-               Severity=5)
-    b = alert(3, Identifier="web1:cpu", LastOccurrence=150.0, FirstOccurrence=150.0)
     try:
-        assert await sink.deliver([a1, b]) == [a1[0], b[0]]
-        assert await sink.deliver([a2]) == [a2[0]]
+        want = await deliver_two_identifiers(sink)
     finally:
         await sink.aclose()
-    assert rows(path) == [
-        ("web1:disk", "web1", "event 2", 5, 2, 100.0, 200.0, a2[0].hex()),
-        ("web1:cpu", "web1", "event 3", 4, 1, 150.0, 150.0, b[0].hex()),
-    ]
+    assert rows(path) == [want["web1:disk"], want["web1:cpu"]]
 
 
 async def test_sqlite_sink_ignores_a_repeated_event_key(tmp_path: Path) -> None:
     path = tmp_path / "alerts.db"
     sink = SqliteSink(make(SinkDatabase=str(path)))
-    a1 = alert(1, Identifier="x", FirstOccurrence=100.0, LastOccurrence=100.0)
-    a2 = alert(2, Identifier="x", FirstOccurrence=200.0, LastOccurrence=200.0)
     try:
-        await sink.deliver([a1, a2])
-        # a failover or a spool replay resends both, once in the same batch as well
-        assert await sink.deliver([a1, a2, a2]) == [a1[0], a2[0], a2[0]]
+        await deliver_repeated_keys(sink)
     finally:
         await sink.aclose()
-    assert rows(path) == [("x", "web1", "event 2", 4, 2, 100.0, 200.0, a2[0].hex())]
+    assert rows(path) == [REPEATED_ROW]
     # reopening the database keeps the delivered keys
     sink = SqliteSink(make(SinkDatabase=str(path)))
     try:
-        await sink.deliver([a1])
+        await sink.deliver([REPEATED[0]])
     finally:
         await sink.aclose()
     assert rows(path)[0][4] == 2

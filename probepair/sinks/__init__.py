@@ -12,12 +12,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from probepair.events import Item
-from probepair.sinks.base import Sink
+from probepair.sinks.base import Sink, lifetime
 
 if TYPE_CHECKING:
     from probepair.config.props import Props
 
-__all__ = ["Item", "Sink", "make_sink"]
+__all__ = ["Item", "Sink", "lifetime", "make_sink"]
 
 
 def make_sink(props: Props) -> Sink:

@@ -8,12 +8,11 @@ the runner then spools and retries.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from probepair.events import Item
-
-
 
 
 class Sink(Protocol):
@@ -39,3 +38,18 @@ class CheckedSink(Sink, Protocol):
     async def check(self) -> None:
         """Return if the sink can take alerts now; raise SinkError saying why not.
         Bounded in time by the caller; it writes no alert."""
+
+
+class LivingSink(Sink, Protocol):
+    """A sink that owns something with a lifetime of its own (the nats sink's asyncio
+    thread): ``lifetime()`` starts it, and its exit stops it, bounded in time, however
+    the block ends. ``open``/``deliver``/``check``/``aclose`` are called inside it."""
+
+    def lifetime(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Enter before ``open``; leave after ``aclose`` (or instead of it, on an error)."""
+
+
+def lifetime(sink: Sink) -> contextlib.AbstractAsyncContextManager[None]:
+    """``sink.lifetime()``, or nothing to enter for a sink without one (most sinks)."""
+    own = getattr(sink, "lifetime", None)
+    return own() if own is not None else contextlib.nullcontext()

@@ -14,14 +14,18 @@ alerts the stream already stored come back as duplicates, harmless within the wi
 
 Under trio: nats-py is asyncio-only. It runs on its own asyncio event loop in one
 thread (trio's ``start_thread_soon``); trio hands each batch over with
-``run_coroutine_threadsafe`` and sleeps until the batch's future is done. Measured
+``run_coroutine_threadsafe`` and sleeps until the batch's future is done. The thread's
+lifetime is the sink's ``lifetime()`` block, which ``SinkRunner.run`` enters around
+everything it does: the block's exit, however it comes (drained, cancelled, an error),
+closes the connection and stops and joins the thread, each bounded (``CLOSE_TIMEOUT``,
+``STOP_TIMEOUT``), so no thread outlives the nursery the runner's task runs in. Measured
 against trio-asyncio with this same publisher (``bench/nats_bridge.py``, R1 stream,
 loaded 2-core machine): the thread is as fast or a little faster (26k vs 23k alerts/s at
-batches of 16, 55k vs 47k/s at 1024; the runs overlap within their noise). The thread
-wins on shape: the sink stays a plain object with ``open``/``deliver``/``aclose``, where
-trio-asyncio needs ``open_loop()`` held by a task around the whole runner, and
-trio-asyncio replaces asyncio's event loop policy for the whole process when imported.
-Nothing outside this module knows that asyncio is involved.
+batches of 16, 55k vs 47k/s at 1024; the runs overlap within their noise). Both need a
+block held around the runner (``lifetime()`` here, ``open_loop()`` there); the thread
+wins on what that block is: a sink's own, that nothing outside this module knows is
+asyncio, where trio-asyncio replaces asyncio's event loop policy for the whole process
+when imported.
 
 The duplicate window is a promise with a limit: a resend older than the window (a spool
 replayed after a long outage) would be stored twice. The sink logs a warning when it
@@ -32,12 +36,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -69,6 +75,10 @@ PENDING_BYTES: Final = 16 << 20  # client buffer: a full runner batch (4096 aler
 # the lookup is tried again STREAM_RETRY seconds later.
 STREAM_TIMEOUT: Final = 1.0
 STREAM_RETRY: Final = 10.0
+# Seconds the sink's lifetime waits at its end: for the connection to close (when the
+# runner's aclose was not reached), then for the asyncio thread to stop.
+CLOSE_TIMEOUT: Final = 2.0
+STOP_TIMEOUT: Final = 2.0
 LOG_INTERVAL: Final = 10.0  # seconds between two logged client errors (connection refused ...)
 DEFAULT_TABLE: Final = "alerts.status"  # a target table that adds no subject token
 _TABLE_MARK: Final = b'"Table":'
@@ -382,50 +392,87 @@ class Publisher:
 
 
 class LoopThread:
-    """An asyncio event loop on its own thread, and a way for trio to await on it."""
+    """An asyncio event loop on its own thread, and a way for trio to await on it.
+
+    The thread lives exactly as long as an ``async with running()`` block: started on
+    entry, and on exit (however the block ends) the loop is stopped, its tasks cancelled
+    and run to their end, the loop closed, and the exit waits for all that, at most
+    ``STOP_TIMEOUT`` seconds (shielded: a cancelled probe still joins its thread).
+
+    ``trio.lowlevel.start_thread_soon`` is the primitive ``trio.to_thread.run_sync`` is
+    built on; ``to_thread`` itself would need a task blocked in it for the whole
+    lifetime, that is a nursery around the ``yield``, and a nursery there turns every
+    exception leaving the sink's block into an ExceptionGroup. The thread is one of
+    trio's worker threads, named after the sink while the loop runs; once the loop has
+    ended it goes back to trio's pool under its own name, idle, as after any
+    ``to_thread`` call.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._stopped: trio.Event | None = None
 
-    def start(self) -> None:
-        """Start the loop's thread (returns at once)."""
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the loop's thread for the block's duration (see the class docstring)."""
+        if self.loop is not None:
+            raise RuntimeError(f"{self.name}: the asyncio loop is running already")
         # The class, not asyncio.new_event_loop(): a library that replaced the event loop
         # policy (trio-asyncio does on import) must not decide which loop this thread runs.
-        loop = self.loop = asyncio.SelectorEventLoop()
-        stopped = self._stopped = trio.Event()
+        loop = asyncio.SelectorEventLoop()
+        ended = trio.Event()
+        failed: list[Exception] = []
         token = trio.lowlevel.current_trio_token()
 
         def run() -> None:
             try:
                 loop.run_forever()
-                for task in asyncio.all_tasks(loop):
+                tasks = asyncio.all_tasks(loop)
+                for task in tasks:
                     task.cancel()
+                if tasks:  # let them see their cancellation (nats-py's reader, a reconnect)
+                    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
                 loop.run_until_complete(loop.shutdown_asyncgens())
+            except Exception as exc:  # reported by the trio side, which has a logger task
+                failed.append(exc)
             finally:
                 loop.close()
 
         def deliver(_: object) -> None:
             try:
-                token.run_sync_soon(stopped.set)
+                token.run_sync_soon(ended.set)
             except trio.RunFinishedError:
-                pass  # trio already ended: nobody waits for the thread
+                pass  # trio ended first: nobody waits for the thread
 
         trio.lowlevel.start_thread_soon(run, deliver, name=self.name)
+        self.loop = loop
+        try:
+            yield
+        finally:
+            self.loop = None
+            with contextlib.suppress(RuntimeError):  # closed: the thread ended already
+                loop.call_soon_threadsafe(loop.stop)
+            with trio.move_on_after(STOP_TIMEOUT, shield=True):
+                await ended.wait()
+            if not ended.is_set():
+                logger.error(
+                    "%s: the asyncio thread did not stop within %gs; left to end on its own",
+                    self.name,
+                    STOP_TIMEOUT,
+                )
+            elif failed:
+                logger.error("%s: the asyncio thread failed: %r", self.name, failed[0])
 
     async def run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: object) -> T:
-        """``await fn(*args)`` on the loop; cancelling the trio side cancels it there."""
-        assert self.loop is not None
+        """``await fn(*args)`` on the loop; cancelling the trio side cancels it there.
+
+        Raises:
+            RuntimeError: outside ``running()`` (a programming error, not a sink failure).
+        """
+        if self.loop is None:
+            raise RuntimeError(f"{self.name}: used outside its lifetime()")
         cf: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(fn(*args), self.loop)
         return await wait_future(cf)
-
-    async def stop(self) -> None:
-        """Stop the loop and wait for its thread (callers bound the time)."""
-        if self.loop is not None and self._stopped is not None:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            await self._stopped.wait()
-            self.loop = None
 
 
 async def wait_future(cf: concurrent.futures.Future[T]) -> T:
@@ -480,9 +527,19 @@ class NatsSink:
         self._thread = LoopThread(f"probepair-{self.name}")
         self._failing_since: float | None = None  # wall time of this outage's first failure
 
+    @asynccontextmanager
+    async def lifetime(self) -> AsyncIterator[None]:
+        """The asyncio bridge: its thread runs for this block (``SinkRunner.run`` enters
+        it), and the block's exit closes the connection (when ``aclose`` was not reached)
+        and joins the thread, each bounded in time."""
+        async with self._thread.running():
+            try:
+                yield
+            finally:
+                with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                    await self.aclose()
+
     async def _call(self, fn: Callable[..., Awaitable[T]], *args: object) -> T:
-        if self._thread.loop is None:
-            self._thread.start()
         return await self._thread.run(fn, *args)  # type: ignore[arg-type]
 
     def spooled_before(self, wall: float) -> None:
@@ -551,9 +608,5 @@ class NatsSink:
             )
 
     async def aclose(self) -> None:
-        if self._thread.loop is None:
-            return
-        try:
+        if self._thread.loop is not None:  # else the lifetime ended: nothing is open
             await self._thread.run(self.publisher.close)
-        finally:
-            await self._thread.stop()

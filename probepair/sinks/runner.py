@@ -37,7 +37,7 @@ import trio
 from probepair.errors import SinkError
 from probepair.events import Item
 from probepair.pipeline.alerts import exact_copies
-from probepair.sinks.base import Sink
+from probepair.sinks.base import Sink, lifetime
 from probepair.sinks.spool import Spool
 
 if TYPE_CHECKING:
@@ -143,7 +143,17 @@ class SinkRunner:
             self.on_health(failing_since, spooled)
 
     async def run(self, recv: ReceiveEnd[list[Item]]) -> None:
-        """Deliver until ``recv`` is closed and drained, then close the sink."""
+        """Deliver until ``recv`` is closed and drained, then close the sink.
+
+        All of it inside the sink's ``lifetime()`` when it has one: what the sink runs
+        besides its calls (the nats sink's asyncio thread) is started by this task and
+        stopped before it returns, on every way out (a cancel, an error), so nothing
+        the sink started outlives the nursery this task runs in.
+        """
+        async with lifetime(self.sink):
+            await self._run(recv)
+
+    async def _run(self, recv: ReceiveEnd[list[Item]]) -> None:
         if self.spool is not None and self.spool.pending:
             # A spool an earlier run left: its alerts are older than its last write. A
             # sink whose resends are idempotent only for a while (nats) wants to know.

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import trio
 
+from tests.net import free_port as free_port  # re-exported: e2e tests import it here
+
 READY_TIMEOUT = 20.0  # seconds; a probe starts in well under 1 s, CI machines are slow
 # The secret every test pair signs with: random, as `probepair secret` makes one (Mode
 # master/slave refuse an empty, short or placeholder secret).
@@ -61,6 +63,28 @@ def probe_env(cwd: Path) -> dict[str, str]:
     """
     return dict(os.environ, PYTHONUNBUFFERED="1", RUNTIME_DIRECTORY=str(cwd),
                 STATE_DIRECTORY=str(cwd))
+
+
+CLI_TIMEOUT = 30.0  # seconds for one operator command (status, takeover ...)
+
+
+async def probepair_cli(side: PairSide, peer: PairSide, *args: str,
+                        metrics_port: int | None = None) -> str:
+    """Run a probepair command as an operator would, in ``side``'s directory; its stdout.
+
+    The peer's status comes from ``metrics_port``, the peer's metrics port unless given
+    (a free port nobody serves leaves the peer to ``--peer-url``, or out).
+    """
+    port = peer.metrics_port if metrics_port is None else metrics_port
+    cmd = probepair_cmd(*args, "--name", side.name, "--mode", side.mode,
+                        "--peerhost", peer.host, "--peerport", str(peer.heartbeat_port),
+                        "--metricsport", str(port))
+    with trio.fail_after(CLI_TIMEOUT):
+        result = await trio.run_process(cmd, cwd=side.cwd, capture_stdout=True,
+                                        capture_stderr=True, check=False,
+                                        env=probe_env(side.cwd))
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
 
 
 async def start_probe(
@@ -111,17 +135,6 @@ async def wait_for_lines(path: Path, count: int, timeout: float = 20.0) -> list[
 # -- helpers for the failover pair tests (additive) -------------------------------------
 
 SCRAPE_TIMEOUT = 2.0  # seconds for one /metrics request on loopback or a veth
-
-
-def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
-    """A port the kernel just gave out for ``kind`` on ``host`` (closed again at once).
-
-    Pair tests need ports before the processes start (each probe names the other's
-    heartbeat port) and across a restart (the feeder keeps sending to the same port).
-    """
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 async def http_get(address: tuple[str, int], path: str) -> bytes:

@@ -21,8 +21,7 @@ from tests.e2e.procs import (
     free_port,
     kill9,
     loopback_pair,
-    probe_env,
-    probepair_cmd,
+    probepair_cli,
     scrape,
     start_probe,
     wait_metric,
@@ -45,15 +44,7 @@ async def _start(nursery: trio.Nursery, side: PairSide, peer: PairSide,
 async def _cli(side: PairSide, peer: PairSide, *args: str) -> str:
     # The peer's metrics port is left unset (a free port nobody serves): the status of
     # the peer comes by --peer-url or not at all.
-    cmd = probepair_cmd(*args, "--name", side.name, "--mode", side.mode,
-                        "--peerhost", peer.host, "--peerport", str(peer.heartbeat_port),
-                        "--metricsport", str(free_port(socket.SOCK_STREAM)))
-    with trio.fail_after(30):
-        result = await trio.run_process(cmd, cwd=side.cwd, capture_stdout=True,
-                                        capture_stderr=True, check=False,
-                                        env=probe_env(side.cwd))
-    assert result.returncode == 0, result.stderr.decode()
-    return result.stdout.decode()
+    return await probepair_cli(side, peer, *args, metrics_port=free_port(socket.SOCK_STREAM))
 
 
 def _watch_events(sink: Path) -> list[str]:

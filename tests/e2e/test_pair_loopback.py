@@ -22,13 +22,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.e2e.feeder import Feeder
+from tests.e2e import scenarios
 from tests.e2e.procs import (
     ACTIVE,
     STANDBY,
     PairSide,
     ProbeProcess,
-    Timings,
     active_flags,
     kill9,
     loopback_pair,
@@ -37,22 +36,20 @@ from tests.e2e.procs import (
     start_probe,
     wait_metric,
 )
+from tests.e2e.scenarios import (
+    DELIVERY_TIMEOUT,
+    MAX_KILL_DUPLICATES,
+    TAKEOVER_SLACK,
+    TIMINGS,
+    feeder_for,
+    kill_and_fail_back,
+    report,
+)
 from tests.e2e.sinkcheck import assert_takeover_tail, count, duplicated, wait_delivered
 
 pytestmark = pytest.mark.e2e
 
-TIMINGS = Timings(beat_interval=0.2, beat_threshold=0.2, heartbeat_timeout=0.2,
-                  ack_interval=0.1)
-RATE = 1000  # events per second
-START_TIMEOUT = 10.0  # seconds for a pair to come up (master active, slave standby)
-DELIVERY_TIMEOUT = 10.0  # seconds for the last events to reach a sink
-# Takeover is due at the bound. The slave logs the silence it measured on its own clock
-# ("master silent for 0.6 s"); a loaded machine may wake it late, never early.
-TAKEOVER_SLACK = 0.5  # seconds of scheduling delay the probe's own timer may suffer
-# A sanity cap on takeover duplicates (what the master delivered but could not ack any
-# more); their shape is asserted exactly by assert_takeover_tail, their span in the
-# probe's own time by tests/test_pair_sim.py.
-MAX_KILL_DUPLICATES = int(RATE * 3 * TIMINGS.ack_interval)
+
 async def start_side(nursery: trio.Nursery, side: PairSide, peer: PairSide) -> ProbeProcess:
     return await start_probe(nursery, side.args(peer, TIMINGS), cwd=side.cwd)
 
@@ -60,19 +57,7 @@ async def start_side(nursery: trio.Nursery, side: PairSide, peer: PairSide) -> P
 async def start_pair(nursery: trio.Nursery, m: PairSide,
                      s: PairSide) -> tuple[ProbeProcess, ProbeProcess]:
     """Both probes running, the master active and the slave in standby."""
-    master = await start_side(nursery, m, s)
-    slave = await start_side(nursery, s, m)
-    await wait_metric(master, ACTIVE, 1, START_TIMEOUT)
-    await wait_metric(slave, STANDBY, 1, START_TIMEOUT)
-    return master, slave
-
-
-def report(what: str, text: str) -> None:
-    print(f"\n{what}: {text}")  # shown with -s / on failure: the numbers the issue asks for
-
-
-def feeder_for(m: PairSide, s: PairSide) -> Feeder:
-    return Feeder([(m.host, m.feed_port), (s.host, s.feed_port)], rate=RATE)
+    return await scenarios.start_pair(nursery, start_side, m, s)
 
 
 async def test_kill9_master_under_load_slave_takes_over_without_loss(tmp_path: Path) -> None:
@@ -157,30 +142,9 @@ async def test_restarted_master_takes_back_over_by_handshake(tmp_path: Path) -> 
     # README "Failback": handshake, no gap, no overlap. What the restarted master's feed
     # missed while it started is delivered by the slave (gap fill).
     m, s = loopback_pair(tmp_path)
-    feeder = feeder_for(m, s)
-    async with trio.open_nursery() as nursery:
-        master, slave = await start_pair(nursery, m, s)
-        nursery.start_soon(feeder.run)
-        await feeder.wait_traffic(0.5)
-        await kill9(master)
-        await wait_metric(slave, ACTIVE, 1, TIMINGS.bound + 5)
-        await feeder.wait_traffic(0.5)
-        restart_from = feeder.sent  # every event from here on is sent around the failback
-        restarted_at = trio.current_time()
-        master = await start_side(nursery, m, s)
-        await wait_metric(master, ACTIVE, 1, 5 * TIMINGS.bound + 5)
-        took = trio.current_time() - restarted_at
-        await wait_metric(slave, STANDBY, 1, 5)
-        assert await active_flags(master, slave) == [1, 0]
-        await feeder.wait_traffic(0.5)
-        feeder.stop()
-        await wait_delivered(feeder.keys(), [m.sink, s.sink], DELIVERY_TIMEOUT)
-        assert await slave.stop() == 0
-        assert await master.stop() == 0
-    result = count(feeder.keys(), [m.sink, s.sink])
-    across = duplicated([m.sink, s.sink], among=feeder.keys(restart_from))
-    report("failback", f"master active {took:.3f} s after its restart; duplicates across "
-           f"the failback {sum(across.values()) - len(across)}; {result}")
-    assert feeder.seqs(result.lost) == []
-    assert result.unexpected == 0
-    assert across == {}  # the handshake failback duplicates nothing
+    run = await kill_and_fail_back(start_side, m, s)
+    report("failback", f"master active {run.took:.3f} s after its restart; duplicates across "
+           f"the failback {sum(run.across.values()) - len(run.across)}; {run.result}")
+    assert run.lost_seqs == []
+    assert run.result.unexpected == 0
+    assert run.across == {}  # the handshake failback duplicates nothing

@@ -11,28 +11,35 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.e2e import netns
-from tests.e2e.feeder import Feeder
+from tests.e2e import netns, scenarios
 from tests.e2e.netns import Topology
 from tests.e2e.procs import (
     ACTIVE,
     STANDBY,
     PairSide,
     ProbeProcess,
-    Timings,
     active_flags,
-    kill9,
     reported_silence,
     scrape,
     start_probe,
     wait_metric,
 )
-from tests.e2e.sinkcheck import assert_takeover_tail, count, duplicated, wait_delivered
+from tests.e2e.scenarios import (
+    DELIVERY_TIMEOUT,
+    MAX_KILL_DUPLICATES,
+    TAKEOVER_SLACK,
+    TIMINGS,
+    feeder_for,
+    kill_and_fail_back,
+    report,
+)
+from tests.e2e.sinkcheck import count, wait_delivered
 
 pytestmark = pytest.mark.e2e
 
@@ -40,16 +47,7 @@ pytestmark = pytest.mark.e2e
 HEARTBEAT_PORT = 7100
 FEED_PORT = 5514
 METRICS_PORT = 9100
-# The same timings and limits as test_pair_loopback.py; see the reasons there.
-TIMINGS = Timings(beat_interval=0.2, beat_threshold=0.2, heartbeat_timeout=0.2,
-                  ack_interval=0.1)
-RATE = 1000  # events per second
-START_TIMEOUT = 10.0  # seconds
-DELIVERY_TIMEOUT = 10.0  # seconds
-# Takeover timing is read from the slave's log (the silence it measured on its own
-# clock): never early, late only by scheduling.
-TAKEOVER_SLACK = 0.5  # seconds beyond the bound, for a loaded CI machine
-MAX_KILL_DUPLICATES = int(RATE * 3 * TIMINGS.ack_interval)
+# Timings, rate and limits: tests/e2e/scenarios.py, shared with test_pair_loopback.py.
 
 
 @pytest.fixture
@@ -73,72 +71,34 @@ def sides(topo: Topology, tmp_path: Path) -> tuple[PairSide, PairSide]:
     return made[0], made[1]
 
 
-async def start_side(nursery: trio.Nursery, topo: Topology, side: PairSide,
-                     peer: PairSide) -> ProbeProcess:
+async def start_side(nursery: trio.Nursery, side: PairSide, peer: PairSide, *,
+                     topo: Topology) -> ProbeProcess:
     ns = topo.ns("a" if side.mode == "master" else "b")
     return await start_probe(nursery, side.args(peer, TIMINGS), cwd=side.cwd, netns=ns)
 
 
 async def start_pair(nursery: trio.Nursery, topo: Topology, m: PairSide,
                      s: PairSide) -> tuple[ProbeProcess, ProbeProcess]:
-    master = await start_side(nursery, topo, m, s)
-    slave = await start_side(nursery, topo, s, m)
-    await wait_metric(master, ACTIVE, 1, START_TIMEOUT)
-    await wait_metric(slave, STANDBY, 1, START_TIMEOUT)
-    return master, slave
-
-
-def report(what: str, text: str) -> None:
-    print(f"\n{what}: {text}")  # shown with -s / on failure
-
-
-def feeder_for(m: PairSide, s: PairSide) -> Feeder:
-    return Feeder([(m.feed_host, m.feed_port), (s.feed_host, s.feed_port)], rate=RATE)
+    return await scenarios.start_pair(nursery, partial(start_side, topo=topo), m, s)
 
 
 async def test_kill9_master_across_namespaces_then_failback(topo: Topology,
                                                             tmp_path: Path) -> None:
     # README: no loss across the takeover; the handshake failback duplicates nothing.
     m, s = sides(topo, tmp_path)
-    feeder = feeder_for(m, s)
-    async with trio.open_nursery() as nursery:
-        master, slave = await start_pair(nursery, topo, m, s)
-        nursery.start_soon(feeder.run)
-        await feeder.wait_traffic(0.5)
-        killed_at = trio.current_time()
-        await kill9(master)
-        await wait_metric(slave, ACTIVE, 1, TIMINGS.bound + 5)
-        took = trio.current_time() - killed_at
-        silence = reported_silence(s.log)
-        await feeder.wait_traffic(0.3)
-        # No loss across the takeover, before the failback muddies the count.
-        sent_before_restart = feeder.sent
-        at_takeover = await wait_delivered(feeder.keys(), [m.sink, s.sink], DELIVERY_TIMEOUT)
-        assert feeder.seqs(at_takeover.lost) == []
-        tail = assert_takeover_tail(m.sink, s.sink, feeder.keys())
-        restarted_at = trio.current_time()
-        master = await start_side(nursery, topo, m, s)
-        await wait_metric(master, ACTIVE, 1, 5 * TIMINGS.bound + 5)
-        failback = trio.current_time() - restarted_at
-        await wait_metric(slave, STANDBY, 1, 5)
-        assert await active_flags(master, slave) == [1, 0]
-        await feeder.wait_traffic(0.5)
-        feeder.stop()
-        await wait_delivered(feeder.keys(), [m.sink, s.sink], DELIVERY_TIMEOUT)
-        assert await slave.stop() == 0
-        assert await master.stop() == 0
-    result = count(feeder.keys(), [m.sink, s.sink])
-    across = duplicated([m.sink, s.sink], among=feeder.keys(sent_before_restart))
+    run = await kill_and_fail_back(partial(start_side, topo=topo), m, s, check_takeover=True)
+    assert run.takeover is not None
+    t = run.takeover
     report("netns kill -9 + failback",
-           f"takeover seen {took:.3f} s after the kill, after {silence} s of silence by the "
-           f"slave's clock (bound {TIMINGS.bound:.1f} s), at takeover {at_takeover}; "
-           f"master active {failback:.3f} s after restart, duplicates across the failback "
-           f"{sum(across.values()) - len(across)}; {result}")
-    assert TIMINGS.bound - 0.05 <= silence <= TIMINGS.bound + TAKEOVER_SLACK
-    assert tail == at_takeover.duplicates <= MAX_KILL_DUPLICATES  # only the unacked tail
-    assert feeder.seqs(result.lost) == []
-    assert result.unexpected == 0
-    assert across == {}  # the handshake failback duplicates nothing
+           f"takeover seen {t.took:.3f} s after the kill, after {t.silence} s of silence by "
+           f"the slave's clock (bound {TIMINGS.bound:.1f} s), at takeover {t.at_takeover}; "
+           f"master active {run.took:.3f} s after restart, duplicates across the failback "
+           f"{sum(run.across.values()) - len(run.across)}; {run.result}")
+    assert TIMINGS.bound - 0.05 <= t.silence <= TIMINGS.bound + TAKEOVER_SLACK
+    assert t.tail == t.at_takeover.duplicates <= MAX_KILL_DUPLICATES  # only the unacked tail
+    assert run.lost_seqs == []
+    assert run.result.unexpected == 0
+    assert run.across == {}  # the handshake failback duplicates nothing
 
 
 async def test_partition_is_a_split_brain_without_loss_and_heals(topo: Topology,

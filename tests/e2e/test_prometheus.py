@@ -17,6 +17,8 @@ import pytest
 import trio
 
 from tests.e2e.procs import ProbeProcess, start_probe, write_secret_file
+from tests.net import fetch as http_get
+from tests.net import free_port
 from tests.servers import need
 
 if TYPE_CHECKING:
@@ -40,21 +42,6 @@ PAIR_TIMING = [
     "--heartbeattimeout",
     "0.2",
 ]
-
-
-def free_port(kind: int) -> int:
-    """A loopback port of socket type ``kind`` that was free a moment ago."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def http_get(url: str) -> httpx.Response:
-    def get() -> httpx.Response:
-        with httpx.Client(timeout=5.0) as client:
-            return client.get(url)
-
-    return await trio.to_thread.run_sync(get)
 
 
 def write_config(path: Path, targets: list[str]) -> None:

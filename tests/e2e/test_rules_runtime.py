@@ -21,6 +21,7 @@ from tests.e2e.procs import (
     wait_for_lines,
     wait_metric,
 )
+from tests.net import free_tcp_port
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +82,7 @@ async def test_sighup_reloads_rules_and_a_broken_file_keeps_the_old_ones(tmp_pat
         probe = await start_probe(
             nursery,
             ["--feedport", "0", "--feedformat", "line", "--rulesfile", str(rules),
-             "--sinkfile", str(sink), "--metricsport", str(_free_tcp_port()), "--name", "r"],
+             "--sinkfile", str(sink), "--metricsport", str(free_tcp_port()), "--name", "r"],
             cwd=tmp_path,
         )
         feed = probe.address("feed")
@@ -125,9 +126,3 @@ def _logged_at(log: Path, text: str) -> float:
     assert len(lines) == 1, lines
     stamp = datetime.strptime(lines[0][:23], "%Y-%m-%d %H:%M:%S,%f")
     return stamp.timestamp()
-
-
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

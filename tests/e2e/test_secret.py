@@ -14,11 +14,10 @@ from tests.e2e.procs import (
     ACTIVE,
     PAIR_SECRET,
     STANDBY,
-    PairSide,
     Timings,
     http_get,
     loopback_pair,
-    probe_env,
+    probepair_cli,
     probepair_cmd,
     scrape,
     start_probe,
@@ -78,18 +77,6 @@ def test_refusals_exit_2_with_one_line(tmp_path: Path) -> None:
         assert PAIR_SECRET not in result.stderr
 
 
-async def _cli(side: PairSide, peer: PairSide, *args: str) -> str:
-    cmd = probepair_cmd(*args, "--name", side.name, "--mode", side.mode,
-                        "--peerhost", peer.host, "--peerport", str(peer.heartbeat_port),
-                        "--metricsport", str(peer.metrics_port))
-    with trio.fail_after(30):
-        result = await trio.run_process(cmd, cwd=side.cwd, capture_stdout=True,
-                                        capture_stderr=True, check=False,
-                                        env=probe_env(side.cwd))
-    assert result.returncode == 0, result.stderr.decode()
-    return result.stdout.decode()
-
-
 async def test_the_secret_never_shows(tmp_path: Path) -> None:
     rules = tmp_path / "leaky.rules"
     rules.write_text(LEAKY_RULES)
@@ -108,8 +95,8 @@ async def test_the_secret_never_shows(tmp_path: Path) -> None:
         for probe in (master, slave):
             shown.append((await http_get(probe.address("metrics"), "/status")).decode())
             shown.append((await http_get(probe.address("metrics"), "/metrics")).decode())
-        shown.append(await _cli(m, s, "status", "--json"))
-        shown.append(await _cli(m, s, "status"))
+        shown.append(await probepair_cli(m, s, "status", "--json"))
+        shown.append(await probepair_cli(m, s, "status"))
         for probe in (master, slave):
             assert await probe.stop() == 0
     alerts = [json.loads(line) for line in m.sink.read_bytes().splitlines()]
@@ -148,7 +135,7 @@ async def test_allow_insecure_heartbeats_runs_and_says_so(tmp_path: Path) -> Non
         await wait_metric(slave, STANDBY, 1, timeout=10)
         info = [k for k in await scrape(master) if k.startswith("probepair_info{")]
         assert len(info) == 1 and 'allow_insecure_heartbeats="true"' in info[0]
-        table = await _cli(m, s, "status")
+        table = await probepair_cli(m, s, "status")
         assert "insecure beats    ALLOWED           ALLOWED" in table.splitlines()
         assert table.rstrip().splitlines()[-1] == (
             "WARNING: AllowInsecureHeartbeats on m, s: heartbeats and acks may be forged")

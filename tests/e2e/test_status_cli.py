@@ -10,29 +10,16 @@ import trio
 
 from tests.e2e.procs import (
     ACTIVE,
-    PairSide,
     Timings,
     loopback_pair,
     probe_env,
+    probepair_cli,
     probepair_cmd,
     start_probe,
     wait_metric,
 )
 
 pytestmark = pytest.mark.e2e
-
-
-async def _cli(side: PairSide, peer: PairSide, *args: str) -> str:
-    """Run a probepair command as an operator would, in the probe's directory."""
-    cmd = probepair_cmd(*args, "--name", side.name, "--mode", side.mode,
-                        "--peerhost", peer.host, "--peerport", str(peer.heartbeat_port),
-                        "--metricsport", str(peer.metrics_port))
-    with trio.fail_after(30):
-        result = await trio.run_process(cmd, cwd=side.cwd, capture_stdout=True,
-                                        capture_stderr=True, check=False,
-                                        env=probe_env(side.cwd))
-    assert result.returncode == 0, result.stderr.decode()
-    return result.stdout.decode()
 
 
 async def test_status_shows_both_sides_and_takeover_release_switch_roles(tmp_path: Path) -> None:
@@ -44,7 +31,7 @@ async def test_status_shows_both_sides_and_takeover_release_switch_roles(tmp_pat
         await wait_metric(master, ACTIVE, 1, timeout=10)
         await wait_metric(slave, 'probepair_role{role="slave-standby"}', 1, timeout=10)
 
-        table = await _cli(m, s, "status")
+        table = await probepair_cli(m, s, "status")
         print(table)
         lines = {line[:18].strip(): line[18:].split() for line in table.splitlines()}
         assert lines["name"] == ["m", "s"]
@@ -52,13 +39,14 @@ async def test_status_shows_both_sides_and_takeover_release_switch_roles(tmp_pat
         assert lines["active"] == ["yes", "no"]
         assert "pair OK: one active (m)" in table
 
-        assert (await _cli(s, m, "takeover")).startswith("s: takeover requested; now master")
+        taken = await probepair_cli(s, m, "takeover")
+        assert taken.startswith("s: takeover requested; now master")
         await wait_metric(master, ACTIVE, 0, timeout=5)
-        both = json.loads(await _cli(s, m, "status", "--json"))
+        both = json.loads(await probepair_cli(s, m, "status", "--json"))
         assert both["local"]["active"] is True and both["local"]["epoch"] == 1
         assert both["peer"]["role"] == "slave-standby"
 
-        assert "now slave-standby" in await _cli(s, m, "release")
+        assert "now slave-standby" in await probepair_cli(s, m, "release")
         await wait_metric(master, ACTIVE, 1, timeout=5)
         nursery.cancel_scope.cancel()
 
