@@ -519,7 +519,7 @@ def test_request_slave_on_the_active_side_hands_over() -> None:
     assert changes(actions) == [RoleChanged(Role.MASTER, Role.SLAVE_STANDBY,
                                             "mode set to slave (epoch 1)")]
     hb = beats(actions)[0]
-    assert hb.flags & ~Flag.ECHO_REQUEST == Flag.CONFIGURED_MASTER | Flag.HANDING_OVER and hb.epoch == 1
+    assert hb.flags & ~Flag.ECHO_REQUEST == Flag.CONFIGURED_MASTER | Flag.HANDING_OVER | Flag.REQUESTED and hb.epoch == 1
     reply = s.receive(hb, 1.0)
     assert changes(reply) == [RoleChanged(
         Role.SLAVE_STANDBY, Role.MASTER_PENDING, "peer 1 is slave-standby at epoch 1")]

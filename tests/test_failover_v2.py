@@ -16,7 +16,7 @@ from probepair.failover import (
     Role,
     RoleChanged,
 )
-from probepair.failover.wire import Ack, Flag
+from probepair.failover.wire import Ack, Flag, make_boot_id
 from tests.test_failover import (
     BOOT_M2,
     K,
@@ -322,6 +322,56 @@ def test_without_a_spool_the_peers_acks_for_unheld_keys_expire_with_buffer_reten
     for t in range(12, 70, 2):
         converse(m, s, float(t))
     assert s.covered_by_peer([K(9)]) == set()  # expired with retention: no spool
+
+
+# -- roles converge: designation ---------------------------------------------------------
+
+
+def test_an_operators_switch_holds_and_a_restart_of_either_side_ends_it() -> None:
+    """Issue 21: only an operator's or a rules switch changes who is master by
+    configuration, until either probe restarts; automatic switches do not."""
+    m, s = running_pair()
+    actions = s.request_mode(Mode.MASTER, 1.0)  # `probepair takeover` on the slave
+    assert beats(actions)[0].flags & Flag.REQUESTED
+    converse(m, s, 1.0, actions, sender=s)
+    t = 1.0
+    for t in [2.0 + 2 * i for i in range(30)]:  # a minute: the master does not reclaim
+        converse(m, s, t)
+        assert s.role is Role.MASTER and m.role is Role.SLAVE_STANDBY, t
+    # The slave restarts: its switch is over, the props hold again. The master, healthy,
+    # takes the role back through the handshake (the new slave first takes over: it
+    # hears no master, as at any start).
+    s2 = FailoverMachine(config(Mode.SLAVE, boot_id=make_boot_id(2_000, b"ssss")), now=t)
+    while not m.active or s2.active:
+        t += 0.5
+        log = converse(m, s2, t)
+        for _ in range(3):  # let handovers finish at this instant
+            log += converse(m, s2, t)
+        assert t < 200, (m.role, s2.role)
+    assert m.role is Role.MASTER and s2.role is Role.SLAVE_STANDBY
+
+
+def test_a_restarted_master_takes_the_role_back_from_a_slave_that_got_it_automatically(
+) -> None:
+    """The issue's schedule: the master hands over for its sink (epoch 1), then is
+    restarted before it took the role back; the slave is master at a higher epoch than
+    the new boot's 0. The new boot adopts slave-standby, then reclaims (epoch + 1)."""
+    m, s = running_pair()
+    m.sink_state(1.0, 0, 1.0)
+    t = 2.0
+    while m.active or not s.active:
+        converse(m, s, t)
+        t += 0.5
+        assert t < 60
+    assert s.role is Role.MASTER and s.epoch >= 1
+    m2 = FailoverMachine(config(Mode.MASTER, boot_id=BOOT_M2), now=t)
+    while not m2.active or s.active:
+        t += 0.5
+        converse(m2, s, t)
+        for _ in range(3):
+            converse(m2, s, t)
+        assert t < 120, (m2.role, s.role)
+    assert m2.role is Role.MASTER and s.role is Role.SLAVE_STANDBY and m2.epoch > s.epoch - 1
 
 
 # -- a standby that was stalled ----------------------------------------------------------

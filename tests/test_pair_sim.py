@@ -47,6 +47,7 @@ class SimProbe:
     sink: ListSink
     rng: random.Random
     failback: Failback = Failback.HANDSHAKE
+    sink_failover: float = 30.0
     driver: PeerDriver | None = None
     roles: list[tuple[float, Role, Role, str]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
@@ -70,7 +71,7 @@ class SimProbe:
         self.link.clear()  # a new process gets a new socket
         boot = make_boot_id(1_700_000_000 + trio.current_time(), self.rng.randbytes(4))
         cfg = FailoverConfig(mode=self.mode, node_id=self.node_id, boot_id=boot,
-                             failback=self.failback)
+                             failback=self.failback, sink_failover=self.sink_failover)
         await nursery.start(self._run, cfg, name=f"probe:{self.name}")
 
     def kill(self) -> None:
@@ -155,6 +156,7 @@ class Pair:
     sink: ListSink
     generated: list[bytes] = field(default_factory=list)
     feeding: bool = True
+    nursery: trio.Nursery | None = None  # where restarted probes run
 
     @property
     def probes(self) -> tuple[SimProbe, SimProbe]:
@@ -285,6 +287,68 @@ async def test_at_most_one_active_after_convergence_under_chaos(
     # At-least-once across all of it: every event reached the sink.
     delivered = set(pair.sink.keys())
     assert [k for k in pair.generated if k not in delivered] == []
+
+
+async def _fault(pair: Pair, what: str, rng: random.Random) -> None:
+    """Break the pair as ``what`` says for a random while, then heal it."""
+    if what == "partition":
+        pair.net.partitioned = True
+        await trio.sleep(rng.uniform(1, 30))
+        pair.net.partitioned = False
+    elif what.startswith("kill"):
+        probe = pair.master if what == "kill master" else pair.slave
+        probe.kill()
+        await trio.sleep(rng.uniform(0.5, 30))
+        assert pair.nursery is not None
+        await probe.start(pair.nursery)
+    else:
+        broken = {"master's sink": [pair.master], "slave's sink": [pair.slave],
+                  "both sinks": list(pair.probes)}[what]
+        for probe in broken:
+            assert probe.driver is not None
+            probe.driver.sink_state(trio.current_time(), 0)
+        await trio.sleep(rng.uniform(1, 20))
+        for probe in broken:
+            assert probe.driver is not None
+            probe.driver.sink_state(None, 0)
+    await trio.sleep(rng.uniform(0, 8))  # the next fault may come before convergence
+
+
+async def test_without_a_switch_the_configured_master_is_active_again_after_any_faults(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Roles converge (issue 21): every automatic switch (silence takeover, sink
+    handover, split-brain verdict) is undone by the configured master once its cause is
+    gone, whatever the epochs reached meanwhile and across restarts of either side:
+    within SinkFailover + two takeover bounds of the heal, the master is the active one."""
+    sink_failover = 3.0
+    pair = make_pair(seed=11, duplicate=0.05, delay=(0.0, 0.2))
+    for probe in pair.probes:
+        probe.sink_failover = sink_failover
+    rng = random.Random(11)
+    faults = ["partition", "kill master", "kill slave", "master's sink", "slave's sink",
+              "both sinks"]
+    seen: Counter[str] = Counter()
+    async with trio.open_nursery() as nursery:
+        pair.nursery = nursery
+        await nursery.start(pair.net.run)
+        await pair.master.start(nursery)
+        await pair.slave.start(nursery)
+        nursery.start_soon(pair.run_feed, 2.0, 4 * 3600, random.Random(111))
+        for step in range(60):
+            # One to three faults back to back: a restart before the failback of a sink
+            # handover, a partition during a takeover ... (each is healed before the next)
+            what = ", ".join(rng.choice(faults) for _ in range(rng.randint(1, 3)))
+            for fault in what.split(", "):
+                seen[fault] += 1
+                await _fault(pair, fault, rng)
+            await trio.sleep(sink_failover + 2 * BOUND + 2.0)
+            roles = [(p.name, p.driver.machine.role.value if p.driver else None,
+                      p.driver.machine.epoch if p.driver else None) for p in pair.probes]
+            assert pair.master.active and not pair.slave.active, (step, what, roles)
+            await trio.sleep(rng.uniform(0, 30))
+        nursery.cancel_scope.cancel()
+    assert all(seen[f] for f in faults), seen  # each kind of fault happened
+    assert max(p.driver.machine.epoch for p in pair.probes if p.driver) > 5  # epochs moved
 
 
 ACK_INTERVAL = 0.1  # FailoverConfig.ack_interval, the default the simulated probes run with

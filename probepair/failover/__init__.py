@@ -112,9 +112,21 @@ ignores both (``probepair takeover`` works outside the window).
 Health-aware roles. Heartbeats carry the sender's sink health (failing for how long,
 spool bytes). An active probe whose sink has failed for ``sink_failover`` seconds while
 a fresh, standby peer reports a working sink steps down through the handshake (epoch +1:
-the peer becomes a pending master and takes over). A configured master that handed over
-this way takes the role back (as a pending master, epoch +1) once its sink has worked
-for ``sink_failover``, unless ``Failback`` is manual.
+the peer becomes a pending master and takes over).
+
+Roles converge (the invariant). Who should be master is the *designation*: ``Mode`` in
+the props, or the newest operator or rules switch of either probe (``request_mode``; its
+heartbeats carry ``REQUESTED`` while the epoch it made is current), until either probe
+restarts. Automatic switches (silence takeover, stall, sink handover, split-brain
+verdict) move roles and epochs but never the designation. So after any fault schedule
+without a switch, once healed, the designated master is active within ``FailbackDelay``
++ ``sink_failover`` + a few beats: a designated master in ``slave-standby`` whose sink
+works (for ``sink_failover`` after a failure) while the peer forwards reclaims the role
+(``RECLAIM``, epoch +1, as a pending master through the handshake), and one in
+``slave-active`` with no active peer relabels itself master, both only while the
+failback window is open and never under ``Failback: manual``. A first heartbeat of a new
+boot does not pass a designation on (a switch made before a restart is over), and a
+probe that sees its peer restart goes back to its props.
 
 Stalls: an active master whose beat timer ran more than the bound late (SIGSTOP, a
 frozen VM) must assume its peer took over meanwhile. Its next tick makes it

@@ -26,9 +26,9 @@ and ``RoleLogic.set_role`` (the single effect point) emits ``RoleChanged``, flus
 activation and beats at once. A pair absent from the table is refused::
 
     slave-standby   SILENCE -> slave-active     REQUEST_MASTER -> master
-                    SINK_RECOVERED -> master-pending
+                    RECLAIM -> master-pending
     slave-active    PENDING_MASTER, LOST_VERDICT, REQUEST_SLAVE, SINK_FAILING
-                    -> slave-standby            REQUEST_MASTER -> master
+                    -> slave-standby            REQUEST_MASTER, RECLAIM -> master
     master-pending  SILENCE, HANDED_OVER, REQUEST_MASTER -> master
                     LOST_VERDICT, REQUEST_SLAVE -> slave-standby
     master          STALL -> master-pending
@@ -240,14 +240,18 @@ class FailoverMachine(MachineState):
         if self._role is Role.STANDARD:
             return actions
         self.roles.run_timers(now, actions)
+        if mode is not Mode.STANDARD:
+            self._designated = mode  # until either probe restarts, or the peer's next switch
         if mode is Mode.MASTER and self._role is not Role.MASTER:
             self._epoch += 1
+            self._request_epoch = self._epoch
             self.roles.end_handover()
             self.roles.fire(
                 Trigger.REQUEST_MASTER, f"mode set to master (epoch {self._epoch})", now, actions
             )
         elif mode is Mode.SLAVE and (self._active or self._role is Role.MASTER_PENDING):
             self._epoch += 1
+            self._request_epoch = self._epoch
             why = f"mode set to slave (epoch {self._epoch})"
             self.roles.step_down(Trigger.REQUEST_SLAVE, why, reason, now, actions)
         return actions

@@ -71,6 +71,11 @@ class PeerInputs:
     def on_heartbeat(self, hb: Heartbeat, newest: bool, now: float, actions: list[Action]) -> None:
         known = hb.boot_id == self.m._peer_boot
         if not known:
+            if self.m._peer is not None:
+                # The peer restarted: a switch either of us made is over, and the props
+                # say again who is master (the README: a switch holds until a restart).
+                self.m._designated = self.m.config.mode
+                self.m._request_epoch = None
             self.m._peer = hb  # a new boot's first fresh heartbeat is its newest
             self.m._awaiting = None
             # Acks of the last bound may concern events the new boot holds: re-send them.
@@ -99,6 +104,12 @@ class PeerInputs:
         peer_active = hb.role in ACTIVE_ROLES
         if hb.epoch > self.m._epoch:
             self.m._epoch = hb.epoch
+            if known and hb.flags & Flag.REQUESTED:
+                # The peer's operator or rules chose its mode. Not on first contact: a
+                # switch made before this boot or the peer's is over (either restart
+                # ends it, and the peer forgets its own when it sees our new boot).
+                self.m._designated = Mode.SLAVE if hb.role in MASTER_ROLES else Mode.MASTER
+                self.m._request_epoch = None
             self.adopt_opposite_mode(hb, now, actions)
         if peer_master and self.m.mode is Mode.SLAVE:
             self.m._beat_interval = hb.beat_interval  # OMNIbus: the slave adopts it

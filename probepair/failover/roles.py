@@ -84,6 +84,7 @@ class RoleLogic:
         if self.m._next_beat <= now:
             self.out.beat(now, actions)
             self.check_sink(now, actions)
+            self.check_reclaim(now, actions)
 
     def on_silence(self, now: float, actions: list[Action]) -> None:
         silent = now - self.m._silence_since
@@ -227,21 +228,59 @@ class RoleLogic:
         if self.m._active and failing is not None and now - failing >= limit and peer_ok:
             self.m._suppressed = False
             self.m._epoch += 1
-            self.m._sink_handed_over = self.m.config.mode is Mode.MASTER
             why = f"sink failing for {now - failing:.0f} s while the peer's sink works"
             self.step_down(Trigger.SINK_FAILING, why, HandoverReason.SINK, now, actions)
-        elif (
-            self.m._sink_handed_over
-            and self.m._role is Role.SLAVE_STANDBY
-            and failing is None
-            and now - self.m._sink_healthy_since >= limit
-            and self.m.config.failback is not Failback.MANUAL
-            and self.m.failback.window_open
+
+    def check_reclaim(self, now: float, actions: list[Action]) -> None:
+        """Roles converge: the designated master (``_designated``: the props, or the
+        newest operator/rules switch) that an automatic switch moved to a slave role takes
+        the role back once the cause is gone and failback allows it, whatever the epochs
+        reached meanwhile. Runs at each of our beats."""
+        m, c = self.m, self.m.config
+        role = m._role
+        if (
+            m._designated is not Mode.MASTER
+            or role not in (Role.SLAVE_STANDBY, Role.SLAVE_ACTIVE)
+            or c.failback is Failback.MANUAL
+            or not isinstance(m._handover, Idle)
         ):
-            self.m._sink_handed_over = False
-            self.m._epoch += 1
-            why = f"sink healthy again for {now - self.m._sink_healthy_since:.0f} s"
-            self.fire(Trigger.SINK_RECOVERED, why, now, actions)
+            m._reclaim_since = None
+            return
+        heard, peer = m._peer_last_heard, m._peer
+        peer_active = (
+            heard is not None and now - heard < m._bound() and peer is not None
+            and peer.role in ACTIVE_ROLES
+        )
+        if role is Role.SLAVE_ACTIVE:
+            # Forwarding already (the peer is silent or standby): only the label is
+            # wrong. Both active is a split brain, which the verdict settles first. In
+            # the window only: at a partition's heal the higher epoch wins the verdict.
+            if not peer_active and m.failback.window_open:
+                m._epoch += 1
+                self.fire(Trigger.RECLAIM, "the designated master is the active one", now,
+                          actions)
+            return
+        failing = m._sink_failing_since
+        healthy_for = now - m._sink_healthy_since
+        if not (
+            peer_active
+            and failing is None
+            and (c.sink_failover <= 0 or healthy_for >= c.sink_failover)
+            and m.failback.window_open
+        ):
+            m._reclaim_since = None
+            return
+        if m._reclaim_since is None:
+            m._reclaim_since = now
+        if now - m._reclaim_since < c.failback_delay:
+            return  # FailbackDelay: the cause must stay gone that long
+        m._reclaim_since = None
+        m._epoch += 1
+        why = (
+            f"designated master, sink healthy for {min(healthy_for, 1e9):.0f} s: "
+            "taking the role back"
+        )
+        self.fire(Trigger.RECLAIM, why, now, actions)
 
     def stream_for(self, boot: bytes) -> AckStream:
         stream = self.m._stream

@@ -69,6 +69,8 @@ def beat_flags(m: MachineState, *, regular: bool, request: bool) -> Flag:
     flags = Flag.NONE
     if m.config.mode is Mode.MASTER:
         flags |= Flag.CONFIGURED_MASTER
+    if m._request_epoch == m._epoch:
+        flags |= Flag.REQUESTED
     if isinstance(m._handover, Draining):
         flags |= Flag.HANDING_OVER
     elif isinstance(m._handover, HandedOver):

@@ -103,9 +103,15 @@ class MachineState:
         self._in_flight = 0
         self._feed_idle = False
         self._sink_failing_since: float | None = None
-        self._sink_healthy_since = now
+        self._sink_healthy_since = -INF  # healthy since start: no failure to outlast
         self._spool_bytes = 0
-        self._sink_handed_over = False
+        # Who should be master, by configuration: Mode from the props, or the newest
+        # operator/rules switch of either probe (until either restarts). Automatic
+        # switches (silence, stall, sink, verdicts) leave it alone, so the designated
+        # master takes the role back once their cause is gone (issue 21: roles converge).
+        self._designated = config.mode
+        self._request_epoch: int | None = None  # the epoch our own switch made, if current
+        self._reclaim_since: float | None = None  # since when a reclaim would be allowed
         self._suppressed = False  # this sink outage's handover was suppressed (counted once)
         self.failback = FailbackGate(config.failback_delay)  # the window: window_changed()
         # The newest fresh heartbeat from the peer (its boot, seq, role, sink health).

@@ -31,7 +31,7 @@ class Trigger(enum.Enum):
     REQUEST_MASTER = enum.auto()  # request_mode(master): %Mode in rules, or an operator
     REQUEST_SLAVE = enum.auto()  # request_mode(slave)
     SINK_FAILING = enum.auto()  # our sink failed for SinkFailover, the peer's works
-    SINK_RECOVERED = enum.auto()  # a master that handed over for its sink takes it back
+    RECLAIM = enum.auto()  # the designated master, moved by an automatic switch, returns
 
 
 _T = Trigger
@@ -39,7 +39,7 @@ ROLE_TRANSITIONS: Final[dict[Role, dict[Trigger, Role]]] = {
     Role.SLAVE_STANDBY: {
         _T.SILENCE: Role.SLAVE_ACTIVE,
         _T.REQUEST_MASTER: Role.MASTER,
-        _T.SINK_RECOVERED: Role.MASTER_PENDING,
+        _T.RECLAIM: Role.MASTER_PENDING,
     },
     Role.SLAVE_ACTIVE: {
         _T.PENDING_MASTER: Role.SLAVE_STANDBY,
@@ -47,6 +47,7 @@ ROLE_TRANSITIONS: Final[dict[Role, dict[Trigger, Role]]] = {
         _T.REQUEST_MASTER: Role.MASTER,
         _T.REQUEST_SLAVE: Role.SLAVE_STANDBY,
         _T.SINK_FAILING: Role.SLAVE_STANDBY,
+        _T.RECLAIM: Role.MASTER,
     },
     Role.MASTER_PENDING: {
         _T.SILENCE: Role.MASTER,
@@ -80,7 +81,11 @@ MEANING: Final[dict[Trigger, str]] = {
     Trigger.REQUEST_MASTER: '`%Mode = "master"` in the rules, or `probepair takeover`',
     Trigger.REQUEST_SLAVE: '`%Mode = "slave"`, or `probepair release`',
     Trigger.SINK_FAILING: "our sink failed for `SinkFailover` while the peer's works",
-    Trigger.SINK_RECOVERED: "a master that handed over for its sink has a working sink again",
+    Trigger.RECLAIM: (
+        "the designated master (props, or the newest switch) is in a slave role by an "
+        "automatic switch, its sink works (for `SinkFailover` after a failure), failback "
+        "allows it (window, `FailbackDelay`, not manual)"
+    ),
 }
 
 

@@ -75,6 +75,7 @@ class Flag(enum.IntFlag):
     HANDED_OVER = 4  # drained; every delivered key is acked up to ``acks_sent``
     ECHO_REQUEST = 8  # please answer with a heartbeat now (it will echo this datagram)
     IDLE = 16  # at sending, the sender's feed was empty and its sink had delivered all
+    REQUESTED = 32  # this epoch is the sender's operator or rules switch (a designation)
 
 
 class _Kind(enum.IntEnum):
@@ -90,7 +91,12 @@ class _Auth(enum.IntEnum):
 _ROLE_CODES: Final = {role: code for code, role in enumerate(Role, start=1)}
 _ROLES: Final = {code: role for role, code in _ROLE_CODES.items()}
 _ALL_FLAGS: Final = int(
-    Flag.CONFIGURED_MASTER | Flag.HANDING_OVER | Flag.HANDED_OVER | Flag.ECHO_REQUEST | Flag.IDLE
+    Flag.CONFIGURED_MASTER
+    | Flag.HANDING_OVER
+    | Flag.HANDED_OVER
+    | Flag.ECHO_REQUEST
+    | Flag.IDLE
+    | Flag.REQUESTED
 )
 _ACK_FLAGS: Final = int(Flag.IDLE)
 
