@@ -6,6 +6,7 @@ Plain numbers in, exact actions out, as in test_failover.py (whose helpers this 
 from __future__ import annotations
 
 from probepair.failover import (
+    Failback,
     FailoverMachine,
     Flush,
     GapFill,
@@ -322,6 +323,37 @@ def test_without_a_spool_the_peers_acks_for_unheld_keys_expire_with_buffer_reten
     for t in range(12, 70, 2):
         converse(m, s, float(t))
     assert s.covered_by_peer([K(9)]) == set()  # expired with retention: no spool
+
+
+def test_standby_memory_stays_inside_buffer_bytes_and_buffer_size_across_a_long_outage(
+) -> None:
+    """Issue 21 item 6: both sinks down for ten minutes, a standby's buffer stays inside
+    BufferBytes (the oldest go, counted), and the peer-acked keys a spooling probe keeps
+    past BufferRetention stay inside BufferSize."""
+    limit, cap = 64 * 1024, 500
+    m = FailoverMachine(config(Mode.MASTER, failback=Failback.IMMEDIATE, buffer_limit=cap,
+                               buffer_bytes=limit), now=0.0)
+    s = FailoverMachine(config(Mode.SLAVE, buffer_limit=cap, buffer_bytes=limit), now=0.0)
+    converse(m, s, 0.0)
+    m.sink_state(0.5, 1 << 20, 0.5)  # spooling from 0.5 ...
+    s.sink_state(0.5, 0, 0.5)  # ... and the standby's checks find its sink down too
+    n = 0
+    for t in range(1, 601):
+        for _ in range(20):  # 20 events/s of ~100 bytes, never acked: the sinks are down
+            n += 1
+            m.event(K(n), P(n) + bytes(90), float(t))
+            s.event(K(n), P(n) + bytes(90), float(t))
+        if t % 2 == 0:
+            converse(m, s, float(t))
+        assert s.buffer_bytes <= limit, t
+    assert m.active and not s.active  # no handover into a dead sink
+    assert s.buffer_depth <= cap
+    # The spooling master: acks for far more keys than it holds are kept, but capped.
+    s.delivered([K(i) for i in range(100_000, 100_000 + 3 * cap)], 601.0)
+    m.delivered([], 601.0)
+    for t in (602.0, 604.0, 606.0):
+        converse(m, s, t)
+    assert len(m._standby.unseen) == cap  # the newest cap of 3 x cap kept
 
 
 # -- roles converge: designation ---------------------------------------------------------
