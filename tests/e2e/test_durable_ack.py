@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.e2e.faults import FAST
 from tests.e2e.feeder import Feeder
 from tests.e2e.procs import STANDBY, loopback_pair, start_probe, wait_metric
 from tests.e2e.sinkcheck import read_keys
-from tests.e2e.faults import FAST
 
 HEADER = 49  # the datagram header (probepair.failover.wire), then the ack body
 ACK_BODY = 10  # serial u32 | pending u32 | count u16
