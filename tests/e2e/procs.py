@@ -13,11 +13,14 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
+
+from probepair.config.httpauth import authorization
 
 READY_TIMEOUT = 20.0  # seconds; a probe starts in well under 1 s, CI machines are slow
 # The secret every test pair signs with: random, as `probepair secret` makes one (Mode
@@ -124,12 +127,20 @@ def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-async def http_get(address: tuple[str, int], path: str) -> bytes:
-    """The body of ``GET path`` (HTTP/1.0, so the server closes after the response)."""
+async def http_get(address: tuple[str, int], path: str, *, secret: str = PAIR_SECRET) -> bytes:
+    """The body of ``GET path`` (HTTP/1.0, so the server closes after the response).
+
+    Signed with ``secret`` as a peer signs (/status and /rules want it; '' = unsigned).
+    """
+    auth = ""
+    if secret:
+        value = authorization(secret.encode(), "GET", path, now=time.time(),
+                              nonce=secrets.token_hex(16))
+        auth = f"Authorization: {value}\r\n"
     with trio.fail_after(SCRAPE_TIMEOUT):
         stream = await trio.open_tcp_stream(*address)
         async with stream:
-            await stream.send_all(f"GET {path} HTTP/1.0\r\nHost: probe\r\n\r\n".encode())
+            await stream.send_all(f"GET {path} HTTP/1.0\r\nHost: probe\r\n{auth}\r\n".encode())
             data = b""
             while chunk := await stream.receive_some(65536):
                 data += chunk

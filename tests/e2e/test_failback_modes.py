@@ -47,7 +47,8 @@ async def _cli(side: PairSide, peer: PairSide, *args: str) -> str:
     # the peer comes by --peer-url or not at all.
     cmd = probepair_cmd(*args, "--name", side.name, "--mode", side.mode,
                         "--peerhost", peer.host, "--peerport", str(peer.heartbeat_port),
-                        "--metricsport", str(free_port(socket.SOCK_STREAM)))
+                        "--metricsport", str(free_port(socket.SOCK_STREAM)),
+                        "--sharedsecretfile", str(side.cwd / "secret"))  # signs /status
     with trio.fail_after(30):
         result = await trio.run_process(cmd, cwd=side.cwd, capture_stdout=True,
                                         capture_stderr=True, check=False,

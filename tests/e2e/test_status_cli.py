@@ -22,11 +22,15 @@ from tests.e2e.procs import (
 pytestmark = pytest.mark.e2e
 
 
-async def _cli(side: PairSide, peer: PairSide, *args: str) -> str:
-    """Run a probepair command as an operator would, in the probe's directory."""
+async def _cli(side: PairSide, peer: PairSide, *args: str, secret: bool = True) -> str:
+    """Run a probepair command as an operator would, in the probe's directory (with the
+    probe's SharedSecretFile, unless not ``secret``)."""
     cmd = probepair_cmd(*args, "--name", side.name, "--mode", side.mode,
                         "--peerhost", peer.host, "--peerport", str(peer.heartbeat_port),
-                        "--metricsport", str(peer.metrics_port))
+                        "--metricsport", str(peer.metrics_port),
+                        # the props a probe runs with: its secret signs the /status request
+                        *(["--sharedsecretfile", str(side.cwd / "secret")]
+                          if secret and args[0] == "status" else []))
     with trio.fail_after(30):
         result = await trio.run_process(cmd, cwd=side.cwd, capture_stdout=True,
                                         capture_stderr=True, check=False,
