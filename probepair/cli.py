@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -130,6 +131,9 @@ def setup_logging(p: props.Props) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if p.MessageLog:
         try:
+            # Created 0640 whatever the umask (outside systemd it is often 022): a log
+            # may name hosts and users; an existing file keeps its mode.
+            os.close(os.open(p.MessageLog, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))
             handlers.append(logging.FileHandler(p.MessageLog))
         except OSError as exc:
             raise ConfigError(
