@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -130,6 +131,9 @@ def setup_logging(p: props.Props) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if p.MessageLog:
         try:
+            # Created 0640 whatever the umask (outside systemd it is often 022): a log
+            # may name hosts and users; an existing file keeps its mode.
+            os.close(os.open(p.MessageLog, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))
             handlers.append(logging.FileHandler(p.MessageLog))
         except OSError as exc:
             raise ConfigError(
@@ -148,12 +152,14 @@ def setup_logging(p: props.Props) -> None:
 def _run(p: props.Props, origins: dict[str, str]) -> int:
     import trio
 
-    from probepair.config.secret import load_secret
+    from probepair.config.secret import check_secret_files, load_secret, read_metrics_token
     from probepair.ops.process import settle_gc, trim_heap_forever
     from probepair.probe import run_probe
 
     setup_logging(p)
     p = load_secret(p, origins)  # refuses a weak secret; reads SharedSecretFile
+    check_secret_files(p, origins)  # owner and mode of every other credential file
+    read_metrics_token(p, origins)  # an unusable MetricsTokenFile stops the start here
     logger.info("probepair %s starting: Mode %s", __version__, p.Mode)
 
     async def main() -> None:
@@ -172,11 +178,22 @@ def _run(p: props.Props, origins: dict[str, str]) -> int:
     return EXIT_OK
 
 
-def _status(p: props.Props, as_json: bool, peer_url: str | None) -> int:
+def _status(p: props.Props, origins: dict[str, str], as_json: bool, peer_url: str | None) -> int:
     """This probe's status over the control socket, the peer's over HTTP, side by side."""
+    from probepair.config.secret import read_secret_file
     from probepair.ops.control import ControlError, request, socket_path
     from probepair.ops.status import fetch_status, render_table, status_url
 
+    # The peer's /status answers requests signed with the pair's secret only (a probe
+    # without one serves it to anyone). Only signing here: whether the secret is strong
+    # enough is for `probepair run` to refuse.
+    secret_error = None
+    secret = p.SharedSecret
+    if p.SharedSecretFile and not secret:
+        try:
+            secret = read_secret_file(p.SharedSecretFile, origins.get("SharedSecretFile", ""))
+        except ConfigError as exc:  # still show this probe: its socket needs no secret
+            secret_error = f"cannot sign a request to the peer's /status: {exc}"
     local = request(socket_path(p.Name, p.ControlSocket), "status")["status"]
     peer: dict[str, object] | None = None
     peer_error = None
@@ -185,9 +202,11 @@ def _status(p: props.Props, as_json: bool, peer_url: str | None) -> int:
         url = peer_url or (status_url(p.PeerHost, port) if port else None)
         if url is None:
             peer_error = "MetricsPort is 0: give the peer's /status with --peer-url"
+        elif secret_error is not None:
+            peer_error = secret_error
         else:
             try:
-                peer = fetch_status(url)
+                peer = fetch_status(url, secret=secret.encode())
             except ControlError as exc:
                 peer_error = str(exc)
     if as_json:
@@ -206,7 +225,12 @@ def _sync(p: props.Props, origins: dict[str, str], url: str | None) -> int:
     from probepair.config.secret import load_secret
     from probepair.ops.control import ControlError, request, socket_path
     from probepair.rules import load_rules
-    from probepair.rulesync.pull import peer_url, sync_once
+    from probepair.rulesync.pull import (
+        fetch_peer_rules_digest,
+        peer_url,
+        status_approval,
+        sync_once,
+    )
     from probepair.rulesync.tree import read_tree
 
     p = load_secret(p, origins)
@@ -220,13 +244,27 @@ def _sync(p: props.Props, origins: dict[str, str], url: str | None) -> int:
                 "(or MetricsPort), or give --peer-url",
             )
         url = peer_url(p.PeerHost, port, "/rules")
+    # No heartbeat here: the master's signed /status says which tree it runs now, and
+    # only that one is installed (never an older signed archive).
+    status = url.rsplit("/rules", 1)[0] + "/status" if url.endswith("/rules") else None
+    if status is None:
+        raise ConfigError(
+            "command line", "--peer-url", f"expected a URL ending in /rules, got {url!r}"
+        )
+    expected = fetch_peer_rules_digest(status, p.SharedSecret.encode())
     try:
         program = load_rules(p.RulesFile) if p.RulesFile else None
         current = read_tree(p.RulesFile, program.files) if program is not None else None
     except (RulesError, OSError) as exc:
         logger.warning("the current rules do not load (%s): replacing them anyway", exc)
         current = None
-    outcome = sync_once(url, p.RulesFile, p.SharedSecret.encode(), current)
+    outcome = sync_once(
+        url,
+        p.RulesFile,
+        p.SharedSecret.encode(),
+        current,
+        approve=status_approval(expected, status),
+    )
     if not outcome.changed:
         print(f"rules already in sync with {url} (tree {outcome.digest[:12]})")
         return EXIT_OK
@@ -293,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(p, props.origins(sources))
         if args.command == "status":
-            return _status(p, args.json, args.peer_url)
+            return _status(p, props.origins(sources), args.json, args.peer_url)
         if args.command == "sync":
             return _sync(p, props.origins(sources), args.peer_url)
         if args.command in ("takeover", "release"):

@@ -33,12 +33,13 @@ import trio
 from probepair._version import __version__
 from probepair.config.cron import FailbackWindow
 from probepair.config.paths import default_spool
+from probepair.config.secret import read_metrics_token
 from probepair.errors import RulesError
 from probepair.failover import ACTIVE_ROLES, HandoverReason, Mode, Role
 from probepair.feeds import make_feed
 from probepair.metrics import Metrics
 from probepair.ops.control import make_handler, serve_control, socket_path
-from probepair.ops.endpoint import serve_metrics
+from probepair.ops.endpoint import EndpointAuth, serve_metrics
 from probepair.ops.notify import Notifier
 from probepair.pair.driver import PeerDriver
 from probepair.pair.observer import PairObserver, build_driver, pair_digest, settings_digest
@@ -52,7 +53,7 @@ from probepair.pipeline.channels import (
     open_bounded_channel,
 )
 from probepair.pipeline.processor import AlwaysForward, Gate, Processor, self_event
-from probepair.rulesync.pull import Readiness, peer_url, sync_once
+from probepair.rulesync.pull import Approve, Readiness, peer_url, sync_once
 from probepair.rulesync.tree import RulesSyncError, RulesTree, pack, read_tree
 from probepair.sinks import make_sink
 from probepair.sinks.runner import SinkRunner, check_interval
@@ -161,14 +162,16 @@ class Probe:
             return 404, b"no rules tree: RulesFile is '' or unreadable\n"
         if self._archive is None or self._archive[0] != tree.digest:
             try:
-                self._archive = (tree.digest, pack(tree, secret))
+                settings = settings_digest(self.props).hex()
+                self._archive = (tree.digest, pack(tree, secret, settings))
             except RulesSyncError as exc:
                 return 409, f"{exc}\n".encode()
         return 200, self._archive[1]
 
-    def _pull_rules(self, url: str) -> None:
-        """RulesSync pull (in a worker thread): fetch, verify, compile, install."""
-        sync_once(url, self.props.RulesFile, self.props.SharedSecret.encode(), self.tree)
+    def _pull_rules(self, url: str, approve: Approve) -> None:
+        """RulesSync pull (in a worker thread): fetch, verify, approve, compile, install."""
+        secret = self.props.SharedSecret.encode()
+        sync_once(url, self.props.RulesFile, secret, self.tree, approve=approve)
 
     def _on_readiness(self, ready: bool, differs: list[str]) -> None:
         self.metrics.ready.set(1 if ready else 0)
@@ -323,6 +326,8 @@ class Probe:
             lambda: self.reload_rules("RulesSync pull"),
             self._on_readiness,
             lambda result: self.metrics.rules_syncs.labels(result=result).inc(),
+            secret=props.SharedSecret.encode(),
+            settings=settings_digest(props),
         )
 
     def _operator_mode(self, mode: Mode) -> None:
@@ -453,6 +458,11 @@ class Probe:
                         props.MetricsPort,
                         self.status,
                         self.rules_archive,
+                        EndpointAuth(
+                            props.SharedSecret.encode(),
+                            read_metrics_token(props),
+                            self._wall_clock,
+                        ),
                     )
                     self.addresses["metrics"] = f"{host}:{port}"
                 async with trio.open_nursery() as pipeline:

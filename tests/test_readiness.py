@@ -8,8 +8,13 @@ import trio
 import trio.testing
 
 from probepair.failover import Role
-from probepair.rulesync.pull import NOT_HEARD, PULL_RETRY, Readiness
-from probepair.rulesync.tree import ArchiveRefused, RulesSyncError
+from probepair.failover.wire import config_digest
+from probepair.rulesync.pull import NOT_HEARD, PULL_RETRY, Approve, Readiness
+from probepair.rulesync.tree import ArchiveRefused, RulesSyncError, RulesTree
+
+SETTINGS = b"\x01\x02\x03\x04"  # our pair-wide settings digest
+CURRENT = RulesTree("main.rules", {"main.rules": b"@Summary = $Line\n"})
+OLD = RulesTree("main.rules", {"main.rules": b"@Summary = \"old\"\n"})
 
 
 @dataclass
@@ -19,6 +24,8 @@ class ScriptedMachine:
     peer_last_heard: float | None = None
     config_drift: bool = False
     beat_interval: float = 2.0
+    # the config digest of the master's latest heartbeat: its settings and CURRENT
+    peer_config_digest: bytes = config_digest(SETTINGS, CURRENT.digest)
 
 
 @dataclass
@@ -26,13 +33,15 @@ class Harness:
     machine: ScriptedMachine = field(default_factory=ScriptedMachine)
     peer_rules: str = "new"
     pulls: list[str] = field(default_factory=list)
+    approvals: list[Approve] = field(default_factory=list)
     pull_error: Exception | None = None
     changes: list[tuple[bool, list[str]]] = field(default_factory=list)
     counts: list[str] = field(default_factory=list)
 
     def readiness(self, *, pull: bool = True) -> Readiness:
-        def do_pull(url: str) -> None:
+        def do_pull(url: str, approve: Approve) -> None:
             self.pulls.append(url)
+            self.approvals.append(approve)
             if self.pull_error is not None:
                 raise self.pull_error
             self.machine.config_drift = False  # installed: our digest now matches
@@ -40,7 +49,7 @@ class Harness:
         r = Readiness(self.machine, "http://peer/status", "http://peer/rules",  # type: ignore[arg-type]
                       lambda: {}, pull, do_pull, lambda: True,
                       lambda ready, differs: self.changes.append((ready, differs)),
-                      self.counts.append)
+                      self.counts.append, settings=SETTINGS)
 
         async def what_differs() -> tuple[list[str], str]:
             return ["rules"], self.peer_rules
@@ -84,6 +93,23 @@ async def test_pull_syncs_a_standby_slave_and_becomes_ready(
     h.hear(drift=True)
     await r.check()
     assert (h.pulls, h.counts, r.ready) == (["http://peer/rules"], ["success"], True)
+
+
+async def test_a_pull_approves_only_the_tree_of_the_masters_latest_heartbeat(
+        autojump_clock: trio.testing.MockClock) -> None:
+    h = Harness()
+    r = h.readiness()
+    h.hear(drift=True)
+    await r.check()
+    (approve,) = h.approvals
+    assert approve(CURRENT) is None  # no settings stated: ours
+    assert approve(RulesTree(CURRENT.main, CURRENT.files, settings=SETTINGS.hex())) is None
+    refusal = approve(OLD)
+    assert refusal is not None
+    assert refusal.startswith(f"its tree {OLD.digest[:12]} is not the one the master's latest "
+                              "heartbeat announces")
+    # the master's settings stated in the archive count, not ours
+    assert approve(RulesTree(CURRENT.main, CURRENT.files, settings="ffffffff")) is not None
 
 
 async def test_a_refused_pull_is_retried_later_or_when_the_master_changes(

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from probepair.rules import load_rules
-from probepair.rulesync.pull import sync_once
+from probepair.rulesync.pull import heartbeat_approval, status_approval, sync_once
+from probepair.failover.wire import config_digest
 from probepair.rulesync.tree import (
     MAGIC,
     ArchiveRefused,
@@ -129,15 +130,61 @@ def test_install_refuses_a_directory_that_holds_other_files(tmp_path: Path) -> N
 
 
 def test_sync_once_installs_then_reports_nothing_to_do(tmp_path: Path) -> None:
-    archive = pack(tree_of(write_tree(tmp_path / "m")), SECRET)
+    master = tree_of(write_tree(tmp_path / "m"))
+    archive = pack(master, SECRET)
+    ok = status_approval(master.digest, "http://peer/status")
     slave_file = tmp_path / "s" / "rules" / "probe.rules"
     slave_file.parent.mkdir(parents=True)
     slave_file.write_text('@Summary = "v1"\n')
     outcome = sync_once("http://peer/rules", str(slave_file), SECRET, tree_of(slave_file),
-                        fetch=lambda url: archive)
+                        fetch=lambda url: archive, approve=ok)
     assert outcome.changed and outcome.previous is not None
     again = sync_once("http://peer/rules", str(slave_file), SECRET, tree_of(slave_file),
-                      fetch=lambda url: archive)
+                      fetch=lambda url: archive, approve=ok)
     assert (again.changed, again.digest) == (False, outcome.digest)
     with pytest.raises(RulesSyncError, match=r"^RulesFile: is '': there is no rules tree"):
-        sync_once("u", "", SECRET, None, fetch=lambda url: archive)
+        sync_once("u", "", SECRET, None, fetch=lambda url: archive, approve=ok)
+
+
+def test_an_old_signed_archive_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    """No rollback: a validly signed archive of another tree than the master's is refused."""
+    old = tree_of(write_tree(tmp_path / "m"))
+    old_archive = pack(old, SECRET, "01020304")
+    slave_file = tmp_path / "s" / "rules" / "probe.rules"
+    slave_file.parent.mkdir(parents=True)
+    slave_file.write_text('@Summary = "v2"\n')
+    current = tree_of(slave_file)
+    for approve, said in (
+        (status_approval(current.digest, "http://peer/status"), "http://peer/status reports"),
+        (heartbeat_approval(config_digest(bytes.fromhex("01020304"), current.digest), b""),
+         "the master's latest heartbeat announces"),
+    ):
+        with pytest.raises(ArchiveRefused, match=(
+                rf"^http://peer/rules: archive refused: its tree {old.digest[:12]} is not the "
+                rf"one {said}")):
+            sync_once("http://peer/rules", str(slave_file), SECRET, current,
+                      fetch=lambda url: old_archive, approve=approve)
+        assert slave_file.read_text() == '@Summary = "v2"\n'
+        assert not (tmp_path / "s" / "rules.prev").exists()
+    # the heartbeat's digest with the settings the archive states: accepted
+    approve = heartbeat_approval(config_digest(bytes.fromhex("01020304"), old.digest), b"")
+    assert sync_once("http://peer/rules", str(slave_file), SECRET, current,
+                     fetch=lambda url: old_archive, approve=approve).changed
+
+
+def test_a_symlink_out_of_the_tree_is_never_served(tmp_path: Path) -> None:
+    outside = tmp_path / "shadow"
+    outside.write_text("root:secret-hash\n")
+    root = tmp_path / "rules"
+    root.mkdir()
+    (root / "main.rules").write_text('table t = "t.lookup"\n@Summary = lookup($Line, t)\n')
+    (root / "t.lookup").symlink_to(outside)
+    tree = tree_of(root / "main.rules")
+    assert tree.outside == ("t.lookup",)
+    with pytest.raises(RulesSyncError, match=r"^/rules: 't.lookup' is a symbolic link out of"):
+        pack(tree, SECRET)
+    # a link that stays inside the tree is fine
+    (root / "t.lookup").unlink()
+    (root / "real.lookup").write_text("a\tb\n")
+    (root / "t.lookup").symlink_to(root / "real.lookup")
+    assert pack(tree_of(root / "main.rules"), SECRET).startswith(MAGIC)

@@ -47,6 +47,7 @@ FEED_FORMATS: Final = ("syslog", "json", "line")
 SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout", "postgres", "alertmanager", "nats")
 FAILBACKS: Final = ("handshake", "immediate", "manual")
 RULES_SYNCS: Final = ("off", "pull")
+METRICS_AUTHS: Final = ("none", "bearer")
 # ms the udp feed gathers datagrams (issue 13). Measured with bench/cost.py: a wake-up
 # of the probe costs ~165 µs of CPU whatever it carries (trio's run loop alone ~90 µs on
 # the 2-core VM), an event ~17 µs more; rsyslog spends 25-35 µs an event at 1k/s. So
@@ -238,11 +239,21 @@ class Props:
         choices=("batch", "interval", "off"),
     )
     SinkSyncInterval: float = _prop(
-        1.0, "seconds between syncs of the file and sqlite sinks under SinkSync interval",
+        1.0,
+        "seconds between syncs of the file and sqlite sinks under SinkSync interval",
         positive=True,
     )
     MetricsAddress: str = _prop("127.0.0.1", "address of the /metrics endpoint")
     MetricsPort: int = _prop(0, "port of the /metrics endpoint; 0 = off", low=0, high=65535)
+    MetricsAuth: str = _prop(
+        "none",
+        "none, or bearer: /metrics answers only 'Authorization: Bearer <MetricsTokenFile's "
+        "token>' (/status and /rules always need a request signed with SharedSecret)",
+        choices=METRICS_AUTHS,
+    )
+    MetricsTokenFile: str = _prop(
+        "", "file holding the bearer token of MetricsAuth bearer (mode 0600 or stricter)"
+    )
     ControlSocket: str = _prop(
         "",
         "Unix socket for status, takeover and release; '' = <Name>.sock in the runtime directory",
@@ -374,6 +385,12 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
             origin[name] = source
     props = Props(**values)  # type: ignore[arg-type]
     _check_failback_window(props, origin)
+    if props.MetricsAuth == "bearer" and not props.MetricsTokenFile:
+        raise ConfigError(
+            origin.get("MetricsAuth", "defaults"),
+            "MetricsAuth",
+            "bearer needs MetricsTokenFile: the file holding the token Prometheus sends",
+        )
     if props.Mode != "standard":
         for name, what in (("PeerHost", "host"), ("PeerPort", "port")):
             if not getattr(props, name):

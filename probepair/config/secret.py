@@ -96,6 +96,92 @@ def weakness(secret: str) -> str | None:
     return None
 
 
+# Files that hold a credential, by property: the mode bits nobody may have besides the
+# owner, which must be the probe's user or root. SinkPasswordFile may be read by the
+# service group (one password file for the probe and, say, a backup job: mode 0640).
+SECRET_FILES: Final = {
+    "SharedSecretFile": FILE_MODE_FORBIDDEN,
+    "SinkPasswordFile": 0o037,
+    "SinkCredentialsFile": FILE_MODE_FORBIDDEN,
+    "MetricsTokenFile": FILE_MODE_FORBIDDEN,
+}
+
+
+def _refuse_access(
+    st: os.stat_result, acl: bytes | None, path: str, name: str, source: str
+) -> None:
+    """ConfigError naming ``path`` unless its owner and mode suit a ``name`` file."""
+    uid = os.geteuid()
+    if st.st_uid not in (uid, 0):
+        raise ConfigError(
+            source,
+            name,
+            f"{path!r} belongs to uid {st.st_uid}, expected the probe's user (uid {uid}) or "
+            f"root: chown {uid} {path}",
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    forbidden = SECRET_FILES.get(name, FILE_MODE_FORBIDDEN)
+    if forbidden == FILE_MODE_FORBIDDEN:
+        refused = others_may_access(mode, acl, uid)
+        expected, fix = "0600 or stricter (no access for group or others)", "600"
+    else:
+        refused = bool(mode & forbidden)
+        expected, fix = "0640 or stricter (the group may read, nothing more)", "640"
+    if refused:
+        raise ConfigError(
+            source,
+            name,
+            f"{path!r} has mode {mode:04o}{' and an ACL' if acl else ''}, expected "
+            f"{expected}: chmod {fix} {path}",
+        )
+
+
+def read_private_file(path: str, name: str, source: str) -> str:
+    """The text in credential file ``path`` (property ``name``), stripped.
+
+    Args:
+        path: the file.
+        name: its property (``SECRET_FILES``): errors name it, and it sets the mode
+            allowed.
+        source: where the property was set (a props file, or "command line").
+
+    Raises:
+        ConfigError: the file cannot be read, is not a regular file, belongs to another
+            user than the probe's or root, group or others may access it (naming its
+            mode), it is longer than ``MAX_SECRET_FILE`` or not UTF-8 text. The
+            message never quotes the file's content.
+    """
+    try:
+        # O_NONBLOCK: a FIFO at the path must not hang the start (it is refused below).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise ConfigError(source, name, f"cannot read {path!r}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)  # the file we opened, not whatever the path names by now
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(source, name, f"{path!r} is not a regular file")
+        _refuse_access(st, _access_acl(fd), path, name, source)
+        data = b""
+        while len(data) <= MAX_SECRET_FILE and (chunk := os.read(fd, MAX_SECRET_FILE + 1)):
+            data += chunk
+    except OSError as exc:
+        raise ConfigError(source, name, f"cannot read {path!r}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SECRET_FILE:
+        raise ConfigError(
+            source, name, f"{path!r} is longer than {MAX_SECRET_FILE} bytes, expected one line"
+        )
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(
+            source,
+            name,
+            f"{path!r} is not UTF-8 text, expected one line such as 'probepair secret' prints",
+        ) from None
+
+
 def read_secret_file(path: str, source: str) -> str:
     """The secret in ``path``, without the line break and spaces around it.
 
@@ -104,52 +190,54 @@ def read_secret_file(path: str, source: str) -> str:
         source: where SharedSecretFile was set (a props file, or "command line"), for errors.
 
     Raises:
-        ConfigError: the file cannot be read, is not a regular file, group or others
-            may access it (naming its mode), or it is not UTF-8 text.
+        ConfigError: as ``read_private_file``.
     """
-    try:
-        # O_NONBLOCK: a FIFO at the path must not hang the start (it is refused below).
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-    except OSError as exc:
+    return read_private_file(path, "SharedSecretFile", source)
+
+
+def check_secret_files(props: Props, origins: Mapping[str, str]) -> None:
+    """Refuse to start with a credential file of the wrong owner or mode.
+
+    Checks every set property of ``SECRET_FILES`` but SharedSecretFile (``load_secret``
+    reads and checks that one). The .creds file is not read here (nats reads it); a
+    missing one is the sink's error.
+
+    Raises:
+        ConfigError: naming the property's source, the property and the file.
+    """
+    for name in SECRET_FILES:
+        path = getattr(props, name)
+        if name == "SharedSecretFile" or not path:
+            continue
+        source = origins.get(name, "defaults")
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue  # the component that uses it says so, naming it
+        except OSError as exc:
+            raise ConfigError(source, name, f"cannot read {path!r}: {exc.strerror}") from None
+        try:
+            acl = os.getxattr(path, _ACL_XATTR)
+        except OSError:
+            acl = None
+        _refuse_access(st, acl, path, name, source)
+
+
+def read_metrics_token(props: Props, origins: Mapping[str, str] | None = None) -> bytes:
+    """The bearer token of ``MetricsAuth: bearer`` (b"" for none).
+
+    Raises:
+        ConfigError: an unusable MetricsTokenFile (``read_private_file``), or an empty one.
+    """
+    if props.MetricsAuth != "bearer":
+        return b""
+    source = (origins or {}).get("MetricsTokenFile", "props")
+    token = read_private_file(props.MetricsTokenFile, "MetricsTokenFile", source)
+    if not token:
         raise ConfigError(
-            source, "SharedSecretFile", f"cannot read {path!r}: {exc.strerror or exc}"
-        ) from None
-    try:
-        st = os.fstat(fd)  # the file we opened, not whatever the path names by now
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(source, "SharedSecretFile", f"{path!r} is not a regular file")
-        mode = stat.S_IMODE(st.st_mode)
-        acl = _access_acl(fd)
-        if others_may_access(mode, acl, os.geteuid()):
-            raise ConfigError(
-                source,
-                "SharedSecretFile",
-                f"{path!r} has mode {mode:04o}{' and an ACL' if acl else ''}, expected 0600 "
-                f"or stricter (no access for group or others): chmod 600 {path}",
-            )
-        data = b""
-        while len(data) <= MAX_SECRET_FILE and (chunk := os.read(fd, MAX_SECRET_FILE + 1)):
-            data += chunk
-    except OSError as exc:
-        raise ConfigError(
-            source, "SharedSecretFile", f"cannot read {path!r}: {exc.strerror or exc}"
-        ) from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_SECRET_FILE:
-        raise ConfigError(
-            source,
-            "SharedSecretFile",
-            f"{path!r} is longer than {MAX_SECRET_FILE} bytes, expected one line",
+            source, "MetricsTokenFile", f"{props.MetricsTokenFile!r} is empty, expected a token"
         )
-    try:
-        return data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ConfigError(
-            source,
-            "SharedSecretFile",
-            f"{path!r} is not UTF-8 text, expected one line such as 'probepair secret' prints",
-        ) from None
+    return token.encode()
 
 
 def others_may_access(mode: int, acl: bytes | None, uid: int) -> bool:

@@ -252,6 +252,11 @@ class MachineState:
         return self._peer_digest != self.config.config_digest
 
     @property
+    def peer_config_digest(self) -> bytes:
+        """The config digest of the peer's newest accepted heartbeat (ours until heard)."""
+        return self._peer_digest
+
+    @property
     def handing_over(self) -> bool:
         """True while this probe hands over to a pending master."""
         return not isinstance(self._handover, Idle)

@@ -16,6 +16,14 @@ request and one response (``Connection: close``), and is bounded in every dimens
   (RFC 9110 section 9.3.2): h11 frames a HEAD response as bodiless, so the body is never
   handed to it.
 
+``/status`` and ``/rules`` answer only a request signed with SharedSecret
+(``config.httpauth``: a timestamp, a fresh nonce and an HMAC over method and target;
+each nonce is accepted once), and sign their answer bound to that nonce. Without a
+secret (insecure mode, as heartbeats are then unsigned) ``/status`` is served to anyone
+(with a warning at start) and ``/rules`` is refused (403). ``/metrics`` is open unless
+``MetricsAuth: bearer`` (a constant-time comparison with MetricsTokenFile's token).
+Refused requests get 401 and count as ``reason="unauthorized"``.
+
 Every error closes its own connection only: it is counted in
 ``probepair_http_errors_total{reason}``, logged at most once per ``LOG_INTERVAL`` per
 reason, and never raised. The connection handler catches ``Exception`` at its boundary
@@ -27,6 +35,7 @@ passes through: the probe stopping is not an error.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -37,6 +46,14 @@ import orjson
 import trio
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from probepair.config.httpauth import (
+    SCHEME,
+    SIGNATURE_HEADER,
+    RequestVerifier,
+    Unauthorized,
+    check_bearer,
+    response_mac,
+)
 from probepair.ops.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
@@ -69,6 +86,7 @@ ERROR_REASONS: Final = (
     "incomplete",  # the client closed in the middle of its request
     "broken",  # the connection failed (reset, broken pipe)
     "internal",  # a bug: an exception in the handler (logged with its traceback)
+    "unauthorized",  # 401: /status or /rules unsigned, badly signed or replayed; a bad token
 )
 
 RulesArchive = Callable[[], tuple[int, bytes]]  # (HTTP status, body) of GET /rules
@@ -77,11 +95,29 @@ RulesArchive = Callable[[], tuple[int, bytes]]  # (HTTP status, body) of GET /ru
 class _Reject(Exception):
     """The request is refused: answer ``status`` (None: close without an answer)."""
 
-    def __init__(self, reason: str, status: int | None, detail: str) -> None:
+    def __init__(
+        self, reason: str, status: int | None, detail: str, *extra: tuple[str, str]
+    ) -> None:
         super().__init__(reason, status, detail)
         self.reason = reason
         self.status = status
         self.detail = detail
+        self.extra = extra
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointAuth:
+    """Who may read what.
+
+    Args:
+        secret: SharedSecret; b"" (insecure mode): ``/status`` open, ``/rules`` 403.
+        metrics_token: MetricsAuth bearer's token; b"": ``/metrics`` open.
+        wall_clock: seconds since the epoch (signed requests carry a timestamp).
+    """
+
+    secret: bytes = b""
+    metrics_token: bytes = b""
+    wall_clock: Callable[[], float] = time.time  # the probe injects its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +139,7 @@ class Endpoint:
         metrics: the probe's metrics (``/metrics``; errors are counted there).
         status: the probe's status for ``/status``.
         rules: ``/rules`` (status, body); None: no such route.
+        auth: who may read what; None: nobody is asked (as ``EndpointAuth()``).
     """
 
     def __init__(
@@ -110,10 +147,13 @@ class Endpoint:
         metrics: Metrics,
         status: Callable[[], dict[str, Any]],
         rules: RulesArchive | None = None,
+        auth: EndpointAuth | None = None,
     ) -> None:
         self.metrics = metrics
         self.status = status
         self.rules = rules
+        self.auth = auth or EndpointAuth()
+        self._verifier = RequestVerifier(self.auth.secret) if self.auth.secret else None
         self.serving = 0
         self.refusing = 0
         self._log = RateLimitedLog(logger, LOG_INTERVAL)
@@ -129,20 +169,52 @@ class Endpoint:
 
     # -- routes -----------------------------------------------------------------------
 
-    def _route(self, method: bytes, target: bytes) -> _Answer:
+    def _route(self, request: h11.Request) -> _Answer:
+        method, target = request.method, request.target
         path = target.split(b"?", 1)[0]
         if method not in (b"GET", b"HEAD"):
             raise _Reject("method", 405, f"method {method[:32]!r}")
         if path == b"/metrics":
+            if self.auth.metrics_token and not check_bearer(
+                _header(request, b"authorization"), self.auth.metrics_token
+            ):
+                raise _Reject(
+                    "unauthorized", 401, "/metrics without the bearer token",
+                    ("WWW-Authenticate", 'Bearer realm="probepair"'),
+                )  # fmt: skip
             return _Answer(200, CONTENT_TYPE_LATEST, self.metrics.exposition())
+        if path not in (b"/status", b"/rules") or (path == b"/rules" and self.rules is None):
+            raise _Reject("not_found", 404, f"no route {path[:64]!r}")
+        nonce = self._authenticate(request)
         if path == b"/status":
+            code, kind = 200, "application/json"
             body = orjson.dumps(self.status(), option=orjson.OPT_INDENT_2)
-            return _Answer(200, "application/json", body)
-        if path == b"/rules" and self.rules is not None:
+        else:
+            assert self.rules is not None
             code, body = self.rules()
             kind = "application/octet-stream" if code == 200 else "text/plain"
+        if nonce is None:
             return _Answer(code, kind, body)
-        raise _Reject("not_found", 404, f"no route {path[:64]!r}")
+        signature = response_mac(self.auth.secret, nonce, code, body)
+        return _Answer(code, kind, body, ((SIGNATURE_HEADER, signature),))
+
+    def _authenticate(self, request: h11.Request) -> str | None:
+        """The request's nonce once its signature is checked; None: no secret to check."""
+        if self._verifier is None:
+            return None  # insecure mode: warned about at start
+        try:
+            return self._verifier.verify(
+                request.method.decode("ascii"),
+                request.target.decode("ascii", "surrogateescape"),
+                _header(request, b"authorization"),
+                now=self.auth.wall_clock(),
+            )
+        except Unauthorized as exc:
+            path = request.target.split(b"?", 1)[0][:64].decode("ascii", "replace")
+            raise _Reject(
+                "unauthorized", 401, f"{path}: {exc.reason}",
+                ("WWW-Authenticate", f'{SCHEME} realm="probepair"'),
+            ) from None  # fmt: skip
 
     # -- one connection ---------------------------------------------------------------
 
@@ -186,7 +258,7 @@ class Endpoint:
             method = request.method
             self._check_body(request)
             try:
-                answer = self._route(request.method, request.target)
+                answer = self._route(request)
             except _Reject:
                 raise
             except Exception as exc:  # a route failed: 500 for this request only
@@ -196,7 +268,7 @@ class Endpoint:
         except _Reject as reject:
             self._error(reject.reason, reject.detail)
             if reject.status is not None and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                extra = (("Allow", ALLOW),) if reject.status == 405 else ()
+                extra = (("Allow", ALLOW),) if reject.status == 405 else reject.extra
                 answer = _text(reject.status, reason_text(reject.status), *extra)
                 try:
                     with trio.move_on_after(ANSWER_TIMEOUT):
@@ -289,10 +361,16 @@ class Endpoint:
                 drained += len(chunk)
 
 
+def _header(request: h11.Request, name: bytes) -> bytes | None:
+    """The value of header ``name`` (lower case), None when absent (h11 lower-cases names)."""
+    return next((value for key, value in request.headers if key == name), None)
+
+
 def reason_text(status: int) -> str:
     """The reason phrase of ``status`` (for the plain-text error bodies)."""
     return {
         400: "bad request",
+        401: "unauthorized: sign the request with SharedSecret (or send the bearer token)",
         404: "not found: try /metrics, /status or /rules",
         405: f"method not allowed: {ALLOW}",
         408: "request timeout",
@@ -310,6 +388,7 @@ async def serve_metrics(
     port: int,
     status: Callable[[], dict[str, Any]],
     rules: RulesArchive | None = None,
+    auth: EndpointAuth | None = None,
     *,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
@@ -321,7 +400,13 @@ async def serve_metrics(
     listeners = await trio.open_tcp_listeners(port, host=host)
     address = listeners[0].socket.getsockname()[:2]
     logger.info("metrics on http://%s:%d/metrics", *address)
-    endpoint = Endpoint(metrics, status, rules)
+    if auth is None or not auth.secret:
+        logger.warning(
+            "no SharedSecret: /status is served unauthenticated to anyone who can reach "
+            "http://%s:%d (and /rules is refused)",
+            *address,
+        )
+    endpoint = Endpoint(metrics, status, rules, auth)
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, endpoint.handle, listeners)
         task_status.started(address)

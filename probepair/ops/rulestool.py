@@ -17,7 +17,9 @@ from probepair.events import KeyMaker, derived_key
 from probepair.pipeline.alerts import serialise
 from probepair.pipeline.tokenise import FORMATS, tokenise
 from probepair.rules.compiler import Program, RulesContext
-from probepair.rules.loader import load_rules
+from probepair.rules.loader import load_rules, read_text
+from probepair.rules.parser import parse_fragment
+from probepair.rules.trust import untrusted_mode_assignments
 
 _BATCH = 512  # lines per write(); per-line writes cost ~5x (DESIGN.md)
 
@@ -34,11 +36,16 @@ def check_command(path: str, out: TextIO, err: TextIO) -> int:
     """Exit 0 and a summary, or 1 and ``path:line:col: message`` on ``err``.
 
     The summary's first line counts everything; then, per file read, its statements,
-    tables and includes (each with the path it resolved to), then the targets.
+    tables and includes (each with the path it resolved to), then the targets. Each
+    ``%Mode`` assignment feed text can reach is a ``path:line:col: warning: ...`` line
+    on ``err`` (the exit status stays 0: the file compiles).
     """
     program = _load(path, err)
     if program is None:
         return 1
+    for stats in program.file_stats:
+        for line in mode_warnings(stats.path):
+            print(line, file=err)
     lines = [
         f"{path}: OK ({program.statements} statements, {program.tables} tables, "
         f"{program.includes} includes, {len(program.targets)} targets)"
@@ -60,6 +67,25 @@ def check_command(path: str, out: TextIO, err: TextIO) -> int:
         )
     print("\n".join(lines), file=out)
     return 0
+
+
+MODE_WARNING = (
+    "warning: %Mode is assigned where the feed's text decides: anyone who can send one "
+    "line to the feed can switch the pair's roles; guard it with "
+    "'if (match(%FeedType, \"file\"))' (a local file feed) or use probepair takeover/release"
+)
+
+
+def mode_warnings(path: str) -> list[str]:
+    """``path:line:col: warning`` for each %Mode assignment feed text reaches in ``path``."""
+    try:
+        module = parse_fragment(read_text(path), source=path)
+    except (RulesError, OSError):  # pragma: no cover - it compiled a moment ago
+        return []
+    return [
+        f"{path}:{span.line}:{span.col}: {MODE_WARNING}"
+        for span in untrusted_mode_assignments(module)
+    ]
 
 
 def _wall_clock() -> float:

@@ -207,17 +207,22 @@ def status_url(host: str, port: int) -> str:
     return f"http://{host}:{port}/status"
 
 
-def fetch_status(url: str, timeout: float = 3.0) -> Status:
-    """GET a probe's ``/status`` (blocking, for the CLI).
+def fetch_status(url: str, timeout: float = 3.0, *, secret: bytes = b"") -> Status:
+    """GET a probe's ``/status`` (blocking, for the CLI), signed with ``secret``.
 
     Raises:
         ControlError: naming ``url``: nothing listens, no answer within ``timeout``
             seconds, an HTTP error status, or a body that is not a JSON object.
     """
     try:
-        code, body = httpget.get(url, max_bytes=MAX_STATUS, timeout=timeout)
+        code, body = httpget.get(url, max_bytes=MAX_STATUS, timeout=timeout, secret=secret)
     except httpget.FetchError as exc:
         raise ControlError(url, exc.message) from None
+    if code == 401:
+        raise ControlError(
+            url,
+            "HTTP 401: the peer wants a request signed with its SharedSecret (is ours the same?)",
+        )
     if code != 200:
         raise ControlError(url, f"expected HTTP 200, got {code}")
     try:

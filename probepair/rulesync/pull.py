@@ -1,9 +1,18 @@
 """Rules sync from the master and the slave's readiness.
 
 ``sync_once`` is the whole sync, blocking (the CLI's ``probepair sync`` runs it; a
-probe runs it in a worker thread): fetch ``/rules`` from the peer, verify the
-signature, compile the tree completely, install it (``rulestree.install_tree``). Any
-failure raises ``RulesSyncError`` and leaves the running tree as it was.
+probe runs it in a worker thread): fetch ``/rules`` from the peer with a signed request,
+verify the answer's and the archive's signatures, check the tree is the one the master
+runs now (``approve``), compile the tree completely, install it
+(``rulestree.install_tree``). Any failure raises ``RulesSyncError`` and leaves the
+running tree as it was.
+
+No rollback: a signed archive stays signed forever, so a signature alone would let an
+old one (collected from ``/rules`` at any time) be installed again. A probe's pull
+approves only the tree whose digest, with the archive's settings digest, gives the
+config digest of the master's latest fresh, authenticated heartbeat
+(``heartbeat_approval``); ``probepair sync``, which hears no heartbeat, approves only
+the tree digest the master's signed ``/status`` reports (``status_approval``).
 
 ``Readiness`` runs in a probe of a pair. Every beat period in which the peer was heard
 it compares the config digest of the peer's last heartbeat (pair-wide settings and the
@@ -24,6 +33,7 @@ from typing import Any, Final, NoReturn
 import trio
 
 from probepair.failover import MASTER_ROLES, FailoverMachine, Role
+from probepair.failover.wire import config_digest
 from probepair.rulesync import fetch as httpget
 from probepair.rulesync import netjson
 from probepair.rulesync.tree import (
@@ -51,15 +61,82 @@ def peer_url(host: str, port: int, path: str) -> str:
     return f"http://{host}:{port}{path}"
 
 
-def fetch_archive(url: str, timeout: float = FETCH_TIMEOUT) -> bytes:
+Approve = Callable[[RulesTree], str | None]  # a fetched tree: why it is refused, or None
+
+
+def heartbeat_approval(peer_digest: bytes, local_settings: bytes) -> Approve:
+    """Approve the tree the master's latest heartbeat announces (``peer_digest``).
+
+    Heartbeats carry one config digest over the pair-wide settings and the rules tree
+    digest; the archive states the master's settings digest (an archive without one is
+    checked with ``local_settings``, ours).
+    """
+
+    def approve(tree: RulesTree) -> str | None:
+        try:
+            settings = bytes.fromhex(tree.settings) if tree.settings else local_settings
+        except ValueError:
+            return "its settings digest is not hex"
+        if config_digest(settings, tree.digest) == peer_digest:
+            return None
+        return (
+            f"its tree {tree.digest[:12]} is not the one the master's latest heartbeat "
+            f"announces (config digest {peer_digest.hex()}): an old or foreign archive"
+        )
+
+    return approve
+
+
+def status_approval(rules_digest: str, status_url: str) -> Approve:
+    """Approve the tree whose digest the master's signed ``/status`` reported."""
+
+    def approve(tree: RulesTree) -> str | None:
+        if tree.digest == rules_digest:
+            return None
+        return (
+            f"its tree {tree.digest[:12]} is not the one {status_url} reports running "
+            f"({rules_digest[:12] or 'none'}): an old or foreign archive"
+        )
+
+    return approve
+
+
+def fetch_peer_rules_digest(status_url: str, secret: bytes, timeout: float = FETCH_TIMEOUT) -> str:
+    """The rules digest a peer's signed ``/status`` reports (blocking, for the CLI).
+
+    Raises:
+        RulesSyncError: naming ``status_url``: no signed, well-formed answer with a
+            rules digest.
+    """
+    try:
+        code, body = httpget.get(status_url, max_bytes=MAX_STATUS, timeout=timeout, secret=secret)
+        if code != 200:
+            reason = body[:200].decode("utf-8", "replace").strip()
+            raise RulesSyncError(status_url, f"HTTP {code}: {reason!r}")
+        status = netjson.loads(body, max_bytes=MAX_STATUS)
+    except httpget.FetchError as exc:
+        raise RulesSyncError(status_url, exc.message) from None
+    except netjson.JSONInputError as exc:
+        raise RulesSyncError(status_url, f"expected a JSON object: {exc.reason}") from None
+    digest = status.get("rules") if isinstance(status, dict) else None
+    if not isinstance(digest, str) or not digest:
+        raise RulesSyncError(status_url, "reports no rules digest: the master runs no rules tree")
+    return digest
+
+
+def fetch_archive(url: str, timeout: float = FETCH_TIMEOUT, *, secret: bytes = b"") -> bytes:
     """GET a rules archive (blocking), capped and under one deadline (``httpget``).
+
+    Args:
+        secret: SharedSecret: the request is signed and the answer must be.
 
     Raises:
         RulesSyncError: naming ``url``: unreachable, no complete answer in time, an
-            error status (with the peer's reason), or more than MAX_ARCHIVE bytes.
+            error status (with the peer's reason), an answer not signed for this
+            request, or more than MAX_ARCHIVE bytes.
     """
     try:
-        code, body = httpget.get(url, max_bytes=MAX_ARCHIVE, timeout=timeout)
+        code, body = httpget.get(url, max_bytes=MAX_ARCHIVE, timeout=timeout, secret=secret)
     except httpget.FetchError as exc:
         raise RulesSyncError(url, exc.message) from None
     if code != 200:
@@ -82,19 +159,30 @@ def sync_once(
     rules_file: str,
     secret: bytes,
     current: RulesTree | None,
-    fetch: Callable[[str], bytes] = fetch_archive,
+    fetch: Callable[[str], bytes] | None = None,
+    *,
+    approve: Approve,
 ) -> SyncOutcome:
     """Fetch, verify, compile and install the peer's rules tree (blocking).
 
+    Args:
+        fetch: GETs the archive (default: ``fetch_archive``, signed with ``secret``).
+        approve: whether the tree is the master's current one (no rollback).
+
     Raises:
-        ArchiveRefused: unsigned, tampered with, or malformed (nothing written).
+        ArchiveRefused: unsigned, tampered with, malformed, or not approved (an old
+            or foreign archive); nothing written.
         RulesSyncError: no RulesFile, fetch, compile or write failed (nothing changed).
     """
     if not rules_file:
         raise RulesSyncError("RulesFile", "is '': there is no rules tree to sync into")
     if not secret:
         raise ArchiveRefused(url, "no SharedSecret is set: rules archives are refused")
-    tree = unpack(fetch(url), secret, url)
+    data = fetch(url) if fetch is not None else fetch_archive(url, secret=secret)
+    tree = unpack(data, secret, url)
+    refusal = approve(tree)
+    if refusal is not None:
+        raise ArchiveRefused(url, f"archive refused: {refusal}")
     check_compiles(tree, rules_file)
     if current is not None and tree.digest == current.digest:
         return SyncOutcome(tree.digest, False, None)
@@ -118,10 +206,13 @@ class Readiness:
         rules_url: the peer's ``/rules`` URL.
         local: our own ``rules`` and ``settings_digest`` as ``/status`` shows them.
         pull: RulesSync is ``pull``: sync when the rules differ (standby slave only).
-        do_pull: runs the sync, blocking (``sync_once``); called in a worker thread.
+        do_pull: runs the sync, blocking (``sync_once``); called in a worker thread
+            with the rules URL and the approval of the master's latest heartbeat.
         reload: reloads the rules once a pull installed them; False: the reload failed.
         on_change: called with (ready, differs) when either changes.
         count: called with "success", "refused" or "failure" after each pull.
+        secret: SharedSecret, to sign ``/status`` requests (and check the answers).
+        settings: our pair-wide settings digest (for archives that state none).
     """
 
     def __init__(
@@ -131,10 +222,13 @@ class Readiness:
         rules_url: str,
         local: Callable[[], dict[str, Any]],
         pull: bool,
-        do_pull: Callable[[str], Any],
+        do_pull: Callable[[str, Approve], Any],
         reload: Callable[[], bool],
         on_change: Callable[[bool, list[str]], None],
         count: Callable[[str], None],
+        *,
+        secret: bytes = b"",
+        settings: bytes = b"",
     ) -> None:
         self.machine = machine
         self.status_url = status_url
@@ -145,6 +239,8 @@ class Readiness:
         self._reload = reload
         self._on_change = on_change
         self._count = count
+        self._secret = secret
+        self._settings = settings
         self.ready: bool | None = None  # None: not decided yet
         self.differs: list[str] = [NOT_HEARD]
         self._failed: tuple[str, float] = ("", -math.inf)  # peer digest, when a pull failed
@@ -192,8 +288,11 @@ class Readiness:
         return peer_rules != digest or trio.current_time() - at >= PULL_RETRY
 
     async def _pull(self, peer_rules: str) -> bool:
+        # The master's latest fresh, authenticated heartbeat (check() saw it within two
+        # beat periods) says which tree it runs; nothing else is installed.
+        approve = heartbeat_approval(self.machine.peer_config_digest, self._settings)
         try:
-            await trio.to_thread.run_sync(self._do_pull, self.rules_url)
+            await trio.to_thread.run_sync(self._do_pull, self.rules_url, approve)
         except ArchiveRefused as exc:
             self._count("refused")
             logger.error("rules sync refused the master's archive: %s", exc)
@@ -216,7 +315,9 @@ class Readiness:
         peer: object = None
         try:
             with trio.fail_after(FETCH_TIMEOUT):
-                code, body = await httpget.aget(self.status_url, max_bytes=MAX_STATUS)
+                code, body = await httpget.aget(
+                    self.status_url, max_bytes=MAX_STATUS, secret=self._secret
+                )
             if code == 200:
                 peer = netjson.loads(body, max_bytes=MAX_STATUS)
         except trio.TooSlowError:

@@ -6,9 +6,13 @@ sync`` (or by ``RulesSync pull``) on the slave:
 
     probepair-rules 1\\n <64 hex digits: HMAC-SHA256(SharedSecret, first line + body)>\\n <body>
 
-The body is JSON: ``{"main": NAME, "digest": HEX, "files": {PATH: BASE64}}``, paths
-relative to the directory of RulesFile (``/`` separated, never absolute, never ``..``).
-Without a SharedSecret nothing is served or accepted.
+The body is JSON: ``{"main": NAME, "digest": HEX, "settings": HEX, "files": {PATH:
+BASE64}}``, paths relative to the directory of RulesFile (``/`` separated, never
+absolute, never ``..``); ``settings`` is the serving probe's pair-wide settings digest,
+so a slave can check the archive against the config digest of the master's heartbeats
+(``pull.heartbeat_approval``: no rollback to an older signed archive). A file that is a
+symbolic link resolving outside the RulesFile directory is never served. Without a
+SharedSecret nothing is served or accepted.
 
 The *tree digest* (``RulesTree.digest``) covers the contents and relative paths, the
 main file by role rather than name, so two probes whose rules live in different
@@ -35,7 +39,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import orjson
@@ -72,10 +76,17 @@ class ArchiveRefused(RulesSyncError):
 
 @dataclass(frozen=True, slots=True)
 class RulesTree:
-    """A rules tree in memory: ``files`` maps relative paths to bytes, ``main`` included."""
+    """A rules tree in memory: ``files`` maps relative paths to bytes, ``main`` included.
+
+    ``settings``: the pair-wide settings digest (hex) an archive states ('' if none);
+    ``outside``: files read through a symbolic link that leaves the tree (never served).
+    Neither counts in ``digest`` or in equality.
+    """
 
     main: str
     files: dict[str, bytes]
+    settings: str = field(default="", compare=False)
+    outside: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def digest(self) -> str:
@@ -92,34 +103,47 @@ def read_tree(rules_file: str, included: Iterable[str]) -> RulesTree:
     """The tree on disk: ``rules_file`` and the files it includes or reads as tables.
 
     Paths are made relative to the directory of ``rules_file``; one outside it keeps
-    its ``..`` path (the digest still counts it; ``pack`` refuses it).
+    its ``..`` path (the digest still counts it; ``pack`` refuses it), and so does a
+    file whose symbolic links resolve outside the directory (listed in ``outside``).
 
     Raises:
         OSError: a file cannot be read.
     """
     root = os.path.dirname(os.path.abspath(rules_file))
+    real_root = os.path.realpath(root)
     main = os.path.basename(rules_file)
     files: dict[str, bytes] = {}
+    outside: list[str] = []
     for path in (rules_file, *included):
         rel = os.path.relpath(os.path.abspath(path), root).replace(os.sep, "/")
         if rel not in files:
             with open(path, "rb") as f:
                 files[rel] = f.read()
-    return RulesTree(main, files)
+            real = os.path.realpath(path)
+            if os.path.commonpath((real_root, real)) != real_root:
+                outside.append(rel)
+    return RulesTree(main, files, outside=tuple(outside))
 
 
 def _body_mac(secret: bytes, body: bytes) -> str:
     return hmac.new(secret, MAGIC + body, hashlib.sha256).hexdigest()
 
 
-def pack(tree: RulesTree, secret: bytes) -> bytes:
-    """The signed archive of ``tree``.
+def pack(tree: RulesTree, secret: bytes, settings: str = "") -> bytes:
+    """The signed archive of ``tree``, stating ``settings`` (the settings digest, hex).
 
     Raises:
-        RulesSyncError: no secret, or a file lies outside the RulesFile directory.
+        RulesSyncError: no secret, or a file lies outside the RulesFile directory (by
+            its path or through a symbolic link).
     """
     if not secret:
         raise RulesSyncError("/rules", "no SharedSecret is set: rules archives are refused")
+    if tree.outside:
+        raise RulesSyncError(
+            "/rules",
+            f"{tree.outside[0]!r} is a symbolic link out of the RulesFile directory: "
+            "refused (copy the file into the tree)",
+        )
     outside = [name for name in tree.files if not _safe_path(name)]
     if outside:
         raise RulesSyncError(
@@ -131,6 +155,7 @@ def pack(tree: RulesTree, secret: bytes) -> bytes:
         {
             "main": tree.main,
             "digest": tree.digest,
+            "settings": settings,
             "files": {n: base64.b64encode(d).decode() for n, d in sorted(tree.files.items())},
         }
     )
@@ -170,7 +195,14 @@ def unpack(data: bytes, secret: bytes, where: str = "archive") -> RulesTree:
     try:
         doc = orjson.loads(body)
         main, digest, raw = doc["main"], doc["digest"], doc["files"]
-        if not (isinstance(main, str) and isinstance(digest, str) and isinstance(raw, dict)):
+        settings = doc.get("settings", "")
+        if not (
+            isinstance(main, str)
+            and isinstance(digest, str)
+            and isinstance(raw, dict)
+            and isinstance(settings, str)
+            and len(settings) <= 64
+        ):
             raise TypeError
         files = {str(n): base64.b64decode(v, validate=True) for n, v in raw.items()}
     except (orjson.JSONDecodeError, KeyError, TypeError, binascii.Error, ValueError):
@@ -179,7 +211,7 @@ def unpack(data: bytes, secret: bytes, where: str = "archive") -> RulesTree:
     if bad or main not in files or "/" in main:
         shown = (bad or [main])[0]
         raise ArchiveRefused(where, f"unsafe or missing path in the archive: {shown!r}")
-    tree = RulesTree(main, files)
+    tree = RulesTree(main, files, settings=settings)
     if tree.digest != digest:
         raise ArchiveRefused(where, "the contents do not match the digest the archive states")
     return tree

@@ -53,7 +53,7 @@ class FileSink:
     async def open(self) -> None:
         try:
             self._fd = os.open(
-                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
             )
         except OSError as exc:
             raise SinkError(self.name, f"cannot open: {exc.strerror}") from None

@@ -13,12 +13,14 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
+from probepair.config.httpauth import authorization
 from tests.net import free_port as free_port  # re-exported: e2e tests import it here
 
 READY_TIMEOUT = 20.0  # seconds; a probe starts in well under 1 s, CI machines are slow
@@ -69,16 +71,21 @@ CLI_TIMEOUT = 30.0  # seconds for one operator command (status, takeover ...)
 
 
 async def probepair_cli(side: PairSide, peer: PairSide, *args: str,
-                        metrics_port: int | None = None) -> str:
+                        metrics_port: int | None = None, secret: bool = True) -> str:
     """Run a probepair command as an operator would, in ``side``'s directory; its stdout.
 
     The peer's status comes from ``metrics_port``, the peer's metrics port unless given
-    (a free port nobody serves leaves the peer to ``--peer-url``, or out).
+    (a free port nobody serves leaves the peer to ``--peer-url``, or out). With
+    ``secret``, the probe's SharedSecretFile goes along: ``status`` signs its request to
+    the peer's /status with it.
     """
     port = peer.metrics_port if metrics_port is None else metrics_port
+    secret_file = side.cwd / "secret"
     cmd = probepair_cmd(*args, "--name", side.name, "--mode", side.mode,
                         "--peerhost", peer.host, "--peerport", str(peer.heartbeat_port),
-                        "--metricsport", str(port))
+                        "--metricsport", str(port),
+                        *(["--sharedsecretfile", str(secret_file)]
+                          if secret and secret_file.exists() else []))
     with trio.fail_after(CLI_TIMEOUT):
         result = await trio.run_process(cmd, cwd=side.cwd, capture_stdout=True,
                                         capture_stderr=True, check=False,
@@ -137,12 +144,20 @@ async def wait_for_lines(path: Path, count: int, timeout: float = 20.0) -> list[
 SCRAPE_TIMEOUT = 2.0  # seconds for one /metrics request on loopback or a veth
 
 
-async def http_get(address: tuple[str, int], path: str) -> bytes:
-    """The body of ``GET path`` (HTTP/1.0, so the server closes after the response)."""
+async def http_get(address: tuple[str, int], path: str, *, secret: str = PAIR_SECRET) -> bytes:
+    """The body of ``GET path`` (HTTP/1.0, so the server closes after the response).
+
+    Signed with ``secret`` as a peer signs (/status and /rules want it; '' = unsigned).
+    """
+    auth = ""
+    if secret:
+        value = authorization(secret.encode(), "GET", path, now=time.time(),
+                              nonce=secrets.token_hex(16))
+        auth = f"Authorization: {value}\r\n"
     with trio.fail_after(SCRAPE_TIMEOUT):
         stream = await trio.open_tcp_stream(*address)
         async with stream:
-            await stream.send_all(f"GET {path} HTTP/1.0\r\nHost: probe\r\n\r\n".encode())
+            await stream.send_all(f"GET {path} HTTP/1.0\r\nHost: probe\r\n{auth}\r\n".encode())
             data = b""
             while chunk := await stream.receive_some(65536):
                 data += chunk

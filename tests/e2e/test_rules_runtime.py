@@ -15,6 +15,7 @@ from probepair.probe import RULES_POLL_INTERVAL
 from tests.e2e.procs import (
     ACTIVE,
     Timings,
+    http_get,
     loopback_pair,
     scrape,
     start_probe,
@@ -126,3 +127,37 @@ def _logged_at(log: Path, text: str) -> float:
     assert len(lines) == 1, lines
     stamp = datetime.strptime(lines[0][:23], "%Y-%m-%d %H:%M:%S,%f")
     return stamp.timestamp()
+
+
+async def test_a_spoofed_mode_line_with_the_shipped_example_changes_nothing(
+        tmp_path: Path) -> None:
+    """rules/mode-switch-example.rules on a udp (syslog) feed: the request is an event."""
+    import platform
+
+    shipped = Path(__file__).resolve().parents[2] / "rules" / "mode-switch-example.rules"
+    timings = Timings()
+    m, s = loopback_pair(tmp_path)
+    extra = ["--rulesfile", str(shipped), "--feedformat", "syslog"]
+    async with trio.open_nursery() as nursery:
+        master = await start_probe(nursery, m.args(s, timings, extra=extra), cwd=m.cwd)
+        slave = await start_probe(nursery, s.args(m, timings, extra=extra), cwd=s.cwd)
+        await wait_metric(master, ACTIVE, 1, timeout=10)
+        await wait_metric(slave, 'probepair_role{role="slave-standby"}', 1, timeout=10)
+        spoofed = f"<13>Nov 22 04:04:33 evil admin: probepair take over {platform.node()}"
+        for probe in (master, slave):
+            _send(probe.address("feed"), spoofed.encode())
+        # Both ran the rules on it: the master delivered it as an ordinary alert, and the
+        # slave dropped it as acked.
+        with trio.fail_after(10):
+            while not any(b"probepair take over" in line for line in
+                          await wait_for_lines(m.sink, 0)):
+                await trio.sleep(0.05)
+        await wait_metric(slave, "probepair_events_received_total", 1, timeout=10)
+        await wait_metric(slave, "probepair_buffer_depth", 0, timeout=10)
+        for probe, active in ((master, 1), (slave, 0)):
+            metrics = await scrape(probe)
+            assert metrics[ACTIVE] == active
+            status = json.loads(await http_get(probe.address("metrics"), "/status"))
+            assert status["epoch"] == 0
+        assert "switching to master" not in s.log.read_text() + m.log.read_text()
+        nursery.cancel_scope.cancel()

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 
+from probepair.config.httpauth import SIGNATURE_HEADER, response_mac
+from probepair.rules import load_rules
+from probepair.rulesync.tree import pack, read_tree
 from tests.e2e.procs import (
     ACTIVE,
+    PAIR_SECRET,
     PairSide,
     ProbeProcess,
     Timings,
@@ -161,9 +167,13 @@ async def test_rules_sync_pull_makes_a_standby_slave_ready_by_itself(tmp_path: P
         nursery.cancel_scope.cancel()
 
 
-async def serve_fake_peer(status: dict[str, object], archive: bytes, *,
+async def serve_fake_peer(status: dict[str, object], archive: bytes, *, secret: str = PAIR_SECRET,
                           task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """A metrics endpoint that says its rules differ and serves ``archive`` as /rules."""
+    """A metrics endpoint that says its rules differ and serves ``archive`` as /rules.
+
+    With ``secret`` it signs its answers as a probe does (a holder of the secret, to test
+    what the archive checks refuse); with '' it cannot (anyone else on the network).
+    """
 
     async def handle(stream: trio.SocketStream) -> None:
         async with stream:
@@ -175,8 +185,13 @@ async def serve_fake_peer(status: dict[str, object], archive: bytes, *,
                 request += chunk
             path = request.split(b" ")[1]
             body = json.dumps(status).encode() if path == b"/status" else archive
+            nonce = re.search(rb"nonce=([0-9a-f]{32})", request)
+            signed = b""
+            if secret and nonce:
+                mac = response_mac(secret.encode(), nonce[1].decode(), 200, body)
+                signed = f"{SIGNATURE_HEADER}: {mac}\r\n".encode()
             await stream.send_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: "
-                                  + str(len(body)).encode() + b"\r\n\r\n" + body)
+                                  + str(len(body)).encode() + b"\r\n" + signed + b"\r\n" + body)
 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     task_status.started(listeners[0].socket.getsockname()[1])
@@ -215,6 +230,11 @@ async def test_tampered_or_unsigned_archives_are_refused_and_counted(tmp_path: P
         unsigned_port = await nursery.start(serve_fake_peer, fake_status, body)
         rc, out = await sync_cmd(s, m, "--peer-url", f"http://127.0.0.1:{unsigned_port}/rules")
         assert rc == 1 and "not a probepair rules archive (unsigned" in out, out
+        # A server without the secret cannot even answer: its answers are not signed.
+        impostor_port = await nursery.start(partial(serve_fake_peer, fake_status, genuine,
+                                                    secret=""))
+        rc, out = await sync_cmd(s, m, "--peer-url", f"http://127.0.0.1:{impostor_port}/rules")
+        assert rc == 1 and "the answer is not signed with SharedSecret" in out, out
         assert "v1" in (s.cwd / "rules" / "lib" / "common.rules").read_text()
 
         # Availability first: a desynchronised slave takes over, and says so.
@@ -225,6 +245,62 @@ async def test_tampered_or_unsigned_archives_are_refused_and_counted(tmp_path: P
                        if x.startswith("Became active") and "(desynchronised: rules)" in x]:
                 await trio.sleep(0.05)
         assert "took over while desynchronised from the master (rules)" in s.log.read_text()
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_old_signed_archive_is_refused_no_rollback(tmp_path: Path) -> None:
+    """The master runs v2; a server with the secret offers the v1 archive it once served."""
+    m, s = loopback_pair(tmp_path)
+    write_rules(m.cwd / "rules", "v2")
+    old_root = write_rules(tmp_path / "old" / "rules", "v1")
+    write_rules(s.cwd / "rules", "v0")
+    timings = Timings()
+    async with trio.open_nursery() as nursery:
+        master = await start_probe(nursery, m.args(s, timings, extra=rules_args(m, s)), cwd=m.cwd)
+        settings = str((await status_of(master))["settings_digest"])
+        old = read_tree(str(old_root), load_rules(old_root).files)
+        old_archive = pack(old, PAIR_SECRET.encode(), settings)  # as /rules served it then
+        fake_status = {"rules": old.digest, "settings_digest": settings}
+        fake_port = await nursery.start(serve_fake_peer, fake_status, old_archive)
+        slave = await start_probe(
+            nursery,
+            s.args(m, timings, extra=[*rules_args(s), "--rulessync", "pull",
+                                      "--peermetricsport", str(fake_port)]),
+            cwd=s.cwd,
+        )
+        await wait_metric(slave, 'probepair_rules_syncs_total{result="refused"}', 1, timeout=10)
+        assert (await scrape(slave))['probepair_rules_syncs_total{result="success"}'] == 0
+        assert "v0" in (s.cwd / "rules" / "lib" / "common.rules").read_text()
+        assert not (s.cwd / "rules.prev").exists()
+        assert "is not the one the master's latest heartbeat announces" in s.log.read_text()
+        # By command, against the real master's endpoint: only its current tree installs.
+        rc, out = await sync_cmd(s, m)
+        assert rc == 0, out
+        assert "v2" in (s.cwd / "rules" / "lib" / "common.rules").read_text()
+        nursery.cancel_scope.cancel()
+
+
+async def test_unsigned_requests_to_status_and_rules_are_refused(tmp_path: Path) -> None:
+    m, s = older_pair(tmp_path)
+    timings = Timings()
+    async with trio.open_nursery() as nursery:
+        master = await start_probe(nursery, m.args(s, timings, extra=rules_args(m, s)), cwd=m.cwd)
+        for path in ("/status", "/rules"):
+            with pytest.raises(AssertionError, match="401"):
+                await http_get(master.address("metrics"), path, secret="")
+            with pytest.raises(AssertionError, match="401"):
+                await http_get(master.address("metrics"), path, secret="x" * 64)
+        await http_get(master.address("metrics"), "/metrics", secret="")  # open
+        metrics = await scrape(master)
+        assert metrics['probepair_http_errors_total{reason="unauthorized"}'] == 4
+        # The slave's signed requests still work: it syncs by itself.
+        slave = await start_probe(
+            nursery,
+            s.args(m, timings, extra=[*rules_args(s, m), "--rulessync", "pull"]),
+            cwd=s.cwd,
+        )
+        await wait_metric(slave, 'probepair_rules_syncs_total{result="success"}', 1, timeout=10)
+        assert (await scrape(master))['probepair_http_errors_total{reason="unauthorized"}'] == 4
         nursery.cancel_scope.cancel()
 
 

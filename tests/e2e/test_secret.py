@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -38,6 +39,7 @@ PEER = ["--peerhost", "127.0.0.1", "--peerport", "9", "--feedport", "0", "--rule
 LEAKY_RULES = """
 @Secret = %SharedSecret
 @SecretFile = %SharedSecretFile
+@SinkUrl = %SinkUrl
 @Identifier = $Line
 @Summary = $Line
 if (exists($Manager)) {
@@ -83,7 +85,11 @@ async def test_the_secret_never_shows(tmp_path: Path) -> None:
     rules.write_text(LEAKY_RULES)
     m, s = loopback_pair(tmp_path)
     timings = Timings()
-    extra = ["--rulesfile", str(rules), "--messagelevel", "debug"]
+    # Every secret-bearing property: the pair's secret, and a SinkUrl with a password and
+    # an sslpassword (the file sink never uses it, but dumpprops, %SinkUrl and logs see it).
+    password, sslpassword = "pw-" + secrets.token_hex(8), "sslpw-" + secrets.token_hex(8)
+    sink_url = f"postgresql://alerts:{password}@db.example:5432/alerts?sslpassword={sslpassword}"
+    extra = ["--rulesfile", str(rules), "--messagelevel", "debug", "--sinkurl", sink_url]
     shown: list[str] = []
     async with trio.open_nursery() as nursery:
         master = await start_probe(nursery, m.args(s, timings, extra=extra), cwd=m.cwd)
@@ -109,12 +115,17 @@ async def test_the_secret_never_shows(tmp_path: Path) -> None:
     for side in (m, s):
         shown.append(side.log.read_text())
         shown.append(side.sink.read_text() if side.sink.exists() else "")
-        dump = _run(side.cwd, "--dumpprops", *side.args(m if side is s else s, timings))
+        dump = _run(side.cwd, "--dumpprops",
+                    *side.args(m if side is s else s, timings, extra=extra))
+        assert "SinkUrl: '<redacted>'" in dump.stdout
         assert "\nSharedSecretFile: '" in dump.stdout
         shown.append(dump.stdout)
     assert "the rules read SharedSecret as <redacted>" in m.log.read_text()
     assert all(text for text in shown)
-    assert [text for text in shown if PAIR_SECRET in text] == []
+    assert {a["SinkUrl"] for a in alerts} == {
+        "postgresql://alerts:***@db.example:5432/alerts?sslpassword=***"}
+    for value in (PAIR_SECRET, password, sslpassword):
+        assert [text for text in shown if value in text] == [], value
 
 
 def _send(address: tuple[str, int], line: bytes) -> None:
@@ -136,7 +147,7 @@ async def test_allow_insecure_heartbeats_runs_and_says_so(tmp_path: Path) -> Non
         await wait_metric(slave, STANDBY, 1, timeout=10)
         info = [k for k in await scrape(master) if k.startswith("probepair_info{")]
         assert len(info) == 1 and 'allow_insecure_heartbeats="true"' in info[0]
-        table = await probepair_cli(m, s, "status")
+        table = await probepair_cli(m, s, "status", secret=False)  # as the probes: none
         assert re.search(r"^insecure beats +ALLOWED +ALLOWED$", table, re.MULTILINE), table
         assert table.rstrip().splitlines()[-1] == (
             "WARNING: AllowInsecureHeartbeats on m, s: heartbeats and acks may be forged")

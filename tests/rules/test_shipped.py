@@ -124,13 +124,26 @@ def test_lookup_example_enriches() -> None:
 def test_mode_switch_example() -> None:
     program = load_rules(RULES / "mode-switch-example.rules")
     rec = Recorder()
-    ctx = rec.ctx()
+    local = {"Manager": "syslogd", "FeedType": "file"}
+    ctx = rec.ctx(local)
     line = b"<13>Nov 22 04:04:33 ops1 admin: probepair take over probehost"
     assert program.run(tokenise("syslog", line), ctx) is None
     assert ctx.assigned == {"Mode": "master"}
-    assert rec.logs == [("WARNING", "switching to master on request from ops1")]
-    ctx = rec.ctx()
+    assert rec.logs == [("WARNING", "switching to master on request from the local FeedFile")]
+    ctx = rec.ctx(local)
     program.run(
         tokenise("syslog", b"<13>Nov 22 04:04:33 ops1 admin: probepair take over other"), ctx
     )
     assert ctx.assigned == {"Mode": "slave"}
+
+
+@pytest.mark.parametrize("feed", ["udp", "tcp", "stdin"])
+def test_mode_switch_example_ignores_a_line_from_the_network(feed: str) -> None:
+    """A spoofed syslog line switches nothing: it is an ordinary event."""
+    program = load_rules(RULES / "mode-switch-example.rules")
+    rec = Recorder()
+    ctx = rec.ctx({"Manager": "syslogd", "FeedType": feed})
+    line = b"<13>Nov 22 04:04:33 ops1 admin: probepair take over probehost"
+    alert = program.run(tokenise("syslog", line), ctx)
+    assert ctx.assigned == {}
+    assert alert is not None and "probepair take over probehost" in str(alert["Summary"])
