@@ -112,7 +112,7 @@ def flip_reason(msg: Heartbeat | Ack, raw: bytes, byte: int) -> str:
     if byte == 5:  # kind: one bit never turns 1 into 2 or back
         return "malformed"
     if byte == 7:
-        allowed = 0x1F if isinstance(msg, Heartbeat) else 0x10
+        allowed = 0x3F if isinstance(msg, Heartbeat) else 0x10  # REQUESTED is 0x20
         return "mac" if raw[7] & ~allowed == 0 else "malformed"
     if byte == 8:
         return "mac" if 1 <= raw[8] <= 5 else "malformed"
