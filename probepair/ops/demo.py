@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,6 +34,7 @@ import httpx
 import orjson
 import trio
 
+from probepair.config.httpauth import authorization
 from probepair.config.secret import new_secret, write_secret_file
 from probepair.errors import ProbepairError, leaf_exceptions
 
@@ -161,11 +164,15 @@ def _metric(text: str, name: str) -> int | None:
     return None
 
 
-async def fetch_view(client: httpx.AsyncClient, node: Node) -> View:
-    """The probe's role from ``/status`` and its forwarded count from ``/metrics``."""
+async def fetch_view(client: httpx.AsyncClient, node: Node, secret: bytes) -> View:
+    """The probe's role from ``/status`` (a signed request, as a peer's: the pair's
+    secret) and its forwarded count from ``/metrics``."""
     base = f"http://{HOST}:{node.metrics_port}"
+    nonce = secrets.token_hex(16)
+    signed = {"Authorization": authorization(secret, "GET", "/status", now=time.time(),
+                                             nonce=nonce)}
     try:
-        status = (await client.get(f"{base}/status")).json()
+        status = (await client.get(f"{base}/status", headers=signed)).json()
         metrics = (await client.get(f"{base}/metrics")).text
     except (httpx.HTTPError, ValueError):
         return View()
@@ -347,7 +354,7 @@ class Demo:
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             while True:
                 for node in (self.master, self.slave):
-                    self.views[node.name] = await fetch_view(client, node)
+                    self.views[node.name] = await fetch_view(client, node, self.secret.encode())
                 line = " | ".join(f"{n}: {self.views[n].cells()}" for n in names)
                 line = f"{self.elapsed():5.1f}s  {line} | {self.sent:>7}"
                 if self.tty:
@@ -364,7 +371,11 @@ class Demo:
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             with trio.move_on_after(CHANGE_TIMEOUT):
                 while True:
-                    views = {n.name: await fetch_view(client, n) for n in (self.master, self.slave)}
+                    secret = self.secret.encode()
+                    views = {
+                        n.name: await fetch_view(client, n, secret)
+                        for n in (self.master, self.slave)
+                    }
                     if check(views):
                         return trio.current_time() - start
                     await trio.sleep(POLL)
