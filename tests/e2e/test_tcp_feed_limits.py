@@ -132,7 +132,13 @@ async def test_3000_idle_connections_under_1024_descriptors(tmp_path: Path) -> N
                 for _ in range(IDLE_CLIENTS):
                     s = trio.socket.socket()
                     idle.append(s)
-                    await s.connect(address)
+                    try:
+                        await s.connect(address)
+                    except ConnectionResetError:
+                        # Past the cap the probe accepts and resets at once; on loopback
+                        # the reset can land before connect() has read its result. The
+                        # probe counted it as refused: the sum below still holds.
+                        pass
                 # All taken or refused; never more open than FeedMaxConnections.
                 while True:
                     m = await timed_scrape(probe, worst)
