@@ -206,25 +206,24 @@ class RoleLogic:
         if limit <= 0 or self.m._role is Role.STANDARD or not isinstance(self.m._handover, Idle):
             return
         failing = self.m._sink_failing_since
-        heard = self.m._peer_last_heard
-        peer_ok = (
-            heard is not None
-            and now - heard < self.m._bound()
-            and self.m._peer is not None
-            and self.m._peer.role not in ACTIVE_ROLES
-            and self.m._peer.sink_failing == 0.0
+        heard, peer = self.m._peer_last_heard, self.m._peer
+        standby = (  # a fresh standby peer: the only one a sink handover can go to
+            peer
+            if heard is not None and now - heard < self.m._bound() and peer is not None
+            and peer.role not in ACTIVE_ROLES
+            else None
         )
+        peer_ok = standby is not None and standby.sink_failing == 0.0
         if failing is None:
             self.m._suppressed = False
-        elif self.m._active and now - failing >= limit and not peer_ok and not self.m._suppressed:
-            peer = self.m._peer
-            if heard is not None and now - heard < self.m._bound() and peer is not None and (
-                peer.sink_failing > 0.0 and peer.role not in ACTIVE_ROLES
-            ):
-                # Both sinks fail: handing over would move the role into a dead sink and
-                # back (each move replays and flushes). Stay; the first sink back delivers.
-                self.m._suppressed = True
-                self.m.stats.handovers_suppressed += 1
+        elif (
+            self.m._active and now - failing >= limit and standby is not None and not peer_ok
+            and not self.m._suppressed
+        ):
+            # Both sinks fail: handing over would move the role into a dead sink and back
+            # (each move replays and flushes). Stay; the first sink back delivers.
+            self.m._suppressed = True
+            self.m.stats.handovers_suppressed += 1
         if self.m._active and failing is not None and now - failing >= limit and peer_ok:
             self.m._suppressed = False
             self.m._epoch += 1
