@@ -321,12 +321,10 @@ async def sink_failover(tmp: Path, rate: float = 200) -> FaultResult:
     """Each probe posts to its own HTTP sink server; the master's dies, later returns."""
     result = FaultResult("master's sink dies", rate)
     m, s = loopback_pair(tmp)
-    ports = {"m": free_port(socket.SOCK_STREAM), "s": free_port(socket.SOCK_STREAM)}
-    files = {"m": tmp / "m-server.jsonl", "s": tmp / "s-server.jsonl"}
+    ports, files = _http_sinks(tmp)
 
     def http(side: str) -> list[str]:
-        return ["--sinktype", "http", "--sinkurl", f"http://127.0.0.1:{ports[side]}/",
-                "--sinkfailover", "1.0"]
+        return _http_args(ports[side], 1.0)
 
     feeder = _feeder(m, s, rate)
     async with trio.open_nursery() as nursery:
