@@ -367,6 +367,21 @@ def _http_args(port: int, sink_failover: float) -> list[str]:
             "--sinkfailover", str(sink_failover)]
 
 
+async def _http_pair(nursery: trio.Nursery, m: PairSide, s: PairSide,
+                     ports: dict[str, int], files: dict[str, Path], feeder: Feeder,
+                     sink_failover: float,
+                     ) -> tuple[dict[str, trio.Process], ProbeProcess, ProbeProcess]:
+    """An http collector per probe, the pair posting to them, the feed running (1 s)."""
+    servers = {side: await start_http_sink(nursery, ports[side], files[side])
+               for side in ("m", "s")}
+    master, slave = await _start_pair(
+        nursery, m, s, FAST, _http_args(ports["m"], sink_failover),
+        _http_args(ports["s"], sink_failover))
+    nursery.start_soon(feeder.run)
+    await feeder.wait_traffic(1.0)
+    return servers, master, slave
+
+
 async def master_sink_outage(tmp: Path, rate: float = 1000, outage: float = 8.0,
                              sink_failover: float = 3.0) -> FaultResult:
     """Issue 21: the master's sink is down ``outage`` s while the slave's works. The
@@ -377,13 +392,8 @@ async def master_sink_outage(tmp: Path, rate: float = 1000, outage: float = 8.0,
     ports, files = _http_sinks(tmp)
     feeder = _feeder(m, s, rate)
     async with trio.open_nursery() as nursery:
-        servers = {side: await start_http_sink(nursery, ports[side], files[side])
-                   for side in ("m", "s")}
-        master, slave = await _start_pair(
-            nursery, m, s, FAST, _http_args(ports["m"], sink_failover),
-            _http_args(ports["s"], sink_failover))
-        nursery.start_soon(feeder.run)
-        await feeder.wait_traffic(1.0)
+        servers, master, slave = await _http_pair(nursery, m, s, ports, files, feeder,
+                                                  sink_failover)
         died_at = trio.current_time()
         servers["m"].kill()
         await wait_metric(slave, ACTIVE, 1, sink_failover + 5)
@@ -414,13 +424,8 @@ async def both_sinks_down(tmp: Path, rate: float = 1000, outage: float = 15.0,
     ports, files = _http_sinks(tmp)
     feeder = _feeder(m, s, rate)
     async with trio.open_nursery() as nursery:
-        servers = {side: await start_http_sink(nursery, ports[side], files[side])
-                   for side in ("m", "s")}
-        master, slave = await _start_pair(
-            nursery, m, s, FAST, _http_args(ports["m"], sink_failover),
-            _http_args(ports["s"], sink_failover))
-        nursery.start_soon(feeder.run)
-        await feeder.wait_traffic(1.0)
+        servers, master, slave = await _http_pair(nursery, m, s, ports, files, feeder,
+                                                  sink_failover)
         died_at = trio.current_time()
         for server in servers.values():
             server.kill()
