@@ -15,7 +15,8 @@ import trio.testing
 from probepair.errors import SinkError
 from probepair.events import Item
 from probepair.metrics import Metrics
-from probepair.sinks import make_sink
+from probepair.sinks import make_sink, postgres
+from probepair.sinks.base import MAX_TARGET_TABLES
 from probepair.sinks.postgres import PostgresSink
 from probepair.sinks.runner import SinkRunner
 from probepair.sinks.spool import Spool
@@ -226,3 +227,33 @@ async def test_postgres_payload_is_the_fields_column(url: str) -> None:
         (fields,) = db.execute("SELECT Fields FROM alerts_status").fetchone() or (None,)
     assert isinstance(fields, str)
     assert orjson.loads(fields) == orjson.loads(a[1])
+
+
+async def test_postgres_target_tables_quoted_and_bounded(url: str) -> None:
+    """A rules target's alerts go to its own table (custom.vmstatus -> custom_vmstatus),
+    every table name goes into SQL as an identifier (never as text), anything that is
+    not a table name stays in alerts_status, and past MAX_TARGET_TABLES the rest do too."""
+    schema = postgres.schema('x"; DROP TABLE alerts_status; --')
+    with psycopg.connect(url) as db:
+        assert 'CREATE TABLE IF NOT EXISTS "x""; DROP TABLE' in schema.as_string(db)
+    n = MAX_TARGET_TABLES + 2
+    items = [
+        alert(1, Identifier="vm1", Table="custom.VmStatus"),
+        alert(2, Identifier="odd", Table='x"; DROP TABLE alerts_status; --'),
+        *(alert(10 + i, Identifier=f"t{i}", Table=f"custom.t{i}") for i in range(n)),
+    ]
+    sink = PostgresSink(make(SinkUrl=url))
+    try:
+        assert len(await sink.deliver(items)) == len(items)
+        assert await sink.deliver(items[:1]) == [items[0][0]]  # a resend changes nothing
+    finally:
+        await sink.aclose()
+    with psycopg.connect(url) as db:
+        vm = db.execute("SELECT Identifier, Tally FROM custom_vmstatus").fetchall()
+        status = db.execute("SELECT Identifier FROM alerts_status ORDER BY 1").fetchall()
+        tables = db.execute(
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'custom\\_t%'"
+        ).fetchone()
+    assert vm == [("vm1", 1)]
+    assert tables == (MAX_TARGET_TABLES - 1,)  # custom_vmstatus took one of the places
+    assert status == sorted([("odd",), ("t63",), ("t64",), ("t65",)])

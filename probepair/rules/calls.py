@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from probepair.rules import ast
 from probepair.rules.dates import check_pattern
-from probepair.rules.frontend import DEFAULT_TABLE
+from probepair.rules.frontend import DEFAULT_TABLE, TABLE_FIELD, TABLE_FIELD_ERROR
 from probepair.rules.functions import BUILTINS, FOREIGN, LOG_LEVELS, scan_pattern
 
 if TYPE_CHECKING:
@@ -252,6 +252,8 @@ def _genevent(gen: Codegen, node: ast.Call, depth: int) -> None:
         f = rest[i]
         if not isinstance(f, ast.FieldRef) or i + 1 >= len(rest):
             raise gen.error(f, "genevent() takes a target, then @field, value pairs")
+        if f.name == TABLE_FIELD:
+            raise gen.error(f, TABLE_FIELD_ERROR)
         items.append(f"{f.name!r}: {gen.v(rest[i + 1])}")
     if table != DEFAULT_TABLE:
         items.append(f"'Table': {table!r}")

@@ -29,7 +29,7 @@ from typing import Final
 
 from probepair.errors import RulesCompileError
 from probepair.rules import ast, calls
-from probepair.rules.frontend import DEFAULT_TABLE, Resolved
+from probepair.rules.frontend import DEFAULT_TABLE, TABLE_FIELD, TABLE_FIELD_ERROR, Resolved
 from probepair.rules.functions import MAX_VALUE, compile_regex, number
 
 _DIRECT_CMP: Final = {"==": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
@@ -344,6 +344,8 @@ class Codegen:
                 self.path_writes = True
                 return f"T[{path!r}] = {value}"
             case ast.FieldRef(name):
+                if name == TABLE_FIELD:
+                    raise self.error(target, TABLE_FIELD_ERROR)
                 return f"F[{name!r}] = {value}"
             case ast.PropRef(name):
                 return f"P[{name!r}] = A[{name!r}] = {value}"

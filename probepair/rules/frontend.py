@@ -33,6 +33,13 @@ from probepair.rules.parser import parse_fragment
 
 MAX_INCLUDE_DEPTH: Final = 16
 DEFAULT_TABLE: Final = "alerts.status"
+# An alert's target table travels in this field (compiler._fin): only settarget() and
+# genevent() may set it, from a registertarget() name, so no event text names a table.
+TABLE_FIELD: Final = "Table"
+TABLE_FIELD_ERROR: Final = (
+    "@Table is the alert's target table: choose it with settarget(T) of a "
+    "registertarget() target, not by assignment"
+)
 TABLE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?")
 _ENV_VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 

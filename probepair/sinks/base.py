@@ -9,10 +9,29 @@ the runner then spools and retries.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Protocol
+import re
+from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
     from probepair.events import Item
+
+
+# A rules target's table ("custom.vmstatus"): the rules compiler sets an alert's Table
+# only from a registertarget() name (no assignment to @Table compiles), so event text
+# never names a table. The SQL sinks still take only names of this shape, and at most
+# MAX_TARGET_TABLES of them per process: a bound that holds whatever the rules do.
+TABLE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?")
+MAX_TARGET_TABLES: Final = 64
+RESERVED_TABLES: Final = frozenset({"alerts_status", "delivered_keys"})
+
+
+def target_table(table: object) -> str | None:
+    """The SQL table name of an alert's ``Table`` field; None means alerts.status (no
+    field, not a table name, or a name the sink keeps for itself)."""
+    if not isinstance(table, str) or not TABLE_NAME.fullmatch(table):
+        return None
+    name = table.replace(".", "_")
+    return None if name.lower() in RESERVED_TABLES else name
 
 
 class Sink(Protocol):

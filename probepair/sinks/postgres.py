@@ -25,24 +25,31 @@ next delivery reconnects (the runner backs off and spools meanwhile).
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
+import orjson
 import psycopg
 import psycopg.conninfo
 import psycopg.errors
 import trio
+from psycopg import sql
 
 from probepair.config.redact import redact_credentials
 from probepair.errors import SinkError
 from probepair.events import Item
+from probepair.sinks.base import MAX_TARGET_TABLES, target_table
 
 if TYPE_CHECKING:
     from probepair.config.props import Props
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_TABLE: Final = "alerts_status"  # the ObjectServer's alerts.status
+_TABLE_MARK: Final = b'"Table":'  # only alerts of a rules target carry the field
 KEY_RETENTION: Final = 86400  # seconds a delivered key is remembered (as sinks/sqlite.py)
 PRUNE_EVERY: Final = 50_000  # alerts between two deletes of expired keys (an index range scan)
 CONNECT_TIMEOUT: Final = 5  # seconds (libpq connect_timeout)
@@ -59,9 +66,21 @@ T = TypeVar("T")
 _NUL: Final = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 
-def schema(table: str) -> str:
+def _compose(template: str, table: str) -> sql.Composed:
+    """``template`` with each ``{table}`` replaced by ``table`` quoted as an identifier
+    (psycopg's ``sql.Identifier``: no table name is ever pasted into SQL as text)."""
+    parts = template.split("{table}")
+    pieces: list[sql.Composable] = [sql.SQL(parts[0])]
+    for part in parts[1:]:
+        pieces += [sql.Identifier(table), sql.SQL(part)]
+    return sql.Composed(pieces)
+
+
+@functools.cache
+def schema(table: str) -> sql.Composed:
     """DDL for ``table`` and the delivered keys, idempotent (run at every connect)."""
-    return f"""
+    return _compose(
+        """
 CREATE TABLE IF NOT EXISTS {table} (
     Serial BIGSERIAL PRIMARY KEY,
     Identifier TEXT NOT NULL UNIQUE,
@@ -76,7 +95,9 @@ CREATE TABLE IF NOT EXISTS delivered_keys (
     Delivered TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX IF NOT EXISTS delivered_keys_delivered ON delivered_keys (Delivered);
-"""
+""",
+        table,
+    )
 
 
 def _int(expr: str) -> str:
@@ -93,14 +114,14 @@ def _time(expr: str) -> str:
 
 
 @functools.cache
-def upsert(table: str) -> str:
+def upsert(table: str) -> sql.Composed:
     """The one statement that delivers a batch into ``table``.
 
     Parameters: ``keys`` (bytea[], 8-byte event keys) and ``alerts`` (bytea[], UTF-8 JSON
     objects), in delivery order.
     """
     text = ", ".join(f"coalesce(f.j->>'{c}', '')" for c in TEXT_COLUMNS)
-    return f"""
+    template = f"""
 WITH batch AS (
     SELECT encode(k, 'hex') AS EventKey, convert_from(a, 'UTF8') AS Fields, n AS Seq
     FROM unnest(%(keys)b::bytea[], %(alerts)b::bytea[]) WITH ORDINALITY AS b(k, a, n)
@@ -122,7 +143,7 @@ WITH batch AS (
 ), counts AS (
     SELECT Identifier, count(*)::int AS n FROM fresh_ident GROUP BY Identifier
 )
-INSERT INTO {table} (Identifier, {", ".join(TEXT_COLUMNS)}, Summary, Severity, Type,
+INSERT INTO {{table}} (Identifier, {", ".join(TEXT_COLUMNS)}, Summary, Severity, Type,
     FirstOccurrence, LastOccurrence, Tally, EventKey, Fields)
 SELECT f.Identifier, {text}, coalesce(l.j->>'Summary', ''),
     {_int("(l.j->>'Severity')")}, {_int("(f.j->>'Type')")},
@@ -131,13 +152,14 @@ SELECT f.Identifier, {text}, coalesce(l.j->>'Summary', ''),
 FROM firsts f JOIN lasts l USING (Identifier) JOIN counts c USING (Identifier)
 ORDER BY f.Identifier
 ON CONFLICT (Identifier) DO UPDATE SET
-    Tally = {table}.Tally + excluded.Tally,
+    Tally = {{table}}.Tally + excluded.Tally,
     LastOccurrence = excluded.LastOccurrence,
     Summary = excluded.Summary,
     Severity = excluded.Severity,
     EventKey = excluded.EventKey,
     Fields = excluded.Fields
 """
+    return _compose(template, table)
 
 
 def _clean(payload: bytes) -> bytes:
@@ -147,11 +169,23 @@ def _clean(payload: bytes) -> bytes:
 def target_tables(items: list[Item]) -> dict[str, list[Item]]:
     """The batch split by destination table, in order within each table.
 
-    Every alert goes to ``alerts_status`` today. This is the hook for rules targets
-    (issue 11): an alert whose ``Table`` names another target goes to that target's
-    table (``custom.vmstatus`` -> ``custom_vmstatus``), created on first use.
+    An alert whose ``Table`` field names a rules target (``custom.vmstatus``) goes to
+    that target's table (``custom_vmstatus``, lower case so that it needs no quotes in
+    psql), created on first use with the alerts_status columns; every other alert goes
+    to alerts_status. Only alerts that carry the field are parsed.
     """
-    return {DEFAULT_TABLE: items}
+    groups: dict[str, list[Item]] = {}
+    for item in items:
+        table = DEFAULT_TABLE
+        if _TABLE_MARK in item[1]:
+            try:
+                name = target_table(orjson.loads(item[1]).get("Table"))
+            except (orjson.JSONDecodeError, AttributeError):
+                name = None
+            if name is not None:
+                table = name.lower()
+        groups.setdefault(table, []).append(item)
+    return groups
 
 
 class PostgresSink:
@@ -185,6 +219,7 @@ class PostgresSink:
             self._params["password"] = text.rstrip("\r\n")
         self._db: psycopg.Connection[tuple[object, ...]] | None = None
         self._tables: set[str] = set()
+        self._refused: set[str] = set()  # target tables past MAX_TARGET_TABLES
         self._since_prune = 0
 
     def _connect_sync(self) -> psycopg.Connection[tuple[object, ...]]:
@@ -202,8 +237,17 @@ class PostgresSink:
         # is not atomic): the loser's error is retried like any other.
         with db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(hashtext('probepair schema'))")
-            db.execute(schema(table).encode())
+            db.execute(schema(table))
         self._tables.add(table)
+
+    def _refuse(self, table: str) -> None:
+        if table not in self._refused:
+            self._refused.add(table)
+            logger.warning(
+                "%s: target table %r refused: already %d target tables (the bound); "
+                "its alerts go to alerts_status",
+                self.name, table, MAX_TARGET_TABLES,
+            )
 
     async def open(self) -> None:
         if self._db is None:
@@ -219,15 +263,19 @@ class PostgresSink:
 
     def _deliver_sync(self, db: psycopg.Connection[tuple[object, ...]], items: list[Item]) -> None:
         groups = target_tables(items)
-        for table in groups.keys() - self._tables:
-            self._create_sync(db, table)
+        for table in [t for t in groups if t not in self._tables]:  # in order of arrival
+            if len(self._tables) > MAX_TARGET_TABLES:  # alerts_status + the bound
+                self._refuse(table)
+                groups.setdefault(DEFAULT_TABLE, []).extend(groups.pop(table))
+            else:
+                self._create_sync(db, table)
         for attempt in range(RETRIES + 1):
             try:
                 with db.transaction():  # the whole batch, every table, or nothing
                     for table, group in groups.items():
                         keys = [k for k, _ in group]
                         db.execute(
-                            upsert(table).encode(),
+                            upsert(table),
                             {"keys": keys, "alerts": [_clean(p) for _, p in group]},
                         )
                 break

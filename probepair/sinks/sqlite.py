@@ -17,8 +17,8 @@ shape is the rules'). A ``Table`` that is not a table name goes to alerts_status
 
 from __future__ import annotations
 
+import logging
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -29,14 +29,16 @@ import trio
 
 from probepair.errors import SinkError
 from probepair.events import Item
+from probepair.sinks.base import MAX_TARGET_TABLES, target_table
 
 if TYPE_CHECKING:
     from probepair.config.props import Props
 
+logger = logging.getLogger(__name__)
+
 KEY_RETENTION = 86400.0  # seconds a delivered event key is remembered; far beyond any failover
 COLUMNS = ("Node", "NodeAlias", "Manager", "Agent", "AlertGroup", "AlertKey", "Summary")
 INT_COLUMNS = ("Severity", "Type")
-TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?")
 MAX_COLUMNS = 500  # per target table; SQLite allows 2000, further fields stay in Fields
 _OWN_COLUMNS = frozenset({"serial", "eventkey", "fields"})
 
@@ -88,13 +90,9 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def target_table(fields: dict[str, object]) -> str | None:
+def target_of(fields: dict[str, object]) -> str | None:
     """The SQLite table of an alert's ``Table`` field (removed), None for alerts_status."""
-    table = fields.pop("Table", None)
-    if not isinstance(table, str) or not TABLE_NAME.fullmatch(table):
-        return None
-    name = table.replace(".", "_")
-    return None if name in ("alerts_status", "delivered_keys") else name
+    return target_table(fields.pop("Table", None))
 
 
 def _column_value(value: object) -> object:
@@ -114,6 +112,7 @@ class SqliteSink:
         self._db: sqlite3.Connection | None = None
         self._since_prune = 0
         self._columns: dict[str, set[str]] = {}  # target table -> its columns, lower case
+        self._refused: set[str] = set()  # target tables past MAX_TARGET_TABLES
 
     def _open_sync(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -144,8 +143,8 @@ class SqliteSink:
                 if cur.rowcount != 1:
                     continue  # a resend of an event already delivered
                 fields = orjson.loads(payload)
-                table = target_table(fields)
-                if table is not None:
+                table = target_of(fields)
+                if table is not None and self._may_create(table):
                     self._write_target(db, table, fields, hexkey, payload)
                     continue
                 ident = str(fields.get("Identifier") or hexkey)
@@ -170,6 +169,20 @@ class SqliteSink:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _may_create(self, table: str) -> bool:
+        """Whether alerts for ``table`` go there: a known table, or room for one more
+        (past MAX_TARGET_TABLES they stay in alerts_status, logged once per name)."""
+        if table in self._columns or len(self._columns) < MAX_TARGET_TABLES:
+            return True
+        if table not in self._refused:
+            self._refused.add(table)
+            logger.warning(
+                "%s: target table %r refused: already %d target tables (the bound); "
+                "its alerts go to alerts_status",
+                self.name, table, MAX_TARGET_TABLES,
+            )
+        return False
 
     def _write_target(
         self,

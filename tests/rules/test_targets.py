@@ -9,14 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import pytest
 
 from probepair.config import props
+from probepair.errors import RulesCompileError
 from probepair.events import Event, KeyMaker, derived_key, key_of
 from probepair.metrics import Metrics
 from probepair.ops.rulestool import check_command, run_command
 from probepair.pipeline.alerts import serialise
 from probepair.pipeline.processor import Processor
 from probepair.rules import load_rules
+from probepair.sinks.base import MAX_TARGET_TABLES
 from probepair.sinks.file import FileSink
 from probepair.sinks.sqlite import SqliteSink
 
@@ -177,3 +180,45 @@ def test_check_prints_files_includes_and_targets(tmp_path: Path) -> None:
         f"  target T: table alerts.status (default), details alerts.details, at {main}:1:1\n"
         f"  target V: table custom.v, details custom.vdetails, at {main}:2:1\n"
     )
+
+
+def test_no_rule_can_name_a_table_from_event_text(tmp_path: Path) -> None:
+    """Table comes only from a registertarget() name: assigning @Table (from a token or
+    in genevent) is a compile error at its line and column, so no event picks a table."""
+    cases = {
+        '@Table = $Token1\n': (1, 1),
+        'T = registertarget(%Server, "", "custom.t")\n'
+        'genevent(T, @Node, "n", @Table, $Token2)\n': (2, 25),
+    }
+    for text, (line, col) in cases.items():
+        path = tmp_path / "table.rules"
+        path.write_text(text)
+        with pytest.raises(RulesCompileError) as err:
+            load_rules(path)
+        assert (err.value.line, err.value.col) == (line, col), text
+        assert "@Table is the alert's target table" in str(err.value)
+        assert str(path) in str(err.value)
+
+
+async def test_sqlite_target_tables_are_bounded(tmp_path: Path) -> None:
+    """Past MAX_TARGET_TABLES distinct tables, alerts go to alerts_status: the tables a
+    process creates are bounded whatever the alerts name."""
+    db_path = tmp_path / "alerts.db"
+    sink = SqliteSink(props.load([("test", {"SinkDatabase": str(db_path)})]))
+    n = MAX_TARGET_TABLES + 3
+    items = [
+        (k, serialise({"Identifier": f"i{i}", "Table": f"custom.t{i}"}, k))
+        for i, k in enumerate(key_of(b"%d" % i) for i in range(n))
+    ]
+    try:
+        assert len(await sink.deliver(items)) == n
+    finally:
+        await sink.aclose()
+    db = sqlite3.connect(db_path)
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        status = db.execute("SELECT Identifier FROM alerts_status ORDER BY Serial").fetchall()
+    finally:
+        db.close()
+    assert len({t for t in tables if t.startswith("custom_")}) == MAX_TARGET_TABLES
+    assert status == [(f"i{i}",) for i in range(MAX_TARGET_TABLES, n)]
