@@ -144,13 +144,17 @@ async def wait_for_lines(path: Path, count: int, timeout: float = 20.0) -> list[
 SCRAPE_TIMEOUT = 2.0  # seconds for one /metrics request on loopback or a veth
 
 
-async def http_get(address: tuple[str, int], path: str, *, secret: str = PAIR_SECRET) -> bytes:
+async def http_get(address: tuple[str, int], path: str, *, secret: str = PAIR_SECRET,
+                   bearer: str = "") -> bytes:
     """The body of ``GET path`` (HTTP/1.0, so the server closes after the response).
 
-    Signed with ``secret`` as a peer signs (/status and /rules want it; '' = unsigned).
+    Signed with ``secret`` as a peer signs (/status and /rules want it; '' = unsigned),
+    or with ``Authorization: Bearer <bearer>`` as Prometheus sends MetricsAuth's token.
     """
     auth = ""
-    if secret:
+    if bearer:
+        auth = f"Authorization: Bearer {bearer}\r\n"
+    elif secret:
         value = authorization(secret.encode(), "GET", path, now=time.time(),
                               nonce=secrets.token_hex(16))
         auth = f"Authorization: {value}\r\n"

@@ -128,6 +128,42 @@ async def test_the_secret_never_shows(tmp_path: Path) -> None:
         assert [text for text in shown if value in text] == [], value
 
 
+async def test_the_metrics_token_never_shows(tmp_path: Path) -> None:
+    """MetricsAuth bearer: /metrics wants the token (401 without it or with another),
+    and the token shows nowhere: log, /status, /metrics, status, --dumpprops."""
+    m, s = loopback_pair(tmp_path)
+    timings = Timings()
+    token = "tok-" + secrets.token_hex(16)
+    token_file = m.cwd / "metrics.token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    extra = ["--messagelevel", "debug", "--metricsauth", "bearer",
+             "--metricstokenfile", str(token_file)]
+    shown: list[str] = []
+    async with trio.open_nursery() as nursery:
+        master = await start_probe(nursery, m.args(s, timings, extra=extra), cwd=m.cwd)
+        address = master.address("metrics")
+        with trio.fail_after(10):
+            while ACTIVE + " 1.0" not in (text := (await http_get(
+                    address, "/metrics", bearer=token)).decode()):
+                await trio.sleep(0.05)
+        shown.append(text)
+        for wrong in ({}, {"bearer": "tok-" + secrets.token_hex(16)}):
+            with pytest.raises(AssertionError, match="401"):
+                await http_get(address, "/metrics", **wrong)  # type: ignore[arg-type]
+        after = (await http_get(address, "/metrics", bearer=token)).decode()
+        assert 'probepair_http_errors_total{reason="unauthorized"} 2.0' in after
+        shown.append((await http_get(address, "/status")).decode())
+        shown.append(await probepair_cli(m, s, "status", "--json"))
+        assert await master.stop() == 0
+    shown.append(m.log.read_text())
+    dump = _run(m.cwd, "--dumpprops", *m.args(s, timings, extra=extra))
+    assert f"MetricsTokenFile: '{token_file}'" in dump.stdout
+    shown.append(dump.stdout)
+    assert all(text for text in shown)
+    assert [text for text in shown if token in text] == []
+
+
 def _send(address: tuple[str, int], line: bytes) -> None:
     import socket
 
