@@ -70,6 +70,14 @@ logger = logging.getLogger(__name__)
 RULES_POLL_INTERVAL = 2.0  # seconds between checks of RulesFile's mtime (reload on change)
 
 
+def _age(age_then: float, heard: float | None) -> float | None:
+    """An age the peer reported (as of its heartbeat heard at ``heard``) as of now;
+    None when it is unknown (never verified, or the peer never heard)."""
+    if heard is None or math.isinf(age_then):
+        return None
+    return round(age_then + trio.current_time() - heard, 3)
+
+
 def load_program(props: Props) -> Program | None:
     """The compiled rules, or None when ``RulesFile`` is '' (tokens become the alert).
 
@@ -275,6 +283,7 @@ class Probe:
                 sink_verified_seconds_ago=self._verified_age(),
                 spool_bytes=m.spool_bytes,
                 peer_sink_failing_seconds=m.peer_sink_failing,
+                peer_sink_verified_seconds_ago=_age(m.peer_sink_verified_age, heard),
                 peer_spool_bytes=m.peer_spool_bytes,
                 gap_fills=m.gap_fills,
             )
@@ -428,6 +437,7 @@ class Probe:
         )
         if self.driver is not None:
             runner.on_health = self.driver.sink_state
+            runner.on_verified = self.driver.sink_verified
             runner.covered = self.driver.covered_by_peer
         try:
             async with trio.open_nursery() as outer:

@@ -72,8 +72,9 @@ class Peer:
            **kw: object) -> Heartbeat:
         self.seq += 1
         echo_boot, echo_seq = self._echo()
-        fields: dict[str, object] = {
-            "echo_boot": echo_boot, "echo_seq": echo_seq, "ack_base": 1, **kw}
+        # A healthy peer's sink was verified recently (its runner checks it on a cadence).
+        fields: dict[str, object] = {"echo_boot": echo_boot, "echo_seq": echo_seq,
+                                     "ack_base": 1, "sink_verified_age": 0.5, **kw}
         return Heartbeat(self.node, self.boot, epoch, self.seq, role,  # type: ignore[arg-type]
                          self.flags | flags, interval, digest, acks_sent, **fields)
 

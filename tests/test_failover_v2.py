@@ -224,11 +224,21 @@ def test_a_pair_fails_back_with_zero_duplicates_over_a_lossy_ack() -> None:
 # -- health-aware roles ----------------------------------------------------------------
 
 
+def checked_beat(m: FailoverMachine, s: FailoverMachine, t: float) -> list[tuple[str, Action]]:
+    """``converse`` at ``t``, after each probe whose sink works has seen it work (the
+    runner's check on a standby, a delivery on the active side): what makes a standby's
+    sink *verified*, which a sink handover needs (issue 21)."""
+    for me in (m, s):
+        if me.sink_healthy:
+            me.sink_verified(t)
+    return converse(m, s, t)
+
+
 def test_a_master_whose_sink_fails_hands_over_to_a_healthy_peer_and_takes_it_back() -> None:
     m, s = running_pair()
     m.sink_state(1.0, 4096, 1.0)  # failing since 1.0, spooling
     for t in (2.0, 4.0, 6.0, 8.0, 10.0):
-        log = converse(m, s, t)
+        log = checked_beat(m, s, t)
         assert m.active, t
     assert s.peer_sink_failing == 9.0 and s.peer_spool_bytes == 4096
     m.event(K(1), P(1), 10.5)
@@ -236,20 +246,20 @@ def test_a_master_whose_sink_fails_hands_over_to_a_healthy_peer_and_takes_it_bac
     assert m.config.sink_failover == 30.0
     t = 12.0
     while m.active:
-        log = converse(m, s, t)
+        log = checked_beat(m, s, t)
         t += 2.0
     assert t - 2.0 == 32.0  # the first beat at or after 1.0 + 30
     assert ("a", Handover(HandoverReason.SINK)) in log
     assert m.role is Role.SLAVE_STANDBY and s.role is Role.MASTER_PENDING and s.epoch == 1
     # m cannot drain (its sink fails): after the bounded drain it hands over anyway,
     # and s flushes K1, which m spooled but never acked: delivered, not lost.
-    log = converse(m, s, 33.1)
+    log = checked_beat(m, s, 33.1)
     assert s.role is Role.MASTER and ("b", Flush([(K(1), P(1))])) in log
     t = 34.0
     # The sink works again at 40.0; after SinkFailover more the master takes it back.
     m.sink_state(None, 0, 40.0)
     while m.role is not Role.MASTER:
-        log = converse(m, s, t)
+        log = checked_beat(m, s, t)
         if m.role is Role.MASTER_PENDING:
             s.delivered([], t)
         t += 2.0
@@ -267,7 +277,7 @@ def test_both_sinks_failing_no_handover_and_the_first_sink_back_delivers() -> No
     s.sink_state(1.5, 0, 1.5)  # ... and the standby's checks find its own failing too
     t = 2.0
     while t <= 60.0:
-        log = converse(m, s, t)
+        log = checked_beat(m, s, t)
         assert m.role is Role.MASTER and s.role is Role.SLAVE_STANDBY, t
         assert not any(isinstance(a, Handover) for _, a in log)
         t += 2.0
@@ -276,11 +286,42 @@ def test_both_sinks_failing_no_handover_and_the_first_sink_back_delivers() -> No
     # The standby's sink works again at 61.0 (a check passed): the master hands over.
     s.sink_state(None, 0, 61.0)
     while m.active:
-        log = converse(m, s, t)
+        log = checked_beat(m, s, t)
         t += 2.0
         assert t < 80
     assert ("a", Handover(HandoverReason.SINK)) in log
     assert m.role is Role.SLAVE_STANDBY and m.handovers_suppressed == 1
+
+
+def test_a_sink_handover_goes_only_to_a_standby_whose_sink_was_verified_lately() -> None:
+    """Issue 21: "healthy" from a standby is not enough; its heartbeats say how long ago
+    its sink last worked. Never verified, or verified longer ago than SinkFailover:
+    no handover (suppressed, counted); verified once more: the handover follows."""
+    m, s = running_pair()
+    m.sink_state(1.0, 4096, 1.0)
+    t = 2.0
+    while t <= 40.0:  # past SinkFailover (30 s); the standby never checked its sink
+        log = converse(m, s, t)
+        assert m.role is Role.MASTER and not any(isinstance(a, Handover) for _, a in log)
+        t += 2.0
+    assert m.handovers_suppressed == 1 and s.sink_healthy
+    assert m.peer_sink_verified_age == float("inf")
+    s.sink_verified(41.0)  # one check passes at 41 ...
+    log = converse(m, s, 42.0)
+    assert ("a", Handover(HandoverReason.SINK)) in log  # ... and the next beat hands over
+
+
+def test_a_standby_verified_longer_ago_than_sink_failover_gets_no_handover() -> None:
+    m, s = running_pair()
+    s.sink_verified(0.5)  # its last check passed at 0.5 ...
+    m.sink_state(1.0, 4096, 1.0)
+    t = 2.0
+    while t <= 40.0:  # ... and none since: by 31 it is older than SinkFailover
+        log = converse(m, s, t)
+        assert not any(isinstance(a, Handover) for _, a in log), t
+        t += 2.0
+    assert 29.0 < m.peer_sink_verified_age < 40.0
+    assert m.role is Role.MASTER and m.handovers_suppressed == 1
 
 
 def test_what_the_peer_delivered_during_a_sink_handover_is_not_replayed_from_the_spool() -> None:
@@ -296,15 +337,15 @@ def test_what_the_peer_delivered_during_a_sink_handover_is_not_replayed_from_the
     m.sink_state(1.0, 4096, 1.0)
     t = 2.0
     while m.active:
-        converse(m, s, t)
+        checked_beat(m, s, t)
         t += 2.0
-    log = converse(m, s, t)
+    log = checked_beat(m, s, t)
     assert s.role is Role.MASTER and ("b", Flush([(K(n), P(n)) for n in (1, 2, 3)])) in log
     s.delivered([K(1), K(2), K(3)], t)
-    converse(m, s, t + 0.5)  # the slave's acks
+    checked_beat(m, s, t + 0.5)  # the slave's acks
     # Far past BufferRetention (60 s): the keys are kept while the spool holds alerts.
     for later in range(int(t) + 2, int(t) + 120, 2):
-        converse(m, s, float(later))
+        checked_beat(m, s, float(later))
     assert m.covered_by_peer([K(1), K(2), K(3), K(4)]) == {K(1), K(2), K(3)}
     assert m.covered_by_peer([K(1), K(2), K(3)]) == set()  # each answers once
     assert m.replays_skipped == 3
@@ -392,7 +433,7 @@ def test_a_restarted_master_takes_the_role_back_from_a_slave_that_got_it_automat
     m.sink_state(1.0, 0, 1.0)
     t = 2.0
     while m.active or not s.active:
-        converse(m, s, t)
+        checked_beat(m, s, t)
         t += 0.5
         assert t < 60
     assert s.role is Role.MASTER and s.epoch >= 1

@@ -30,6 +30,7 @@ from probepair.failover import (
 )
 from probepair.failover.wire import make_boot_id
 from probepair.pair.driver import PeerDriver
+from probepair.sinks.runner import check_interval
 from tests.fakes import FakeNetwork, ListSink, MemoryLink
 
 SECRET = b"pair secret"
@@ -96,6 +97,7 @@ class SimProbe:
                 await nursery.start(driver.run)
                 nursery.start_soon(self._gate, driver, feed_recv, sink_send)
                 nursery.start_soon(self._deliver, driver, sink_recv)
+                nursery.start_soon(self._check_sink, driver)
                 self.driver, self._feed, self._to_sink = driver, feed_send, sink_send
                 task_status.started()
 
@@ -106,6 +108,14 @@ class SimProbe:
             await trio.sleep_until(at)
             if driver.event(key, payload):
                 to_sink.send_nowait([key])
+
+    async def _check_sink(self, driver: PeerDriver) -> None:
+        """The sink runner's checks: a sink that works is verified at its cadence (what
+        a sink handover to this probe needs); a failing one (``sink_state``) is not."""
+        while True:
+            await trio.sleep(check_interval(self.sink_failover))
+            if driver.machine.sink_healthy:
+                driver.sink_verified(trio.current_time())
 
     async def _deliver(self, driver: PeerDriver,
                        batches: trio.MemoryReceiveChannel[list[bytes]]) -> None:

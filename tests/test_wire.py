@@ -50,7 +50,7 @@ heartbeats = st.builds(
     epoch=u32,
     seq=st.integers(0, 2**64 - 1),
     role=st.sampled_from(Role),
-    flags=st.sampled_from([Flag(i) for i in range(32)]),
+    flags=st.sampled_from([Flag(i) for i in range(64)]),
     beat_interval=st.floats(min_value=1e-9, max_value=1e9, allow_nan=False),
     config_digest=st.binary(min_size=4, max_size=4),
     acks_sent=u32,
@@ -61,6 +61,8 @@ heartbeats = st.builds(
     pending=u32,
     sink_failing=st.floats(min_value=0, max_value=1e12, allow_nan=False),
     spool_bytes=st.integers(0, 2**64 - 1),
+    # float32 on the wire: any float32 age, and inf (never verified)
+    sink_verified_age=st.floats(min_value=0, width=32, allow_nan=False),
 )
 acks = st.builds(
     Ack,
@@ -177,13 +179,18 @@ def test_malformed_bodies_with_valid_tags() -> None:
         data = wire._HEADER.pack(*header_fields) + body
         return data + hmac.digest(SECRET, data, "sha256")[: wire.TAG_SIZE]
 
-    base = (b"PBPR", 2, 1, 0, 0, 1, 7, BOOT, 0, 1, BOOT, 0)
+    base = (b"PBPR", wire.VERSION, 1, 0, 0, 1, 7, BOOT, 0, 1, BOOT, 0)
 
-    def hb_body(interval: float = 2.0, failing: float = 0.0) -> bytes:
-        return wire._HEARTBEAT.pack(interval, b"abcd", 0, 0, 0, 0, failing, 0)
+    def hb_body(interval: float = 2.0, failing: float = 0.0, verified: float = 1.0) -> bytes:
+        return wire._HEARTBEAT.pack(interval, b"abcd", 0, 0, 0, 0, failing, 0, verified)
 
     good_body = hb_body()
     assert isinstance(decode(signed(base, good_body), SECRET), Heartbeat)
+    never = decode(signed(base, hb_body(verified=float("inf"))), SECRET)
+    assert isinstance(never, Heartbeat) and never.sink_verified_age == float("inf")
+    # A version 2 heartbeat (no sink_verified_age) is refused by its version byte.
+    with pytest.raises(HeartbeatDecodeError, match="^version"):
+        decode(signed(base[:1] + (2,) + base[2:], good_body[:-4]), SECRET)
     bad = [
         (base[:5] + (99,) + base[6:], good_body),  # role
         (base[:2] + (9,) + base[3:], good_body),  # kind
@@ -193,6 +200,8 @@ def test_malformed_bodies_with_valid_tags() -> None:
         (base, hb_body(0.0)),
         (base, hb_body(failing=-1.0)),
         (base, hb_body(failing=float("inf"))),
+        (base, hb_body(verified=float("nan"))),
+        (base, hb_body(verified=-0.5)),
         (base[:2] + (2,) + base[3:], wire._ACK.pack(1, 0, 2) + b"k" * 8),  # count
         (base[:2] + (2,) + base[3:], b"\x00"),  # ack header
         (base[:2] + (2,) + base[3:], wire._ACK.pack(1, 0, 500) + b"k" * 4000),

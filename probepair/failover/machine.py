@@ -173,6 +173,11 @@ class FailoverMachine(MachineState):
         self._sink_failing_since = failing_since
         self._spool_bytes = spool_bytes
 
+    def sink_verified(self, at: float) -> None:
+        """A delivery or a sink check showed our sink working at ``at`` (runtime fact):
+        the age our heartbeats report, without which no sink handover comes to us."""
+        self._sink_verified_at = at
+
     def window_changed(self, is_open: bool) -> None:
         """The failback window opened (True) or closed (False); the runtime reads the cron
         expression against the wall clock. Runs no timers: it only gates decisions."""

@@ -213,7 +213,12 @@ class RoleLogic:
             and peer.role not in ACTIVE_ROLES
             else None
         )
-        peer_ok = standby is not None and standby.sink_failing == 0.0
+        # Verified, not assumed: the standby's own check (or delivery) passed within
+        # SinkFailover, counted to now (the age is as of its heartbeat, heard earlier).
+        peer_ok = (
+            standby is not None and heard is not None and standby.sink_failing == 0.0
+            and standby.sink_verified_age + (now - heard) < limit
+        )
         if failing is None:
             self.m._suppressed = False
         elif (

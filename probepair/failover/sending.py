@@ -22,7 +22,7 @@ def heartbeat(m: MachineState, seq: int, flags: Flag, now: float) -> Heartbeat:
     """The heartbeat ``m`` sends now with ``seq`` and ``flags``: a pure function of the
     state (reads only), so what a heartbeat says is written in one place."""
     stream, base = m._stream, m._base_for
-    failing = m._sink_failing_since
+    failing, verified = m._sink_failing_since, m._sink_verified_at
     c = m.config
     return Heartbeat(
         c.node_id,
@@ -41,6 +41,7 @@ def heartbeat(m: MachineState, seq: int, flags: Flag, now: float) -> Heartbeat:
         m._pending(),
         0.0 if failing is None else max(0.0, now - failing),
         m._spool_bytes,
+        INF if verified is None else max(0.0, now - verified),
     )
 
 

@@ -104,6 +104,7 @@ class MachineState:
         self._feed_idle = False
         self._sink_failing_since: float | None = None
         self._sink_healthy_since = -INF  # healthy since start: no failure to outlast
+        self._sink_verified_at: float | None = None  # a delivery or check passed (None: never)
         self._spool_bytes = 0
         # Who should be master, by configuration: Mode from the props, or the newest
         # operator/rules switch of either probe (until either restarts). Automatic
@@ -230,6 +231,12 @@ class MachineState:
     def peer_sink_failing(self) -> float:
         """Seconds the peer's sink had been failing at its last heartbeat (0: healthy)."""
         return 0.0 if self._peer is None else self._peer.sink_failing
+
+    @property
+    def peer_sink_verified_age(self) -> float:
+        """Seconds before its last heartbeat that the peer's sink was last verified
+        working (inf: never, or the peer not heard)."""
+        return INF if self._peer is None else self._peer.sink_verified_age
 
     @property
     def spool_bytes(self) -> int:

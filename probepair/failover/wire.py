@@ -2,21 +2,23 @@
 
 PURE: standard library only (no trio, no socket, no clock reads).
 
-Layout (network byte order), version 2::
+Layout (network byte order), version 3::
 
     header  magic "PBPR" | version u8 | kind u8 | auth u8 | flags u8 | role u8
             | sender u32 | boot_id 8s | epoch u32 | seq u64
             | echo_boot 8s | echo_seq u64                                   (49 bytes)
     body    heartbeat: beat_interval f64 | config_digest 4s | acks_sent u32
                        | ack_base u32 | acks_heard u32 | pending u32
-                       | sink_failing f64 | spool_bytes u64                 (44 bytes)
+                       | sink_failing f64 | spool_bytes u64
+                       | sink_verified_age f32                             (48 bytes)
             ack:       serial u32 | pending u32 | count u16 | count x 8-byte event keys
     tag     HMAC-SHA256 over header + body, truncated to 16 bytes
 
 ``echo_boot``/``echo_seq`` name the newest datagram the sender has received from us: it
 is what makes a datagram provably fresh (the receiver knows when it sent that sequence
 number; a captured datagram replayed later echoes an old one). Version 1 had no echo
-and is refused (reason ``version``).
+and is refused (reason ``version``); version 2 had no ``sink_verified_age`` (a standby's
+health was assumed, not verified) and is refused likewise: upgrade both probes together.
 
 Magic and version come first so a future format is recognisable. The tag is truncated to
 128 bits (RFC 2104 section 5 allows truncation to no less than half the hash length; an
@@ -51,7 +53,7 @@ from probepair.events import KEY_SIZE
 from probepair.failover.role import BOOT_ID_SIZE, DIGEST_SIZE, Role  # re-exported
 
 MAGIC: Final = b"PBPR"
-VERSION: Final = 2
+VERSION: Final = 3
 TAG_SIZE: Final = 16  # bytes of HMAC-SHA256 kept; see the module docstring
 MAX_DATAGRAM: Final = 1400  # bytes: below a 1500-byte Ethernet MTU with IP/UDP headers
 # The published key used when no SharedSecret is configured (detects corruption only).
@@ -59,9 +61,10 @@ UNSIGNED_KEY: Final = b"probepair unsigned v1"
 
 NO_BOOT: Final = bytes(BOOT_ID_SIZE)  # echo_boot before anything was heard from the peer
 _HEADER: Final = struct.Struct("!4sBBBBBI8sIQ8sQ")
-_HEARTBEAT: Final = struct.Struct("!d4sIIIIdQ")
+_HEARTBEAT: Final = struct.Struct("!d4sIIIIdQf")
 _ACK: Final = struct.Struct("!IIH")
 MAX_ACK_KEYS: Final = (MAX_DATAGRAM - _HEADER.size - _ACK.size - TAG_SIZE) // KEY_SIZE  # 165
+F32_MAX: Final = 3.4e38  # below float32's largest finite value; larger ages send inf
 _U32: Final = 2**32
 _U64: Final = 2**64
 
@@ -124,6 +127,9 @@ class Heartbeat:
         pending: events the sender forwarded that its sink has not acknowledged yet.
         sink_failing: seconds the sender's sink has been failing (0: delivering).
         spool_bytes: bytes in the sender's store-and-forward spool.
+        sink_verified_age: seconds since a delivery or a check last showed the sender's
+            sink working (``inf``: never). A sink handover goes only to a standby whose
+            sink this shows verified within ``SinkFailover`` (issue 21).
     """
 
     sender: int
@@ -142,6 +148,7 @@ class Heartbeat:
     pending: int = 0
     sink_failing: float = 0.0
     spool_bytes: int = 0
+    sink_verified_age: float = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +223,7 @@ def encode(msg: Message, secret: bytes) -> bytes:
                 min(msg.pending, _U32 - 1),
                 msg.sink_failing,
                 msg.spool_bytes,
+                msg.sink_verified_age if msg.sink_verified_age < F32_MAX else math.inf,
             )
         else:
             kind, flags = _Kind.ACK, int(msg.flags)
@@ -369,11 +377,15 @@ def decode(data: bytes, secret: bytes, guard: ReplayGuard | None = None) -> Mess
     role = _ROLES[role_code]
     body = signed[_HEADER.size :]
     if kind == _Kind.HEARTBEAT:
-        interval, digest, acks_sent, base, heard, pending, failing, spool = _HEARTBEAT.unpack(body)
+        interval, digest, acks_sent, base, heard, pending, failing, spool, verified = (
+            _HEARTBEAT.unpack(body)
+        )
         if not (math.isfinite(interval) and interval > 0):
             raise HeartbeatDecodeError("malformed", f"beat interval {interval!r}")
         if not (math.isfinite(failing) and failing >= 0):
             raise HeartbeatDecodeError("malformed", f"sink failing for {failing!r} s")
+        if not verified >= 0:  # NaN or negative; inf is "never verified"
+            raise HeartbeatDecodeError("malformed", f"sink verified {verified!r} s ago")
         return Heartbeat(
             sender,
             bytes(boot_id),
@@ -391,6 +403,7 @@ def decode(data: bytes, secret: bytes, guard: ReplayGuard | None = None) -> Mess
             pending,
             failing,
             spool,
+            verified,
         )
     serial, pending, _ = _ACK.unpack_from(body)
     raw = body[_ACK.size :]

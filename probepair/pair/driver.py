@@ -234,6 +234,10 @@ class PeerDriver:
         """The sink runner's health report (trio time the failures began, or None)."""
         self.machine.sink_state(failing_since, spool_bytes, trio.current_time())
 
+    def sink_verified(self, at: float) -> None:
+        """The sink runner saw the sink work at ``at`` (a delivery or a check passed)."""
+        self.machine.sink_verified(at)
+
     # -- the tasks ----------------------------------------------------------------------
 
     async def run(

@@ -122,6 +122,9 @@ class SinkRunner:
         # Told when delivery starts failing (trio time) or works again (None), with the
         # spool's bytes: the failover machine's sink health (SinkFailover).
         self.on_health: Callable[[float | None, int], None] | None = None
+        # Told each time the sink is seen working (trio time): what the heartbeats report
+        # as the sink's verified age, so a sink handover goes only to a verified sink.
+        self.on_verified: Callable[[float], None] | None = None
 
     def verified_age(self) -> float:
         """Seconds since a delivery or a check last showed the sink working (NaN: never,
@@ -282,6 +285,8 @@ class SinkRunner:
 
     def _verified(self, now: float) -> None:
         self.verified_at = now
+        if self.on_verified is not None:
+            self.on_verified(now)
         if self._check_every is not None:
             self._check_at = now + self._check_every
 
