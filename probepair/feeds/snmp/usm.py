@@ -258,7 +258,8 @@ class Usm:
     def engine_time(self, now: float) -> int:
         return max(0, int(now - self.started))
 
-    def _localised(self, user: User, engine: bytes) -> tuple[bytes, bytes]:
+    def localised(self, user: User, engine: bytes) -> tuple[bytes, bytes]:
+        """``user``'s (auth, priv) keys localised for ``engine`` (cached)."""
         key = (user.name + b"\0" + user.engine, engine)
         found = self._keys.get(key)
         if found is None:
@@ -290,7 +291,7 @@ class Usm:
             return self._refuse("unknown_engine", msg, now)
         if level != user.level:
             return self._refuse("unsupported_security_level", msg, now)
-        auth_key, priv_key = self._localised(user, msg.engine_id)
+        auth_key, priv_key = self.localised(user, msg.engine_id)
         if user.auth:
             hash_, size = AUTH_PROTOCOLS[user.auth]
             if len(msg.auth_params) != size:
@@ -345,7 +346,7 @@ class Usm:
         # good); the others go out noAuthNoPriv (RFC 3414 §3.2 step 7 and §11.3).
         flags = 1 if keys is not None else 0
         user = msg.user if keys is not None or reason != "discovery" else b""
-        report = self._seal(msg.msg_id, flags, user, scoped, keys, now)
+        report = self.seal(msg.msg_id, flags, user, scoped, keys, now)
         self.reports_sent += 1
         return Refused(reason, report)
 
@@ -354,11 +355,11 @@ class Usm:
         pdu = opened.pdu
         response = ber.encode_pdu(ber.RESPONSE, pdu.request_id, pdu.varbind_list)
         scoped = ber.encode_scoped(opened.context_engine, opened.context_name, response)
-        return self._seal(
+        return self.seal(
             opened.msg.msg_id, opened.msg.flags & 3, opened.msg.user, scoped, opened.keys, now
         )
 
-    def _seal(
+    def seal(
         self,
         msg_id: int,
         flags: int,
@@ -367,6 +368,9 @@ class Usm:
         keys: tuple[str, bytes, bytes] | None,
         now: float,
     ) -> bytes:
+        """A message from this engine at level ``flags`` (1 auth, 3 auth+priv) with
+        ``keys`` (auth protocol, localised auth key, priv key): answers, and the test
+        and bench senders, which play a trap sender's engine."""
         boots, time_ = self.boots, self.engine_time(now)
         priv_params = b""
         msg_data = scoped
