@@ -1,0 +1,132 @@
+"""The snmp feed on real loopback sockets (real clock: every wait is under fail_after)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+from probepair.config import props
+from probepair.errors import ConfigError
+from probepair.events import Batch, Event, key_of
+from probepair.feeds import make_feed
+from probepair.feeds.snmp import ber
+from probepair.feeds.snmp.feed import SnmpFeed
+from probepair.metrics import Metrics
+
+Clock = Callable[[], float]
+VBS = ber.encode_varbinds([(".1.3.6.1.2.1.1.3.0", ber.TIMETICKS, 100),
+                           (".1.3.6.1.6.3.1.1.4.1.0", ber.OID, ".1.3.6.1.6.3.1.1.5.1")])
+
+
+def make(**values: object) -> props.Props:
+    return props.load([("test", {"FeedType": "snmp", "FeedAddress": "127.0.0.1", "FeedPort": 0,
+                                 "NoNameResolution": True, "BatchLatency": 0, **values})])
+
+
+def v2c(tag: int, request_id: int, varbinds: bytes = VBS) -> bytes:
+    return ber.encode_message(ber.V2C, b"public", ber.encode_pdu(tag, request_id, varbinds))
+
+
+async def collect(recv: trio.MemoryReceiveChannel[Batch], n: int) -> list[Event]:
+    events: list[Event] = []
+    with trio.fail_after(5):
+        while len(events) < n:
+            events.extend(await recv.receive())
+    return events
+
+
+def test_snmp_defaults_to_port_162_and_validates_protocol() -> None:
+    assert props.load([("f", {"FeedType": "snmp"})]).FeedPort == 162
+    assert props.load([("f", {"FeedType": "snmp", "FeedPort": 1162})]).FeedPort == 1162
+    assert props.load([("f", {"FeedType": "udp"})]).FeedPort == 5514
+    with pytest.raises(ConfigError) as info:
+        props.load([("conf/snmp.props", {"Protocol": "SCTP"})])
+    assert str(info.value).startswith("conf/snmp.props: Protocol: expected one of UDP, TCP")
+    with pytest.raises(ConfigError) as info:
+        props.load([("conf/snmp.props", {"SnmpUser": "x"})])
+    assert "conf/snmp.props: SnmpUser: unknown property" in str(info.value)
+
+
+def test_a_bad_users_file_stops_the_start(tmp_path: Path, wall_clock: Clock) -> None:
+    users = tmp_path / "users.conf"
+    users.write_text("createUser ok SHA authpass123\ncreateUser bad SHA short\n")
+    with pytest.raises(ConfigError) as info:
+        make_feed(make(SnmpUsersFile=str(users)), wall_clock)
+    assert str(info.value).startswith(f"{users}:2: SnmpUsersFile: line 2: pass phrases")
+
+
+async def test_traps_informs_and_rejects(wall_clock: Clock) -> None:
+    metrics = Metrics()
+    feed = make_feed(make(), wall_clock, metrics)
+    assert isinstance(feed, SnmpFeed)
+    send, recv = trio.open_memory_channel[Batch](16)
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(feed.run, send)
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            await sock.bind(("127.0.0.1", 0))
+            for data in (b"\x30\x03\x02\x01", b"not snmp", v2c(ber.GET, 1),
+                         v2c(ber.TRAP_V2, 1), v2c(ber.TRAP_V2, 2)):
+                await sock.sendto(data, (host, port))
+            await sock.sendto(v2c(ber.INFORM, 77), (host, port))
+            with trio.fail_after(5):
+                answer, _ = await sock.recvfrom(65535)
+            events = await collect(recv, 3)
+            # The drop list: discarded unread, counted for the host.
+            feed.control.drop_list_add("127.0.0.1")
+            await sock.sendto(v2c(ber.TRAP_V2, 3), (host, port))
+            with trio.fail_after(5):
+                while feed.control.read_drop_count("127.0.0.1") < 1:
+                    await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    response = ber.decode_message(answer)
+    assert isinstance(response, ber.Message)
+    assert (response.pdu.tag, response.pdu.request_id) == (ber.RESPONSE, 77)
+    assert response.pdu.varbind_list == VBS
+    # Two traps identical but for the request-id: the same payload, indexes 0 and 1
+    # (the peer probe numbers them alike); the inform's differs by its PDU type.
+    material = b"\x01" + ber.decode_message(v2c(ber.TRAP_V2, 1)).pdu.key_material  # type: ignore[union-attr]
+    assert [ev.key for ev in events[:2]] == [key_of(material, 0), key_of(material, 1)]
+    assert [ev.tokens["ReqId"] for ev in events] == ["1", "2", "77"]
+    assert events[0].tokens["generic-trap"] == "0"
+    assert metrics.count("probepair_snmp_rejected_total", reason="malformed") == 2
+    assert metrics.count("probepair_snmp_rejected_total", reason="not_a_notification") == 1
+    assert metrics.count("probepair_snmp_informs_answered_total") == 1
+    assert metrics.count("probepair_snmp_dropped_total") == 1
+    assert feed.control.get_queue_size() == 3  # nobody took them out
+
+
+async def test_tcp_frames_and_answers_on_the_connection(wall_clock: Clock) -> None:
+    feed = make_feed(make(Protocol="TCP"), wall_clock)
+    send, recv = trio.open_memory_channel[Batch](16)
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(feed.run, send)
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            data = v2c(ber.TRAP_V2, 5) + v2c(ber.INFORM, 6)
+            await stream.send_all(data[:7])  # split mid-message
+            await stream.send_all(data[7:])
+            with trio.fail_after(5):
+                answer = await stream.receive_some(65535)
+            events = await collect(recv, 2)
+        nursery.cancel_scope.cancel()
+    assert [ev.tokens["Protocol"] for ev in events] == ["TCP", "TCP"]
+    response = ber.decode_message(answer)
+    assert isinstance(response, ber.Message) and response.pdu.request_id == 6
+
+
+async def test_ipv6_udp(wall_clock: Clock) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    feed = make_feed(make(FeedAddress="::1"), wall_clock)
+    send, recv = trio.open_memory_channel[Batch](16)
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(feed.run, send)
+        with trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            await sock.sendto(v2c(ber.TRAP_V2, 1), ("::1", port))
+            events = await collect(recv, 1)
+        nursery.cancel_scope.cancel()
+    assert events[0].tokens["PeerIPaddress"] == "::1"
