@@ -233,6 +233,12 @@ class Probe:
             self._self_send = send
             self.send_self_event("Running ...")
             await self._feed_done.wait()  # so "Going Down ..." follows the feed's last event
+            # As mttrapd does on exit: every host still on the drop list is unblocked,
+            # so no "is blocked" problem outlives the probe in the event list.
+            control = getattr(self.feed, "control", None)
+            for host in sorted(control.drop_list) if control is not None else ():
+                summary = f"mttrapd on {host} is unblocked"
+                await send.send([self_event(self.props.Name, summary, self._wall_clock)])
             await send.send([self_event(self.props.Name, "Going Down ...", self._wall_clock)])
             self._self_send = None
 

@@ -210,6 +210,16 @@ def test_bounds_are_enforced_before_the_work() -> None:
             raise AssertionError(f"no BerError for {reason}")
 
 
+@settings(max_examples=1000, deadline=None)
+@given(st.binary(max_size=8))
+def test_stream_framing_of_any_bytes_gives_a_length_none_or_ber_error(data: bytes) -> None:
+    try:
+        n = ber.message_length(data)
+    except ber.BerError:
+        return
+    assert n is None or 2 <= n <= ber.MAX_MESSAGE
+
+
 def test_message_length_frames_a_tcp_stream() -> None:
     assert ber.message_length(VALID) == len(VALID)
     assert ber.message_length(VALID[:1]) is None

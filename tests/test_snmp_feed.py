@@ -130,3 +130,28 @@ async def test_ipv6_udp(wall_clock: Clock) -> None:
             events = await collect(recv, 1)
         nursery.cancel_scope.cancel()
     assert events[0].tokens["PeerIPaddress"] == "::1"
+
+
+async def test_names_are_resolved_off_the_event_path_and_cached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from probepair.feeds.snmp import names
+
+    looked_up: list[str] = []
+
+    def lookup(ip: str) -> str:  # no DNS in tests: a fake resolver
+        looked_up.append(ip)
+        return {"192.0.2.1": "router1"}.get(ip, ip)
+
+    monkeypatch.setattr(names, "_lookup", lookup)
+    cache = names.NameCache(True, 60.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cache.run)
+        assert cache.name_of("192.0.2.1") == "192.0.2.1"  # not known yet: the address
+        with trio.fail_after(5):
+            while cache.name_of("192.0.2.1") != "router1":
+                await trio.sleep(0.01)
+        assert cache.name_of("192.0.2.1") == "router1"
+        nursery.cancel_scope.cancel()
+    assert looked_up == ["192.0.2.1"]  # once: then from the cache
+    assert names.NameCache(False, 60.0).name_of("192.0.2.1") == "192.0.2.1"

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -36,7 +37,7 @@ from tests.e2e.procs import (
     start_probe,
     wait_metric,
 )
-from tests.e2e.snmpsender import TrapFeeder
+from tests.e2e.snmpsender import TrapFeeder, trap
 
 pytestmark = pytest.mark.e2e
 
@@ -262,3 +263,38 @@ async def test_a_trap_pair_through_three_kill9_cycles_loses_and_duplicates_nothi
     assert sorted(missing) == []
     assert rows == feeder.sent
     assert inflated == 0
+
+
+async def test_drop_list_blocks_a_host_with_probewatch_events(tmp_path: Path) -> None:
+    """A rules file blocks the sender (drop_list_add): its next traps are dropped and
+    counted, the probe says "mttrapd on 127.0.0.1 is blocked", and "is unblocked" as it
+    stops (mttrapd's clean-up of the drop list)."""
+    m, _s = loopback_pair(tmp_path)
+    rules = tmp_path / "block.rules"
+    rules.write_text(
+        'if (match($Manager, "ProbeWatch")) { @Summary = $Summary @Manager = "ProbeWatch" }\n'
+        'else {\n  @Identifier = $1\n  @Summary = $1\n'
+        '  if (match($1, "t-00000002")) { $x = drop_list_add($PeerIPaddress) }\n'
+        '  @Drops = read_drop_count($PeerIPaddress)\n}\n')
+    args = ["--name", "std", "--mode", "standard", "--feedtype", "snmp",
+            "--feedaddress", "127.0.0.1", "--feedport", str(m.feed_port),
+            "--nonameresolution", "true", "--rulesfile", str(rules), "--sinkfile", str(m.sink),
+            "--messagelog", str(m.log), "--metricsport", str(m.metrics_port)]
+    async with trio.open_nursery() as nursery:
+        probe = await start_probe(nursery, args, cwd=m.cwd)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for seq in range(3):
+                sock.sendto(trap("t", seq), ("127.0.0.1", m.feed_port))
+            await wait_alerts([m.sink], 3)
+            for seq in range(3, 8):
+                sock.sendto(trap("t", seq), ("127.0.0.1", m.feed_port))
+        await wait_metric(probe, "probepair_snmp_dropped_total", 5, 10)
+        assert await probe.stop() == 0
+    every = [json.loads(line) for line in m.sink.read_text().splitlines()]
+    assert [a["Summary"] for a in every if a.get("Manager") != "ProbeWatch"] == [
+        "t-00000000", "t-00000001", "t-00000002"]
+    watch = [a["Summary"] for a in every if a.get("Manager") == "ProbeWatch"]
+    assert "mttrapd on 127.0.0.1 is blocked" in watch
+    assert watch.index("mttrapd on 127.0.0.1 is unblocked") > watch.index(
+        "mttrapd on 127.0.0.1 is blocked")
+    assert watch[-1] == "Going Down ..."
