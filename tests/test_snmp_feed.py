@@ -47,6 +47,10 @@ def test_snmp_defaults_to_port_162_and_validates_protocol() -> None:
         props.load([("conf/snmp.props", {"Protocol": "SCTP"})])
     assert str(info.value).startswith("conf/snmp.props: Protocol: expected one of UDP, TCP")
     with pytest.raises(ConfigError) as info:
+        props.load([("conf/snmp.props", {"SnmpEngineID": "0x8000"})])
+    assert str(info.value) == (
+        "conf/snmp.props: SnmpEngineID: expected 5 to 32 octets in hex, got '0x8000'")
+    with pytest.raises(ConfigError) as info:
         props.load([("conf/snmp.props", {"SnmpUser": "x"})])
     assert "conf/snmp.props: SnmpUser: unknown property" in str(info.value)
 
@@ -124,7 +128,7 @@ async def test_ipv6_udp(wall_clock: Clock) -> None:
     feed = make_feed(make(FeedAddress="::1"), wall_clock)
     send, recv = trio.open_memory_channel[Batch](16)
     async with trio.open_nursery() as nursery:
-        host, port = await nursery.start(feed.run, send)
+        _host, port = await nursery.start(feed.run, send)
         with trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
             await sock.sendto(v2c(ber.TRAP_V2, 1), ("::1", port))
             events = await collect(recv, 1)

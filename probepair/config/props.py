@@ -413,6 +413,18 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
         values["FeedPort"] = SNMP_PORT
     props = Props(**values)  # type: ignore[arg-type]
     _check_failback_window(props, origin)
+    if props.SnmpEngineID:
+        hexid = props.SnmpEngineID.removeprefix("0x").removeprefix("0X")
+        try:
+            octets = len(bytes.fromhex(hexid))
+        except ValueError:
+            octets = 0
+        if not 5 <= octets <= 32:  # RFC 3411 §5 SnmpEngineID
+            raise ConfigError(
+                origin["SnmpEngineID"],
+                "SnmpEngineID",
+                f"expected 5 to 32 octets in hex, got {props.SnmpEngineID!r}",
+            )
     if props.MetricsAuth == "bearer" and not props.MetricsTokenFile:
         raise ConfigError(
             origin.get("MetricsAuth", "defaults"),

@@ -165,7 +165,7 @@ async def test_mttrapd_rules_check_and_alerts_from_net_snmp_traps(tmp_path: Path
     snmptrap = servers.need("snmptrap", "snmp")
     check = await run_tool(*probepair_cmd("rules", "check", str(ROOT / "rules" / "mttrapd.rules")))
     assert b"OK" in check.stdout
-    m, s = loopback_pair(tmp_path)
+    m, _s = loopback_pair(tmp_path)
     users = tmp_path / "users.conf"
     users.write_text(USERS)
     args = [

@@ -71,7 +71,7 @@ def load_usm(props: Props, wall: float, now: float) -> Usm:
     (else derived from ``Name``), boots growing with each start.
 
     Raises:
-        ConfigError: the users file is unreadable or has a bad line; a bad engine ID.
+        ConfigError: the users file is unreadable or has a bad line.
     """
     users = []
     if props.SnmpUsersFile:
@@ -84,16 +84,8 @@ def load_usm(props: Props, wall: float, now: float) -> Usm:
             users = parse_users(text)
         except UsersFileError as exc:
             raise ConfigError(f"{path}:{exc.line}", "SnmpUsersFile", str(exc)) from None
-    if props.SnmpEngineID:
-        hexid = props.SnmpEngineID.removeprefix("0x").removeprefix("0X")
-        try:
-            engine = bytes.fromhex(hexid)
-        except ValueError:
-            engine = b""
-        if not 5 <= len(engine) <= 32:
-            got = props.SnmpEngineID
-            want = "expected 5 to 32 octets in hex"
-            raise ConfigError("props", "SnmpEngineID", f"{want}, got {got!r}")
+    if props.SnmpEngineID:  # props.load checked it: 5 to 32 octets of hex
+        engine = bytes.fromhex(props.SnmpEngineID.removeprefix("0x").removeprefix("0X"))
     else:
         engine = engine_id_for(props.Name)
     boots = min(max(1, int(wall) - BOOTS_EPOCH), 2**31 - 2)
@@ -261,47 +253,58 @@ class SnmpFeed:
     # -- UDP --
 
     async def _udp_forever(self, sock: socket.socket, send: SendEnd[Batch]) -> None:
-        recvfrom = sock.recvfrom
         latency = self._latency
         while True:
-            accepted: list[Accepted] = []
-            raws: list[bytes] = []
-            peers: list[Any] = []
-            now = trio.current_time()
-            received = self._wall_clock()
-            empty = False
-            for _ in range(MAX_BATCH):
-                try:
-                    data, peer = recvfrom(RECV_SIZE)
-                except BlockingIOError:
-                    empty = True
-                    break
-                except OSError:
-                    continue  # an ICMP error surfacing on the unconnected socket
-                ip = peer[0].removeprefix("::ffff:")
-                notification, report = self.handle(data, ip, "UDP", received, now)
-                if report is not None:
-                    self._sendto(sock, report, peer)
-                if notification is not None:
-                    accepted.append(notification)
-                    raws.append(data)
-                    peers.append(peer)
-            if accepted:
-                batch = self._events(accepted, raws, received)
-                try:
-                    send.send_nowait(batch)
-                except trio.WouldBlock:
-                    await send_batch(send, batch)
-                for (_, _, answer), peer in zip(accepted, peers, strict=True):
-                    if answer is not None:
-                        self._sendto(sock, answer, peer)
-                        self.metrics.snmp_informs_answered.inc()
-            if not empty:
+            if not await self._drain(sock, send):
                 await trio.lowlevel.checkpoint()
                 continue
             await trio.lowlevel.wait_readable(sock)
             if latency:
-                await trio.sleep(latency)  # gather the window's traps into one batch
+                try:
+                    await trio.sleep(latency)  # gather the window's traps into one batch
+                except trio.Cancelled:
+                    # Stopping: what the kernel queued meanwhile is accepted too (the
+                    # batch goes over shielded and bounded, see send_batch).
+                    await self._drain(sock, send)
+                    raise
+
+    async def _drain(self, sock: socket.socket, send: SendEnd[Batch]) -> bool:
+        """Read, decode and queue up to MAX_BATCH datagrams, then answer the informs
+        among them; True when the socket is empty."""
+        recvfrom = sock.recvfrom
+        accepted: list[Accepted] = []
+        raws: list[bytes] = []
+        peers: list[Any] = []
+        now = trio.current_time()
+        received = self._wall_clock()
+        empty = False
+        for _ in range(MAX_BATCH):
+            try:
+                data, peer = recvfrom(RECV_SIZE)
+            except BlockingIOError:
+                empty = True
+                break
+            except OSError:
+                continue  # an ICMP error surfacing on the unconnected socket
+            ip = peer[0].removeprefix("::ffff:")
+            notification, report = self.handle(data, ip, "UDP", received, now)
+            if report is not None:
+                self._sendto(sock, report, peer)
+            if notification is not None:
+                accepted.append(notification)
+                raws.append(data)
+                peers.append(peer)
+        if accepted:
+            batch = self._events(accepted, raws, received)
+            try:
+                send.send_nowait(batch)
+            except trio.WouldBlock:
+                await send_batch(send, batch)
+            for (_, _, answer), peer in zip(accepted, peers, strict=True):
+                if answer is not None:  # queued: the sender may stop retrying
+                    self._sendto(sock, answer, peer)
+                    self.metrics.snmp_informs_answered.inc()
+        return empty
 
     def _sendto(self, sock: socket.socket, data: bytes, peer: Any) -> None:
         try:
