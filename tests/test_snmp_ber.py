@@ -235,3 +235,66 @@ def test_a_get_in_a_v2c_message_decodes_and_v1_pdu_in_v2c_does_not() -> None:
         assert exc.reason == "unsupported_pdu"
     else:
         raise AssertionError("a v1 Trap-PDU in a v2c message decoded")
+
+
+# ---- SNMPv3 (RFC 3412 / RFC 3414) against pysnmp's message and USM specifications ----
+
+from pysnmp.proto.mpmod.rfc3412 import SNMPv3Message  # noqa: E402
+from pysnmp.proto.secmod.rfc3414.service import UsmSecurityParameters  # noqa: E402
+
+U31 = st.integers(0, 2**31 - 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(msg_id=U31, flags=st.sampled_from([0, 1, 3, 4, 5, 7]), engine=st.binary(max_size=32),
+       boots=U31, time_=U31, user=st.binary(max_size=32), auth=st.binary(max_size=48),
+       priv=st.binary(max_size=8), request_id=st.integers(-(2**31), 2**31 - 1),
+       vbs=st.lists(varbind, max_size=6), secret=st.binary(max_size=80))
+def test_v3_messages_we_encode_pysnmp_decodes_and_back(
+    msg_id: int, flags: int, engine: bytes, boots: int, time_: int, user: bytes, auth: bytes,
+    priv: bytes, request_id: int, vbs: list[Any], secret: bytes,
+) -> None:
+    ours = [(_dotted(o), t, _ours(t, v)) for o, t, v, _m in vbs]
+    pdu = ber.encode_pdu(ber.INFORM, request_id, ber.encode_varbinds(ours))
+    msg_data = (ber.tlv(ber.OCTET_STRING, secret) if flags & 2
+                else ber.encode_scoped(engine, b"ctx", pdu))
+    data, offset = ber.encode_v3(msg_id, flags, engine, boots, time_, user, auth, priv, msg_data)
+    assert data[offset : offset + len(auth)] == auth
+    # pysnmp's specification reads what we wrote.
+    msg, rest = decoder.decode(data, asn1Spec=SNMPv3Message())
+    assert rest == b""
+    header = msg["msgGlobalData"]
+    assert (int(header["msgID"]), bytes(header["msgFlags"]), int(header["msgSecurityModel"])) == (
+        msg_id, bytes((flags,)), 3)
+    usm, rest = decoder.decode(bytes(msg["msgSecurityParameters"]),
+                               asn1Spec=UsmSecurityParameters())
+    assert rest == b""
+    assert (bytes(usm["msgAuthoritativeEngineId"]), int(usm["msgAuthoritativeEngineBoots"]),
+            int(usm["msgAuthoritativeEngineTime"]), bytes(usm["msgUserName"]),
+            bytes(usm["msgAuthenticationParameters"]), bytes(usm["msgPrivacyParameters"])) == (
+        engine, boots, time_, user, auth, priv)
+    # And ours reads pyasn1's re-encoding of the same message identically.
+    back = ber.decode_message(bytes(encoder.encode(msg)))
+    assert isinstance(back, ber.V3Message)
+    assert (back.msg_id, back.flags, back.engine_id, back.boots, back.time, back.user,
+            back.auth_params, back.priv_params) == (
+        msg_id, flags, engine, boots, time_, user, auth, priv)
+    if flags & 2:
+        assert back.scoped == secret
+    else:
+        context, name, got = ber.decode_scoped(back.scoped)
+        assert (context, name, got.tag, got.request_id, got.varbinds) == (
+            engine, b"ctx", ber.INFORM, request_id, ours)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from([ber.OCTET_STRING, ber.OPAQUE, ber.IPADDRESS]), st.binary(max_size=64))
+def test_value_tokens_of_any_octets_never_raise(tag: int, value: bytes) -> None:
+    from probepair.feeds.snmp.tokens import value_tokens
+
+    if tag == ber.IPADDRESS and len(value) != 4:
+        value = value[:4].ljust(4, b"\0")
+    shown, raw, text, hexed = value_tokens(tag, value)
+    assert raw.encode("latin-1") == value or tag == ber.IPADDRESS
+    assert len(text) == len(value) or tag == ber.IPADDRESS
+    assert bytes.fromhex(hexed.replace(" ", "")) == value

@@ -1,7 +1,7 @@
 """A pair of SNMP trap probes fed by net-snmp's own senders, and through kill -9.
 
-- ``snmptrap`` v1, v2c and v3 authPriv and ``snmpinform`` v2c and v3 (authPriv, with
-  its engine discovery) send to both probes of a loopback pair, as snmpd with two trap
+- ``snmptrap`` v1, v2c and v3 authPriv and ``snmpinform`` v2c (UDP and TCP) and v3
+  (authPriv, with its engine discovery) send to both probes of a loopback pair, as snmpd with two trap
   sinks does: every trap is delivered once, with mttrapd's elements; each inform is
   answered by each probe (the standby too) and not retried; a wrong v3 pass phrase is
   rejected and counted on both.
@@ -115,15 +115,18 @@ async def test_net_snmp_senders_to_both_probes_of_a_pair(tmp_path: Path) -> None
          ".1.3.6.1.4.1.8072.2.3.2.1", "s", "v3-trap"],
         [snmpinform, *v3inform, *retry, "{}", UPTIME, ".1.3.6.1.4.1.8072.2.3.0.2",
          ".1.3.6.1.4.1.8072.2.3.2.1", "s", "v3-inform"],
+        [snmpinform, "-v", "2c", "-c", "public", *retry, "tcp:{}", UPTIME,
+         ".1.3.6.1.6.3.1.1.5.1", ".1.3.6.1.4.1.8072.2.3.2.1", "s", "tcp-inform"],
     ]
     async with trio.open_nursery() as nursery:
-        master = await start_probe(nursery, snmp_args(m, s, users, []), cwd=m.cwd)
-        slave = await start_probe(nursery, snmp_args(s, m, users, []), cwd=s.cwd)
+        both = ["--protocol", "ALL"]  # UDP and TCP (RFC 3430) on the same port
+        master = await start_probe(nursery, snmp_args(m, s, users, both), cwd=m.cwd)
+        slave = await start_probe(nursery, snmp_args(s, m, users, both), cwd=s.cwd)
         await wait_metric(master, ACTIVE, 1, START_TIMEOUT)
         await wait_metric(slave, STANDBY, 1, START_TIMEOUT)
         for cmd in sends:
             for target in targets:  # as snmpd does with two trap sinks: one after the other
-                await run_tool(*[target if w == "{}" else w for w in cmd])
+                await run_tool(*[w.replace("{}", target) for w in cmd])
         # A wrong pass phrase: rejected (and counted) by both, nothing delivered.
         bad = [w.replace("trapauth123", "wrongpass123") for w in v3trap]
         for target in targets:
@@ -137,7 +140,8 @@ async def test_net_snmp_senders_to_both_probes_of_a_pair(tmp_path: Path) -> None
     found = alerts(m.sink, s.sink)
     by_seq = {label(a): a for a in found}
     assert sorted(label(a) for a in found) == sorted(
-        ["v1-trap", "v2c-inform", "v2c-trap", "v3-inform", "v3-trap"]), found
+        ["tcp-inform", "v1-trap", "v2c-inform", "v2c-trap", "v3-inform", "v3-trap"]), found
+    assert by_seq["tcp-inform"]["Protocol"] == "TCP" and by_seq["v1-trap"]["Protocol"] == "UDP"
     v1 = by_seq["v1-trap"]
     assert (v1["SNMP_Version"], v1["enterprise"], v1["generic-trap"], v1["specific-trap"],
             v1["IPaddress"], v1["PeerIPaddress"], v1["Uptime"], v1["UpTime"], v1["community"]) == (
@@ -154,9 +158,9 @@ async def test_net_snmp_senders_to_both_probes_of_a_pair(tmp_path: Path) -> None
     for probe in metrics:
         # Each probe got each trap once: informs were answered at the first try.
         assert probe['probepair_snmp_received_total{version="1"}'] == 1
-        assert probe['probepair_snmp_received_total{version="2"}'] == 2
+        assert probe['probepair_snmp_received_total{version="2"}'] == 3
         assert probe['probepair_snmp_received_total{version="3"}'] == 2
-        assert probe["probepair_snmp_informs_answered_total"] == 2
+        assert probe["probepair_snmp_informs_answered_total"] == 3
         assert probe['probepair_snmp_rejected_total{reason="wrong_digest"}'] == 1
         assert probe['probepair_snmp_reports_total{reason="discovery"}'] >= 1
 
