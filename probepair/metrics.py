@@ -66,6 +66,7 @@ SNMP_REJECT_REASONS = (
     "unknown_engine",
     "wrong_digest",
     "decryption_error",
+    "internal",  # a bug of the snmp feed's on some input (logged with its traceback)
 )
 
 

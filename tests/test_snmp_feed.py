@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from probepair.config import props
 from probepair.errors import ConfigError
 from probepair.events import Batch, Event, key_of
 from probepair.feeds import make_feed
 from probepair.feeds.snmp import ber
-from probepair.feeds.snmp.feed import SnmpFeed
+from probepair.feeds.snmp.feed import SnmpFeed, load_usm
 from probepair.metrics import Metrics
 
 Clock = Callable[[], float]
@@ -159,3 +161,31 @@ async def test_names_are_resolved_off_the_event_path_and_cached(
         nursery.cancel_scope.cancel()
     assert looked_up == ["192.0.2.1"]  # once: then from the cache
     assert names.NameCache(False, 60.0).name_of("192.0.2.1") == "192.0.2.1"
+
+
+FUZZ_FEED = SnmpFeed(make(), lambda: 0.0)
+FUZZ_FEED.usm = load_usm(make(), 0.0, 0.0)
+FUZZ_BASES = [v2c(ber.TRAP_V2, 1), v2c(ber.INFORM, 2),
+              ber.encode_message(ber.V1, b"p", ber.encode_trap_v1(
+                  ".1.3.6.1.4.1.9", b"\x7f\x00\x00\x01", 6, 1, 0, [])),
+              ber.encode_v3(1, 7, FUZZ_FEED.usm.engine_id, 1, 0, b"u", bytes(12), bytes(8),
+                            ber.tlv(ber.OCTET_STRING, bytes(30)))[0]]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.sampled_from(FUZZ_BASES), st.lists(st.tuples(st.integers(0, 300), st.integers(0, 255)),
+       max_size=4))
+async def test_any_datagram_is_accepted_or_counted_never_raised(
+    base: bytes, edits: list[tuple[int, int]]
+) -> None:
+    data = bytearray(base)
+    for pos, byte in edits:
+        data[pos % len(data)] = byte
+    before = sum(s.value for m in FUZZ_FEED.metrics.snmp_rejected.collect() for s in m.samples
+                 if s.name.endswith("_total"))
+    accepted, _report = FUZZ_FEED.handle(bytes(data), "192.0.2.1", "UDP", 0.0, 0.0)
+    after = sum(s.value for m in FUZZ_FEED.metrics.snmp_rejected.collect() for s in m.samples
+                if s.name.endswith("_total"))
+    reports = FUZZ_FEED.metrics.count("probepair_snmp_reports_total", reason="discovery")
+    assert accepted is not None or after == before + 1 or reports
+    assert FUZZ_FEED.metrics.count("probepair_snmp_rejected_total", reason="internal") == 0

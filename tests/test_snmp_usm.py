@@ -185,3 +185,17 @@ def test_garbage_after_a_valid_header_is_refused_or_malformed(noise: bytes, at: 
     except ber.BerError:
         return
     assert isinstance(result, Opened | Refused)
+
+
+def test_authentic_messages_with_boots_past_32_bits_are_refused_not_raised() -> None:
+    sender, users = _sender(SENDER)
+    auth, priv = sender.localised(users[0], SENDER)
+    scoped = ber.tlv(ber.OCTET_STRING, bytes(40))
+    data, off = ber.encode_v3(1, 3, SENDER, 2**40, 2**33, b"trapuser", bytes(12), bytes(8),
+                              scoped)
+    import hmac as hmac_
+
+    mac = hmac_.new(auth, data, hashlib.sha1).digest()[:12]
+    data = data[:off] + mac + data[off + 12 :]
+    refused = _open(_receiver(), data)
+    assert isinstance(refused, Refused) and refused.reason == "decryption_error"

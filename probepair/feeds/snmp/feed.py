@@ -237,6 +237,12 @@ class SnmpFeed:
         except ber.BerError as exc:
             self._reject(exc.reason)
             return None, None
+        except Exception:
+            # A bug of ours on some input, not the sender's problem: one datagram is
+            # dropped, the feed goes on (remote input never stops the probe).
+            logger.exception("feed %s: a datagram from %s broke the decoder", self.name, ip)
+            self._reject("internal")
+            return None, None
         count = control.queue_one(ip)
         tokens = trap_tokens(
             pdu, version=version, community=community, peer_ip=ip, name_of=self.names.name_of,

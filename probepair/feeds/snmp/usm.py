@@ -311,9 +311,9 @@ class Usm:
         if user.priv:
             if len(msg.priv_params) != 8:
                 return self._refuse("decryption_error", msg, now)
+            if not (0 <= msg.boots <= 0xFFFFFFFF and 0 <= msg.time <= 0xFFFFFFFF):
+                return self._refuse("decryption_error", msg, now)  # no AES IV of them
             iv = msg.boots.to_bytes(4, "big") + msg.time.to_bytes(4, "big") + msg.priv_params
-            if msg.boots < 0 or msg.time < 0 or len(iv) != 16:
-                return self._refuse("decryption_error", msg, now)
             decryptor = Cipher(algorithms.AES(priv_key), CFB(iv)).decryptor()
             scoped = decryptor.update(scoped) + decryptor.finalize()
         try:
