@@ -50,6 +50,26 @@ CONTROL_ERROR_REASONS = (
 )
 
 
+# probepair_snmp_rejected_total{reason}: the codec's (feeds/snmp/ber.py), then USM's
+# (feeds/snmp/usm.py REJECT_REASONS), then a message that is no trap or inform.
+SNMP_REJECT_REASONS = (
+    "malformed",
+    "too_big",
+    "too_many_varbinds",
+    "unsupported_version",
+    "unsupported_pdu",
+    "not_a_notification",
+    "unsupported_security_model",
+    "unsupported_security_level",
+    "not_in_time_window",
+    "unknown_user",
+    "unknown_engine",
+    "wrong_digest",
+    "decryption_error",
+    "internal",  # a bug of the snmp feed's on some input (logged with its traceback)
+)
+
+
 class Metrics:
     """Every probepair metric; names are a contract (issues 3 and 5)."""
 
@@ -241,6 +261,37 @@ class Metrics:
         )
         for reason in CONTROL_ERROR_REASONS:
             self.control_errors.labels(reason=reason)
+        # -- the snmp feed (issue 22) --
+        self.snmp_received = Counter(
+            "probepair_snmp_received",
+            "traps and informs accepted by the snmp feed, by SNMP version",
+            ["version"],
+            registry=r,
+        )
+        self.snmp_rejected = Counter(
+            "probepair_snmp_rejected",
+            "SNMP messages dropped, by reason (SNMP_REJECT_REASONS)",
+            ["reason"],
+            registry=r,
+        )
+        self.snmp_dropped = Counter(
+            "probepair_snmp_dropped",
+            "traps discarded unread because their host is on the drop list (drop_list_add)",
+            registry=r,
+        )
+        self.snmp_informs_answered = Counter(
+            "probepair_snmp_informs_answered", "Responses sent to informs once queued", registry=r
+        )
+        self.snmp_reports = Counter(
+            "probepair_snmp_reports",
+            "SNMPv3 Reports sent (engine discovery, time window, errors), by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in SNMP_REJECT_REASONS:
+            self.snmp_rejected.labels(reason=reason)
+        for version in ("1", "2", "3"):
+            self.snmp_received.labels(version=version)
         # Called before each exposition, to bring counters kept elsewhere up to date.
         self.before_collect: list[Callable[[], None]] = []
         for reason in ("rules", "buffer_full", "buffer_bytes", "retention", "spool_full"):

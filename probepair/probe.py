@@ -60,6 +60,8 @@ from probepair.sinks.runner import SinkRunner, check_interval
 from probepair.sinks.spool import Spool
 
 if TYPE_CHECKING:
+    import socket
+
     from probepair.config.props import Props
     from probepair.events import Batch
     from probepair.feeds.base import Feed
@@ -124,8 +126,21 @@ class Probe:
         self.gate: Gate = AlwaysForward()
         self.driver: PeerDriver | None = None
         self.runner: SinkRunner | None = None
-        self.processor = Processor(props, self.program, self.gate, self.metrics, wall_clock)
         self.feed: Feed = make_feed(props, wall_clock, self.metrics)
+        # A feed that tokenises itself (snmp) hands the processor its tokens and its
+        # counters for mttrapd's rules functions; its drop list sends ProbeWatch events.
+        control = getattr(self.feed, "control", None)
+        if control is not None:
+            control.on_blockade = self._on_blockade
+        self.processor = Processor(
+            props,
+            self.program,
+            self.gate,
+            self.metrics,
+            wall_clock,
+            tokens_of=None if control is None else control.taken,
+            traps=control,
+        )
         self._stop = trio.Event()
         self._feed_done = trio.Event()
         self.notifier = Notifier(props.NotifyCommand, props.Name)
@@ -201,6 +216,10 @@ class Probe:
         except trio.ClosedResourceError:
             pass  # stopping: "Going Down ..." was the last one
 
+    def _on_blockade(self, host: str, blocked: bool) -> None:
+        """mttrapd's ProbeWatch messages for its drop list (drop_list_add/remove)."""
+        self.send_self_event(f"mttrapd on {host} is {'blocked' if blocked else 'unblocked'}")
+
     def _on_role(self, old: Role, new: Role, reason: str) -> None:
         verb = "Became active" if new in ACTIVE_ROLES else "Became standby"
         readiness = self.readiness
@@ -222,6 +241,12 @@ class Probe:
             self._self_send = send
             self.send_self_event("Running ...")
             await self._feed_done.wait()  # so "Going Down ..." follows the feed's last event
+            # As mttrapd does on exit: every host still on the drop list is unblocked,
+            # so no "is blocked" problem outlives the probe in the event list.
+            control = getattr(self.feed, "control", None)
+            for host in sorted(control.drop_list) if control is not None else ():
+                summary = f"mttrapd on {host} is unblocked"
+                await send.send([self_event(self.props.Name, summary, self._wall_clock)])
             await send.send([self_event(self.props.Name, "Going Down ...", self._wall_clock)])
             self._self_send = None
 
@@ -354,22 +379,21 @@ class Probe:
         unread, the channel is empty and the rules task waits on it (a task that has
         just taken a batch is not waiting yet, though the channel already looks empty).
         """
-        from probepair.feeds.udp import UdpFeed  # only it can tell (others: never idle)
-
+        # Only datagram feeds can tell (udp, snmp over UDP); the others are never idle.
+        idle: Callable[[], bool] | None = getattr(self.feed, "idle", None)
         stats = feed_recv.statistics()
         return (
             stats.current_buffer_used == 0
             and stats.tasks_waiting_receive > 0
-            and isinstance(self.feed, UdpFeed)
-            and self.feed.idle()
+            and idle is not None
+            and idle()
         )
 
     def _count_kernel_drops(self) -> None:
-        from probepair.feeds.udp import UdpFeed, kernel_drops
+        from probepair.feeds.udp import kernel_drops
 
-        feed = self.feed
-        if isinstance(feed, UdpFeed) and feed.socket is not None:
-            sock = feed.socket
+        sock: socket.socket | None = getattr(self.feed, "socket", None)  # udp, snmp over UDP
+        if sock is not None:
             self.metrics.kernel_drops = lambda: kernel_drops(sock)
 
     async def _run_feed(

@@ -42,7 +42,9 @@ def _shipped_rules() -> str:
 
 SHIPPED_RULES: Final = _shipped_rules()
 MODES: Final = ("master", "slave", "standard")
-FEED_TYPES: Final = ("udp", "tcp", "file", "stdin")
+FEED_TYPES: Final = ("udp", "tcp", "file", "stdin", "snmp")
+SNMP_PROTOCOLS: Final = ("UDP", "TCP", "ALL", "ANY")  # mttrapd's Protocol; ANY = ALL
+SNMP_PORT: Final = 162  # FeedPort of FeedType snmp unless a source sets it (RFC 3413 §4)
 FEED_FORMATS: Final = ("syslog", "json", "line")
 SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout", "postgres", "alertmanager", "nats")
 FAILBACKS: Final = ("handshake", "immediate", "manual")
@@ -163,10 +165,15 @@ class Props:
         "the fields set so far and @RulesOverBudget; 0 = no budget (a pair: BeatInterval/8)",
         low=0,
     )
-    FeedType: str = _prop("udp", "input feed: udp, tcp, file or stdin", choices=FEED_TYPES)
+    FeedType: str = _prop(
+        "udp", "input feed: udp, tcp, file, stdin or snmp (traps)", choices=FEED_TYPES
+    )
     FeedAddress: str = _prop("127.0.0.1", "address the udp/tcp feed listens on")
     FeedPort: int = _prop(
-        5514, "port the udp/tcp feed listens on; 0 = any free port", low=0, high=65535
+        5514,
+        "port the udp/tcp/snmp feed listens on (snmp: 162 unless set); 0 = any free port",
+        low=0,
+        high=65535,
     )
     FeedRcvBuf: int = _prop(
         0,
@@ -181,6 +188,25 @@ class Props:
     )
     FeedIdleTimeout: float = _prop(
         300.0, "tcp feed: seconds a client may send nothing before it is closed; 0 = never", low=0
+    )
+    # -- the snmp feed (mttrapd's names where it has one), issue 22 --
+    Protocol: str = _prop(
+        "UDP", "snmp: transport of traps: UDP, TCP (RFC 3430) or ALL (both)", choices=SNMP_PROTOCOLS
+    )
+    SnmpUsersFile: str = _prop(
+        "", "snmp: SNMPv3 users, createUser [-e ENGINEID] name AUTH pass [PRIV [pass]] lines"
+    )
+    SnmpEngineID: str = _prop(
+        "", "snmp: our SNMPv3 engine ID in hex (informs); '' = derived from Name (stable)"
+    )
+    NoNameResolution: bool = _prop(
+        False, "snmp: $Node and $PeerAddress are addresses (no reverse DNS lookups)"
+    )
+    ActiveHostnameDuration: float = _prop(
+        60.0, "snmp: minutes a resolved host name is cached", positive=True
+    )
+    TrapStat: int = _prop(
+        0, "snmp: 1 enables the flood-control rules (read by rules as %TrapStat)", low=0, high=1
     )
     FeedFile: str = _prop("", "file followed like tail -F by the file feed")
     FeedFormat: str = _prop("syslog", "record format: syslog, json or line", choices=FEED_FORMATS)
@@ -383,8 +409,22 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
                 continue  # a --dumpprops output: the secret stays the earlier source's
             values[name] = _convert(name, raw, source)
             origin[name] = source
+    if values.get("FeedType") == "snmp" and "FeedPort" not in values:
+        values["FeedPort"] = SNMP_PORT
     props = Props(**values)  # type: ignore[arg-type]
     _check_failback_window(props, origin)
+    if props.SnmpEngineID:
+        hexid = props.SnmpEngineID.removeprefix("0x").removeprefix("0X")
+        try:
+            octets = len(bytes.fromhex(hexid))
+        except ValueError:
+            octets = 0
+        if not 5 <= octets <= 32:  # RFC 3411 §5 SnmpEngineID
+            raise ConfigError(
+                origin["SnmpEngineID"],
+                "SnmpEngineID",
+                f"expected 5 to 32 octets in hex, got {props.SnmpEngineID!r}",
+            )
     if props.MetricsAuth == "bearer" and not props.MetricsTokenFile:
         raise ConfigError(
             origin.get("MetricsAuth", "defaults"),

@@ -22,7 +22,7 @@ def make_feed(
     props: Props, wall_clock: Callable[[], float], metrics: Metrics | None = None
 ) -> Feed:
     """The feed ``props.FeedType`` names, configured from ``props``; the tcp feed counts
-    its connections in ``metrics``."""
+    its connections in ``metrics`` (the snmp feed its messages too)."""
     from probepair.feeds.file import FileFeed
     from probepair.feeds.stdin import StdinFeed
     from probepair.feeds.tcp import TcpFeed
@@ -30,6 +30,10 @@ def make_feed(
 
     if props.FeedType == "tcp":
         return TcpFeed(props, wall_clock, metrics)
+    if props.FeedType == "snmp":
+        from probepair.feeds.snmp.feed import SnmpFeed
+
+        return SnmpFeed(props, wall_clock, metrics)
     kinds: dict[str, Callable[[Props, Callable[[], float]], Feed]] = {
         "udp": UdpFeed,
         "file": FileFeed,

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from probepair.metrics import Metrics
     from probepair.pipeline.channels import ReceiveEnd, SendEnd
     from probepair.rules import Program
+    from probepair.rules.functions import TrapFunctions
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +152,15 @@ class Processor:
         metrics: Metrics,
         wall_clock: Callable[[], float],
         clock: Callable[[], float] = time.perf_counter,
+        *,
+        tokens_of: Callable[[Event], dict[str, str]] | None = None,
+        traps: TrapFunctions | None = None,
     ) -> None:
+        """``tokens_of``: a feed that tokenises itself (snmp) gives each event's tokens
+        (and counts it out of its queue); ``traps``: its counters for mttrapd's rules
+        functions."""
         self.program = program
+        self._tokens_of = tokens_of
         self.gate = gate
         self._metrics = metrics
         self._tokenise = TOKENISERS[props.FeedFormat]
@@ -175,6 +183,7 @@ class Processor:
                 hostname=platform.node(),
                 clock=clock,
                 on_over_budget=self._over_budget,
+                traps=traps,
             )
 
     def _rules_log(self, level: str, message: str) -> None:
@@ -273,6 +282,7 @@ class Processor:
         out: list[Item] = []
         append = out.append
         tokenise = self._tokenise
+        tokens_of = self._tokens_of
         program = self.program
         gate = self.gate
         gate_event, now = gate.batch_event()
@@ -282,7 +292,8 @@ class Processor:
             # Tokens as fields: linear in the record, and a batch is <= MAX_BATCH_BYTES.
             for ev in batch:
                 key = ev.key
-                payload = serialise(tokenise(ev.raw, True), key)
+                tokens = tokenise(ev.raw, True) if tokens_of is None else tokens_of(ev)
+                payload = serialise(tokens, key)
                 if gate_event is None or gate_event(key, payload, now):
                     append((key, payload))
             done = len(batch)
@@ -304,7 +315,7 @@ class Processor:
                 done += 1
                 ctx.deadline = start + budget
                 key = ev.key
-                fields = run(tokenise(ev.raw, split), ctx)
+                fields = run(tokenise(ev.raw, split) if tokens_of is None else tokens_of(ev), ctx)
                 if assigned:
                     self._assigned()
                 if generated:

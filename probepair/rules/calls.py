@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Final, Protocol
 from probepair.rules import ast
 from probepair.rules.dates import check_pattern
 from probepair.rules.frontend import DEFAULT_TABLE, TABLE_FIELD, TABLE_FIELD_ERROR
-from probepair.rules.functions import BUILTINS, FOREIGN, LOG_LEVELS, scan_pattern
+from probepair.rules.functions import (
+    BUILTINS,
+    FOREIGN,
+    LOG_LEVELS,
+    TRAP_FUNCTIONS,
+    scan_pattern,
+)
 
 if TYPE_CHECKING:
     from probepair.errors import RulesCompileError
@@ -160,6 +166,9 @@ def call(gen: Codegen, node: ast.Call) -> Code:
         return f"_date({gen.v(a[0])})", "num"
     if name == "md5":
         return f"_md5({gen.s(a[0])})", "str"
+    if name in TRAP_FUNCTIONS:
+        args = "".join(f"{gen.v(x)}, " for x in a)
+        return f"_trapfn(ctx.traps, {name!r}, ({args}))", "num"
     if name == "printable":
         return f"_printable({gen.s(a[0])})", "str"
     if name == "nvp_add":

@@ -59,6 +59,7 @@ class RulesContext:
     clock: Callable[[], float] = field(default=lambda: 0.0)
     deadline: float = math.inf
     on_over_budget: Callable[[tuple[str, int, int]], None] = field(default=lambda pos: None)
+    traps: fn.TrapFunctions | None = None  # the SNMP feed's counters and drop list
 
 
 class Program:
@@ -184,6 +185,7 @@ _NAMESPACE: Final[dict[str, object]] = {
     "_datetotime": fn.datetotime,
     "_timetodate": fn.timetodate,
     "_md5": fn.md5,
+    "_trapfn": fn.trap_function,
     "_nvp_add": fn.nvp_add,
     "_nvp_all": fn.nvp_all,
     "_nvp_fields": fn.nvp_fields,

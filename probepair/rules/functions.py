@@ -96,12 +96,50 @@ BUILTINS: Final[dict[str, Builtin]] = {
     "settarget": Builtin(1, 1, "statement"),
     "setdefaulttarget": Builtin(1, 1, "statement"),
     "genevent": Builtin(1, -1, "statement"),
+    # The SNMP trap probe's (mttrapd) flood control (feeds/snmp/control.py); with any
+    # other feed they count nothing (0) and the drop list stays empty.
+    "read_trap_count": Builtin(0, 1),
+    "read_drop_count": Builtin(0, 1),
+    "get_queue_size": Builtin(0, 0),
+    "drop_list_add": Builtin(1, 1),
+    "drop_list_remove": Builtin(1, 1),
 }
 
+TRAP_FUNCTIONS: Final = (
+    "read_trap_count",
+    "read_drop_count",
+    "get_queue_size",
+    "drop_list_add",
+    "drop_list_remove",
+)
+
 # Functions that exist in OMNIbus rules, but only in one probe's rules: name -> probe.
-FOREIGN: Final[dict[str, str]] = {
-    "read_trap_count": "the SNMP trap probe (mttrapd)",
-}
+# (mttrapd's own functions were here until the SNMP feed provided them, issue 22.)
+FOREIGN: Final[dict[str, str]] = {}
+
+
+class TrapFunctions(Protocol):
+    """What mttrapd's functions reach of the SNMP feed (RulesContext.traps)."""
+
+    def read_trap_count(self, host: str = "") -> int: ...
+    def read_drop_count(self, host: str = "") -> int: ...
+    def get_queue_size(self) -> int: ...
+    def drop_list_add(self, host: str) -> int: ...
+    def drop_list_remove(self, host: str) -> int: ...
+
+
+def trap_function(traps: TrapFunctions | None, name: str, args: tuple[object, ...]) -> int:
+    """mttrapd's function ``name`` on the feed's counters (0 without an SNMP feed).
+
+    ``read_trap_count(host)``: traps from ``host`` waiting in the queue (no host: all);
+    ``read_drop_count(host)``: traps from ``host`` dropped by the drop list (no host:
+    all); ``get_queue_size()``: traps in the queue; ``drop_list_add(host)`` and
+    ``drop_list_remove(host)``: 1 if that changed the list, else 0.
+    """
+    if traps is None:
+        return 0
+    method: Callable[..., int] = getattr(traps, name)
+    return int(method(*(str(a) for a in args)))
 
 
 class Fail(Exception):

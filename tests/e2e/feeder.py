@@ -52,15 +52,23 @@ class Feeder:
         self._stop = trio.Event()
         self._progress = trio.Event()
 
+    def payload(self, seq: int) -> bytes:
+        """The datagram of event ``seq`` (a subclass sends another kind: SNMP traps)."""
+        return payload(self.tag, seq)
+
+    def key(self, seq: int) -> str:
+        """The hex event key the probes give event ``seq``."""
+        return key_of(self.payload(seq)).hex()
+
     def keys(self, start: int = 0, stop: int | None = None) -> set[str]:
         """Hex event keys of events ``start`` up to ``stop`` (default: all sent so far)."""
         end = self.sent if stop is None else stop
-        return {key_of(payload(self.tag, i)).hex() for i in range(start, end)}
+        return {self.key(i) for i in range(start, end)}
 
     def seqs(self, keys: Iterable[str]) -> list[int]:
         """The sequence numbers of these hex keys (sorted), for readable failures."""
         wanted = set(keys)
-        return [i for i in range(self.sent) if key_of(payload(self.tag, i)).hex() in wanted]
+        return [i for i in range(self.sent) if self.key(i) in wanted]
 
     def stop(self) -> None:
         """Stop after the current burst."""
@@ -95,7 +103,7 @@ class Feeder:
                 if count is not None:
                     due = min(due, count)
                 while self.sent < due:
-                    data = payload(self.tag, self.sent)
+                    data = self.payload(self.sent)
                     for target in self.targets:
                         try:
                             sock.sendto(data, target)
