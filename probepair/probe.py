@@ -463,6 +463,7 @@ class Probe:
             runner.on_health = self.driver.sink_state
             runner.on_verified = self.driver.sink_verified
             runner.covered = self.driver.covered_by_peer
+            runner.spool_gate = self.driver.spool_replay
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._watch_signals, name="signals")

@@ -351,6 +351,56 @@ def test_what_the_peer_delivered_during_a_sink_handover_is_not_replayed_from_the
     assert m.replays_skipped == 3
 
 
+def test_a_standby_replays_of_its_spool_only_what_the_active_peer_passed_by() -> None:
+    """Issue 21: after a sink handover the new active side flushes its own copies of
+    what the old one spooled. The old one's spool waits: a key the peer acked is skipped,
+    what precedes it the peer passed by (the runner delivers that), and once the peer
+    acks an event the old side buffered after stepping down, all the rest may go. A
+    replay at once would race the flush (both sinks back together: a whole outage twice)."""
+    m, s = running_pair()
+    for n in (1, 2, 3, 4):
+        assert m.event(K(n), P(n), 0.5)
+        if n != 2:  # the slave's copy of the feed missed K2
+            assert not s.event(K(n), P(n), 0.5)
+    m.sink_state(1.0, 4096, 1.0)
+    t = 2.0
+    while m.active:
+        checked_beat(m, s, t)
+        t += 2.0
+    checked_beat(m, s, t)
+    assert s.active and not m.active
+    spooled = [K(1), K(2), K(3), K(4)]
+    assert m.spool_replay(spooled) == (set(), False)  # the peer has delivered nothing yet
+    s.delivered([K(1), K(3)], t)  # the flush, in feed order: K1, K3 (K4 not yet)
+    checked_beat(m, s, t + 0.5)
+    assert m.spool_replay(spooled) == ({K(1), K(3)}, False)  # so K2 was passed by
+    assert not m.event(K(5), P(5), t + 1.0)  # m, a standby now, holds K5 ...
+    assert s.event(K(5), P(5), t + 1.0)
+    s.delivered([K(4), K(5)], t + 1.1)  # ... and the peer acks it: past the spool
+    checked_beat(m, s, t + 1.5)
+    assert m.spool_replay(spooled) == ({K(4)}, True)
+
+
+def test_no_sink_handover_to_a_standby_whose_sink_just_came_back_with_ours() -> None:
+    """Both sinks return together: the standby's check passes first, but a handover
+    waits until its sink has worked for SINK_SETTLE (1 s), and by then the active probe's
+    retry (every 0.5 s at most) found its own sink working: the role stays."""
+    m, s = running_pair()
+    m.sink_state(1.0, 4096, 1.0)
+    s.sink_state(1.5, 0, 1.5)
+    for t in range(2, 40, 2):  # past SinkFailover (30 s): both fail, suppressed
+        converse(m, s, float(t))
+    s.sink_state(None, 0, 39.9)  # the standby's check passes at 39.9 ...
+    s.sink_verified(39.9)
+    log = converse(m, s, 40.0)
+    assert not any(isinstance(a, Handover) for _, a in log)  # ... not yet 1 s
+    m.sink_state(None, 0, 40.3)  # ... and the master's retry works at 40.3
+    for t in (42.0, 44.0, 46.0, 48.0):
+        log = checked_beat(m, s, t)
+        assert not any(isinstance(a, Handover) for _, a in log), t
+    assert m.role is Role.MASTER and m.handovers_suppressed == 1
+
+
 def test_without_a_spool_the_peers_acks_for_unheld_keys_expire_with_buffer_retention() -> None:
     """The acked keys a standby does not hold are kept BufferRetention (60 s) only, when
     no spool waits for them: memory stays bounded as before."""

@@ -39,6 +39,8 @@ class RecordingGate:
         self.seen.append(key)
         return True
 
+    flushing = False  # never flushes: nothing waits behind it
+
     def batch_event(self) -> tuple[object, float]:
         return self.event, 0.0
 

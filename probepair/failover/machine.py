@@ -150,6 +150,22 @@ class FailoverMachine(MachineState):
         self.stats.replays_skipped += len(covered)
         return covered
 
+    def spool_replay(self, keys: list[bytes]) -> tuple[set[bytes], bool]:
+        """How to replay a spool chunk (``keys``, in feed order) now (issue 21).
+
+        Returns the keys the peer's acks cover (settled as ``covered_by_peer`` does: skip
+        them) and whether the whole chunk may be delivered now. Active: yes. Not active:
+        the active peer delivers what we spooled (it holds its own copy, flushed at its
+        takeover), so we deliver only what it passed by without delivering: what precedes
+        a key it acked (the runner applies that within the chunk), or everything once it
+        acked an event we buffered after the spool (``_passed_spool``: those are newer).
+        The rest waits for the peer's acks, its passing, or our own takeover. Replaying
+        it at once, while the peer flushed the same events, duplicated a whole outage
+        when both sinks came back together. Runs no timers.
+        """
+        covered = self.covered_by_peer(keys)
+        return covered, self._active or self._passed_spool or self._role is Role.STANDARD
+
     def bypassed(self, count: int) -> None:
         """``count`` alerts reach the sink without ``event`` (the probe's own events).
 

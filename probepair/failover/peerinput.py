@@ -44,6 +44,8 @@ class PeerInputs:
         if not stream.receive(msg.serial):
             return  # a re-sent ack we already had
         newest = self.m._standby.ack(msg.keys, now)
+        if newest is not None and not self.m._active:
+            self.m._passed_spool = True
         if not self.m._active and msg.role in ACTIVE_ROLES:
             gap = self.m.config.gap_timeout
             if newest is not None:
@@ -96,6 +98,10 @@ class PeerInputs:
             return  # overtaken by a newer heartbeat: its role and flags are history
         self.m._peer = hb
         self.m._peer_last_heard = now
+        if hb.sink_failing > 0.0 or not known:
+            self.m._peer_sink_ok_since = None
+        if hb.sink_failing == 0.0 and self.m._peer_sink_ok_since is None:
+            self.m._peer_sink_ok_since = now
         if hb.config_digest != self.m._peer_digest:
             self.m._peer_digest = hb.config_digest
             if self.m.config_drift:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from probepair.failover.acks import AckStream
 from probepair.failover.precedence import MASTER_ROLES
 from probepair.failover.sending import Outbox
@@ -29,6 +31,11 @@ from probepair.failover.types import (
     RoleChanged,
     SplitBrain,
 )
+
+# Seconds a standby's sink must have been reported working before a sink handover goes
+# to it: longer than the sink runner's longest retry interval (BACKOFF_MAX, 0.5 s), so a
+# sink of ours that returned with the peer's is retried and found working first.
+SINK_SETTLE: Final = 1.0
 
 
 class RoleLogic:
@@ -155,6 +162,8 @@ class RoleLogic:
                 actions.append(Flush(items))
         if not self.m._active:
             self.m._split_brain = False
+        if was_active != self.m._active:
+            self.m._passed_spool = False  # a new period: the peer has passed nothing yet
         if beat:
             self.out.beat(now, actions)
 
@@ -215,9 +224,14 @@ class RoleLogic:
         )
         # Verified, not assumed: the standby's own check (or delivery) passed within
         # SinkFailover, counted to now (the age is as of its heartbeat, heard earlier).
+        # And working for SINK_SETTLE already: when both sinks return at once, ours is
+        # retried within that (the runner's back-off) and found working, so the role
+        # does not move (with a flush and a replay) for a sink that is back.
+        ok_since = self.m._peer_sink_ok_since
         peer_ok = (
             standby is not None and heard is not None and standby.sink_failing == 0.0
             and standby.sink_verified_age + (now - heard) < limit
+            and ok_since is not None and now - ok_since >= SINK_SETTLE
         )
         if failing is None:
             self.m._suppressed = False

@@ -105,6 +105,11 @@ class MachineState:
         self._sink_failing_since: float | None = None
         self._sink_healthy_since = -INF  # healthy since start: no failure to outlast
         self._sink_verified_at: float | None = None  # a delivery or check passed (None: never)
+        # Not active: the peer acked an event we buffered in this standby period, so it has
+        # passed every event our spool holds (they are older): see spool_replay.
+        self._passed_spool = False
+        # Since when the peer's heartbeats (this boot) report its sink working (None: failing).
+        self._peer_sink_ok_since: float | None = None
         self._spool_bytes = 0
         # Who should be master, by configuration: Mode from the props, or the newest
         # operator/rules switch of either probe (until either restarts). Automatic

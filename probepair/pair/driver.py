@@ -179,11 +179,41 @@ class PeerDriver:
         self.guard = ReplayGuard(machine.config.boot_id)
         self._pending: list[Action] = []
         self._wake = trio.Event()
+        # Flushes the machine asked for and on_flush has not yet handed to the sink, and
+        # the event their end sets: live alerts wait behind them (``flushing``).
+        self._flushes = 0
+        self._flushed = trio.Event()
         self._performed = trio.Event()  # set after each round of the drive loop
         self._log = _RateLimitedLog(log_interval)
         self._new_boot = _Budget(NEW_BOOT_MACS, NEW_BOOT_BURST)
 
     # -- called by the processing task ----------------------------------------------------
+
+    @property
+    def flushing(self) -> bool:
+        """A takeover's flush is on its way to the sink: alerts forwarded now must go
+        behind it (``flushed``). The sink then sees the feed's order across a takeover,
+        which the peer's gap fill and spool replay rely on ("passed by" means older)."""
+        return self._flushes > 0
+
+    async def flushed(self) -> None:
+        """Return once every flush asked for so far is in the sink's channel."""
+        while self._flushes > 0:
+            await self._flushed.wait()
+
+    def _queue(self, actions: list[Action]) -> None:
+        """Actions for the drive loop, counted at once: a Flush must hold back the next
+        live alert even before the loop runs (see ``flushing``)."""
+        self._count_flushes(actions)
+        self._pending.extend(actions)
+        self._wake.set()
+
+    def _count_flushes(self, actions: list[Action]) -> None:
+        n = sum(1 for action in actions if isinstance(action, Flush))
+        if n:
+            if self._flushes == 0:
+                self._flushed = trio.Event()
+            self._flushes += n
 
     def event(self, key: bytes, payload: bytes) -> bool:
         """True: forward ``payload`` to the sink now; False: held (or already acked)."""
@@ -203,8 +233,7 @@ class PeerDriver:
         if now >= machine.stall_at:
             actions = machine.tick(now)
             if actions:
-                self._pending.extend(actions)
-                self._wake.set()
+                self._queue(actions)
         return machine.event, now
 
     def delivered(self, keys: list[bytes]) -> None:
@@ -219,6 +248,10 @@ class PeerDriver:
         """Of undelivered ``keys``, those the peer's sink acked: settled, not replayed."""
         return self.machine.covered_by_peer(keys)
 
+    def spool_replay(self, keys: list[bytes]) -> tuple[set[bytes], bool]:
+        """The spool's replay gate (``FailoverMachine.spool_replay``)."""
+        return self.machine.spool_replay(keys)
+
     def bypassed(self, count: int) -> None:
         """``count`` alerts go to the sink without the gate (the probe's own events)."""
         self.machine.bypassed(count)
@@ -227,8 +260,7 @@ class PeerDriver:
         """Switch mode now (``%Mode`` in a rules file, or an operator)."""
         actions = self.machine.request_mode(mode, trio.current_time(), reason)
         if actions:
-            self._pending.extend(actions)
-            self._wake.set()
+            self._queue(actions)
 
     def sink_state(self, failing_since: float | None, spool_bytes: int) -> None:
         """The sink runner's health report (trio time the failures began, or None)."""
@@ -249,10 +281,15 @@ class PeerDriver:
                 "no SharedSecret: heartbeats and acks are not authenticated; "
                 "anyone who can reach this port can take over the pair"
             )
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._receive_loop, name="peer:receive")
-            task_status.started()
-            await self._drive_loop()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._receive_loop, name="peer:receive")
+                task_status.started()
+                await self._drive_loop()
+        finally:
+            # No flush will come any more: nothing may wait behind one (at shutdown).
+            self._flushes = 0
+            self._flushed.set()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _drive_loop(self) -> NoReturn:
@@ -265,7 +302,9 @@ class PeerDriver:
             actions, self._pending = self._pending, []
             if self.feed_idle is not None:
                 machine.feed_idle(self.feed_idle())
-            actions += machine.tick(trio.current_time())
+            ticked = machine.tick(trio.current_time())
+            self._count_flushes(ticked)
+            actions += ticked
             await self._perform(actions)
             self._performed.set()
             self._performed = trio.Event()
@@ -308,8 +347,7 @@ class PeerDriver:
             if isinstance(msg, Heartbeat) and machine.peer_last_heard == now:
                 observer.on_heartbeat_received()  # fresh and newest: it counted
             if actions:
-                self._pending.extend(actions)
-                self._wake.set()
+                self._queue(actions)
 
     async def _perform(self, actions: list[Action]) -> None:
         observer = self.observer
@@ -323,7 +361,12 @@ class PeerDriver:
                 if isinstance(action.msg, Heartbeat):
                     observer.on_heartbeat_sent()
             elif isinstance(action, Flush):
-                await observer.on_flush(action.items)
+                try:
+                    await observer.on_flush(action.items)
+                finally:
+                    self._flushes -= 1
+                    if self._flushes == 0:
+                        self._flushed.set()
             elif isinstance(action, GapFill):
                 logger.warning(
                     "the active peer passed by %d events it did not deliver: delivering them",

@@ -92,6 +92,14 @@ class Gate(Protocol):
 
     def delivered(self, keys: list[bytes]) -> None: ...
 
+    @property
+    def flushing(self) -> bool:
+        """A takeover's flush is not in the sink's channel yet: wait (``flushed``)
+        before sending alerts, so the sink sees them after the flushed ones."""
+        ...
+
+    async def flushed(self) -> None: ...
+
     def covered_by_peer(self, keys: list[bytes]) -> set[bytes]:
         """Of undelivered ``keys``, those the peer's sink already has (not replayed)."""
         ...
@@ -104,8 +112,13 @@ class Gate(Protocol):
 class AlwaysForward:
     """The gate of a standard (lone) probe."""
 
+    flushing = False  # a lone probe never flushes
+
     def batch_event(self) -> tuple[GateEvent | None, float]:
         return None, 0.0  # forward everything: no call per event
+
+    async def flushed(self) -> None:
+        await trio.lowlevel.checkpoint()
 
     def delivered(self, keys: list[bytes]) -> None:
         pass
@@ -341,12 +354,14 @@ class Processor:
         A batch is worked in slices of RULES_SLICE with a checkpoint between them, so
         heartbeats and timers never wait for a whole batch of costly events.
         """
-        clock = self._clock
+        clock, gate = self._clock, self.gate
         async for batch in recv:  # each receive is a schedule point
             rest = batch
             while True:
                 out, rest = self.process_some(rest, clock() + RULES_SLICE)
                 if out:
+                    if gate.flushing:  # behind a takeover's flush, in feed order
+                        await gate.flushed()
                     try:
                         send.send_nowait(out)  # saves the scheduler a round per batch
                     except trio.WouldBlock:

@@ -62,6 +62,7 @@ BACKOFF_FIRST = 0.25  # seconds before the first retry of a failed sink
 # this (plus one attempt), so delivery resumes well inside a second. A retry of a sink
 # that is down costs a refused connect, which is cheap even twice a second.
 BACKOFF_MAX = 0.5
+REPLAY_WAIT = 0.5  # seconds between looks at a spool head that waits for the peer
 CLOSE_GRACE = 5.0  # seconds to finish deliveries at shutdown
 SPOOL_FULL_LOG_INTERVAL = 10.0  # seconds between logged spool-full drops (all are counted)
 CHECK_INTERVAL = 5.0  # seconds without a delivery before the sink is checked, at most
@@ -111,6 +112,11 @@ class SinkRunner:
         # Of undelivered keys, those the peer's sink acknowledged (the failover gate's
         # covered_by_peer): not replayed. None: a lone probe, nothing is covered.
         self.covered: Callable[[list[bytes]], set[bytes]] | None = None
+        # Of a spool chunk (feed order): the covered keys, and whether all of it may be
+        # replayed now (the failover gate's spool_replay). False: this probe is not active
+        # and its peer delivers these events itself; only what precedes a covered key
+        # (the peer passed it by) goes now, the rest waits. None: all, always.
+        self.spool_gate: Callable[[list[bytes]], tuple[set[bytes], bool]] | None = None
         self._spool_reported = False  # the spool's bytes were last reported as > 0
         # Keys of the spool's next chunk the gate answered as covered: settled there, so
         # never delivered, even when this chunk's delivery fails and it is read again.
@@ -387,21 +393,42 @@ class SinkRunner:
             self._spool_reported = pending
             self.on_health(self._failing_since, self.spool.backlog_bytes)
 
-    async def _replay(self) -> bool:
-        """Deliver spooled records until the spool is empty or the sink fails."""
+    async def _replay(self) -> bool | None:
+        """Deliver spooled records until the spool is empty (True), the sink fails
+        (False), or the rest must wait for the active peer (None; see ``spool_gate``)."""
         assert self.spool is not None
         while self.spool.pending:
             items, used = await self._offload(self.spool.peek)
             if not items:
                 break
             settled = self._settled
-            settled.update(self._covered_keys(items))
-            if settled:
-                items = [item for item in items if item[0] not in settled]
-            if items and not await self._deliver(items):
+            keys = [key for key, _ in items]
+            if self.spool_gate is None:
+                covered, free = self._covered_keys(items), True
+            else:
+                covered, free = self.spool_gate(keys)
+            settled.update(covered)
+            upto = len(items)
+            if not free:  # what precedes a key the peer delivered, it passed by
+                upto = max((i + 1 for i, key in enumerate(keys) if key in settled), default=0)
+            todo = [item for item in items[:upto] if item[0] not in settled]
+            if todo and not await self._deliver(todo):
                 return False
+            if upto < len(items):
+                settled.update(key for key, _ in todo)  # delivered: not again
+                await self._wait_for_peer()
+                return None
             await self._offload(self.spool.commit, used)
             settled.clear()  # all of them lay in the chunk just committed
             self._metrics.spool_bytes.set(self.spool.backlog_bytes)
         self._report_spool()
         return True
+
+    async def _wait_for_peer(self) -> None:
+        """The spool's head waits for the active peer's acks: look again shortly, and
+        meanwhile keep the sink's health true (nothing is delivered to show it works)."""
+        now = trio.current_time()
+        self._retry_at = now + REPLAY_WAIT
+        failing = self._failing_since is not None
+        if failing and self._check_every is not None and now >= self._check_at:
+            await self._check()

@@ -85,6 +85,10 @@ async def test_a_master_whose_sink_dies_hands_over_to_the_slave_and_takes_it_bac
     assert r.slave['probepair_handovers_total{reason="failback"}'] == 1
     assert r.lost == [] and r.unexpected == 0
     assert r.duplicates_after == 0
+    # The collector is killed (a crash): a POST it stored but never answered is resent,
+    # the only duplicates a plain sink gets from a sink fault; one POST is at most the
+    # alerts of one delivery, far below 100 ms of traffic at this rate.
+    assert r.duplicates <= 0.1 * r.rate
 
 
 async def test_the_masters_sink_down_8_s_hands_over_and_duplicates_nothing(
@@ -107,7 +111,7 @@ async def test_both_sinks_down_15_s_no_handover_nothing_lost_nothing_twice(
     assert r.notes["suppressed"] == 1
     assert r.notes["master active at end"] == 1
     assert r.lost == [] and r.unexpected == 0
-    # 0 in most runs; under a loaded machine 10 once (a gap fill by the slave racing the
-    # master's replay when both sinks return, open in the closing note): at most one ack
-    # period of traffic, as the README bounds a takeover's.
-    assert r.duplicates <= 0.1 * r.rate
+    # A sink that is down (refuses) duplicates nothing. The 10 once seen here came from
+    # killing the collectors: a POST stored but never answered is resent, as any plain
+    # sink must (test_a_master_whose_sink_dies_...: at most the POST in flight).
+    assert r.duplicates == 0

@@ -50,6 +50,8 @@ class HoldingGate:
         self.seen.append(key)
         return key not in self.held
 
+    flushing = False  # never flushes: nothing waits behind it
+
     def batch_event(self) -> tuple[object, float]:
         return self.event, 0.0
 
