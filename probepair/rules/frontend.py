@@ -177,6 +177,10 @@ class FrontEnd:
                 self.walk(module.body, full, os.path.dirname(full), [*stack, full], top)
                 continue
             self.count(source)
+            # split(text, name, ...) creates the array ``name`` as OMNIbus does: real
+            # rules split into arrays they never declared.
+            for expr in _expressions(stmt):
+                self.arrays.update(_split_arrays(expr))
             match stmt:
                 case ast.Table():
                     self.table(stmt, source, where)
@@ -370,3 +374,37 @@ class Resolved:
     table_width: dict[str, int] = field(default_factory=dict)
     switches: dict[int, ast.Switch] = field(default_factory=dict)  # id(parsed) -> rebuilt
     targets: dict[str, TargetInfo] = field(default_factory=dict)
+
+
+def _expressions(stmt: ast.Stmt) -> tuple[ast.Expr, ...]:
+    """The expressions of ``stmt`` itself (not those of nested statements)."""
+    match stmt:
+        case ast.Assign(_, value) | ast.MultiAssign(_, value):
+            return (value,)
+        case ast.CallStmt(call):
+            return (call,)
+        case ast.If(branches, _):
+            return tuple(cond for cond, _ in branches)
+        case ast.Switch():
+            return (stmt.subject,)
+    return ()
+
+
+def _split_arrays(expr: ast.Expr) -> set[str]:
+    """Names given to split() as its array, anywhere in ``expr``."""
+    found: set[str] = set()
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        match node:
+            case ast.Call(name, args):
+                if name == "split" and len(args) >= 2 and isinstance(args[1], ast.Name):
+                    found.add(args[1].name)
+                stack.extend(args)
+            case ast.Unary(_, operand):
+                stack.append(operand)
+            case ast.Binary(_, left, right):
+                stack += [left, right]
+            case ast.Index(_, key):
+                stack.append(key)
+    return found

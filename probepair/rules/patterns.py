@@ -62,6 +62,7 @@ def translate(pattern: str) -> str:
     i = 0
     n = len(pattern)
     in_class = False
+    repeatable = False  # whether a '*' or '+' here has something before it to repeat
     while i < n:
         c = pattern[i]
         if c == "\\" and i + 1 < n:
@@ -75,6 +76,7 @@ def translate(pattern: str) -> str:
             else:
                 out.append(pattern[i : i + 2])
             i += 2
+            repeatable = True
             continue
         if in_class:
             if c == "[" and pattern.startswith(":", i + 1):
@@ -90,6 +92,7 @@ def translate(pattern: str) -> str:
             continue
         if c == "[":
             in_class = True
+            repeatable = True  # the class, once it ends
             j = i + 1
             if pattern.startswith("^", j):
                 j += 1
@@ -98,8 +101,17 @@ def translate(pattern: str) -> str:
             out.append(pattern[i:j])
             i = j
             continue
-        out.append(c)
+        if c in "*+" and repeatable is False:
+            out.append("\\" + c)  # nothing to repeat: a literal, as OMNIbus reads it
+        else:
+            out.append(c)
         i += 1
+        # Where a '*' or '+' has nothing to repeat: at the start, after '(' (not a
+        # '(?' group), after '|', and after a leading '^'.
+        if (c == "(" and not pattern.startswith("?", i)) or c == "|":
+            repeatable = False
+        elif not (c == "^" and repeatable is False):
+            repeatable = True
     return "".join(out)
 
 

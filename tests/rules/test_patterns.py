@@ -302,3 +302,17 @@ def test_both_engines_agree_where_re_is_used(pattern: str, text: str) -> None:
     assert hybrid.extract(text) == pure.extract(text)
     if all(m.start() < m.end() for m in python_re(pattern).finditer(text)):
         assert hybrid.sub(text, "<\\g<0>>") == pure.sub(text, "<\\g<0>>")
+
+
+def test_a_star_with_nothing_to_repeat_is_a_literal_as_in_omnibus(
+        run: Callable[..., dict[str, object] | None]) -> None:
+    """A real rules file's ``extract($log, "*(Liveness probe failed: .*)'")``: RE2 (and
+    Python) call a leading '*' "nothing to repeat"; OMNIbus' library reads it literally.
+    So does the translation, at the start, after '(' and '|' and a leading '^'."""
+    alert = run('@S = extract($log, "*(Liveness probe failed: .*)\'")',
+                log="x *Liveness probe failed: HTTP 500' y")
+    assert alert == {"S": "Liveness probe failed: HTTP 500"}
+    assert Regex("(*a)").extract("b*a") == "*a"
+    assert Regex("a|+b").search("+b") is not None and Regex("a|+b").search("b") is None
+    assert Regex("^*x").search("*x") is not None
+    assert Regex("ab*").extract("abbb") == "abbb"  # a repetition stays one

@@ -191,3 +191,20 @@ def test_run_never_raises(exprs: list[str], a: str, b: str, p: str) -> None:
     alert = program.run({"a": a, "b": b}, rec.ctx({"P": p}))
     assert alert is not None and alert["End"] == 1
     assert all(isinstance(e, RulesRuntimeError) and e.line > 0 for e in rec.errors)
+
+
+def test_split_creates_the_array_it_is_given_as_omnibus_does(
+        run: Callable[..., dict[str, object] | None]) -> None:
+    """``split($s, servers, ",")`` into an array never declared (a real rules file):
+    OMNIbus creates it; so does the compiler, also inside a condition or a case, and
+    for reads before the split in the text."""
+    text = (
+        'if (int($n) > 0) { @Before = servers[1] }\n'
+        'switch ($kind) {\n case "list":\n  $c = split($s, servers, ",")\n'
+        ' default:\n  @Default = 1\n}\n'
+        '@Count = $c\n@First = servers[1]\n@Last = servers[3]\n'
+    )
+    assert run(text, kind="list", s="a,b,c", n="0") == {
+        "Count": 3, "First": "a", "Last": "c"}
+    with pytest.raises(RulesCompileError, match="unknown array 'other'"):
+        compile_rules("@X = other[1]\n", source="t.rules")  # a read alone still needs one
