@@ -198,10 +198,19 @@ def _status(p: props.Props, origins: dict[str, str], as_json: bool, peer_url: st
     peer: dict[str, object] | None = None
     peer_error = None
     if p.Mode != "standard" or peer_url:
-        port = p.PeerMetricsPort or p.MetricsPort
-        url = peer_url or (status_url(p.PeerHost, port) if port else None)
+        # Where the peer's heartbeats come from, at the MetricsPort they announce; never
+        # PeerHost + our own MetricsPort, which on one host is this probe itself.
+        url = peer_url
+        heard = local.get("peer_status_address")
+        if url is None and isinstance(heard, list) and len(heard) == 2:
+            url = status_url(str(heard[0]), int(heard[1]))
+        if url is None and p.PeerMetricsPort:
+            url = status_url(p.PeerHost, p.PeerMetricsPort)
         if url is None:
-            peer_error = "MetricsPort is 0: give the peer's /status with --peer-url"
+            peer_error = (
+                "peer unknown: not heard yet, or it has no MetricsPort (its heartbeats say "
+                "where its /status is); give it with --peer-url"
+            )
         elif secret_error is not None:
             peer_error = secret_error
         else:

@@ -309,6 +309,7 @@ class Probe:
                 spool_bytes=m.spool_bytes,
                 peer_sink_failing_seconds=m.peer_sink_failing,
                 peer_sink_verified_seconds_ago=_age(m.peer_sink_verified_age, heard),
+                peer_status_address=self._peer_status_address(),
                 peer_spool_bytes=m.peer_spool_bytes,
                 gap_fills=m.gap_fills,
             )
@@ -367,6 +368,14 @@ class Probe:
     def _operator_mode(self, mode: Mode) -> None:
         assert self.driver is not None
         self.driver.request_mode(mode, HandoverReason.OPERATOR)
+
+    def _peer_status_address(self) -> list[object] | None:
+        """[host, port] of the peer's /status: its heartbeats' source address and the
+        MetricsPort they announce (None: not heard yet, or it has no endpoint)."""
+        driver = self.driver
+        if driver is None or driver.peer_host is None or not driver.machine.peer_status_port:
+            return None
+        return [driver.peer_host, driver.machine.peer_status_port]
 
     def _verified_age(self) -> float | None:
         """Seconds since the sink last showed it works (a delivery or a check)."""

@@ -63,6 +63,7 @@ heartbeats = st.builds(
     spool_bytes=st.integers(0, 2**64 - 1),
     # float32 on the wire: any float32 age, and inf (never verified)
     sink_verified_age=st.floats(min_value=0, width=32, allow_nan=False),
+    status_port=st.integers(0, 65535),
 )
 acks = st.builds(
     Ack,
@@ -182,7 +183,7 @@ def test_malformed_bodies_with_valid_tags() -> None:
     base = (b"PBPR", wire.VERSION, 1, 0, 0, 1, 7, BOOT, 0, 1, BOOT, 0)
 
     def hb_body(interval: float = 2.0, failing: float = 0.0, verified: float = 1.0) -> bytes:
-        return wire._HEARTBEAT.pack(interval, b"abcd", 0, 0, 0, 0, failing, 0, verified)
+        return wire._HEARTBEAT.pack(interval, b"abcd", 0, 0, 0, 0, failing, 0, verified, 9100)
 
     good_body = hb_body()
     assert isinstance(decode(signed(base, good_body), SECRET), Heartbeat)
@@ -190,7 +191,7 @@ def test_malformed_bodies_with_valid_tags() -> None:
     assert isinstance(never, Heartbeat) and never.sink_verified_age == float("inf")
     # A version 2 heartbeat (no sink_verified_age) is refused by its version byte.
     with pytest.raises(HeartbeatDecodeError, match="^version"):
-        decode(signed(base[:1] + (2,) + base[2:], good_body[:-4]), SECRET)
+        decode(signed(base[:1] + (2,) + base[2:], good_body[:-6]), SECRET)
     bad = [
         (base[:5] + (99,) + base[6:], good_body),  # role
         (base[:2] + (9,) + base[3:], good_body),  # kind

@@ -146,7 +146,8 @@ class Props:
     )
     PeerMetricsPort: int = _prop(
         0,
-        "port of the peer's metrics endpoint (/status, /rules); 0 = same as MetricsPort",
+        "port of the peer's metrics endpoint for /rules (0 = same as MetricsPort), and "
+        "for /status until the peer's heartbeats say where it is (if set)",
         low=0,
         high=65535,
     )

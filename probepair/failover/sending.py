@@ -42,6 +42,7 @@ def heartbeat(m: MachineState, seq: int, flags: Flag, now: float) -> Heartbeat:
         0.0 if failing is None else max(0.0, now - failing),
         m._spool_bytes,
         INF if verified is None else max(0.0, now - verified),
+        c.status_port,
     )
 
 

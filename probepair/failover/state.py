@@ -238,6 +238,11 @@ class MachineState:
         return 0.0 if self._peer is None else self._peer.sink_failing
 
     @property
+    def peer_status_port(self) -> int:
+        """The MetricsPort the peer's last fresh heartbeat announced (0: none)."""
+        return 0 if self._peer is None else self._peer.status_port
+
+    @property
     def peer_sink_verified_age(self) -> float:
         """Seconds before its last heartbeat that the peer's sink was last verified
         working (inf: never, or the peer not heard)."""

@@ -87,6 +87,8 @@ class FailoverConfig:
     # How much later than an event a key the peer delivered must have reached us before
     # the event counts as missed by the peer (GapTimeout; see the package docstring).
     gap_timeout: float = 1.0
+    # Our MetricsPort (0: none): heartbeats tell the peer where our /status is.
+    status_port: int = 0
     sink_failover: float = 30.0  # SinkFailover; 0 = off
     failback_delay: float = 0.0  # FailbackDelay: a returning master beats this long first
 

@@ -10,7 +10,7 @@ Layout (network byte order), version 3::
     body    heartbeat: beat_interval f64 | config_digest 4s | acks_sent u32
                        | ack_base u32 | acks_heard u32 | pending u32
                        | sink_failing f64 | spool_bytes u64
-                       | sink_verified_age f32                             (48 bytes)
+                       | sink_verified_age f32 | status_port u16           (50 bytes)
             ack:       serial u32 | pending u32 | count u16 | count x 8-byte event keys
     tag     HMAC-SHA256 over header + body, truncated to 16 bytes
 
@@ -61,7 +61,7 @@ UNSIGNED_KEY: Final = b"probepair unsigned v1"
 
 NO_BOOT: Final = bytes(BOOT_ID_SIZE)  # echo_boot before anything was heard from the peer
 _HEADER: Final = struct.Struct("!4sBBBBBI8sIQ8sQ")
-_HEARTBEAT: Final = struct.Struct("!d4sIIIIdQf")
+_HEARTBEAT: Final = struct.Struct("!d4sIIIIdQfH")
 _ACK: Final = struct.Struct("!IIH")
 MAX_ACK_KEYS: Final = (MAX_DATAGRAM - _HEADER.size - _ACK.size - TAG_SIZE) // KEY_SIZE  # 165
 F32_MAX: Final = 3.4e38  # below float32's largest finite value; larger ages send inf
@@ -130,6 +130,8 @@ class Heartbeat:
         sink_verified_age: seconds since a delivery or a check last showed the sender's
             sink working (``inf``: never). A sink handover goes only to a standby whose
             sink this shows verified within ``SinkFailover`` (issue 21).
+        status_port: the sender's MetricsPort (0: none), at the datagram's source
+            address: where ``probepair status`` finds the peer's /status (issue 25).
     """
 
     sender: int
@@ -149,6 +151,7 @@ class Heartbeat:
     sink_failing: float = 0.0
     spool_bytes: int = 0
     sink_verified_age: float = math.inf
+    status_port: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +227,7 @@ def encode(msg: Message, secret: bytes) -> bytes:
                 msg.sink_failing,
                 msg.spool_bytes,
                 msg.sink_verified_age if msg.sink_verified_age < F32_MAX else math.inf,
+                msg.status_port,
             )
         else:
             kind, flags = _Kind.ACK, int(msg.flags)
@@ -377,7 +381,7 @@ def decode(data: bytes, secret: bytes, guard: ReplayGuard | None = None) -> Mess
     role = _ROLES[role_code]
     body = signed[_HEADER.size :]
     if kind == _Kind.HEARTBEAT:
-        interval, digest, acks_sent, base, heard, pending, failing, spool, verified = (
+        interval, digest, acks_sent, base, heard, pending, failing, spool, verified, port = (
             _HEARTBEAT.unpack(body)
         )
         if not (math.isfinite(interval) and interval > 0):
@@ -404,6 +408,7 @@ def decode(data: bytes, secret: bytes, guard: ReplayGuard | None = None) -> Mess
             failing,
             spool,
             verified,
+            port,
         )
     serial, pending, _ = _ACK.unpack_from(body)
     raw = body[_ACK.size :]

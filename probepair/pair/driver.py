@@ -183,6 +183,9 @@ class PeerDriver:
         # the event their end sets: live alerts wait behind them (``flushing``).
         self._flushes = 0
         self._flushed = trio.Event()
+        # The source address of the peer's newest fresh heartbeat: with the status port
+        # it announces, where the peer's /status is (``probepair status``).
+        self.peer_host: str | None = None
         self._performed = trio.Event()  # set after each round of the drive loop
         self._log = _RateLimitedLog(log_interval)
         self._new_boot = _Budget(NEW_BOOT_MACS, NEW_BOOT_BURST)
@@ -346,6 +349,7 @@ class PeerDriver:
             actions = machine.receive(msg, now)
             if isinstance(msg, Heartbeat) and machine.peer_last_heard == now:
                 observer.on_heartbeat_received()  # fresh and newest: it counted
+                self.peer_host = str(address[0]) if isinstance(address, tuple) else None
             if actions:
                 self._queue(actions)
 

@@ -55,6 +55,7 @@ def failover_config(props: Props, rules_digest: str = "") -> FailoverConfig:
         sink_failover=props.SinkFailover,
         failback_delay=props.FailbackDelay,
         config_digest=pair_digest(props, rules_digest),
+        status_port=props.MetricsPort,
     )
 
 

@@ -51,6 +51,33 @@ async def test_status_shows_both_sides_and_takeover_release_switch_roles(tmp_pat
         nursery.cancel_scope.cancel()
 
 
+async def test_status_on_one_host_asks_the_peer_where_its_heartbeats_say(
+        tmp_path: Path) -> None:
+    """Issue 25: a loopback pair, each probe with its own MetricsPort. ``status`` with
+    the slave's own props (its MetricsPort, not the peer's) used to ask PeerHost at that
+    port, i.e. itself, and called a healthy pair a split brain. Heartbeats carry the
+    sender's MetricsPort: status asks there, and says so when the peer is not heard."""
+    m, s = loopback_pair(tmp_path)
+    timings = Timings()
+    async with trio.open_nursery() as nursery:
+        master = await start_probe(nursery, m.args(s, timings), cwd=m.cwd)
+        await wait_metric(master, ACTIVE, 1, timeout=10)
+        alone = json.loads(await probepair_cli(m, s, "status", "--json",
+                                               metrics_port=m.metrics_port))
+        assert alone["peer"] is None and alone["local"]["peer_status_address"] is None
+        assert alone["peer_error"].startswith("peer unknown: not heard yet")
+        slave = await start_probe(nursery, s.args(m, timings), cwd=s.cwd)
+        await wait_metric(slave, 'probepair_role{role="slave-standby"}', 1, timeout=10)
+        both = json.loads(await probepair_cli(s, m, "status", "--json",
+                                              metrics_port=s.metrics_port))
+        assert both["local"]["peer_status_address"] == [m.host, m.metrics_port]
+        assert (both["local"]["name"], both["peer"]["name"]) == ("s", "m")
+        assert both["peer"]["role"] == "master"
+        table = await probepair_cli(s, m, "status", metrics_port=s.metrics_port)
+        assert "split brain" not in table and "pair OK: one active (m)" in table
+        nursery.cancel_scope.cancel()
+
+
 def test_status_without_a_running_probe_says_so(tmp_path: Path) -> None:
     import subprocess
 
