@@ -72,6 +72,9 @@ logger = logging.getLogger(__name__)
 RULES_POLL_INTERVAL = 2.0  # seconds between checks of RulesFile's mtime (reload on change)
 
 
+REJECTION_WINDOW = 60.0  # seconds a refused datagram stays in /status ("rejected")
+
+
 def _age(age_then: float, heard: float | None) -> float | None:
     """An age the peer reported (as of its heartbeat heard at ``heard``) as of now;
     None when it is unknown (never verified, or the peer never heard)."""
@@ -310,6 +313,7 @@ class Probe:
                 peer_sink_failing_seconds=m.peer_sink_failing,
                 peer_sink_verified_seconds_ago=_age(m.peer_sink_verified_age, heard),
                 peer_status_address=self._peer_status_address(),
+                rejected=self._rejections(),
                 peer_spool_bytes=m.peer_spool_bytes,
                 gap_fills=m.gap_fills,
             )
@@ -368,6 +372,17 @@ class Probe:
     def _operator_mode(self, mode: Mode) -> None:
         assert self.driver is not None
         self.driver.request_mode(mode, HandoverReason.OPERATOR)
+
+    def _rejections(self) -> dict[str, dict[str, object]]:
+        """Datagrams refused lately (REJECTION_WINDOW) for a setup problem: reason ->
+        count, seconds since the last, and the address they came from."""
+        assert self.driver is not None
+        now = trio.current_time()
+        return {
+            reason: {"count": count, "seconds_ago": round(now - at, 3), "from": host}
+            for reason, (at, count, host) in self.driver.rejections.items()
+            if now - at < REJECTION_WINDOW
+        }
 
     def _peer_status_address(self) -> list[object] | None:
         """[host, port] of the peer's /status: its heartbeats' source address and the

@@ -126,6 +126,28 @@ ROWS: Final[tuple[tuple[str, Callable[[Status], str]], ...]] = (
 _RULES_ROW: Final = [label for label, _ in ROWS].index("rules digest")
 
 
+_REJECTED: Final = {
+    "mac": "bad HMAC: the two SharedSecrets differ",
+    "unsigned": "the peer sends unsigned heartbeats: it has no SharedSecret",
+    "version": "another heartbeat format: upgrade both probes to the same version",
+}
+
+
+def _rejected(status: Status) -> list[str]:
+    rejected = status.get("rejected")
+    if not isinstance(rejected, dict):
+        return []
+    lines = []
+    for reason, info in sorted(rejected.items()):
+        if reason in _REJECTED and isinstance(info, dict):
+            lines.append(
+                f"WARNING: {status.get('name', UNKNOWN)} refuses the peer's datagrams "
+                f"({_REJECTED[reason]}; {info.get('count')} from {info.get('from')}, "
+                f"the last {_number(info.get('seconds_ago'))} s ago)"
+            )
+    return lines
+
+
 def verdict(local: Status, peer: Status | None, peer_error: str | None = None) -> list[str]:
     """The lines under the table: ``pair OK: ...`` or one ``WARNING: ...`` per problem."""
     if local.get("role") == "standard":
@@ -135,6 +157,8 @@ def verdict(local: Status, peer: Status | None, peer_error: str | None = None) -
         ]
     warnings: list[str] = []
     probes = [local] if peer is None else [local, peer]
+    for s in probes:  # a setup problem first: it explains what follows
+        warnings.extend(_rejected(s))
     active = [str(s.get("name", UNKNOWN)) for s in probes if s.get("active")]
     if peer is None:
         # the error itself is on the "peer:" line above the verdict

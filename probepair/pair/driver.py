@@ -18,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import NoReturn, Protocol
+from typing import Final, NoReturn, Protocol
 
 import trio
 
@@ -75,6 +75,13 @@ class DatagramLink(Protocol):
 
     async def receive(self) -> tuple[bytes, object]:
         """The next datagram and its source address."""
+
+
+# Rejections that mean the two probes are set up differently, not an attack or noise:
+# "mac" (another SharedSecret), "unsigned" (the peer has none), "version" (another
+# heartbeat format: upgrade both). status shows them (a wrong secret looked like a split
+# brain: both active, "peer last heard never").
+DIAGNOSED: Final = frozenset({"mac", "unsigned", "version"})
 
 
 class PeerObserver(Protocol):
@@ -186,6 +193,9 @@ class PeerDriver:
         # The source address of the peer's newest fresh heartbeat: with the status port
         # it announces, where the peer's /status is (``probepair status``).
         self.peer_host: str | None = None
+        # Datagrams refused for a reason an operator must act on (DIAGNOSED): reason ->
+        # (trio time of the last, how many, from where). ``probepair status`` says it.
+        self.rejections: dict[str, tuple[float, int, str]] = {}
         self._performed = trio.Event()  # set after each round of the drive loop
         self._log = _RateLimitedLog(log_interval)
         self._new_boot = _Budget(NEW_BOOT_MACS, NEW_BOOT_BURST)
@@ -341,6 +351,10 @@ class PeerDriver:
                     reason, detail = exc.reason, exc
             if reason is not None:
                 observer.on_rejected(reason)
+                if reason in DIAGNOSED:
+                    _, count, _ = self.rejections.get(reason, (0.0, 0, ""))
+                    host = str(address[0]) if isinstance(address, tuple) else str(address)
+                    self.rejections[reason] = (trio.current_time(), count + 1, host)
                 self._log(reason, logging.WARNING, "dropped datagram from %s: %s", address, detail)
                 continue
             if self.feed_idle is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,31 @@ async def test_status_on_one_host_asks_the_peer_where_its_heartbeats_say(
         assert both["peer"]["role"] == "master"
         table = await probepair_cli(s, m, "status", metrics_port=s.metrics_port)
         assert "split brain" not in table and "pair OK: one active (m)" in table
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_wrong_secret_is_named_not_called_a_split_brain(tmp_path: Path) -> None:
+    """Issue 25: two probes with different SharedSecrets both go active. Each refuses
+    the other's datagrams as bad HMAC; status says so, with the count and the address,
+    before anything else (it used to say only "split brain", "last heard never")."""
+    m, s = loopback_pair(tmp_path)
+    other = "another-" + secrets.token_hex(24)
+    timings = Timings()
+    async with trio.open_nursery() as nursery:
+        master = await start_probe(nursery, m.args(s, timings), cwd=m.cwd)
+        slave = await start_probe(nursery, s.args(m, timings, secret=other), cwd=s.cwd)
+        await wait_metric(master, ACTIVE, 1, timeout=10)
+        await wait_metric(slave, ACTIVE, 1, timeout=10)
+        table = await probepair_cli(m, s, "status", metrics_port=m.metrics_port)
+        print(table)
+        warnings = [line for line in table.splitlines() if line.startswith("WARNING")]
+        assert warnings[0].startswith(
+            "WARNING: m refuses the peer's datagrams (bad HMAC: the two SharedSecrets "
+            "differ; "), warnings
+        assert f"from {s.host}" in warnings[0]
+        local = json.loads(await probepair_cli(m, s, "status", "--json",
+                                               metrics_port=m.metrics_port))["local"]
+        assert local["rejected"]["mac"]["count"] >= 1
         nursery.cancel_scope.cancel()
 
 
