@@ -1,7 +1,8 @@
-"""Socket options shared by the feed and the heartbeat link."""
+"""Socket options and looks shared by the feeds, the sinks and the heartbeat link."""
 
 from __future__ import annotations
 
+import select
 import socket
 from pathlib import Path
 from typing import Final
@@ -23,3 +24,13 @@ def raise_rcvbuf(sock: socket.socket, wanted: int = WANTED_RCVBUF) -> None:
         except OSError:
             pass  # not root: fall back to what rmem_max allows
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, max(rmem_max, 1 << 20))
+
+
+def readable_now(sock: socket.socket | int) -> bool:
+    """Whether ``sock`` has something to read (or EOF) at this instant: a fresh
+    non-blocking look, never a remembered state. A closed socket is not readable."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return bool(readable)

@@ -10,7 +10,6 @@ At everyday rates the feed batches in time as well (``BatchLatency``, see
 
 from __future__ import annotations
 
-import select
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ import trio
 from probepair.errors import FeedError
 from probepair.events import Batch, Event, KeyMaker
 from probepair.feeds.base import MAX_BATCH, MAX_BATCH_BYTES, send_batch
-from probepair.sockopts import raise_rcvbuf
+from probepair.sockopts import raise_rcvbuf, readable_now
 
 if TYPE_CHECKING:
     from probepair.config.props import Props
@@ -72,11 +71,7 @@ class UdpFeed:
         sock = self.socket
         if sock is None or self._held:
             return False
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        return not readable
+        return not readable_now(sock)
 
     async def run(
         self,

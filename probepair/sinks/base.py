@@ -9,11 +9,16 @@ the runner then spools and retries.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from probepair.events import Item
+
+logger = logging.getLogger(__name__)
 
 
 # A rules target's table ("custom.vmstatus"): the rules compiler sets an alert's Table
@@ -32,6 +37,21 @@ def target_table(table: object) -> str | None:
         return None
     name = table.replace(".", "_")
     return None if name.lower() in RESERVED_TABLES else name
+
+
+def admit_target(sink: str, table: str, known: Collection[str], refused: set[str]) -> bool:
+    """Whether a SQL sink writes ``table``: one of the ``known`` target tables, or room
+    for one more. Past MAX_TARGET_TABLES its alerts stay in alerts_status, and each
+    refused name is logged once (remembered in ``refused``)."""
+    if table in known or len(known) < MAX_TARGET_TABLES:
+        return True
+    if table not in refused:
+        refused.add(table)
+        logger.warning(
+            "%s: target table %r refused: already %d target tables (the bound); its "
+            "alerts go to alerts_status", sink, table, MAX_TARGET_TABLES,
+        )  # fmt: skip
+    return False
 
 
 class Sink(Protocol):

@@ -25,7 +25,6 @@ next delivery reconnects (the runner backs off and spools meanwhile).
 from __future__ import annotations
 
 import functools
-import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -41,12 +40,10 @@ from psycopg import sql
 from probepair.config.redact import redact_credentials
 from probepair.errors import SinkError
 from probepair.events import Item
-from probepair.sinks.base import MAX_TARGET_TABLES, target_table
+from probepair.sinks.base import admit_target, target_table
 
 if TYPE_CHECKING:
     from probepair.config.props import Props
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_TABLE: Final = "alerts_status"  # the ObjectServer's alerts.status
 _TABLE_MARK: Final = b'"Table":'  # only alerts of a rules target carry the field
@@ -240,15 +237,6 @@ class PostgresSink:
             db.execute(schema(table))
         self._tables.add(table)
 
-    def _refuse(self, table: str) -> None:
-        if table not in self._refused:
-            self._refused.add(table)
-            logger.warning(
-                "%s: target table %r refused: already %d target tables (the bound); "
-                "its alerts go to alerts_status",
-                self.name, table, MAX_TARGET_TABLES,
-            )
-
     async def open(self) -> None:
         if self._db is None:
             self._db = await self._run(self._connect_sync, "cannot connect")
@@ -264,11 +252,10 @@ class PostgresSink:
     def _deliver_sync(self, db: psycopg.Connection[tuple[object, ...]], items: list[Item]) -> None:
         groups = target_tables(items)
         for table in [t for t in groups if t not in self._tables]:  # in order of arrival
-            if len(self._tables) > MAX_TARGET_TABLES:  # alerts_status + the bound
-                self._refuse(table)
-                groups.setdefault(DEFAULT_TABLE, []).extend(groups.pop(table))
-            else:
+            if admit_target(self.name, table, self._tables - {DEFAULT_TABLE}, self._refused):
                 self._create_sync(db, table)
+            else:
+                groups.setdefault(DEFAULT_TABLE, []).extend(groups.pop(table))
         for attempt in range(RETRIES + 1):
             try:
                 with db.transaction():  # the whole batch, every table, or nothing

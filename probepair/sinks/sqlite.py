@@ -17,7 +17,6 @@ shape is the rules'). A ``Table`` that is not a table name goes to alerts_status
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import time
@@ -29,12 +28,10 @@ import trio
 
 from probepair.errors import SinkError
 from probepair.events import Item
-from probepair.sinks.base import MAX_TARGET_TABLES, target_table
+from probepair.sinks.base import admit_target, target_table
 
 if TYPE_CHECKING:
     from probepair.config.props import Props
-
-logger = logging.getLogger(__name__)
 
 KEY_RETENTION = 86400.0  # seconds a delivered event key is remembered; far beyond any failover
 COLUMNS = ("Node", "NodeAlias", "Manager", "Agent", "AlertGroup", "AlertKey", "Summary")
@@ -144,7 +141,9 @@ class SqliteSink:
                     continue  # a resend of an event already delivered
                 fields = orjson.loads(payload)
                 table = target_of(fields)
-                if table is not None and self._may_create(table):
+                if table is not None and admit_target(
+                    self.name, table, self._columns, self._refused
+                ):
                     self._write_target(db, table, fields, hexkey, payload)
                     continue
                 ident = str(fields.get("Identifier") or hexkey)
@@ -169,20 +168,6 @@ class SqliteSink:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-
-    def _may_create(self, table: str) -> bool:
-        """Whether alerts for ``table`` go there: a known table, or room for one more
-        (past MAX_TARGET_TABLES they stay in alerts_status, logged once per name)."""
-        if table in self._columns or len(self._columns) < MAX_TARGET_TABLES:
-            return True
-        if table not in self._refused:
-            self._refused.add(table)
-            logger.warning(
-                "%s: target table %r refused: already %d target tables (the bound); "
-                "its alerts go to alerts_status",
-                self.name, table, MAX_TARGET_TABLES,
-            )
-        return False
 
     def _write_target(
         self,

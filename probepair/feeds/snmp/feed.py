@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import select
 import socket
 from collections.abc import Callable
 from functools import partial
@@ -48,7 +47,7 @@ from probepair.feeds.snmp.names import NameCache
 from probepair.feeds.snmp.tokens import trap_tokens
 from probepair.feeds.snmp.usm import Opened, UsersFileError, Usm, engine_id_for, parse_users
 from probepair.metrics import Metrics
-from probepair.sockopts import raise_rcvbuf
+from probepair.sockopts import raise_rcvbuf, readable_now
 
 if TYPE_CHECKING:
     from probepair.config.props import Props
@@ -127,11 +126,7 @@ class SnmpFeed:
         sock = self.socket
         if sock is None or self._tcp:
             return False
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        return not readable
+        return not readable_now(sock)
 
     async def run(
         self,
