@@ -86,6 +86,37 @@ class Failback:
     takeover: TakeoverCount | None
 
 
+@dataclass
+class Cycles:
+    """What ``kill_cycles`` measured, and the master it left running."""
+
+    master: ProbeProcess
+    takeovers: list[float]  # seconds from each kill until the slave was seen active
+    failbacks: list[float]  # seconds from each restart until the master was active again
+
+
+async def kill_cycles(restart: Callable[[], Awaitable[ProbeProcess]], master: ProbeProcess,
+                      slave: ProbeProcess, feeder: Feeder, cycles: int,
+                      timings: Timings = TIMINGS) -> Cycles:
+    """``cycles`` times under load: kill -9 the master, wait for the slave to take
+    over, restart the master (``restart``) and wait for its failback (bounds from the
+    pair's ``timings``)."""
+    done = Cycles(master, [], [])
+    for _ in range(cycles):
+        killed_at = trio.current_time()
+        await kill9(done.master)
+        await wait_metric(slave, ACTIVE, 1, timings.bound + 5)
+        done.takeovers.append(trio.current_time() - killed_at)
+        await feeder.wait_traffic(0.5)
+        restarted_at = trio.current_time()
+        done.master = await restart()
+        await wait_metric(done.master, ACTIVE, 1, 5 * timings.bound + 5)
+        await wait_metric(slave, STANDBY, 1, 5)
+        done.failbacks.append(trio.current_time() - restarted_at)
+        await feeder.wait_traffic(0.5)
+    return done
+
+
 async def kill_and_fail_back(start: StartSide, m: PairSide, s: PairSide, *,
                              check_takeover: bool = False) -> Failback:
     """Kill the master under load, let the slave take over, restart the master and let

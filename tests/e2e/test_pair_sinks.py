@@ -35,6 +35,7 @@ from tests.e2e.procs import (
     start_probe,
     wait_metric,
 )
+from tests.e2e.scenarios import kill_cycles
 
 pytestmark = pytest.mark.e2e
 
@@ -126,8 +127,6 @@ async def test_pair_in_two_namespaces_writes_one_postgres_exactly_once(
                                      netns=topo.ns(ns))
 
         feeder = Feeder([(m.feed_host, m.feed_port), (s.feed_host, s.feed_port)], rate=RATE)
-        took: list[float] = []
-        failback: list[float] = []
         async with trio.open_nursery() as nursery:
             master = await start(m, s, "a")
             slave = await start(s, m, "b")
@@ -135,18 +134,9 @@ async def test_pair_in_two_namespaces_writes_one_postgres_exactly_once(
             await wait_metric(slave, STANDBY, 1, START_TIMEOUT)
             nursery.start_soon(feeder.run)
             await feeder.wait_traffic(0.5)
-            for _ in range(CYCLES):
-                killed_at = trio.current_time()
-                await kill9(master)
-                await wait_metric(slave, ACTIVE, 1, TIMINGS.bound + 5)
-                took.append(trio.current_time() - killed_at)
-                await feeder.wait_traffic(0.5)
-                restarted_at = trio.current_time()
-                master = await start(m, s, "a")
-                await wait_metric(master, ACTIVE, 1, 5 * TIMINGS.bound + 5)
-                await wait_metric(slave, STANDBY, 1, 5)
-                failback.append(trio.current_time() - restarted_at)
-                await feeder.wait_traffic(0.5)
+            cycles = await kill_cycles(lambda: start(m, s, "a"), master, slave, feeder,
+                                       CYCLES, TIMINGS)
+            master, took, failback = cycles.master, cycles.takeovers, cycles.failbacks
             feeder.stop()
             rows, inflated, delivered, missing = await wait_all_in_db(url, feeder)
             assert await slave.stop() == 0

@@ -30,13 +30,13 @@ from tests.e2e.procs import (
     PairSide,
     ProbeProcess,
     Timings,
-    kill9,
     loopback_pair,
     probepair_cmd,
     scrape,
     start_probe,
     wait_metric,
 )
+from tests.e2e.scenarios import kill_cycles
 from tests.e2e.snmpsender import TrapFeeder, trap
 
 pytestmark = pytest.mark.e2e
@@ -236,7 +236,6 @@ async def test_a_trap_pair_through_three_kill9_cycles_loses_and_duplicates_nothi
     async def start(nursery: trio.Nursery, side: PairSide, peer: PairSide) -> ProbeProcess:
         return await start_probe(nursery, snmp_args(side, peer, users, extra), cwd=side.cwd)
 
-    took: list[float] = []
     async with trio.open_nursery() as nursery:
         master = await start(nursery, m, s)
         slave = await start(nursery, s, m)
@@ -244,16 +243,9 @@ async def test_a_trap_pair_through_three_kill9_cycles_loses_and_duplicates_nothi
         await wait_metric(slave, STANDBY, 1, START_TIMEOUT)
         nursery.start_soon(feeder.run)
         await feeder.wait_traffic(0.5)
-        for _ in range(CYCLES):
-            killed_at = trio.current_time()
-            await kill9(master)
-            await wait_metric(slave, ACTIVE, 1, TIMINGS.bound + 5)
-            took.append(trio.current_time() - killed_at)
-            await feeder.wait_traffic(0.5)
-            master = await start(nursery, m, s)
-            await wait_metric(master, ACTIVE, 1, 5 * TIMINGS.bound + 5)
-            await wait_metric(slave, STANDBY, 1, 5)
-            await feeder.wait_traffic(0.5)
+        cycles = await kill_cycles(lambda: start(nursery, m, s), master, slave, feeder,
+                                   CYCLES, TIMINGS)
+        master, took = cycles.master, cycles.takeovers
         feeder.stop()
         with trio.fail_after(DELIVERY_TIMEOUT):
             while (await trio.to_thread.run_sync(db_counts, db, feeder))[2]:
