@@ -198,6 +198,20 @@ async def serve_fake_peer(status: dict[str, object], archive: bytes, *, secret: 
     await trio.serve_listeners(handle, listeners)
 
 
+async def refused_by_slave(nursery: trio.Nursery, s: PairSide, m: PairSide,
+                           timings: Timings, fake_port: int) -> ProbeProcess:
+    """The slave, pulling rules from a fake peer on ``fake_port``, once it has refused
+    what that peer offers."""
+    slave = await start_probe(
+        nursery,
+        s.args(m, timings, extra=[*rules_args(s), "--rulessync", "pull",
+                                  "--peermetricsport", str(fake_port)]),
+        cwd=s.cwd,
+    )
+    await wait_metric(slave, 'probepair_rules_syncs_total{result="refused"}', 1, timeout=10)
+    return slave
+
+
 async def test_tampered_or_unsigned_archives_are_refused_and_counted(tmp_path: Path) -> None:
     m, s = older_pair(tmp_path)
     timings = Timings()
@@ -212,13 +226,7 @@ async def test_tampered_or_unsigned_archives_are_refused_and_counted(tmp_path: P
         settings = (await status_of(master))["settings_digest"]  # the pair's: only rules differ
         fake_status = {"rules": "f" * 64, "settings_digest": settings}
         fake_port = await nursery.start(serve_fake_peer, fake_status, tampered)
-        slave = await start_probe(
-            nursery,
-            s.args(m, timings, extra=[*rules_args(s), "--rulessync", "pull",
-                                      "--peermetricsport", str(fake_port)]),
-            cwd=s.cwd,
-        )
-        await wait_metric(slave, 'probepair_rules_syncs_total{result="refused"}', 1, timeout=10)
+        slave = await refused_by_slave(nursery, s, m, timings, fake_port)
         metrics = await scrape(slave)
         assert (metrics[READY], metrics['probepair_rules_syncs_total{result="success"}']) == (0, 0)
         assert not (s.cwd / "rules.prev").exists()
@@ -262,13 +270,7 @@ async def test_an_old_signed_archive_is_refused_no_rollback(tmp_path: Path) -> N
         old_archive = pack(old, PAIR_SECRET.encode(), settings)  # as /rules served it then
         fake_status = {"rules": old.digest, "settings_digest": settings}
         fake_port = await nursery.start(serve_fake_peer, fake_status, old_archive)
-        slave = await start_probe(
-            nursery,
-            s.args(m, timings, extra=[*rules_args(s), "--rulessync", "pull",
-                                      "--peermetricsport", str(fake_port)]),
-            cwd=s.cwd,
-        )
-        await wait_metric(slave, 'probepair_rules_syncs_total{result="refused"}', 1, timeout=10)
+        slave = await refused_by_slave(nursery, s, m, timings, fake_port)
         assert (await scrape(slave))['probepair_rules_syncs_total{result="success"}'] == 0
         assert "v0" in (s.cwd / "rules" / "lib" / "common.rules").read_text()
         assert not (s.cwd / "rules.prev").exists()
