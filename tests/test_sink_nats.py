@@ -22,9 +22,9 @@ from probepair.errors import ConfigError, SinkError
 from probepair.events import Item
 from probepair.metrics import Metrics
 from probepair.sinks import make_sink
+from probepair.sinks.asyncbridge import STOP_TIMEOUT
 from probepair.sinks.jetstream import (
     CLOSE_TIMEOUT,
-    STOP_TIMEOUT,
     NatsSink,
     parse_servers,
     subject_token,
