@@ -30,7 +30,7 @@ import logging
 import math
 import os
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
@@ -72,6 +72,13 @@ def check_interval(sink_failover: float) -> float:
     """How often an idle sink is checked: often enough that a standby's verified
     health is fresh well inside ``SinkFailover`` (a quarter of it, 5 s at most)."""
     return min(CHECK_INTERVAL, sink_failover / 4) if sink_failover > 0 else CHECK_INTERVAL
+
+
+class _Timeout:
+    """The wait for alerts reached the runner's next timer."""
+
+
+_TIMEOUT: Final = _Timeout()
 
 
 class SinkRunner:
@@ -175,41 +182,36 @@ class SinkRunner:
             self._failed(exc)
         async with recv:
             while True:
-                if self.spool is not None and self.spool.pending:
+                # The next timer: a spool replay, a sync, a check of an idle sink. Its
+                # deadline bounds only the wait for alerts, never a delivery: one cut
+                # short by it would drop its batch (not delivered, not spooled, not
+                # acked), which lost a batch when a slow sink met a check deadline.
+                spooling = self.spool is not None and self.spool.pending
+                timer: Callable[[], Awaitable[object]] | None
+                if spooling:
                     # A deadline, not a delay: alerts arriving meanwhile must not
                     # postpone the replay (a steady feed would starve it forever).
-                    with trio.move_on_at(self._retry_at):
-                        items = await self._next(recv)
-                        if items is None:
-                            break
-                        await self._spool(items)
-                        continue
-                    await self._replay()
-                    continue
-                if self._unsynced:
+                    deadline, timer = self._retry_at, self._replay
+                elif self._unsynced:
                     # Keys wait for a sync under SinkSync interval: a quiet feed must
                     # not hold them past SinkSyncInterval.
-                    with trio.move_on_at(self._sync_at):
-                        items = await self._next(recv)
-                        if items is None:
-                            break
-                        await self._deliver_or_spool(items)
-                        continue
-                    await self._sync_and_report()
-                    continue
-                if self._check_every is not None:
-                    with trio.move_on_at(self._check_at):
-                        items = await self._next(recv)
-                        if items is None:
-                            break
-                        await self._deliver_or_spool(items)
-                        continue
-                    await self._check()
-                    continue
-                items = await self._next(recv)
-                if items is None:
+                    deadline, timer = self._sync_at, self._sync_and_report
+                elif self._check_every is not None:
+                    deadline, timer = self._check_at, self._check
+                else:
+                    deadline, timer = math.inf, None
+                items: list[Item] | _Timeout | None = _TIMEOUT
+                with trio.move_on_at(deadline):
+                    items = await self._next(recv)
+                if isinstance(items, _Timeout):
+                    assert timer is not None
+                    await timer()
+                elif items is None:
                     break
-                await self._deliver_or_spool(items)
+                elif spooling:
+                    await self._spool(items)
+                else:
+                    await self._deliver_or_spool(items)
         with trio.move_on_after(CLOSE_GRACE, shield=True):
             await self._sync_and_report()
             while self.spool is not None and self.spool.pending:
