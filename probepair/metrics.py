@@ -22,6 +22,15 @@ logger = logging.getLogger(__name__)
 ROLES = ("master", "master-pending", "slave-standby", "slave-active", "standard")
 # HeartbeatDecodeError reasons (wire.decode and ReplayGuard), created at start so that
 # rate() sees the first rejection.
+# The causes of probepair_peer_problem (``ops.problems`` says when each holds).
+PEER_PROBLEMS = (
+    "authentication",
+    "version",
+    "silent",
+    "config_drift",
+    "rules_differ",
+    "split_brain",
+)
 REJECT_REASONS = (
     "short",
     "magic",
@@ -223,6 +232,16 @@ class Metrics:
             "1 when the peer's pair-wide settings (intervals, rules digest) differ from ours",
             registry=r,
         )
+        self.peer_problem = Gauge(
+            "probepair_peer_problem",
+            "1 while this cause keeps the pair from working as one: authentication (the "
+            "SharedSecrets differ), version, silent (nothing heard: firewall, PeerHost), "
+            "config_drift, rules_differ, split_brain",
+            ["cause"],
+            registry=r,
+        )
+        for cause in PEER_PROBLEMS:
+            self.peer_problem.labels(cause=cause).set(0)
         self.failback_window_open = Gauge(
             "probepair_failback_window_open",
             "1 while a returning master may take the role back (FailbackWindow open or unset)",

@@ -32,6 +32,7 @@ import trio
 
 from probepair._version import __version__
 from probepair.config.cron import FailbackWindow
+from probepair.config.pairwide import file_digests, pair_settings
 from probepair.config.paths import default_spool
 from probepair.config.secret import read_metrics_token
 from probepair.errors import RulesError
@@ -41,6 +42,7 @@ from probepair.metrics import Metrics
 from probepair.ops.control import make_handler, serve_control, socket_path
 from probepair.ops.endpoint import EndpointAuth, serve_metrics
 from probepair.ops.notify import Notifier
+from probepair.ops.problems import CAUSES, peer_problems
 from probepair.pair.driver import PeerDriver
 from probepair.pair.observer import PairObserver, build_driver, pair_digest, settings_digest
 from probepair.pair.window import drive_window, local_zone, window_status
@@ -149,6 +151,7 @@ class Probe:
         self.notifier = Notifier(props.NotifyCommand, props.Name)
         self._self_send: BoundedSendChannel[Batch] | None = None
         self.addresses: dict[str, str] = {}
+        self._started = 0.0  # trio time run() began (a probe just started heard nothing yet)
         self.window = (
             FailbackWindow(props.FailbackWindow, props.FailbackWindowLength, local_zone())
             if props.FailbackWindow and props.Mode != "standard"
@@ -290,6 +293,7 @@ class Probe:
             "settings_digest": settings_digest(self.props).hex(),
             "ready": True if self.readiness is None else self.readiness.ready is True,
             "desynchronised": [] if self.readiness is None else self.readiness.differs,
+            **self._digests(),
             "allow_insecure_heartbeats": self.props.AllowInsecureHeartbeats,
             "events_in": int(self.metrics.count("probepair_events_received_total")),
             "events_out": int(self.metrics.count("probepair_events_forwarded_total")),
@@ -313,6 +317,8 @@ class Probe:
                 peer_sink_failing_seconds=m.peer_sink_failing,
                 peer_sink_verified_seconds_ago=_age(m.peer_sink_verified_age, heard),
                 peer_status_address=self._peer_status_address(),
+                peer_address=_host_port(self.props.PeerHost, self.props.PeerPort),
+                problems=self.problems(),
                 rejected=self._rejections(),
                 peer_spool_bytes=m.peer_spool_bytes,
                 gap_fills=m.gap_fills,
@@ -354,12 +360,11 @@ class Probe:
 
     def _readiness(self, driver: PeerDriver) -> Readiness:
         props = self.props
-        port = props.PeerMetricsPort or props.MetricsPort
         return Readiness(
             driver.machine,
-            peer_url(props.PeerHost, port, "/status") if port else "",
-            peer_url(props.PeerHost, port, "/rules") if port else "",
-            lambda: {"rules": self.rules_digest, "settings_digest": settings_digest(props).hex()},
+            partial(self._peer_url, "/status"),
+            partial(self._peer_url, "/rules"),
+            self._digests,
             props.RulesSync == "pull",
             self._pull_rules,
             lambda: self.reload_rules("RulesSync pull"),
@@ -368,6 +373,54 @@ class Probe:
             secret=props.SharedSecret.encode(),
             settings=settings_digest(props),
         )
+
+    def _peer_url(self, path: str) -> str:
+        """The peer's endpoint, in the README's order. /status: where the peer's
+        authenticated heartbeats come from, at the MetricsPort they announce (on one
+        host PeerHost with our own MetricsPort is ourselves), else PeerMetricsPort.
+        /rules: PeerMetricsPort when set (an operator's choice), else the same."""
+        props = self.props
+        heard = self._peer_status_address()
+        if path == "/rules" and props.PeerMetricsPort:
+            return peer_url(props.PeerHost, props.PeerMetricsPort, path)
+        if heard is not None:
+            return peer_url(str(heard[0]), int(str(heard[1])), path)
+        port = props.PeerMetricsPort or (props.MetricsPort if path == "/rules" else 0)
+        return peer_url(props.PeerHost, port, path) if port else ""
+
+    def _digests(self) -> dict[str, Any]:
+        """What readiness compares with the master's /status: digests, then by name."""
+        props, tree = self.props, self.tree
+        return {
+            "rules": self.rules_digest,
+            "settings_digest": settings_digest(props).hex(),
+            "settings": pair_settings(props),
+            "rules_files": {} if tree is None else file_digests(tree.files, tree.main),
+        }
+
+    def problems(self) -> list[str]:
+        """The causes (``ops.problems``) that keep the pair from working as one now."""
+        driver = self.driver
+        if driver is None:
+            return []
+        m = driver.machine
+        now = trio.current_time()
+        heard = m.peer_last_heard
+        return peer_problems(
+            heard_ago=None if heard is None else now - heard,
+            up=now - self._started,
+            bound=self.props.takeover_bound,
+            rejected=self._rejections(),
+            config_drift=m.config_drift,
+            differs=[] if self.readiness is None else self.readiness.differs,
+            split_brain=m.split_brain,
+        )
+
+    def _has_problem(self, cause: str) -> int:
+        try:
+            return 1 if cause in self.problems() else 0
+        except RuntimeError:  # scraped outside the trio run (at its end)
+            return 0
 
     def _operator_mode(self, mode: Mode) -> None:
         assert self.driver is not None
@@ -446,6 +499,7 @@ class Probe:
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until stop(); deliver everything accepted before returning."""
         props = self.props
+        self._started = trio.current_time()
         sink = make_sink(props)
         spool = (
             Spool(spool_path(props, create=True), props.MaxSAFFileSize)
@@ -474,6 +528,10 @@ class Probe:
             machine = self.driver.machine
             # A sync (or a reload on either side) can end a drift: follow the machine.
             self.metrics.config_drift.set_function(lambda: 1 if machine.config_drift else 0)
+            for cause in CAUSES:
+                self.metrics.peer_problem.labels(cause=cause).set_function(
+                    partial(self._has_problem, cause)
+                )
         runner = SinkRunner(
             sink, self.metrics, self.gate.delivered, spool,
             sync=props.SinkSync, sync_interval=props.SinkSyncInterval,
@@ -591,6 +649,11 @@ class Probe:
         if isinstance(address, tuple):
             return f"{address[0]}:{address[1]}"
         return str(address)
+
+
+def _host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 host bracketed."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def run_probe(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+from probepair.config.pairwide import differences
 from probepair.ops.control import ControlError
 from probepair.rulesync import fetch as httpget
 from probepair.rulesync import netjson
@@ -39,6 +40,11 @@ def _heard(status: Status) -> str:
     if "peer_heard_seconds_ago" in status and ago is None:
         return "never"
     return UNKNOWN if not isinstance(ago, int | float) else f"{ago:.1f} s ago"
+
+
+def _heard_ago(status: Status) -> str:
+    ago = status.get("peer_heard_seconds_ago")
+    return "never heard" if not isinstance(ago, int | float) else f"last heard {ago:.0f} s ago"
 
 
 def _drift(status: Status) -> str:
@@ -159,6 +165,13 @@ def verdict(local: Status, peer: Status | None, peer_error: str | None = None) -
     probes = [local] if peer is None else [local, peer]
     for s in probes:  # a setup problem first: it explains what follows
         warnings.extend(_rejected(s))
+    for s in probes:
+        if "silent" in (s.get("problems") or ()):
+            warnings.append(
+                f"WARNING: {s.get('name', UNKNOWN)} hears nothing from "
+                f"{s.get('peer_address', 'its peer')} ({_heard_ago(s)}): "
+                "firewall, PeerHost or PeerPort, or the peer is down?"
+            )
     active = [str(s.get("name", UNKNOWN)) for s in probes if s.get("active")]
     if peer is None:
         # the error itself is on the "peer:" line above the verdict
@@ -178,10 +191,14 @@ def verdict(local: Status, peer: Status | None, peer_error: str | None = None) -
         and local.get("rules") != peer.get("rules")
     )
     if any(s.get("config_drift") for s in probes) or rules_differ:
-        warnings.append(
-            "WARNING: config drift between peers"
-            + (" (rules digests differ)" if rules_differ else "")
+        named = [] if peer is None else differences(
+            local, peer, f"on {local.get('name', UNKNOWN)}", f"on {peer.get('name', UNKNOWN)}"
         )
+        if named:
+            why = ": " + "; ".join(named)
+        else:
+            why = " (rules digests differ)" if rules_differ else ""
+        warnings.append("WARNING: config drift between peers" + why)
     for s in probes:
         if s.get("ready") is False and s.get("role") != "standard":
             what = ", ".join(s.get("desynchronised") or ["?"])

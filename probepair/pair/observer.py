@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from probepair.config.pairwide import pair_settings
 from probepair.failover import (
     ACTIVE_ROLES,
     DropReason,
@@ -61,17 +62,7 @@ def failover_config(props: Props, rules_digest: str = "") -> FailoverConfig:
 
 def settings_digest(props: Props) -> bytes:
     """The digest of the pair-wide settings both peers must agree on, rules aside."""
-    return config_digest(
-        props.BeatInterval,
-        props.BeatThreshold,
-        props.HeartbeatTimeout,
-        props.Failback,
-        props.FeedFormat,
-        props.KeyWindow,
-        props.FailbackWindow,
-        props.FailbackWindowLength,
-        props.FailbackDelay,
-    )
+    return config_digest(*pair_settings(props).values())
 
 
 def pair_digest(props: Props, rules_digest: str) -> bytes:

@@ -32,6 +32,7 @@ from typing import Any, Final, NoReturn
 
 import trio
 
+from probepair.config.pairwide import differences
 from probepair.failover import MASTER_ROLES, FailoverMachine, Role
 from probepair.failover.wire import config_digest
 from probepair.rulesync import fetch as httpget
@@ -52,6 +53,12 @@ FETCH_TIMEOUT: Final = 10.0  # seconds for one /rules or /status request
 MAX_STATUS: Final = 1 << 20  # bytes of a peer's /status (a few KiB)
 PULL_RETRY: Final = 30.0  # seconds before a failed pull of the same digest is tried again
 NOT_HEARD: Final = "master not heard yet"
+RULES_FILE: Final = "rules file "  # how ``differences`` names a rules file
+
+
+def rules_differ(differs: list[str]) -> bool:
+    """Readiness's ``differs`` says the rules trees differ (by file or as a whole)."""
+    return any(d == "rules" or d.startswith(RULES_FILE) for d in differs)
 
 
 def peer_url(host: str, port: int, path: str) -> str:
@@ -202,8 +209,9 @@ class Readiness:
 
     Args:
         machine: the probe's failover machine (its peer's digest and role).
-        status_url: the peer's ``/status`` URL ('' when unknown: MetricsPort 0).
-        rules_url: the peer's ``/rules`` URL.
+        status_url: the peer's ``/status`` URL ('' when unknown: MetricsPort 0), or
+            what gives it when asked (where the peer's heartbeats come from).
+        rules_url: the peer's ``/rules`` URL, or what gives it.
         local: our own ``rules`` and ``settings_digest`` as ``/status`` shows them.
         pull: RulesSync is ``pull``: sync when the rules differ (standby slave only).
         do_pull: runs the sync, blocking (``sync_once``); called in a worker thread
@@ -218,8 +226,8 @@ class Readiness:
     def __init__(
         self,
         machine: FailoverMachine,
-        status_url: str,
-        rules_url: str,
+        status_url: str | Callable[[], str],
+        rules_url: str | Callable[[], str],
         local: Callable[[], dict[str, Any]],
         pull: bool,
         do_pull: Callable[[str, Approve], Any],
@@ -231,8 +239,8 @@ class Readiness:
         settings: bytes = b"",
     ) -> None:
         self.machine = machine
-        self.status_url = status_url
-        self.rules_url = rules_url
+        self._status_url = status_url
+        self._rules_url = rules_url
         self._local = local
         self.pull = pull
         self._do_pull = do_pull
@@ -244,6 +252,16 @@ class Readiness:
         self.ready: bool | None = None  # None: not decided yet
         self.differs: list[str] = [NOT_HEARD]
         self._failed: tuple[str, float] = ("", -math.inf)  # peer digest, when a pull failed
+
+    @property
+    def status_url(self) -> str:
+        url = self._status_url
+        return url if isinstance(url, str) else url()
+
+    @property
+    def rules_url(self) -> str:
+        url = self._rules_url
+        return url if isinstance(url, str) else url()
 
     def _set(self, ready: bool, differs: list[str]) -> None:
         if ready != self.ready or differs != self.differs:
@@ -271,14 +289,17 @@ class Readiness:
             self._set(True, [])
             return
         differs, peer_rules = await self._what_differs()
+        if peer_rules is None and self.ready is False and self.differs != [NOT_HEARD]:
+            return  # the peer's /status is silent (it may have just died): keep what it said
         if (
-            "rules" in differs
+            rules_differ(differs)
             and self.pull
             and m.role is Role.SLAVE_STANDBY
             and m.peer_role in MASTER_ROLES
+            and peer_rules is not None
             and self._may_retry(peer_rules)
         ) and await self._pull(peer_rules):
-            differs = [d for d in differs if d != "rules"]
+            differs = [d for d in differs if not rules_differ([d])]
             if not m.config_drift:
                 differs = []
         self._set(not differs, differs)
@@ -308,10 +329,11 @@ class Readiness:
         self._failed = (peer_rules, trio.current_time())
         return False
 
-    async def _what_differs(self) -> tuple[list[str], str]:
-        """What the peer's /status says differs (the heartbeat said something does)."""
+    async def _what_differs(self) -> tuple[list[str], str | None]:
+        """What the peer's /status says differs (the heartbeat said something does), and
+        the rules digest it reports (None: no answer)."""
         if not self.status_url:
-            return ["config or rules (the peer's /status is unknown: MetricsPort is 0)"], ""
+            return ["config or rules (the peer's /status is unknown: MetricsPort is 0)"], None
         peer: object = None
         try:
             with trio.fail_after(FETCH_TIMEOUT):
@@ -325,7 +347,7 @@ class Readiness:
         except (httpget.FetchError, netjson.JSONInputError) as exc:
             logger.info("peer status %s: %s", self.status_url, exc)
         if not isinstance(peer, dict):
-            return [f"config or rules ({self.status_url} does not answer)"], ""
+            return [f"config or rules ({self.status_url} does not answer)"], None
         local = self._local()
         differs = [
             what
@@ -334,4 +356,14 @@ class Readiness:
         ]
         if not differs:  # a stale answer, or PeerMetricsPort points elsewhere
             differs = [f"config or rules ({self.status_url} shows no difference)"]
-        return differs, str(peer.get("rules", ""))
+        # By name where both sides tell (the property with both values, the rules file);
+        # a coarse word for what a peer of an older version does not show.
+        named = differences(local, peer, "here", "on the master")
+        rules_named = any(d.startswith(RULES_FILE) for d in named)
+        config_named = any(not d.startswith(RULES_FILE) for d in named)
+        shown = list(named)
+        if "config" in differs and not config_named:
+            shown.insert(0, "config")
+        if "rules" in differs and not rules_named:
+            shown.append("rules")
+        return shown or differs, str(peer.get("rules", ""))

@@ -16,6 +16,7 @@ from tests.e2e.procs import (
     probe_env,
     probepair_cli,
     probepair_cmd,
+    scrape,
     start_probe,
     wait_metric,
 )
@@ -101,6 +102,58 @@ async def test_a_wrong_secret_is_named_not_called_a_split_brain(tmp_path: Path) 
         local = json.loads(await probepair_cli(m, s, "status", "--json",
                                                metrics_port=m.metrics_port))["local"]
         assert local["rejected"]["mac"]["count"] >= 1
+        assert "authentication" in local["problems"] and "silent" not in local["problems"]
+        await wait_metric(master, 'probepair_peer_problem{cause="authentication"}', 1, 5)
+        assert (await scrape(master))['probepair_peer_problem{cause="silent"}'] == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_never_heard_is_named_with_the_address_probed(tmp_path: Path) -> None:
+    """Issue 25: nothing comes back from PeerHost:PeerPort (no peer runs there: as a
+    firewall or a wrong PeerHost looks). Status names the address, the metric the cause."""
+    m, s = loopback_pair(tmp_path)
+    timings = Timings()
+    async with trio.open_nursery() as nursery:
+        master = await start_probe(nursery, m.args(s, timings), cwd=m.cwd)
+        await wait_metric(master, ACTIVE, 1, timeout=10)
+        await wait_metric(master, 'probepair_peer_problem{cause="silent"}', 1, 5)
+        table = await probepair_cli(m, s, "status", metrics_port=m.metrics_port)
+        print(table)
+        assert (f"WARNING: m hears nothing from {s.host}:{s.heartbeat_port} (never heard): "
+                "firewall, PeerHost or PeerPort, or the peer is down?") in table
+        assert (await scrape(master))['probepair_peer_problem{cause="authentication"}'] == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_drift_is_named_by_property_and_rules_file(tmp_path: Path) -> None:
+    """Issue 25: the slave runs another BeatThreshold and another include file. Both
+    sides' status name the property (with both values) and the file, not just "drift";
+    the slave's readiness says the same, and the metric carries both causes."""
+    m, s = loopback_pair(tmp_path)
+    for side, text in ((m, "@Summary = $Token1"), (s, "@Summary = $Token2")):
+        (side.cwd / "main.rules").write_text('include "inc.rules"\n')
+        (side.cwd / "inc.rules").write_text(text + "\n")
+    timings = Timings()
+    other = Timings(beat_threshold=0.3)
+    async with trio.open_nursery() as nursery:
+        master = await start_probe(
+            nursery, m.args(s, timings, extra=["--rulesfile", str(m.cwd / "main.rules")]),
+            cwd=m.cwd)
+        slave = await start_probe(
+            nursery, s.args(m, other, extra=["--rulesfile", str(s.cwd / "main.rules")]),
+            cwd=s.cwd)
+        await wait_metric(master, ACTIVE, 1, timeout=10)
+        await wait_metric(slave, 'probepair_peer_problem{cause="rules_differ"}', 1, 10)
+        await wait_metric(slave, 'probepair_peer_problem{cause="config_drift"}', 1, 5)
+        table = await probepair_cli(s, m, "status", metrics_port=s.metrics_port)
+        print(table)
+        assert ("WARNING: config drift between peers: BeatThreshold (0.3 on s, 0.2 on m); "
+                "rules file inc.rules") in table
+        local = json.loads(await probepair_cli(s, m, "status", "--json",
+                                               metrics_port=s.metrics_port))["local"]
+        assert local["desynchronised"] == [
+            "BeatThreshold (0.3 here, 0.2 on the master)", "rules file inc.rules"]
+        assert local["problems"] == ["config_drift", "rules_differ"]
         nursery.cancel_scope.cancel()
 
 
