@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from probepair.config import props as props_mod
 from probepair.rules import load_rules
 from probepair.rulesync import install
 from probepair.rulesync.install import install_tree, places_of, recover
@@ -266,3 +267,18 @@ def test_a_failed_write_puts_the_old_tree_back_at_once(
     monkeypatch.undo()
     assert tree_of(rules).digest == old.digest
     assert not os.path.exists(places_of(str(rules)).journal)
+
+
+def test_a_probe_recovers_an_unfinished_install_when_it_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from probepair.probe import Probe
+
+    new = master_tree(tmp_path)
+    rules = omnibus_slave(tmp_path)
+    crash_after(monkeypatch, 7)
+    with pytest.raises(Crash):
+        install_tree(new, str(rules), tree_of(rules).files)
+    monkeypatch.undo()
+    props = props_mod.load([("test", {"RulesFile": str(rules), "SinkType": "stdout"})])
+    probe = Probe(props, wall_clock=lambda: 0.0)
+    assert probe.rules_digest == new.digest
