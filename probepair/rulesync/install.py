@@ -492,8 +492,10 @@ def install_tree(tree: RulesTree, rules_file: str, current: Iterable[str] = ()) 
             _write(places.journal, journal.to_doc())
             try:
                 _roll_forward(journal, tree.files, places)
-            except OSError:
-                logger.exception("%s: the install failed: putting the old tree back", rules_file)
+            except OSError as exc:
+                logger.error(
+                    "%s: the install failed (%s): putting the old tree back", rules_file, exc
+                )
                 _roll_back(journal, places)
                 raise
     except OSError as exc:

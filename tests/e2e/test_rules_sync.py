@@ -202,7 +202,7 @@ async def test_rules_sync_pull_makes_a_standby_slave_ready_by_itself(tmp_path: P
         assert (s.cwd / "rules.prev" / "sites.lookup").read_text() == "web1\tv1-site\n"
         metrics = await scrape(slave)
         assert metrics['probepair_rules_syncs_total{result="refused"}'] == 0
-        # (the RulesFile watcher may see the swap before the pull's own reload: 1 or 2)
+        # (the RulesFile watcher may see the new RulesFile before the pull's own reload: 1 or 2)
         assert metrics['probepair_rules_reloads_total{result="success"}'] >= 1
         nursery.cancel_scope.cancel()
 
