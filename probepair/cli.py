@@ -234,6 +234,7 @@ def _sync(p: props.Props, origins: dict[str, str], url: str | None) -> int:
     from probepair.config.secret import load_secret
     from probepair.ops.control import ControlError, request, socket_path
     from probepair.rules import load_rules
+    from probepair.rulesync.install import recover
     from probepair.rulesync.pull import (
         fetch_peer_rules_digest,
         peer_url,
@@ -261,6 +262,8 @@ def _sync(p: props.Props, origins: dict[str, str], url: str | None) -> int:
             "command line", "--peer-url", f"expected a URL ending in /rules, got {url!r}"
         )
     expected = fetch_peer_rules_digest(status, p.SharedSecret.encode())
+    if p.RulesFile:
+        recover(p.RulesFile)  # an earlier sync cut short: the current tree is whole again
     try:
         program = load_rules(p.RulesFile) if p.RulesFile else None
         current = read_tree(p.RulesFile, program.files) if program is not None else None
@@ -279,8 +282,8 @@ def _sync(p: props.Props, origins: dict[str, str], url: str | None) -> int:
         return EXIT_OK
     print(
         f"installed rules tree {outcome.digest[:12]} from {url} in "
-        f"{os.path.dirname(os.path.abspath(p.RulesFile))}; the previous tree is in "
-        f"{outcome.previous}"
+        f"{os.path.dirname(os.path.abspath(p.RulesFile))} (its other files untouched); the "
+        f"previous files are in {outcome.previous}"
     )
     try:
         request(socket_path(p.Name, p.ControlSocket), "reload")

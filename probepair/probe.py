@@ -55,6 +55,7 @@ from probepair.pipeline.channels import (
     open_bounded_channel,
 )
 from probepair.pipeline.processor import AlwaysForward, Gate, Processor, self_event
+from probepair.rulesync.install import recover as recover_install
 from probepair.rulesync.pull import Approve, Readiness, peer_url, sync_once
 from probepair.rulesync.tree import RulesSyncError, RulesTree, pack, read_tree
 from probepair.sinks import make_sink
@@ -123,6 +124,8 @@ class Probe:
         # The READY line goes to stdout, unless the stdout sink owns it (JSON lines only).
         ready_to = sys.stderr if props.SinkType == "stdout" else sys.stdout
         self._ready = ready or (lambda line: print(line, file=ready_to, flush=True))
+        if props.RulesFile:
+            recover_install(props.RulesFile)  # a sync cut short: its old or its new tree
         self.program = load_program(props)
         self.tree = self._read_tree()
         self._archive: tuple[str, bytes] | None = None  # (digest, signed archive) served

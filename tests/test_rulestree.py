@@ -1,4 +1,6 @@
-"""The rules tree archive: digest, signature, compile from memory, atomic install."""
+"""The rules tree archive: digest, signature, compile from memory, install, sync_once.
+
+Installing in a shared directory, and crashes mid-way: ``test_rulesinstall.py``."""
 
 from __future__ import annotations
 
@@ -7,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from probepair.rules import load_rules
-from probepair.rulesync.pull import heartbeat_approval, status_approval, sync_once
 from probepair.failover.wire import config_digest
+from probepair.rules import load_rules
+from probepair.rulesync.install import install_tree
+from probepair.rulesync.pull import heartbeat_approval, status_approval, sync_once
 from probepair.rulesync.tree import (
     MAGIC,
     ArchiveRefused,
     RulesSyncError,
     RulesTree,
     check_compiles,
-    install_tree,
     pack,
     read_tree,
     unpack,
@@ -100,7 +102,7 @@ def test_a_tree_that_does_not_compile_here_is_refused_before_anything_is_written
         check_compiles(missing, str(target))
 
 
-def test_install_swaps_the_directory_and_keeps_the_previous_tree(tmp_path: Path) -> None:
+def test_install_replaces_the_trees_files_and_keeps_the_previous_ones(tmp_path: Path) -> None:
     master = tree_of(write_tree(tmp_path / "m" / "rules"))
     slave_file = tmp_path / "s" / "rules" / "probe.rules"
     slave_file.parent.mkdir(parents=True)
@@ -112,21 +114,11 @@ def test_install_swaps_the_directory_and_keeps_the_previous_tree(tmp_path: Path)
     assert (Path(previous) / "probe.rules").read_text() == '@Summary = "v1: " + $Line\n'
     assert slave_file.read_text() == MAIN
     assert tree_of(slave_file).digest == master.digest
-    assert sorted(os.listdir(tmp_path / "s")) == ["rules", "rules.prev"]
+    assert sorted(os.listdir(tmp_path / "s")) == [".rules.probepair-sync", "rules", "rules.prev"]
+    assert sorted(os.listdir(tmp_path / "s" / ".rules.probepair-sync")) == [
+        "probe.rules.lock", "probe.rules.manifest"]
     program = load_rules(slave_file)
     assert program.run  # the installed tree loads from disk
-
-
-def test_install_refuses_a_directory_that_holds_other_files(tmp_path: Path) -> None:
-    master = tree_of(write_tree(tmp_path / "m"))
-    slave_file = tmp_path / "etc" / "probe.rules"
-    slave_file.parent.mkdir()
-    slave_file.write_text('@Summary = "v1"\n')
-    (tmp_path / "etc" / "probepair.props").write_text("Mode: slave\n")
-    with pytest.raises(RulesSyncError, match=r"holds files that are not part of the rules tree "
-                                             r"\(probepair\.props\)"):
-        install_tree(master, str(slave_file), ["probe.rules"])
-    assert slave_file.read_text() == '@Summary = "v1"\n'
 
 
 def test_sync_once_installs_then_reports_nothing_to_do(tmp_path: Path) -> None:

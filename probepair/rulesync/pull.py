@@ -4,8 +4,8 @@
 probe runs it in a worker thread): fetch ``/rules`` from the peer with a signed request,
 verify the answer's and the archive's signatures, check the tree is the one the master
 runs now (``approve``), compile the tree completely, install it
-(``rulestree.install_tree``). Any failure raises ``RulesSyncError`` and leaves the
-running tree as it was.
+(``install.install_tree``: file by file, other files untouched). Any failure raises
+``RulesSyncError`` and leaves the running tree as it was.
 
 No rollback: a signed archive stays signed forever, so a signature alone would let an
 old one (collected from ``/rules`` at any time) be installed again. A probe's pull
@@ -37,13 +37,13 @@ from probepair.failover import MASTER_ROLES, FailoverMachine, Role
 from probepair.failover.wire import config_digest
 from probepair.rulesync import fetch as httpget
 from probepair.rulesync import netjson
+from probepair.rulesync.install import install_tree
 from probepair.rulesync.tree import (
     MAX_ARCHIVE,
     ArchiveRefused,
     RulesSyncError,
     RulesTree,
     check_compiles,
-    install_tree,
     unpack,
 )
 

@@ -20,24 +20,20 @@ directories (or whose RulesFile is named differently) have the same digest exact
 they run the same rules. ``probepair status`` shows it and heartbeats carry it (inside
 the config digest), which is what readiness compares.
 
-Installing keeps the tree directory whole: the new tree is written beside it
-(``DIR.new``), compiled completely, then swapped in with one ``renameat2(RENAME_EXCHANGE)``
-(atomic: the directory is always either the old tree or the new one), and the old tree
-stays beside it as ``DIR.prev``. The directory must hold the rules tree only (sync
-refuses to move anything else).
+Installing (``install``) replaces the tree's files one by one, each atomically, and
+never any other file of the directory (OMNIbus keeps props, log and spool beside the
+rules); a journal and a manifest make a crash mid-way recoverable.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import ctypes
 import errno
 import hashlib
 import hmac
 import logging
 import os
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -52,8 +48,6 @@ logger = logging.getLogger(__name__)
 MAGIC: Final = b"probepair-rules 1\n"
 MAX_ARCHIVE: Final = 64 * 2**20  # bytes: a rules tree with its tables is far smaller
 _MAC_HEX: Final = 64
-_RENAME_EXCHANGE: Final = 2  # linux/fs.h
-_AT_FDCWD: Final = -100
 
 
 class RulesSyncError(ProbepairError):
@@ -144,7 +138,7 @@ def pack(tree: RulesTree, secret: bytes, settings: str = "") -> bytes:
             f"{tree.outside[0]!r} is a symbolic link out of the RulesFile directory: "
             "refused (copy the file into the tree)",
         )
-    outside = [name for name in tree.files if not _safe_path(name)]
+    outside = [name for name in tree.files if not safe_path(name)]
     if outside:
         raise RulesSyncError(
             "/rules",
@@ -162,7 +156,8 @@ def pack(tree: RulesTree, secret: bytes, settings: str = "") -> bytes:
     return MAGIC + _body_mac(secret, body).encode() + b"\n" + body
 
 
-def _safe_path(name: str) -> bool:
+def safe_path(name: str) -> bool:
+    """A relative ``/`` path inside the tree: no ``..``, no absolute or empty parts."""
     parts = name.split("/")
     return (
         bool(name)
@@ -207,7 +202,7 @@ def unpack(data: bytes, secret: bytes, where: str = "archive") -> RulesTree:
         files = {str(n): base64.b64decode(v, validate=True) for n, v in raw.items()}
     except (orjson.JSONDecodeError, KeyError, TypeError, binascii.Error, ValueError):
         raise ArchiveRefused(where, "signed, but its body is malformed") from None
-    bad = [n for n in files if not _safe_path(n)]
+    bad = [n for n in files if not safe_path(n)]
     if bad or main not in files or "/" in main:
         shown = (bad or [main])[0]
         raise ArchiveRefused(where, f"unsafe or missing path in the archive: {shown!r}")
@@ -249,89 +244,6 @@ def compile_tree(tree: RulesTree, rules_file: str) -> Program:
 
     main = tree.files[tree.main].decode("utf-8", errors="replace")
     return compile_rules(main, source=os.path.join(root, tree.main), base_dir=root, read=read)
-
-
-def _exchange(a: str, b: str) -> bool:
-    """Swap two paths atomically (Linux renameat2); False where that is not available."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), a)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _foreign(root: str, keep: set[str]) -> list[str]:
-    found = []
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
-            if rel not in keep:
-                found.append(rel)
-    return sorted(found)
-
-
-def install_tree(tree: RulesTree, rules_file: str, current: Iterable[str] = ()) -> str:
-    """Write ``tree`` in place of the tree of ``rules_file``; return where the old one is.
-
-    ``tree`` must have been compiled (``compile_tree``). ``current`` are the relative
-    paths of the running tree: the directory may hold those and the new tree's, nothing
-    else.
-
-    Raises:
-        RulesSyncError: the directory holds other files, or a write or rename failed
-            (the old tree is then in place, untouched).
-    """
-    tree = placed(tree, rules_file)
-    root = os.path.dirname(os.path.abspath(rules_file))
-    new, prev = root + ".new", root + ".prev"
-    foreign = _foreign(root, set(tree.files) | set(current) | {tree.main})
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
-        raise RulesSyncError(
-            root,
-            f"holds files that are not part of the rules tree ({shown}); put RulesFile and "
-            "its includes in a directory of their own",
-        )
-    try:
-        shutil.rmtree(new, ignore_errors=True)
-        os.mkdir(new, os.stat(root).st_mode & 0o7777)
-        for name, data in tree.files.items():
-            path = os.path.join(new, *name.split("/"))
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        _fsync_dir(new)
-        if not _exchange(root, new):
-            logger.warning("renameat2 unavailable: replacing %s with two renames", root)
-            shutil.rmtree(prev, ignore_errors=True)
-            os.rename(root, prev)
-            os.rename(new, root)
-        else:
-            shutil.rmtree(prev, ignore_errors=True)
-            os.rename(new, prev)
-        _fsync_dir(os.path.dirname(root))
-    except OSError as exc:
-        raise RulesSyncError(
-            exc.filename or root, f"cannot write the synced tree: {exc.strerror or exc}"
-        ) from None
-    return prev
 
 
 def check_compiles(tree: RulesTree, rules_file: str) -> Program:

@@ -61,9 +61,10 @@ def write_rules(root: Path, version: str) -> Path:
     return root / "main.rules"
 
 
-def rules_args(side: PairSide, peer: PairSide | None = None) -> list[str]:
-    """RulesFile in the side's own tree; the peer's metrics endpoint (/status, /rules)."""
-    args = ["--rulesfile", str(side.cwd / "rules" / "main.rules")]
+def rules_args(side: PairSide, peer: PairSide | None = None,
+               rules_file: Path | None = None) -> list[str]:
+    """RulesFile (default: in the side's own tree); the peer's metrics endpoint."""
+    args = ["--rulesfile", str(rules_file or side.cwd / "rules" / "main.rules")]
     return args + (["--peermetricsport", str(peer.metrics_port)] if peer else [])
 
 
@@ -78,13 +79,14 @@ async def wait_status(probe: ProbeProcess, key: str, value: object,
             await trio.sleep(0.05)
 
 
-async def sync_cmd(side: PairSide, peer: PairSide, *args: str) -> tuple[int, str]:
+async def sync_cmd(side: PairSide, peer: PairSide, *args: str,
+                   rules_file: Path | None = None) -> tuple[int, str]:
     """``probepair sync`` as an operator runs it on the slave's host."""
     cmd = probepair_cmd("sync", "--name", side.name, "--mode", side.mode,
                         "--peerhost", peer.host, "--peerport", str(peer.heartbeat_port),
                         "--peermetricsport", str(peer.metrics_port),
                         "--sharedsecretfile", str(side.cwd / "secret"),
-                        *rules_args(side), *args)
+                        *rules_args(side, rules_file=rules_file), *args)
     with trio.fail_after(30):
         result = await trio.run_process(cmd, cwd=side.cwd, capture_stdout=True,
                                         capture_stderr=True, check=False,
@@ -149,6 +151,44 @@ async def test_a_slave_with_older_rules_syncs_them_by_command(tmp_path: Path) ->
         nursery.cancel_scope.cancel()
 
 
+async def test_a_slave_in_the_omnibus_layout_syncs_and_its_other_files_stay(
+        tmp_path: Path) -> None:
+    """As ``$OMNIHOME/probes/<arch>/``: RulesFile beside the props, log, spool, secret."""
+    m, s = loopback_pair(tmp_path)
+    write_rules(m.cwd / "rules", "v2")
+    rules = s.cwd / "syslog.rules"
+    rules.write_text('include "include/old.rules"\n')
+    (s.cwd / "include").mkdir()
+    (s.cwd / "include" / "old.rules").write_text('@Summary = "v1: " + $Line\n')
+    (s.cwd / "syslog.props").write_text("Mode: slave\n")
+    (s.cwd / "syslog.saf").write_bytes(b"\x00a spool of another run\xff")
+    timings = Timings()
+    async with trio.open_nursery() as nursery:
+        master = await start_probe(nursery, m.args(s, timings, extra=rules_args(m, s)), cwd=m.cwd)
+        slave = await start_probe(
+            nursery, s.args(m, timings, extra=rules_args(s, m, rules_file=rules)), cwd=s.cwd)
+        await wait_status(slave, "desynchronised", ["rules"])
+        others = {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+                  for p in (s.cwd / "syslog.props", s.cwd / "syslog.saf", s.cwd / "secret")}
+
+        rc, out = await sync_cmd(s, m, rules_file=rules)
+        assert rc == 0, out
+        assert "installed rules tree" in out and "s: rules reloaded" in out
+        await wait_metric(slave, READY, 1, timeout=10)
+        assert (await status_of(slave))["rules"] == (await status_of(master))["rules"]
+        assert rules.read_text() == MAIN
+        assert (s.cwd / "lib" / "common.rules").read_text().startswith('@Summary = "v2: "')
+        assert not (s.cwd / "include" / "old.rules").exists()  # dropped by the new tree
+        prev = tmp_path / "s.prev"
+        assert (prev / "include" / "old.rules").read_text() == '@Summary = "v1: " + $Line\n'
+        assert (prev / "syslog.rules").read_text() == 'include "include/old.rules"\n'
+        assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+                for p in (s.cwd / "syslog.props", s.cwd / "syslog.saf", s.cwd / "secret")
+                } == others
+        assert s.log.exists() and s.sink.exists()
+        nursery.cancel_scope.cancel()
+
+
 async def test_rules_sync_pull_makes_a_standby_slave_ready_by_itself(tmp_path: Path) -> None:
     m, s = older_pair(tmp_path)
     timings = Timings()
@@ -166,7 +206,7 @@ async def test_rules_sync_pull_makes_a_standby_slave_ready_by_itself(tmp_path: P
         assert (s.cwd / "rules.prev" / "sites.lookup").read_text() == "web1\tv1-site\n"
         metrics = await scrape(slave)
         assert metrics['probepair_rules_syncs_total{result="refused"}'] == 0
-        # (the RulesFile watcher may see the swap before the pull's own reload: 1 or 2)
+        # (the RulesFile watcher may see the new RulesFile before the pull's own reload: 1 or 2)
         assert metrics['probepair_rules_reloads_total{result="success"}'] >= 1
         nursery.cancel_scope.cancel()
 
