@@ -89,7 +89,7 @@ async def test_readiness_survives_a_nested_status_answer() -> None:
             lambda _r: None,
         )
         differs, rules = await r._what_differs()
-        assert differs == [f"config or rules ({url} does not answer)"] and rules == ""
+        assert differs == [f"config or rules ({url} does not answer)"] and rules is None
         nursery.cancel_scope.cancel()
 
 

@@ -167,7 +167,10 @@ async def test_a_slave_in_the_omnibus_layout_syncs_and_its_other_files_stay(
         master = await start_probe(nursery, m.args(s, timings, extra=rules_args(m, s)), cwd=m.cwd)
         slave = await start_probe(
             nursery, s.args(m, timings, extra=rules_args(s, m, rules_file=rules)), cwd=s.cwd)
-        await wait_status(slave, "desynchronised", ["rules"])
+        with trio.fail_after(10):  # named by file once the master's /status answered
+            while "rules file include/old.rules" not in (
+                    await status_of(slave))["desynchronised"]:
+                await trio.sleep(0.05)
         others = {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
                   for p in (s.cwd / "syslog.props", s.cwd / "syslog.saf", s.cwd / "secret")}
 
