@@ -33,6 +33,9 @@ class Event:
         tokens: ``$token`` values by name without ``$``; filled by the tokeniser.
         from_probe: True only for the probe's own ProbeWatch events
             (``pipeline.self_event``); no feed sets it, whatever a record holds.
+        source: the sender's (address, port) for a network feed (None: a file, stdin,
+            or a feed that does not know). Never part of the key: the two probes may
+            hear the same message from different addresses (a relay, NAT, two feeds).
     """
 
     raw: bytes
@@ -40,6 +43,7 @@ class Event:
     received: float
     tokens: dict[str, str] = field(default_factory=dict)
     from_probe: bool = False
+    source: tuple[str, int] | None = None
 
 
 # A blake2b state with the key parameters set, copied per digest: copy() + update()
