@@ -1,4 +1,5 @@
-"""The tcp feed's bounds (issue 19): FeedMaxConnections, FeedIdleTimeout, descriptors.
+"""The tcp feed's bounds (issue 19): FeedMaxConnections, FeedIdleTimeout, descriptors;
+its framing per connection (issue 23: RFC 6587 octet counting or newlines).
 
 Connection logic runs on in-memory streams under ``autojump_clock`` (exact times, no
 sockets); one test per promise that needs a kernel (the reset a refused client sees).
@@ -22,7 +23,7 @@ from trio.testing import MockClock
 
 from probepair.config import props
 from probepair.errors import ConfigError
-from probepair.events import Batch, Event, KeyMaker
+from probepair.events import Batch, Event, KeyMaker, key_of
 from probepair.feeds import lines, make_feed
 from probepair.feeds.tcp import FD_RESERVE, TcpFeed, descriptor_limit
 from probepair.metrics import Metrics
@@ -203,6 +204,62 @@ async def test_accept_failing_with_emfile_neither_spins_nor_ends_the_listener(
         await served.wait()
         nursery.cancel_scope.cancel()
     assert listener.calls[:4] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+
+
+# -- framing (issue 23): RFC 6587 octet counting beside newline framing ------------------
+
+REJECTED = "probepair_feed_frames_rejected_total"
+DETECTED = "probepair_feed_framing_detected_total"
+
+
+async def test_an_octet_counted_client_sends_multiline_messages_as_one_event_each(
+        metrics: Metrics, wall_clock: Clock, autojump_clock: MockClock) -> None:
+    feed = make_tcp(metrics, wall_clock)
+    send, recv = trio.open_memory_channel[Batch](16)
+    trace = b"<11>1 2024-05-01T10:00:00Z app1 java 7 - - boom\n\tat A.b(A.java:1)"
+    async with trio.open_nursery() as nursery:
+        counted, lined = connect(nursery, feed, send), connect(nursery, feed, send)
+        frames = b"%d %s" % (len(trace), trace) + b"12 <13>same msg"
+        for i in range(0, len(frames), 7):  # any segmentation
+            await counted.send_all(frames[i:i + 7])
+        await lined.send_all(b"<13>same msg\n")
+        got = []
+        while len(got) < 3:
+            got += await recv.receive()
+        # Same message, same key, whichever framing each connection used.
+        assert sorted((ev.raw, ev.key) for ev in got) == sorted([
+            (trace, key_of(trace)), (b"<13>same msg", key_of(b"<13>same msg")),
+            (b"<13>same msg", key_of(b"<13>same msg", 1))])
+        assert metrics.count(DETECTED, framing="octet-counted") == 1
+        assert metrics.count(DETECTED, framing="newline") == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_framing_error_closes_that_connection_only(
+        metrics: Metrics, wall_clock: Clock, autojump_clock: MockClock) -> None:
+    feed = make_tcp(metrics, wall_clock)
+    send, recv = trio.open_memory_channel[Batch](16)
+    async with trio.open_nursery() as nursery:
+        bad, good = connect(nursery, feed, send), connect(nursery, feed, send)
+        await good.send_all(b"4 <1>a")
+        assert await receive_raws(recv) == [b"<1>a"]
+        # A MSG-LEN past the 1 MiB limit: the frames before it go on, then the close.
+        await bad.send_all(b"4 <1>b%d " % (lines.MAX_LINE + 1))
+        assert await receive_raws(recv) == [b"<1>b"]
+        assert await bad.receive_some() == b""
+        await trio.testing.wait_all_tasks_blocked()
+        assert (metrics.count(REJECTED, reason="too_big"), metrics.count(OPEN)) == (1, 1)
+        await good.send_all(b"4 <1>c")
+        assert await receive_raws(recv) == [b"<1>c"]
+        # A client that leaves inside a frame: the part is no message (rsyslog drops it too).
+        cut = connect(nursery, feed, send)
+        await cut.send_all(b"4 <1>d9 <1>e")
+        assert await receive_raws(recv) == [b"<1>d"]
+        await cut.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert metrics.count(REJECTED, reason="truncated") == 1
+        assert metrics.count(REJECTED, reason="malformed") == 0
+        nursery.cancel_scope.cancel()
 
 
 def test_descriptor_limit() -> None:
