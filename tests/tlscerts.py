@@ -87,7 +87,7 @@ class CertAuthority:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 self.key.public_key()), critical=False)
             .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.DNSName(cn),
+                *(x509.DNSName(n) for n in dict.fromkeys(["localhost", cn])),
                 x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         )
         cert = builder.sign(self.key, hashes.SHA256())
