@@ -79,6 +79,22 @@ SNMP_REJECT_REASONS = (
 )
 
 
+# probepair_feed_frames_rejected_total{reason}: feeds/framing.py FRAME_ERROR_REASONS
+# (kept equal by tests/test_tcp_framing.py; a leaf module imports no feed).
+FRAME_REJECT_REASONS = (
+    "too_big",  # an octet-counted MSG-LEN above the 1 MiB message limit
+    "malformed",  # no MSG-LEN where an octet-counted frame must start
+    "truncated",  # the connection ended inside an octet-counted frame
+)
+# probepair_feed_tls_handshake_failures_total{reason}: feeds/tls.py handshake_failure.
+TLS_FAILURE_REASONS = (
+    "timeout",  # not done within tls.HANDSHAKE_TIMEOUT: a stalled client lost its slot
+    "certificate",  # FeedTLSCA set: no client certificate, or one it did not sign
+    "protocol",  # no TLS (plain syslog to a TLS port), no common version or cipher
+    "closed",  # the client closed or reset the connection during the handshake
+)
+
+
 class Metrics:
     """Every probepair metric; names are a contract (issues 3 and 5)."""
 
@@ -190,6 +206,31 @@ class Metrics:
             "tcp feed connections closed after FeedIdleTimeout without data",
             registry=r,
         )
+        # -- the tcp feed's framing and TLS (issue 23) --
+        self.feed_frames_rejected = Counter(
+            "probepair_feed_frames_rejected",
+            "tcp feed connections closed on a framing error, by reason (FRAME_REJECT_REASONS)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in FRAME_REJECT_REASONS:
+            self.feed_frames_rejected.labels(reason=reason)
+        self.feed_framing = Counter(
+            "probepair_feed_framing_detected",
+            "tcp feed connections by the framing detected on them: octet-counted, newline",
+            ["framing"],
+            registry=r,
+        )
+        for framing in ("octet-counted", "newline"):
+            self.feed_framing.labels(framing=framing)
+        self.feed_tls_handshake_failures = Counter(
+            "probepair_feed_tls_handshake_failures",
+            "tcp feed TLS handshakes that failed, by reason (TLS_FAILURE_REASONS)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in TLS_FAILURE_REASONS:
+            self.feed_tls_handshake_failures.labels(reason=reason)
         self.feed_manager_renamed = Counter(
             "probepair_feed_manager_renamed",
             "json records with a $FeedManager token: a Manager key renamed ($Manager is "

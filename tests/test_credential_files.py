@@ -67,7 +67,8 @@ def test_a_file_of_another_user_is_refused_naming_it() -> None:
 
 def test_every_secret_bearing_file_property_is_checked() -> None:
     assert set(SECRET_FILES) == {
-        "SharedSecretFile", "SinkPasswordFile", "SinkCredentialsFile", "MetricsTokenFile"}
+        "SharedSecretFile", "SinkPasswordFile", "SinkCredentialsFile", "MetricsTokenFile",
+        "FeedTLSKey"}
     assert set(SECRET_FILES) <= set(props.NAMES)
 
 

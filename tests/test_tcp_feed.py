@@ -1,4 +1,5 @@
-"""The tcp feed's bounds (issue 19): FeedMaxConnections, FeedIdleTimeout, descriptors.
+"""The tcp feed's bounds (issue 19): FeedMaxConnections, FeedIdleTimeout, descriptors;
+its framing per connection (issue 23: RFC 6587 octet counting or newlines).
 
 Connection logic runs on in-memory streams under ``autojump_clock`` (exact times, no
 sockets); one test per promise that needs a kernel (the reset a refused client sees).
@@ -22,10 +23,8 @@ from trio.testing import MockClock
 
 from probepair.config import props
 from probepair.errors import ConfigError
-from probepair.events import Event, KeyMaker
-from probepair.feeds import lines
-from probepair.events import Batch
-from probepair.feeds import make_feed
+from probepair.events import Batch, Event, KeyMaker, key_of
+from probepair.feeds import lines, make_feed
 from probepair.feeds.tcp import FD_RESERVE, TcpFeed, descriptor_limit
 from probepair.metrics import Metrics
 
@@ -207,6 +206,62 @@ async def test_accept_failing_with_emfile_neither_spins_nor_ends_the_listener(
     assert listener.calls[:4] == pytest.approx([0.0, 0.1, 0.2, 0.3])
 
 
+# -- framing (issue 23): RFC 6587 octet counting beside newline framing ------------------
+
+REJECTED = "probepair_feed_frames_rejected_total"
+DETECTED = "probepair_feed_framing_detected_total"
+
+
+async def test_an_octet_counted_client_sends_multiline_messages_as_one_event_each(
+        metrics: Metrics, wall_clock: Clock, autojump_clock: MockClock) -> None:
+    feed = make_tcp(metrics, wall_clock)
+    send, recv = trio.open_memory_channel[Batch](16)
+    trace = b"<11>1 2024-05-01T10:00:00Z app1 java 7 - - boom\n\tat A.b(A.java:1)"
+    async with trio.open_nursery() as nursery:
+        counted, lined = connect(nursery, feed, send), connect(nursery, feed, send)
+        frames = b"%d %s" % (len(trace), trace) + b"12 <13>same msg"
+        for i in range(0, len(frames), 7):  # any segmentation
+            await counted.send_all(frames[i:i + 7])
+        await lined.send_all(b"<13>same msg\n")
+        got = []
+        while len(got) < 3:
+            got += await recv.receive()
+        # Same message, same key, whichever framing each connection used.
+        assert sorted((ev.raw, ev.key) for ev in got) == sorted([
+            (trace, key_of(trace)), (b"<13>same msg", key_of(b"<13>same msg")),
+            (b"<13>same msg", key_of(b"<13>same msg", 1))])
+        assert metrics.count(DETECTED, framing="octet-counted") == 1
+        assert metrics.count(DETECTED, framing="newline") == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_framing_error_closes_that_connection_only(
+        metrics: Metrics, wall_clock: Clock, autojump_clock: MockClock) -> None:
+    feed = make_tcp(metrics, wall_clock)
+    send, recv = trio.open_memory_channel[Batch](16)
+    async with trio.open_nursery() as nursery:
+        bad, good = connect(nursery, feed, send), connect(nursery, feed, send)
+        await good.send_all(b"4 <1>a")
+        assert await receive_raws(recv) == [b"<1>a"]
+        # A MSG-LEN past the 1 MiB limit: the frames before it go on, then the close.
+        await bad.send_all(b"4 <1>b%d " % (lines.MAX_LINE + 1))
+        assert await receive_raws(recv) == [b"<1>b"]
+        assert await bad.receive_some() == b""
+        await trio.testing.wait_all_tasks_blocked()
+        assert (metrics.count(REJECTED, reason="too_big"), metrics.count(OPEN)) == (1, 1)
+        await good.send_all(b"4 <1>c")
+        assert await receive_raws(recv) == [b"<1>c"]
+        # A client that leaves inside a frame: the part is no message (rsyslog drops it too).
+        cut = connect(nursery, feed, send)
+        await cut.send_all(b"4 <1>d9 <1>e")
+        assert await receive_raws(recv) == [b"<1>d"]
+        await cut.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert metrics.count(REJECTED, reason="truncated") == 1
+        assert metrics.count(REJECTED, reason="malformed") == 0
+        nursery.cancel_scope.cancel()
+
+
 def test_descriptor_limit() -> None:
     assert descriptor_limit(1024, 1024, 256) is None  # systemd's default soft limit will do
     assert descriptor_limit(1024, 524288, 1000) == 1000 + FD_RESERVE  # raised, not to hard
@@ -230,24 +285,27 @@ def test_the_default_and_the_shipped_unit_fit_their_descriptor_limits() -> None:
     assert descriptor_limit(limit, limit, 16000) is None  # as its comment says
 
 
-def reference_lines(chunks: list[bytes], max_line: int) -> list[bytes]:
-    """The records of the old LineSplitter (buffer + chunk, split, per chunk)."""
-    buf, out = b"", []
-    for chunk in chunks:
-        lines = (buf + chunk).split(b"\n")
-        buf = lines.pop()
-        if len(buf) > max_line:
-            lines.append(buf)
-            buf = b""
-        out += lines
-    out.append(buf if buf.strip() else b"")
-    return [stripped for line in out if (stripped := line.rstrip(b"\r"))]
+def reference_lines(data: bytes, max_line: int) -> list[bytes]:
+    """The records of a whole stream: each line cut into ``max_line`` pieces, CRs at the
+    end of each stripped, empty ones dropped; an unterminated last piece only if it is
+    not all whitespace."""
+    *lines, last = data.split(b"\n")
+
+    def cut(line: bytes) -> list[bytes]:
+        return [line[i:i + max_line] for i in range(0, len(line), max_line)]
+
+    out = [piece for line in lines for piece in cut(line)]
+    tail = cut(last)
+    if tail and len(tail[-1]) < max_line and not tail[-1].strip():
+        tail.pop()
+    return [stripped for piece in out + tail if (stripped := piece.rstrip(b"\r"))]
 
 
 @given(data=st.binary(max_size=300).map(lambda b: bytes(b"ab\r\n "[x % 5] for x in b)),
        cuts=st.lists(st.integers(0, 300), max_size=30), max_line=st.sampled_from([4, 16, 1000]))
-def test_line_splitter_gives_the_old_records_at_every_split(
+def test_line_splitter_cuts_long_lines_alike_at_every_split(
         data: bytes, cuts: list[int], max_line: int) -> None:
+    """Two probes read the same stream in other segments: they must cut it alike."""
     bounds = [0, *sorted(c for c in cuts if c <= len(data)), len(data)]
     chunks = [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
     with pytest.MonkeyPatch.context() as mp:
@@ -255,4 +313,4 @@ def test_line_splitter_gives_the_old_records_at_every_split(
         splitter = lines.LineSplitter(KeyMaker(), lambda: 0.0, lambda: 0.0)
         got = [ev.raw for chunk in chunks for ev in splitter.feed(chunk)]
         got += [ev.raw for ev in splitter.finish()]
-    assert got == reference_lines(chunks, max_line)
+    assert got == reference_lines(data, max_line)

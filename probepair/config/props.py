@@ -190,6 +190,16 @@ class Props:
     FeedIdleTimeout: float = _prop(
         300.0, "tcp feed: seconds a client may send nothing before it is closed; 0 = never", low=0
     )
+    # -- TLS on the tcp feed (RFC 5425), issue 23; feeds/tls.py --
+    FeedTLSCert: str = _prop(
+        "", "tcp feed: PEM certificate (chain) of the feed; set = TLS (RFC 5425) on FeedPort"
+    )
+    FeedTLSKey: str = _prop(
+        "", "tcp feed: PEM private key of FeedTLSCert (mode 0640 or stricter); '' = in FeedTLSCert"
+    )
+    FeedTLSCA: str = _prop(
+        "", "tcp feed: PEM CA bundle; set = clients must present a certificate it signed"
+    )
     # -- the snmp feed (mttrapd's names where it has one), issue 22 --
     Protocol: str = _prop(
         "UDP", "snmp: transport of traps: UDP, TCP (RFC 3430) or ALL (both)", choices=SNMP_PROTOCOLS
@@ -426,6 +436,13 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
                 "SnmpEngineID",
                 f"expected 5 to 32 octets in hex, got {props.SnmpEngineID!r}",
             )
+    for name in ("FeedTLSKey", "FeedTLSCA"):
+        if getattr(props, name) and not props.FeedTLSCert:
+            raise ConfigError(origin[name], name, "needs FeedTLSCert: the feed's certificate")
+    if props.FeedTLSCert and props.FeedType != "tcp":
+        raise ConfigError(
+            origin["FeedTLSCert"], "FeedTLSCert", f"needs FeedType tcp, got {props.FeedType!r}"
+        )
     if props.MetricsAuth == "bearer" and not props.MetricsTokenFile:
         raise ConfigError(
             origin.get("MetricsAuth", "defaults"),

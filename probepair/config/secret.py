@@ -104,6 +104,7 @@ SECRET_FILES: Final = {
     "SinkPasswordFile": 0o037,
     "SinkCredentialsFile": FILE_MODE_FORBIDDEN,
     "MetricsTokenFile": FILE_MODE_FORBIDDEN,
+    "FeedTLSKey": 0o037,  # as /etc/ssl/private keys: the ssl-cert group may read
 }
 
 

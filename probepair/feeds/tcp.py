@@ -16,7 +16,20 @@ What one client, or many, can cost the probe (issue 19):
   (counted in ``probepair_feed_connections_idle_closed_total``); its unterminated last
   line is a record, as at end of stream (``LineSplitter.finish``). So is the one read
   when the probe stops: what was read from a socket is accepted.
-- **Memory.** A pending line is at most ``lines.MAX_LINE`` (plus one read) per client.
+- **Memory.** A pending line or frame is at most ``lines.MAX_LINE`` (plus one read) per
+  client.
+
+Framing (issue 23, ``framing``): each connection is RFC 6587 octet-counted (its first
+bytes are ``<digits> ``) or newline-framed; an octet-counted message is one event, newlines
+and all. A framing error (a MSG-LEN above ``MAX_LINE``, no MSG-LEN where one is due, a
+frame cut off at the end) closes that connection only, after the frames before it, and
+is counted in ``probepair_feed_frames_rejected_total{reason}``.
+
+TLS (RFC 5425, ``tls``): with ``FeedTLSCert`` every connection is a TLS server stream
+(``trio.SSLStream``). The handshake holds the connection's slot for at most
+``tls.HANDSHAKE_TIMEOUT`` seconds; a failed or late one closes the connection and is
+counted in ``probepair_feed_tls_handshake_failures_total{reason}``. Framing runs on the
+decrypted bytes, exactly as without TLS, so keys do not depend on the transport.
 
 If ``accept`` fails with EMFILE or ENFILE anyway (descriptors used up by something
 else), ``trio.serve_listeners`` logs it and tries again 100 ms later: the listener
@@ -40,7 +53,9 @@ import trio
 from probepair.errors import ConfigError, FeedError
 from probepair.events import Batch, KeyMaker
 from probepair.feeds.base import send_batch
-from probepair.feeds.lines import LineSplitter
+from probepair.feeds.framing import FrameError, Framing, SyslogFramer
+from probepair.feeds.lines import MAX_LINE, events_of
+from probepair.feeds.tls import HANDSHAKE_TIMEOUT, handshake_failure, server_context
 from probepair.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -58,6 +73,9 @@ READ_SIZE = 65536
 # fits systemd's default soft limit of 1,024 with half of it to spare.
 FD_RESERVE: Final = 256
 REFUSED_LOG_INTERVAL: Final = 60.0  # seconds between log lines about refused clients
+# Seconds between two log lines about one kind of bad client (a framing error, a failed
+# TLS handshake): one bad sender reconnecting in a loop must not flood the log.
+BAD_CLIENT_LOG_INTERVAL: Final = 60.0
 # SO_LINGER on, 0 s: close() sends a reset (no FIN handshake, no TIME_WAIT left behind).
 _RESET: Final = struct.pack("ii", 1, 0)
 
@@ -127,6 +145,10 @@ class TcpFeed:
         self.open = 0  # clients being served
         self._refused = 0  # refused since the last log line about them
         self._refused_logged = -math.inf
+        self._bad_logged: dict[str, float] = {}  # kind -> when last logged
+        self._bad_held: dict[str, int] = {}  # kind -> occurrences not logged since
+        # Loaded here, not in run(): a bad certificate or key stops the start (exit 2).
+        self._tls = server_context(props)
 
     async def run(
         self,
@@ -155,10 +177,53 @@ class TcpFeed:
         self.open += 1
         self._metrics.feed_connections.inc()
         try:
+            if self._tls is not None:
+                tls = await self._handshake(stream)
+                if tls is None:
+                    return  # counted; serve_listeners closes the socket
+                stream = tls
             await self._read(send, stream)
         finally:
             self.open -= 1
             self._metrics.feed_connections.dec()
+
+    async def _handshake(self, stream: trio.abc.Stream) -> trio.SSLStream[trio.abc.Stream] | None:
+        """The TLS server stream over ``stream`` once its handshake is done; None if it
+        failed or took longer than HANDSHAKE_TIMEOUT (counted, logged)."""
+        assert self._tls is not None
+        tls = trio.SSLStream(stream, self._tls, server_side=True, https_compatible=True)
+        reason = detail = ""
+        with trio.move_on_after(HANDSHAKE_TIMEOUT) as timer:
+            try:
+                await tls.do_handshake()
+            except trio.BrokenResourceError as exc:
+                reason = handshake_failure(exc)
+                detail = str(exc.__cause__ or exc)
+        if timer.cancelled_caught:
+            reason, detail = "timeout", f"not done within {HANDSHAKE_TIMEOUT:g}s"
+        if not reason:
+            return tls
+        self._metrics.feed_tls_handshake_failures.labels(reason=reason).inc()
+        self._bad_client(
+            f"tls:{reason}",
+            "feed %s: TLS handshake with %s failed (%s): %s "
+            "(probepair_feed_tls_handshake_failures_total)",
+            self.name, _peer(stream), reason, detail,
+        )
+        return None
+
+    def _bad_client(self, kind: str, msg: str, *args: object) -> None:
+        """Log a warning about one kind of bad client at most once per interval."""
+        now = trio.current_time()
+        if now - self._bad_logged.get(kind, -math.inf) < BAD_CLIENT_LOG_INTERVAL:
+            self._bad_held[kind] = self._bad_held.get(kind, 0) + 1
+            return
+        self._bad_logged[kind] = now
+        held = self._bad_held.pop(kind, 0)
+        if held:
+            msg += " (%d more since the last report)"
+            args = (*args, held)
+        logger.warning(msg, *args)
 
     def _refuse(self, stream: trio.abc.Stream) -> None:
         if isinstance(stream, trio.SocketStream):
@@ -179,7 +244,7 @@ class TcpFeed:
             self._refused, self._refused_logged = 0, now
 
     async def _read(self, send: SendEnd[Batch], stream: trio.abc.Stream) -> None:
-        splitter = LineSplitter(self._keys, trio.current_time, self._wall_clock)
+        framer = SyslogFramer(MAX_LINE)
         async with stream:
             try:
                 while True:
@@ -196,16 +261,65 @@ class TcpFeed:
                         break
                     if not chunk:
                         break
-                    batch = splitter.feed(bytes(chunk))  # no copy: a socket gives bytes
-                    if batch:
-                        await send_batch(send, batch)
+                    undecided = framer.framing is Framing.UNDECIDED
+                    try:
+                        payloads = framer.feed(bytes(chunk))  # no copy: a socket gives bytes
+                    except FrameError as exc:
+                        # Octet counting cannot find the next frame: deliver what came
+                        # before, then close this connection (only this one).
+                        self._rejected(exc, stream)
+                        await self._deliver(send, exc.frames)
+                        return
+                    if undecided:
+                        self._detected(framer)
+                    await self._deliver(send, payloads)
             except trio.Cancelled:
                 # The probe stops: the unterminated line read so far is a record too.
                 # send_batch hands it over shielded (bounded) and raises Cancelled again.
-                batch = splitter.finish()
-                if batch:
-                    await send_batch(send, batch)
+                await self._deliver(send, self._finish(framer, stream))
                 raise
-            batch = splitter.finish()
-            if batch:
-                await send_batch(send, batch)
+            await self._deliver(send, self._finish(framer, stream))
+
+    async def _deliver(self, send: SendEnd[Batch], payloads: list[bytes]) -> None:
+        if payloads:
+            batch = events_of(payloads, self._keys, trio.current_time(), self._wall_clock())
+            await send_batch(send, batch)
+
+    def _finish(self, framer: SyslogFramer, stream: trio.abc.Stream) -> list[bytes]:
+        """What the end of the stream completes: an unterminated last line, or nothing
+        (an octet-counted frame cut off is counted as truncated and dropped)."""
+        undecided = framer.framing is Framing.UNDECIDED
+        try:
+            payloads = framer.finish()
+        except FrameError as exc:
+            self._rejected(exc, stream)
+            return []
+        if undecided:
+            self._detected(framer)
+        return payloads
+
+    def _detected(self, framer: SyslogFramer) -> None:
+        if framer.framing is not Framing.UNDECIDED:
+            self._metrics.feed_framing.labels(framing=framer.framing.value).inc()
+
+    def _rejected(self, exc: FrameError, stream: trio.abc.Stream) -> None:
+        self._metrics.feed_frames_rejected.labels(reason=exc.reason).inc()
+        self._bad_client(
+            f"frame:{exc.reason}",
+            "feed %s: closed the connection from %s: framing error (%s) at %s "
+            "(probepair_feed_frames_rejected_total)",
+            self.name, _peer(stream), exc.reason, exc,
+        )
+
+
+def _peer(stream: trio.abc.Stream) -> str:
+    """The client's address for log lines ("?" for a stream without a socket)."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if isinstance(stream, trio.SocketStream):
+        try:
+            host, port = stream.socket.getpeername()[:2]
+        except OSError:
+            return "?"
+        return f"{host}:{port}"
+    return "?"
