@@ -727,14 +727,15 @@ def test_invariants_over_random_inputs(mode: Mode, failback: Failback, interval:
 
 
 def test_a_master_stalled_past_the_bound_waits_for_the_handover_instead_of_forwarding() -> None:
-    # SIGSTOP or a frozen VM: the beat due at 4.0 runs only at 8.5, past 4.0 + the 4.0 s
-    # bound, so the slave has taken over meanwhile. Forwarding the socket backlog now
-    # would duplicate what the slave delivered; the master goes pending instead.
+    # SIGSTOP or a frozen VM: after the beat at 2.0 nothing runs until 8.5, past 2.0 +
+    # the 4.0 s bound, so the slave (whose silence timer the beat at 2.0 restarted) has
+    # taken over meanwhile. Forwarding the socket backlog now would duplicate what the
+    # slave delivered; the master goes pending instead.
     m = FailoverMachine(config(Mode.MASTER, failback=Failback.IMMEDIATE), now=0.0)
     m.tick(0.0)
     m.tick(2.0)
-    assert m.stall_at == 8.0
-    assert m.event(K(1), P(1), 7.9) is True  # late, but within the bound: still master
+    assert m.stall_at == 6.0
+    assert m.event(K(1), P(1), 5.9) is True  # late, but within the bound: still master
     actions = m.tick(8.5)
     assert changes(actions) == [RoleChanged(
         Role.MASTER, Role.MASTER_PENDING,
@@ -747,6 +748,19 @@ def test_a_master_stalled_past_the_bound_waits_for_the_handover_instead_of_forwa
     assert changes(actions) == [RoleChanged(Role.MASTER_PENDING, Role.MASTER,
                                             "no active peer heard for 4.0 s")]
     assert [a for a in actions if isinstance(a, Flush)] == [Flush([(K(2), P(2))])]
+
+
+def test_a_stall_is_counted_from_the_last_heartbeat_the_slave_heard() -> None:
+    # The slave takes over one bound after the last heartbeat it heard (regular or
+    # extra). Counted from the next regular beat instead, a stall of 5 s after the beat
+    # at 2.0 (bound 4 s, the slave active from 6.0) went unseen: the master woke at 7.0
+    # as master and forwarded its backlog beside the slave (found by the pair property).
+    m = FailoverMachine(config(Mode.MASTER, failback=Failback.IMMEDIATE), now=0.0)
+    m.tick(0.0)
+    m.tick(2.0)
+    actions = m.tick(7.0)
+    assert [c.new for c in changes(actions)] == [Role.MASTER_PENDING]
+    assert m.event(K(1), P(1), 7.0) is False  # held, not forwarded beside the slave
 
 
 def test_only_an_active_master_can_stall() -> None:

@@ -50,7 +50,7 @@ class RoleLogic:
 
     def run_timers(self, now: float, actions: list[Action]) -> None:
         if now >= self.m.stall_at:
-            stalled = now - (self.m._next_beat - self.m._beat_interval)
+            stalled = now - self.m._last_beat
             self.fire(
                 Trigger.STALL,
                 f"stalled for {stalled:.1f} s without beating; the peer may have taken over",

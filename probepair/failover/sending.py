@@ -115,6 +115,7 @@ class Outbox:
                 self.send_acks(now, actions)
             flags |= Flag.IDLE
         actions.append(Send(heartbeat(m, self.next_seq(now), flags, now)))
+        m._last_beat = now
         if regular:
             m._next_beat = now + m._beat_interval
             # While our spool holds alerts, the peer's acks for keys we do not hold are

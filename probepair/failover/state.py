@@ -127,6 +127,7 @@ class MachineState:
         self._peer_digest = config.config_digest
         self._split_brain = False
         self._next_beat = INF
+        self._last_beat = -INF  # when we last sent a heartbeat, regular or extra
         # Extra beats are rate-limited, answers apart from our own requests: a burst of
         # stale datagrams after a stall must not silence the answer a live peer awaits.
         self._next_extra = {False: -INF, True: -INF}  # request? -> next allowed
@@ -195,12 +196,17 @@ class MachineState:
         ``tick`` then makes it ``master-pending``. The runtime checks it before offering
         events, so a master that wakes from a stall ticks before it forwards anything.
         """
-        # Derived: an active master whose beat is overdue by more than the takeover bound
-        # was stalled (SIGSTOP, a frozen VM); its peer has likely taken over. Armed from
-        # the first beat sent in the role (every move into master beats at once).
+        # Derived: an active master silent for the takeover bound since its last
+        # heartbeat (of any kind) was stalled (SIGSTOP, a frozen VM): the peer's
+        # silence timer, restarted by each heartbeat it hears, has run out, so it has
+        # likely taken over. Counted from the next *regular* beat instead, a stall of
+        # between one bound and one bound plus a beat interval went unseen, and the
+        # master forwarded what it queued while frozen beside the slave that took over
+        # (the pair property found it). Armed from the first beat sent in the role
+        # (every move into master beats at once).
         if self._role is not Role.MASTER or self._seq == 0:
             return INF
-        return self._next_beat + self._bound()
+        return self._last_beat + self._bound()
 
     @property
     def duplicates_avoided(self) -> int:
