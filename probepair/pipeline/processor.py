@@ -30,6 +30,7 @@ from probepair.config.props import Props, as_mapping
 from probepair.events import Event, derived_key, key_of
 from probepair.failover import Mode
 from probepair.pipeline.alerts import serialise
+from probepair.pipeline.omnibus import OmnibusOptions, OmnibusTokeniser
 from probepair.pipeline.tokenise import TOKENISERS
 
 if TYPE_CHECKING:
@@ -74,6 +75,17 @@ def rules_budget(props: Props) -> float:
                 )
             budget = bound
     return budget
+
+
+def omnibus_options(props: Props) -> OmnibusOptions:
+    """FeedFormat omnibus' tokenising properties."""
+    return OmnibusOptions(
+        offset_zero=props.OffsetZero,
+        offset_one=props.OffsetOne,
+        offset_two=props.OffsetTwo,
+        break_characters=props.BreakCharacters,
+        time_format=props.TimeFormat,
+    )
 
 
 Tokeniser = Callable[[bytes, bool], dict[str, str]]
@@ -173,10 +185,12 @@ class Processor:
         (and counts it out of its queue); ``traps``: its counters for mttrapd's rules
         functions."""
         self.program = program
+        if tokens_of is None and props.FeedFormat == "omnibus":
+            tokens_of = OmnibusTokeniser(omnibus_options(props)).tokens
         self._tokens_of = tokens_of
         self.gate = gate
         self._metrics = metrics
-        self._tokenise = TOKENISERS[props.FeedFormat]
+        self._tokenise = TOKENISERS.get(props.FeedFormat, TOKENISERS["line"])  # omnibus: above
         if props.FeedFormat == "json":
             self._tokenise = _counting_feed_managers(self._tokenise, metrics)
         self._last_error_log = -float("inf")
