@@ -19,11 +19,13 @@ from probepair.pipeline.alerts import serialise
 from probepair.pipeline.omnibus import OmnibusTokeniser
 from probepair.pipeline.tokenise import tokenise
 from probepair.rules.compiler import Program, RulesContext
+from probepair.rules.functions import LOG_LEVELS
 from probepair.rules.loader import load_rules, read_text
 from probepair.rules.parser import parse_fragment
 from probepair.rules.trust import untrusted_mode_assignments
 
 _BATCH = 512  # lines per write(); per-line writes cost ~5x (DESIGN.md)
+_LEVEL_RANK = {level: i for i, level in enumerate(LOG_LEVELS)}
 
 
 def _load(path: str, err: TextIO) -> Program | None:
@@ -119,8 +121,15 @@ def run_command(
     def on_error(exc: RulesRuntimeError) -> None:
         print(f"{exc} (record {count})", file=err)
 
+    # setlog(LEVEL) raises the threshold of the log() lines printed (all by default).
+    threshold = [0]
+
     def log(level: str, message: str) -> None:
-        print(f"{level}: {message}", file=err)
+        if _LEVEL_RANK.get(level, 0) >= threshold[0]:
+            print(f"{level}: {message}", file=err)
+
+    def set_log_level(level: str) -> None:
+        threshold[0] = _LEVEL_RANK.get(level, 0)
 
     ctx = RulesContext(
         props=dict(props or {"Manager": "rules-run"}),
@@ -129,6 +138,7 @@ def run_command(
         on_error=on_error,
         wall_clock=wall_clock,
         hostname=platform.node() if hostname is None else hostname,
+        set_log_level=set_log_level,
     )
     # FeedFormat omnibus with IBM's default properties (OffsetZero 0, OffsetOne 20, ...).
     omnibus = OmnibusTokeniser() if fmt == "omnibus" else None
