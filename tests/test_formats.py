@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -37,7 +39,8 @@ def test_rfc3164_example_1() -> None:
         "ProcId": "", "Message": "'su root' failed for lonvick on /dev/pts/8",
     }
     assert tokens["Line"] == raw.decode()
-    assert tokens["Token1"] == "<34>Oct"
+    assert tokens["Token1"] == "Oct"  # the text after the PRI, as OMNIbus numbers them
+    assert tokens["Token4"] == "mymachine"
     assert tokens["Token5"] == "su:"
     assert tokens["Token12"] == "/dev/pts/8"
     assert "Token13" not in tokens
@@ -93,7 +96,7 @@ def test_rfc5424_example_1_with_bom() -> None:
         "StructuredData": "", "Message": "'su root' failed for lonvick on /dev/pts/8",
     }
     assert tokens["Line"] == raw.decode()
-    assert tokens["Token1"] == "<34>1"
+    assert tokens["Token1"] == "1"
     assert tokens["Token6"] == "ID47"
 
 
@@ -168,6 +171,15 @@ def test_every_format_gives_line_and_tokens(fmt: str, raw: bytes) -> None:
     tokens = tokenise(fmt, raw)
     line = raw.decode()
     assert tokens["Line"] == line
+    split = line.split(">", 1)[1] if fmt == "syslog" and line.startswith("<13>") else line
+    assert {k: v for k, v in tokens.items() if k.startswith("Token")} == whitespace_tokens(split)
+
+
+@given(st.integers(0, 999), st.text(max_size=40))
+def test_syslog_tokens_split_the_text_after_the_pri(pri: int, rest: str) -> None:
+    """Issue 23: ``$Token1`` of "<38>Nov 22 ..." is "Nov", not "<38>Nov"."""
+    tokens = tokenise_syslog(f"<{pri}>{rest}".encode())
+    line = rest.encode().decode()
     assert {k: v for k, v in tokens.items() if k.startswith("Token")} == whitespace_tokens(line)
 
 
@@ -232,7 +244,9 @@ def test_tokenise_syslog_never_raises(raw: bytes) -> None:
     assert tokens["Line"] == line
     assert isinstance(tokens["Message"], str)
     assert all(isinstance(v, str) for v in tokens.values())
-    assert {k: v for k, v in tokens.items() if k.startswith("Token")} == whitespace_tokens(line)
+    pri = re.match(r"<[0-9]{1,3}>", line)
+    split = line if pri is None else line[pri.end() :]
+    assert {k: v for k, v in tokens.items() if k.startswith("Token")} == whitespace_tokens(split)
 
 
 @given(st.binary(max_size=200))

@@ -57,7 +57,7 @@ def test_tokens_become_the_alert(metrics: Metrics, wall_clock: Callable[[], floa
     assert orjson.loads(payload) == {
         "Line": "<34>Oct 11 22:14:15 web1 su: failed", "Priority": "34", "Facility": "auth",
         "SyslogSeverity": "2", "Timestamp": "Oct 11 22:14:15", "Hostname": "web1",
-        "Program": "su", "ProcId": "", "Message": "failed", "Token1": "<34>Oct",
+        "Program": "su", "ProcId": "", "Message": "failed", "Token1": "Oct",
         "Token2": "11", "Token3": "22:14:15", "Token4": "web1", "Token5": "su:",
         "Token6": "failed", "EventKey": ev.key.hex(),
     }
@@ -85,6 +85,22 @@ def test_json_format(metrics: Metrics, wall_clock: Callable[[], float]) -> None:
     [(_, payload)] = processor(metrics, wall_clock, AlwaysForward(), fmt="json").process([ev])
     alert = orjson.loads(payload)
     assert (alert["Node"], alert["Severity"], alert["EventKey"]) == ("web1", "4", ev.key.hex())
+
+
+def test_omnibus_format_reads_the_event(
+    metrics: Metrics, wall_clock: Callable[[], float]
+) -> None:
+    """FeedFormat omnibus: arrival time, sender and event count come from the Event."""
+    proc = processor(metrics, wall_clock, AlwaysForward(), fmt="omnibus")
+    raw = b"<38>Nov 22 10:00:00 myhost sshd[123]: Failed password for root"
+    batch = [Event(raw, key_of(raw), 1_700_000_000.5, source=("192.0.2.1", 514)),
+             Event(b"x", key_of(b"x"), 1_700_000_001.0)]
+    first, second = (orjson.loads(p) for _, p in proc.process(batch))
+    assert (first["Details"], first["Token4"], first["RemoteHostInfo"]) == (
+        "Failed password for root", "myhost", "192.0.2.1")
+    assert (first["EventCount"], first["ArrivalTime"]) == ("1", "1700000000")
+    assert (second["EventCount"], second["Time"], second["Details"]) == ("2", "1700000001", "")
+    assert "RemoteHostInfo" not in second
 
 
 async def test_run_forwards_batches_until_the_feed_ends(

@@ -45,7 +45,7 @@ MODES: Final = ("master", "slave", "standard")
 FEED_TYPES: Final = ("udp", "tcp", "file", "stdin", "snmp")
 SNMP_PROTOCOLS: Final = ("UDP", "TCP", "ALL", "ANY")  # mttrapd's Protocol; ANY = ALL
 SNMP_PORT: Final = 162  # FeedPort of FeedType snmp unless a source sets it (RFC 3413 §4)
-FEED_FORMATS: Final = ("syslog", "json", "line")
+FEED_FORMATS: Final = ("syslog", "json", "line", "omnibus")
 SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout", "postgres", "alertmanager", "nats")
 FAILBACKS: Final = ("handshake", "immediate", "manual")
 RULES_SYNCS: Final = ("off", "pull")
@@ -220,7 +220,21 @@ class Props:
         0, "snmp: 1 enables the flood-control rules (read by rules as %TrapStat)", low=0, high=1
     )
     FeedFile: str = _prop("", "file followed like tail -F by the file feed")
-    FeedFormat: str = _prop("syslog", "record format: syslog, json or line", choices=FEED_FORMATS)
+    FeedFormat: str = _prop(
+        "syslog",
+        "record format: syslog, json, line or omnibus (the elements of IBM's syslog probes)",
+        choices=FEED_FORMATS,
+    )
+    # FeedFormat omnibus: the syslog probes' properties (pipeline/omnibus.py), their defaults.
+    OffsetZero: int = _prop(
+        0, "omnibus: characters after the <PRI> skipped before the time stamp", low=0
+    )
+    OffsetOne: int = _prop(20, "omnibus: $Token elements made at most", low=0, high=1024)
+    OffsetTwo: int = _prop(6, "omnibus: the token (from 1) where $Details begins", low=1, high=1024)
+    BreakCharacters: str = _prop(",=", "omnibus: characters that end a token, as white space does")
+    TimeFormat: str = _prop(
+        "%b %d %H:%M:%S", "omnibus: strptime format of the time stamp read into $Time"
+    )
     QueueSize: int = _prop(
         256, "batches held between the feed and the rules (back-pressure)", low=1
     )

@@ -12,16 +12,20 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import BinaryIO, TextIO
 
+from probepair.config.props import FEED_FORMATS
 from probepair.errors import RulesError, RulesRuntimeError
-from probepair.events import KeyMaker, derived_key
+from probepair.events import Event, KeyMaker, derived_key
 from probepair.pipeline.alerts import serialise
-from probepair.pipeline.tokenise import FORMATS, tokenise
+from probepair.pipeline.omnibus import OmnibusTokeniser
+from probepair.pipeline.tokenise import tokenise
 from probepair.rules.compiler import Program, RulesContext
+from probepair.rules.functions import LOG_LEVELS
 from probepair.rules.loader import load_rules, read_text
 from probepair.rules.parser import parse_fragment
 from probepair.rules.trust import untrusted_mode_assignments
 
 _BATCH = 512  # lines per write(); per-line writes cost ~5x (DESIGN.md)
+_LEVEL_RANK = {level: i for i, level in enumerate(LOG_LEVELS)}
 
 
 def _load(path: str, err: TextIO) -> Program | None:
@@ -107,8 +111,8 @@ def run_command(
     Runtime errors and log() output go to ``err``. The clock and hostname are
     parameters because this package stays free of time/socket imports (STYLE.md).
     """
-    if fmt not in FORMATS:
-        print(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})", file=err)
+    if fmt not in FEED_FORMATS:
+        print(f"unknown format {fmt!r} (expected one of {', '.join(FEED_FORMATS)})", file=err)
         return 2
     program = _load(path, err)
     if program is None:
@@ -117,8 +121,15 @@ def run_command(
     def on_error(exc: RulesRuntimeError) -> None:
         print(f"{exc} (record {count})", file=err)
 
+    # setlog(LEVEL) raises the threshold of the log() lines printed (all by default).
+    threshold = [0]
+
     def log(level: str, message: str) -> None:
-        print(f"{level}: {message}", file=err)
+        if _LEVEL_RANK.get(level, 0) >= threshold[0]:
+            print(f"{level}: {message}", file=err)
+
+    def set_log_level(level: str) -> None:
+        threshold[0] = _LEVEL_RANK.get(level, 0)
 
     ctx = RulesContext(
         props=dict(props or {"Manager": "rules-run"}),
@@ -127,7 +138,10 @@ def run_command(
         on_error=on_error,
         wall_clock=wall_clock,
         hostname=platform.node() if hostname is None else hostname,
+        set_log_level=set_log_level,
     )
+    # FeedFormat omnibus with IBM's default properties (OffsetZero 0, OffsetOne 20, ...).
+    omnibus = OmnibusTokeniser() if fmt == "omnibus" else None
     keys = KeyMaker()
     batch: list[bytes] = []
     count = 0
@@ -136,8 +150,12 @@ def run_command(
         raw = line.rstrip(b"\r\n")
         if not raw:
             continue
-        alert = program.run(tokenise(fmt, raw), ctx)
-        key = keys.key(raw, wall_clock())
+        now = wall_clock()
+        key = keys.key(raw, now)
+        tokens = (
+            tokenise(fmt, raw) if omnibus is None else omnibus.tokens(Event(raw, key, now))
+        )
+        alert = program.run(tokens, ctx)
         for i, generated in enumerate(ctx.generated):  # genevent alerts come first
             batch.append(serialise(generated, derived_key(key, i)))
         ctx.generated.clear()

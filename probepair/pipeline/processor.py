@@ -30,6 +30,7 @@ from probepair.config.props import Props, as_mapping
 from probepair.events import Event, derived_key, key_of
 from probepair.failover import Mode
 from probepair.pipeline.alerts import serialise
+from probepair.pipeline.omnibus import OmnibusOptions, OmnibusTokeniser
 from probepair.pipeline.tokenise import TOKENISERS
 
 if TYPE_CHECKING:
@@ -74,6 +75,28 @@ def rules_budget(props: Props) -> float:
                 )
             budget = bound
     return budget
+
+
+def set_probe_log_level(level: str) -> None:
+    """``setlog(LEVEL)``: the probe's log (the root logger cli.setup_logging set up) at
+    ``level``. A rules file calls it per event: only a change touches the logger
+    (``setLevel`` clears every logger's cache)."""
+    value = _LOG_LEVELS.get(level.upper(), logging.INFO)
+    root = logging.getLogger()
+    if root.level != value:
+        logger.warning("rules file sets the log level to %s (setlog)", level.upper())
+        root.setLevel(value)
+
+
+def omnibus_options(props: Props) -> OmnibusOptions:
+    """FeedFormat omnibus' tokenising properties."""
+    return OmnibusOptions(
+        offset_zero=props.OffsetZero,
+        offset_one=props.OffsetOne,
+        offset_two=props.OffsetTwo,
+        break_characters=props.BreakCharacters,
+        time_format=props.TimeFormat,
+    )
 
 
 Tokeniser = Callable[[bytes, bool], dict[str, str]]
@@ -168,15 +191,20 @@ class Processor:
         *,
         tokens_of: Callable[[Event], dict[str, str]] | None = None,
         traps: TrapFunctions | None = None,
+        set_log_level: Callable[[str], None] | None = None,
     ) -> None:
         """``tokens_of``: a feed that tokenises itself (snmp) gives each event's tokens
         (and counts it out of its queue); ``traps``: its counters for mttrapd's rules
-        functions."""
+        functions; ``set_log_level``: what the rules' ``setlog(LEVEL)`` calls (default:
+        ``set_probe_log_level``)."""
+        set_log_level = set_log_level or set_probe_log_level
         self.program = program
+        if tokens_of is None and props.FeedFormat == "omnibus":
+            tokens_of = OmnibusTokeniser(omnibus_options(props)).tokens
         self._tokens_of = tokens_of
         self.gate = gate
         self._metrics = metrics
-        self._tokenise = TOKENISERS[props.FeedFormat]
+        self._tokenise = TOKENISERS.get(props.FeedFormat, TOKENISERS["line"])  # omnibus: above
         if props.FeedFormat == "json":
             self._tokenise = _counting_feed_managers(self._tokenise, metrics)
         self._last_error_log = -float("inf")
@@ -197,6 +225,7 @@ class Processor:
                 clock=clock,
                 on_over_budget=self._over_budget,
                 traps=traps,
+                set_log_level=set_log_level,
             )
 
     def _rules_log(self, level: str, message: str) -> None:

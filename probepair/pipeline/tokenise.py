@@ -1,9 +1,10 @@
 """Tokenisers: raw record bytes -> ``$token`` values.
 
 PURE: standard library only. Every format gives ``Line`` (the record as text) and
-``Token1``..``TokenN`` (whitespace split); ``syslog`` adds the RFC 3164 / RFC 5424
-header fields and ``json`` turns top-level keys into tokens (nested values are kept
-as JSON text, so rules can reach them with ``$(a.b)``).
+``Token1``..``TokenN`` (whitespace split; in ``syslog``, of the text after the PRI);
+``syslog`` adds the RFC 3164 / RFC 5424 header fields and ``json`` turns top-level
+keys into tokens (nested values are kept as JSON text, so rules can reach them with
+``$(a.b)``).
 
 Syslog parsing is tolerant: a line that conforms to neither RFC still yields ``Line``,
 the tokens and ``Message`` (the whole line), so nothing is lost on odd senders.
@@ -17,6 +18,8 @@ from typing import Final
 
 import orjson
 
+# Formats of the record alone; FeedFormat omnibus (pipeline/omnibus.py) also reads the
+# event's arrival time and sender, and counts events.
 FORMATS: Final = ("syslog", "json", "line")
 
 FACILITIES: Final = (
@@ -73,6 +76,7 @@ _FAST3164: Final = re.compile(
     re.S,
 )
 _PRI_ONLY: Final = re.compile(r"<([0-9]{1,3})>(.*)", re.S)
+_PRI_PREFIX: Final = re.compile(r"<[0-9]{1,3}>")
 
 
 def _split(line: str, tokens: dict[str, str]) -> None:
@@ -169,7 +173,10 @@ def tokenise_syslog(raw: bytes, split: bool = True) -> dict[str, str]:
     else:
         tokens = {"Line": line, "Message": line}
     if split:
-        _split(line, tokens)
+        # The text after the PRI: "<38>Nov 22 ..." gives $Token1 "Nov", as OMNIbus' syslog
+        # probes number them ($Token4 the host), not "<38>Nov".
+        pri = _PRI_PREFIX.match(line)
+        _split(line if pri is None else line[pri.end() :], tokens)
     return tokens
 
 

@@ -22,9 +22,11 @@ from probepair.rules.functions import (
     BUILTINS,
     FOREIGN,
     LOG_LEVELS,
+    MAX_VALUE,
     TRAP_FUNCTIONS,
     scan_pattern,
 )
+from probepair.rules.probefns import SERVICE_STATUSES, expand
 
 if TYPE_CHECKING:
     from probepair.errors import RulesCompileError
@@ -176,10 +178,68 @@ def call(gen: Codegen, node: ast.Call) -> Code:
     if name == "nvp_remove":
         names = "".join(f"{gen.v(x)}, " for x in a[1:])
         return f"_nvp_remove({gen.s(a[0])}, ({names}))", "str"
+    if name == "contains":
+        return f"({gen.s(a[1])} in {gen.s(a[0])})", "bool"
+    if name == "charcount":
+        return f"len({gen.s(a[0])})", "num"
+    if name in ("getload", "updateload"):
+        gen.may_fail = True  # a load string the rules built wrong
+        return f"_{name}({gen.s(a[0])}, ctx)", ("num" if name == "getload" else "str")
+    if name in ("getenv", "expand"):
+        return repr(_literal_function(gen, node)), "str"
     assert name == "lookup"
     table = gen.table(a[1])
     single = gen.const("_L", table, {k: v[0] for k, v in gen.r.tables[table][0].items()})
     return f"{single}.get({gen.s(a[0])}, {gen.r.tables[table][1][0]!r})", "str"
+
+
+def _literal_function(gen: Codegen, node: ast.Call) -> str:
+    """The value of ``getenv("NAME")`` or ``expand("text")``, computed at compile time.
+
+    Both take a string literal. OMNIbus' expand() requires one. getenv() is held to
+    one here: with a name from an expression, the feed's text could choose which of
+    the probe's environment variables (a password, a token) an alert carries. The
+    environment does not change while the probe runs, so reading it at load time
+    gives what reading it per event would (a reload reads it again).
+    """
+    arg = node.args[0]
+    if not isinstance(arg, ast.Str):
+        if node.name == "getenv":
+            why = "getenv() takes the variable's name as a string literal, so no feed text "
+            why += "can choose which environment variable an alert shows"
+        else:
+            why = "expand() takes a string literal"
+        raise gen.error(arg, why)
+    if node.name == "expand":
+        return expand(arg.value)
+    value = gen.r.env.get(arg.value, "")
+    if len(value) > MAX_VALUE:
+        raise gen.error(
+            arg,
+            f"environment variable {arg.value!r} holds {len(value)} characters, "
+            f"more than the {MAX_VALUE} a value may have",
+        )
+    return value
+
+
+def _service(gen: Codegen, node: ast.Call) -> None:
+    """``service(name, status[, user[, description]])``: checked, then nothing.
+
+    OMNIbus sets the status of a service in the ObjectServer's service table; a
+    probepair sink has no such table, so the call is accepted as a no-op (README).
+    """
+    status = node.args[1]
+    word = (
+        status.name
+        if isinstance(status, ast.Name)
+        else status.value
+        if isinstance(status, ast.Str)
+        else None
+    )
+    if isinstance(status, ast.Name | ast.Str) and str(word).upper() not in SERVICE_STATUSES:
+        raise gen.error(
+            status, f"expected a service status ({', '.join(SERVICE_STATUSES)}), found {word!r}"
+        )
 
 
 def exists(gen: Codegen, arg: ast.Expr) -> str:
@@ -289,7 +349,10 @@ def call_stmt(gen: Codegen, node: ast.Call, depth: int) -> None:
         if name == "log":
             gen.emit(depth, f"ctx.log({level.upper()!r}, {gen.s(a[1])})")
         else:
-            gen.emit(depth, f"P['MessageLevel'] = A['MessageLevel'] = {level.lower()!r}")
+            # The probe's log level (its callback); %MessageLevel reads the new level.
+            prop = "warn" if level.upper() == "WARNING" else level.lower()
+            gen.emit(depth, f"ctx.set_log_level({level.upper()!r})")
+            gen.emit(depth, f"P['MessageLevel'] = {prop!r}")
     elif name == "details":
         if len(a) == 1 and isinstance(a[0], ast.AllTokens):
             gen.whole_tokens = True
@@ -320,6 +383,9 @@ def call_stmt(gen: Codegen, node: ast.Call, depth: int) -> None:
             gen.emit(depth, f"_TG[0] = _tg = {table!r}")
     elif name == "genevent":
         _genevent(gen, node, depth)
+    elif name == "service":
+        _service(gen, node)
+        gen.emit(depth, "pass")
     else:
         assert name == "clear"
         if not isinstance(a[0], ast.Name):

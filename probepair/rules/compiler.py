@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from probepair.errors import RulesCompileError, RulesRuntimeError
-from probepair.rules import ast
+from probepair.rules import ast, probefns
 from probepair.rules import functions as fn
 from probepair.rules.codegen import Codegen
 from probepair.rules.frontend import DEFAULT_TABLE, FileStats, FrontEnd, Resolved, TargetInfo
@@ -30,8 +30,10 @@ from probepair.rules.parser import parse
 # that found the time used up (a foreach iteration, a regreplace match loop).
 OVER_BUDGET_FIELD: Final = "RulesOverBudget"
 
-_BOOL_FUNCS: Final = frozenset({"match", "nmatch", "regmatch", "exists"})
-_NUM_FUNCS: Final = frozenset({"length", "split", "int", "real", "getdate", "datetotime", "date"})
+_BOOL_FUNCS: Final = frozenset({"match", "nmatch", "regmatch", "exists", "contains"})
+_NUM_FUNCS: Final = frozenset(
+    {"length", "charcount", "split", "int", "real", "getdate", "datetotime", "date", "getload"}
+)
 
 
 @dataclass(slots=True)
@@ -43,6 +45,9 @@ class RulesContext:
     it (``Mode`` switches the role). Clock and hostname are injected to keep runs
     deterministic in tests. ``generated`` collects the alerts ``genevent`` made during
     one run, in order; the runtime takes them (and clears the list) after each run.
+
+    ``set_log_level`` is how ``setlog(LEVEL)`` reaches the probe's log (one of
+    functions.LOG_LEVELS); the default ignores it.
 
     The rules-time budget: the runtime sets ``deadline`` (on ``clock``, seconds)
     before each run; loops compare the two and stop the run past it (``OverBudget``),
@@ -60,6 +65,8 @@ class RulesContext:
     deadline: float = math.inf
     on_over_budget: Callable[[tuple[str, int, int]], None] = field(default=lambda pos: None)
     traps: fn.TrapFunctions | None = None  # the SNMP feed's counters and drop list
+    # setlog(LEVEL): the probe sets its log level (rules/ itself stays free of logging)
+    set_log_level: Callable[[str], None] = field(default=lambda level: None)
 
 
 class Program:
@@ -199,6 +206,8 @@ _NAMESPACE: Final[dict[str, object]] = {
     "_shl": fn.shl,
     "_shr": fn.shr,
     "_scanformat": fn.scanformat,
+    "_getload": probefns.getload,
+    "_updateload": probefns.updateload,
     "_split_list": fn.split_list,
     "_cap": fn.cap,
     "_over": fn.over_budget,
@@ -276,6 +285,7 @@ def compile_rules(
         widths,
         front.switches,
         front.targets,
+        dict(env or {}),
     )
     gen = Codegen(resolved)
     try:

@@ -202,6 +202,9 @@ class FrontEnd:
                     self.assignments.append((path, None))
                 case ast.MultiAssign(targets, value):
                     kinds = self.scan_kinds(value)
+                    # [arr[1], arr[2]] = scanformat(...) creates arr, as split() does.
+                    if isinstance(value, ast.Call) and value.name == "scanformat":
+                        self.arrays.update(t.name for t in targets if isinstance(t, ast.Index))
                     for i, t in enumerate(targets):
                         if isinstance(t, ast.TokenRef):
                             typed = i < len(kinds) and kinds[i] != "s"
@@ -374,6 +377,7 @@ class Resolved:
     table_width: dict[str, int] = field(default_factory=dict)
     switches: dict[int, ast.Switch] = field(default_factory=dict)  # id(parsed) -> rebuilt
     targets: dict[str, TargetInfo] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # getenv() reads it at compile time
 
 
 def _expressions(stmt: ast.Stmt) -> tuple[ast.Expr, ...]:

@@ -96,6 +96,14 @@ BUILTINS: Final[dict[str, Builtin]] = {
     "settarget": Builtin(1, 1, "statement"),
     "setdefaulttarget": Builtin(1, 1, "statement"),
     "genevent": Builtin(1, -1, "statement"),
+    # Issue 23 (probefns.py): getenv and expand take string literals (calls.py says why).
+    "getenv": Builtin(1, 1),
+    "expand": Builtin(1, 1),
+    "charcount": Builtin(1, 1),
+    "contains": Builtin(2, 2),
+    "getload": Builtin(1, 1),
+    "updateload": Builtin(1, 1),
+    "service": Builtin(2, 4, "statement"),
     # The SNMP trap probe's (mttrapd) flood control (feeds/snmp/control.py); with any
     # other feed they count nothing (0) and the drop list stays empty.
     "read_trap_count": Builtin(0, 1),

@@ -101,13 +101,13 @@ def translate(pattern: str) -> str:
             out.append(pattern[i:j])
             i = j
             continue
-        if c in "*+" and repeatable is False:
+        if c in "*+?" and repeatable is False:
             out.append("\\" + c)  # nothing to repeat: a literal, as OMNIbus reads it
         else:
             out.append(c)
         i += 1
-        # Where a '*' or '+' has nothing to repeat: at the start, after '(' (not a
-        # '(?' group), after '|', and after a leading '^'.
+        # Where a '*', '+' or '?' has nothing to repeat: at the start, after '(' (not
+        # a '(?' group), after '|', and after a leading '^'.
         if (c == "(" and not pattern.startswith("?", i)) or c == "|":
             repeatable = False
         elif not (c == "^" and repeatable is False):
