@@ -31,7 +31,7 @@ from probepair.feeds.framing import SyslogFramer
 from probepair.feeds.lines import TRAILER
 from probepair.pipeline.tokenise import tokenise_json
 from probepair.probe import Probe
-from probepair.rules import ast, parser
+from probepair.rules import ast, compile_rules, parser
 from probepair.rules.trust import untrusted_mode_assignments
 
 # -- props ---------------------------------------------------------------------------
@@ -230,12 +230,17 @@ if (match($PeerAddress, "127.0.0.1")) {
 """
 
 
+def fed_alerts(path: Path) -> list[dict[str, object]]:
+    """The sink's alerts but the probe's own ProbeWatch events."""
+    text = path.read_text() if path.exists() else ""
+    lines = [json.loads(line) for line in text.splitlines()]
+    return [line for line in lines if line.get("Manager") != "ProbeWatch"]
+
+
 async def wait_lines(path: Path, count: int) -> list[dict[str, object]]:
     with trio.fail_after(10):
         while True:
-            text = path.read_text() if path.exists() else ""
-            lines = [json.loads(line) for line in text.splitlines()]
-            lines = [line for line in lines if line.get("Manager") != "ProbeWatch"]
+            lines = fed_alerts(path)
             if len(lines) >= count:
                 return lines
             await trio.sleep(0.02)  # polling a real file: no event tells us it grew
@@ -314,3 +319,16 @@ def test_a_mode_switch_guarded_by_a_loopback_sender_is_trusted(cond: str) -> Non
 ])
 def test_other_sender_guards_are_still_reported(cond: str) -> None:
     assert mode_spans(f'if ({cond}) {{\n  %Mode = "master"\n}}\n') == [2]
+
+
+@pytest.mark.parametrize(("text", "needs"), [
+    ("@Summary = $Message\n", False),
+    ("@Node = $PeerAddress\n", True),
+    ('if (exists($PeerPort)) { @P = 1 }\n', True),
+    ("foreach (t in $*) { @X = t }\n", True),
+    ("details($*)\n", True),
+])
+def test_the_processor_sets_the_sender_tokens_only_for_rules_that_read_them(
+    text: str, needs: bool
+) -> None:
+    assert compile_rules(text, source="t.rules").needs_peer is needs

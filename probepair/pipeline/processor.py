@@ -375,6 +375,7 @@ class Processor:
         else:
             run = program.run
             split = program.needs_split
+            peer = program.needs_peer
             ctx = self.ctx
             assert ctx is not None
             assigned = ctx.assigned
@@ -393,7 +394,7 @@ class Processor:
                 if tokens_of is None:
                     tokens = tokenise(ev.raw, split)
                     # The sender, from the feed (never from the record: see tokenise).
-                    if (source := ev.source) is not None:
+                    if peer and (source := ev.source) is not None:
                         tokens["PeerAddress"] = source[0]
                         tokens["PeerPort"] = str(source[1])
                 else:
