@@ -304,6 +304,7 @@ def mode_spans(text: str) -> list[int]:
     '"127.0.0.2" == $PeerAddress',
     '$PeerIPaddress == "127.0.0.1" && $Message == "become master"',
     'match(%FeedType, "file")',
+    '(match(%FeedType, "file") || match($PeerAddress, "127.0.0.1")) && $Message == "x"',
 ])
 def test_a_mode_switch_guarded_by_a_loopback_sender_is_trusted(cond: str) -> None:
     assert mode_spans(f'if ({cond}) {{\n  %Mode = "master"\n}}\n') == []
@@ -316,6 +317,7 @@ def test_a_mode_switch_guarded_by_a_loopback_sender_is_trusted(cond: str) -> Non
     '$PeerAddress == "127.0.0.1" || $Message == "x"',
     'regmatch($PeerAddress, "^127\\\\.")',
     '$FeedPeerAddress == "127.0.0.1"',
+    'match(%FeedType, "file") || $Message == "x"',
 ])
 def test_other_sender_guards_are_still_reported(cond: str) -> None:
     assert mode_spans(f'if ({cond}) {{\n  %Mode = "master"\n}}\n') == [2]
@@ -332,3 +334,13 @@ def test_the_processor_sets_the_sender_tokens_only_for_rules_that_read_them(
     text: str, needs: bool
 ) -> None:
     assert compile_rules(text, source="t.rules").needs_peer is needs
+
+
+def test_a_ptr_record_that_reads_as_an_address_never_names_a_trap_sender(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from probepair.feeds.snmp import names
+
+    answers = {"192.0.2.7": "127.0.0.1", "192.0.2.8": "::1.", "192.0.2.9": "router.example"}
+    monkeypatch.setattr(names.socket, "gethostbyaddr", lambda ip: (answers[ip], [], [ip]))
+    assert [names._lookup(ip) for ip in answers] == ["192.0.2.7", "192.0.2.8", "router.example"]

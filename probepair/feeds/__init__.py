@@ -60,8 +60,20 @@ def make_feeds(
 ) -> list[Feed]:
     """Every feed of ``props`` (``Feeds``, else the one-feed shorthand), in order, with
     one key maker between them (see the module docstring)."""
+    from probepair.feeds.tcp import TcpFeed
+
     keys = KeyMaker(props.KeyWindow)
-    return [
+    feeds = [
         make_feed(feed, wall_clock, metrics, keys=keys, index=i)
         for i, feed in enumerate(props.feeds)
     ]
+    tcp = [feed for feed in feeds if isinstance(feed, TcpFeed)]
+    if len(tcp) > 1:
+        # FeedMaxConnections is per listener: the descriptors and the limit the
+        # metric shows are for all of them.
+        total = sum(feed.clients_reserved for feed in tcp)
+        for feed in tcp:
+            feed.clients_reserved = total
+        if metrics is not None:
+            metrics.feed_connections_limit.set(total)
+    return feeds

@@ -151,6 +151,9 @@ class TcpFeed:
         self._idle = props.FeedIdleTimeout or math.inf
         self._metrics = metrics if metrics is not None else Metrics()
         self._metrics.feed_connections_limit.set(self._max)
+        # Clients all the probe's tcp feeds may hold at once: make_feeds sets the sum,
+        # so the descriptor reserve covers every listener, not just this one.
+        self.clients_reserved = self._max
         self.open = 0  # clients being served
         self._refused = 0  # refused since the last log line about them
         self._refused_logged = -math.inf
@@ -165,7 +168,7 @@ class TcpFeed:
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        reserve_descriptors(self._max)
+        reserve_descriptors(self.clients_reserved)
         try:
             listeners = await trio.open_tcp_listeners(self._port, host=self._host)
         except OSError as exc:

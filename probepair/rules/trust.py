@@ -5,8 +5,9 @@ protocol. A rules file that assigns it in a branch the feed's text decides lets 
 who can send one line to the feed (a spoofed syslog datagram) switch the pair. A branch
 is trusted when its condition requires the event to come from a local file feed
 (``match(%FeedType, "file")`` or ``%FeedType == "file"``, alone or as one side of
-``&&``; or a ``switch (%FeedType)`` case ``"file"``): such a feed holds only what local
-users with write access put in it. Anything else is reported, with its location.
+``&&``, or on both sides of ``||``; or a ``switch (%FeedType)`` case ``"file"``):
+such a feed holds only what local users with write access put in it. Anything else is
+reported, with its location.
 
 A branch is also trusted when its condition requires the event's sender
 (``$PeerAddress``, or the snmp feed's ``$PeerIPaddress``) to be a loopback address
@@ -14,7 +15,8 @@ given as a literal (``match($PeerAddress, "127.0.0.1")``, ``$PeerAddress == "::1
 the feed sets those tokens from the socket, never from the record (a json record's
 ``PeerAddress`` key is ``$FeedPeerAddress``), and the kernel drops packets from
 another host that claim a loopback source (a "martian" on any other interface), so
-only a process on the probe's own host can send such an event. Any other address is
+only a process on the probe's own host can send such an event (any local user's
+process: a weaker bound than a file feed's write permission). Any other address is
 not trusted input: a UDP datagram (syslog, a trap) claims whatever source its sender
 writes into it, and nothing on a udp feed authenticates it; the snmp feed's
 ``$PeerAddress`` is even a reverse-DNS name, which the owner of the sending address
@@ -75,6 +77,8 @@ def requires_local_feed(cond: ast.Expr) -> bool:
     if isinstance(cond, ast.Binary):
         if cond.op == "&&":
             return requires_local_feed(cond.left) or requires_local_feed(cond.right)
+        if cond.op == "||":  # either way trusted: the file feed, or this host
+            return requires_local_feed(cond.left) and requires_local_feed(cond.right)
         if cond.op == "==":
             return _trusted_equal(cond.left, cond.right)
         return False
