@@ -2,19 +2,23 @@
 
 Theory of operation
 -------------------
-    feed --(batches of Events)--> Processor --(batches of alerts)--> SinkRunner --> sink
+    feeds --(batches of Events)--> Processor --(batches of alerts)--> SinkRunner --> sink
                                      |  gate: PeerDriver (pair) / AlwaysForward (standard)
                                      v
                          heartbeats + acks to the peer (peer.py)
 
 Every arrow is a bounded memory channel of *batches*; a full channel blocks its producer
 (back-pressure reaches the UDP socket, whose overflow the kernel counts). A clean stop
-(SIGTERM/SIGINT, or stdin's end) cancels only the feed; the processor drains what the
-feed accepted, the sink runner delivers it (or spools it), the sink is flushed, and only
-then are the peer link and the metrics endpoint cancelled: nothing accepted is lost.
+(SIGTERM/SIGINT, or the end of every feed, as stdin's) cancels only the feeds; the
+processor drains what they accepted, the sink runner delivers it (or spools it), the
+sink is flushed, and only then are the peer link and the metrics endpoint cancelled:
+nothing accepted is lost.
 
-The pipeline nursery holds feed, processor and sink runner; the outer nursery holds
-what outlives them (signals, metrics, the failover driver).
+Feeds (``Feeds``, or the one-feed shorthand) run side by side in one nursery, each with
+its own clone of the channel's send end; each event carries its feed's index, which
+the processor reads per batch to pick the format. The pipeline nursery holds the
+feeds, processor and sink runner; the outer nursery holds what outlives them (signals,
+metrics, the failover driver).
 """
 
 from __future__ import annotations
