@@ -73,8 +73,7 @@ class UdpFeed:
         self._held: list[bytes] = []
         self.socket: socket.socket | None = None
         self.batched = True  # recvmmsg where the platform has it (tests turn it off)
-        self._read: ReadBatch = lambda raws, sources, limit: True
-        self._held_from: list[Source] = []
+        self._read: ReadBatch = lambda raws, sources, limit: True  # set by run()
 
     def idle(self) -> bool:
         """True if nothing is unread in the socket nor read and held for a batch, now.
@@ -155,7 +154,6 @@ class UdpFeed:
             raws, held = held, []
             sources, held_from = held_from, []
             self._held = held
-            self._held_from = held_from
             empty = read(raws, sources, max(0, count - len(raws)))
             drained_at = now()
             gathered += len(raws)
