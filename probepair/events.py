@@ -34,8 +34,12 @@ class Event:
         from_probe: True only for the probe's own ProbeWatch events
             (``pipeline.self_event``); no feed sets it, whatever a record holds.
         source: the sender's (address, port) for a network feed (None: a file, stdin,
-            or a feed that does not know). Never part of the key: the two probes may
-            hear the same message from different addresses (a relay, NAT, two feeds).
+            or a feed that does not know), IPv4-mapped IPv6 senders shown as IPv4. The
+            rules read it as ``$PeerAddress`` and ``$PeerPort``. Never part of the key:
+            the two probes may hear the same message from different addresses (a
+            relay, NAT, two feeds).
+        feed: the index (from 0) in ``Feeds`` of the feed the event came in on, which
+            decides its format (0 for the one-feed shorthand and for self-events).
     """
 
     raw: bytes
@@ -44,6 +48,7 @@ class Event:
     tokens: dict[str, str] = field(default_factory=dict)
     from_probe: bool = False
     source: tuple[str, int] | None = None
+    feed: int = 0
 
 
 # A blake2b state with the key parameters set, copied per digest: copy() + update()

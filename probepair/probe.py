@@ -2,19 +2,23 @@
 
 Theory of operation
 -------------------
-    feed --(batches of Events)--> Processor --(batches of alerts)--> SinkRunner --> sink
+    feeds --(batches of Events)--> Processor --(batches of alerts)--> SinkRunner --> sink
                                      |  gate: PeerDriver (pair) / AlwaysForward (standard)
                                      v
                          heartbeats + acks to the peer (peer.py)
 
 Every arrow is a bounded memory channel of *batches*; a full channel blocks its producer
 (back-pressure reaches the UDP socket, whose overflow the kernel counts). A clean stop
-(SIGTERM/SIGINT, or stdin's end) cancels only the feed; the processor drains what the
-feed accepted, the sink runner delivers it (or spools it), the sink is flushed, and only
-then are the peer link and the metrics endpoint cancelled: nothing accepted is lost.
+(SIGTERM/SIGINT, or the end of every feed, as stdin's) cancels only the feeds; the
+processor drains what they accepted, the sink runner delivers it (or spools it), the
+sink is flushed, and only then are the peer link and the metrics endpoint cancelled:
+nothing accepted is lost.
 
-The pipeline nursery holds feed, processor and sink runner; the outer nursery holds
-what outlives them (signals, metrics, the failover driver).
+Feeds (``Feeds``, or the one-feed shorthand) run side by side in one nursery, each with
+its own clone of the channel's send end; each event carries its feed's index, which
+the processor reads per batch to pick the format. The pipeline nursery holds the
+feeds, processor and sink runner; the outer nursery holds what outlives them (signals,
+metrics, the failover driver).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from probepair.config.paths import default_spool
 from probepair.config.secret import read_metrics_token
 from probepair.errors import RulesError
 from probepair.failover import ACTIVE_ROLES, HandoverReason, Mode, Role
-from probepair.feeds import make_feed
+from probepair.feeds import make_feeds
 from probepair.metrics import Metrics
 from probepair.ops.control import make_handler, serve_control, socket_path
 from probepair.ops.endpoint import EndpointAuth, serve_metrics
@@ -134,19 +138,26 @@ class Probe:
         self.gate: Gate = AlwaysForward()
         self.driver: PeerDriver | None = None
         self.runner: SinkRunner | None = None
-        self.feed: Feed = make_feed(props, wall_clock, self.metrics)
-        # A feed that tokenises itself (snmp) hands the processor its tokens and its
-        # counters for mttrapd's rules functions; its drop list sends ProbeWatch events.
-        control = getattr(self.feed, "control", None)
-        if control is not None:
-            control.on_blockade = self._on_blockade
+        # Every feed of Feeds (or the one-feed shorthand), one key maker between them.
+        self.feeds: list[Feed] = make_feeds(props, wall_clock, self.metrics)
+        # A feed that tokenises itself (snmp, at most one) hands the processor its
+        # tokens and its counters for mttrapd's rules functions; its drop list sends
+        # ProbeWatch events.
+        tokens_of = {}
+        control = None
+        for i, feed in enumerate(self.feeds):
+            if (control := getattr(feed, "control", None)) is not None:
+                control.on_blockade = self._on_blockade
+                tokens_of[i] = control.taken
+                break
+        self.control = control
         self.processor = Processor(
             props,
             self.program,
             self.gate,
             self.metrics,
             wall_clock,
-            tokens_of=None if control is None else control.taken,
+            tokens_of=tokens_of,
             traps=control,
         )
         self._stop = trio.Event()
@@ -252,7 +263,7 @@ class Probe:
             await self._feed_done.wait()  # so "Going Down ..." follows the feed's last event
             # As mttrapd does on exit: every host still on the drop list is unblocked,
             # so no "is blocked" problem outlives the probe in the event list.
-            control = getattr(self.feed, "control", None)
+            control = self.control
             for host in sorted(control.drop_list) if control is not None else ():
                 summary = f"mttrapd on {host} is unblocked"
                 await send.send([self_event(self.props.Name, summary, self._wall_clock)])
@@ -459,45 +470,61 @@ class Probe:
         unread, the channel is empty and the rules task waits on it (a task that has
         just taken a batch is not waiting yet, though the channel already looks empty).
         """
-        # Only datagram feeds can tell (udp, snmp over UDP); the others are never idle.
-        idle: Callable[[], bool] | None = getattr(self.feed, "idle", None)
+        # Only datagram feeds can tell (udp, snmp over UDP); the others are never idle,
+        # and with several feeds every one of them must be.
         stats = feed_recv.statistics()
-        return (
-            stats.current_buffer_used == 0
-            and stats.tasks_waiting_receive > 0
-            and idle is not None
-            and idle()
-        )
+        if stats.current_buffer_used or not stats.tasks_waiting_receive:
+            return False
+        for feed in self.feeds:
+            idle: Callable[[], bool] | None = getattr(feed, "idle", None)
+            if idle is None or not idle():
+                return False
+        return True
 
     def _count_kernel_drops(self) -> None:
         from probepair.feeds.udp import kernel_drops
 
-        sock: socket.socket | None = getattr(self.feed, "socket", None)  # udp, snmp over UDP
-        if sock is not None:
-            self.metrics.kernel_drops = lambda: kernel_drops(sock)
+        # udp, snmp over UDP: the series is the sum over the probe's UDP sockets.
+        socks: list[socket.socket] = [
+            sock for feed in self.feeds if (sock := getattr(feed, "socket", None)) is not None
+        ]
+        if socks:
+            self.metrics.kernel_drops = lambda: sum(kernel_drops(sock) for sock in socks)
 
-    async def _run_feed(
+    async def _run_feeds(
         self,
         send: SendEnd[Batch],
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """The feed, cancelled by stop(); its channel closes when it ends."""
+        """The feeds, cancelled by stop(); started with the list of their addresses.
+        The channel closes when they have all ended (stdin's end: once every feed has
+        ended, the probe stops; a listener never ends)."""
+        ended: list[str] = []
         async with send, trio.open_nursery() as nursery:
 
             async def cancel_on_stop() -> None:
                 await self._stop.wait()
                 nursery.cancel_scope.cancel(reason="stop")
 
-            async def feed(*, task_status: trio.TaskStatus[Any]) -> None:
-                await self.feed.run(send, task_status=task_status)
-                nursery.cancel_scope.cancel(reason="feed ended")
+            async def run_one(
+                feed: Feed, send: SendEnd[Batch], *, task_status: trio.TaskStatus[Any]
+            ) -> None:
+                async with send:
+                    await feed.run(send, task_status=task_status)
+                ended.append(feed.name)
+                if len(ended) == len(self.feeds):
+                    nursery.cancel_scope.cancel(reason="feeds ended")
 
-            nursery.start_soon(cancel_on_stop)
-            task_status.started(await nursery.start(feed))
+            nursery.start_soon(cancel_on_stop, name="feeds-stop")
+            addresses = []
+            for feed in self.feeds:
+                runner = partial(run_one, feed, send.clone())
+                addresses.append(await nursery.start(runner, name=f"feed:{feed.name}"))
+            task_status.started(addresses)
         self._feed_done.set()
         if not self._stop.is_set():
-            self.stop(f"feed {self.feed.name} ended")
+            self.stop(f"feed {', '.join(ended)} ended")
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until stop(); deliver everything accepted before returning."""
@@ -597,9 +624,10 @@ class Probe:
 
                     pipeline.start_soon(process, name="rules")
                     pipeline.start_soon(self._self_events, feed_send.clone(), name="self-events")
-                    feed_address = await pipeline.start(self._run_feed, feed_send)
+                    feed_addresses = await pipeline.start(self._run_feeds, feed_send)
                     feed_bound_at = trio.current_time()
-                    self.addresses["feed"] = self._format(feed_address)
+                    # Every feed's, comma-separated in Feeds order (one feed: as before).
+                    self.addresses["feed"] = ",".join(map(self._format, feed_addresses))
                     if self.driver is not None:
                         self.readiness = self._readiness(self.driver)
                         self.metrics.ready.set(0 if props.Mode == "slave" else 1)

@@ -49,6 +49,8 @@ def test_the_issue_sshd_line_gives_the_syslogd_probes_elements() -> None:
         "EventCount": "1",
         "ArrivalTime": str(int(ARRIVAL)),
         "RemoteHostInfo": "10.9.8.7",
+        "PeerAddress": "10.9.8.7",
+        "PeerPort": "40514",
         "Priority": "38",
         "Facility": "auth",
         "Severity": "6",

@@ -242,7 +242,7 @@ def test_booleans_from_the_command_line(raw: str, expected: bool) -> None:
 
 # --- dumpprops -----------------------------------------------------------------------
 
-LINE = re.compile(r"^([A-Za-z]+): (.*) # (STRING|INTEGER|FLOAT|BOOLEAN) \((.*)\)$")
+LINE = re.compile(r"^([A-Za-z]+): (.*) # (STRING|INTEGER|FLOAT|BOOLEAN|LIST) \((.*)\)$")
 
 
 def test_dumpprops_format() -> None:

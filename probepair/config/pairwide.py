@@ -31,7 +31,12 @@ MAX_NAMED: Final = 5  # rules files named at most; the rest are counted
 
 def pair_settings(props: Props) -> dict[str, object]:
     """The pair-wide settings by name, in digest order (as ``/status`` shows them)."""
-    return {name: getattr(props, name) for name in PAIR_SETTINGS}
+    settings = {name: getattr(props, name) for name in PAIR_SETTINGS}
+    # Several feeds: the formats they use (one feed: its format, as before). Which feed
+    # listens where may differ between the two probes (UDP here, TCP there), but the
+    # same message must be read in the same format on both.
+    settings["FeedFormat"] = ",".join(sorted({feed.FeedFormat for feed in props.feeds}))
+    return settings
 
 
 def file_digests(files: Mapping[str, bytes], main: str) -> dict[str, str]:

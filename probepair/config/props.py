@@ -18,19 +18,43 @@ the rules read ``'<redacted>'``, and error messages never quote them.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import platform
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from probepair.config.redact import has_credentials, redact_credentials
 from probepair.errors import ConfigError
 
-PropType = Literal["STRING", "INTEGER", "FLOAT", "BOOLEAN"]
-Value = str | int | float | bool
+PropType = Literal["STRING", "INTEGER", "FLOAT", "BOOLEAN", "LIST"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSpec:
+    """One entry of ``Feeds``: a feed's own settings, by their one-feed property names.
+
+    A key a definition leaves out has the property's built-in default (not the
+    top-level value: with ``Feeds`` the top-level feed properties are not set at all).
+    """
+
+    FeedType: str
+    FeedAddress: str
+    FeedPort: int
+    FeedFormat: str
+    FeedFile: str
+    FeedTLSCert: str
+    FeedTLSKey: str
+    FeedTLSCA: str
+
+
+# The properties a feed definition holds (FeedSpec's fields): with Feeds set, none of
+# them may be set at the top level as well (the one-feed shorthand is one or the other).
+FEED_KEYS: Final = tuple(f.name for f in fields(FeedSpec))
+Value = str | int | float | bool | tuple[FeedSpec, ...]
 
 
 def _shipped_rules() -> str:
@@ -165,6 +189,12 @@ class Props:
         "milliseconds of rules time one event may use; past it the event is delivered with "
         "the fields set so far and @RulesOverBudget; 0 = no budget (a pair: BeatInterval/8)",
         low=0,
+    )
+    Feeds: tuple[FeedSpec, ...] = _prop(
+        (),
+        "several feeds in one probe: a list of definitions, each a mapping of "
+        + ", ".join(FEED_KEYS)
+        + " (left out: the default); [] = the one feed the Feed* properties below describe",
     )
     FeedType: str = _prop(
         "udp", "input feed: udp, tcp, file, stdin or snmp (traps)", choices=FEED_TYPES
@@ -316,6 +346,17 @@ class Props:
     MessageLog: str = _prop("", "file the log is written to besides stderr")
 
     @property
+    def feeds(self) -> tuple[Props, ...]:
+        """One Props per feed, in ``Feeds`` order: these props with that feed's settings
+        (and ``Feeds`` empty); the one-feed shorthand gives ``(self,)``."""
+        if not self.Feeds:
+            return (self,)
+        return tuple(
+            replace(self, Feeds=(), **{k: getattr(spec, k) for k in FEED_KEYS})
+            for spec in self.Feeds
+        )
+
+    @property
     def heartbeat_port(self) -> int:
         """The UDP port our heartbeat listener binds (ListenPort, or PeerPort if 0)."""
         return self.ListenPort or self.PeerPort
@@ -341,8 +382,10 @@ _FALSE: Final = ("false", "no", "off", "0")
 
 
 def prop_type(name: str) -> PropType:
-    """The OMNIbus type name of property ``name``."""
+    """The OMNIbus type name of property ``name`` (``LIST``: ``Feeds``)."""
     default = _FIELDS[name].default
+    if isinstance(default, tuple):
+        return "LIST"
     if isinstance(default, bool):
         return "BOOLEAN"
     if isinstance(default, int):
@@ -362,6 +405,8 @@ def _convert(name: str, raw: object, source: str) -> Value:
     kind = prop_type(name)
     meta = _FIELDS[name].metadata
     value: Value
+    if kind == "LIST":
+        return _convert_feeds(raw, source)
     if kind == "BOOLEAN":
         if isinstance(raw, bool):
             value = raw
@@ -405,6 +450,49 @@ def _convert(name: str, raw: object, source: str) -> Value:
     return raw
 
 
+def _convert_feeds(raw: object, source: str) -> tuple[FeedSpec, ...]:
+    """``Feeds`` from a props file (a YAML list of mappings) or the command line (the
+    same as JSON or as ``--dumpprops`` prints it); errors name ``Feeds[i].Key``."""
+    if isinstance(raw, str) and (not raw.strip() or raw.lstrip().startswith("[")):
+        try:
+            raw = json.loads(raw) if raw.strip() else []
+        except ValueError:
+            raise ConfigError(
+                source, "Feeds", "expected a list of feed definitions (on the command "
+                f"line as JSON: [{{\"FeedType\": \"udp\"}}]), got {raw!r}"
+            ) from None
+    if not isinstance(raw, list | tuple):
+        raise ConfigError(source, "Feeds", f"expected a list of feed definitions, got {raw!r}")
+    specs: list[FeedSpec] = []
+    for i, item in enumerate(raw):
+        where = f"Feeds[{i}]"
+        if isinstance(item, FeedSpec):
+            specs.append(item)
+            continue
+        if not isinstance(item, Mapping):
+            raise ConfigError(
+                source, where, f"expected a mapping of {', '.join(FEED_KEYS)}, got {item!r}"
+            )
+        values: dict[str, Any] = {k: _FIELDS[k].default for k in FEED_KEYS}
+        for key, value in item.items():
+            if key not in FEED_KEYS:
+                close = next(iter(difflib.get_close_matches(str(key), FEED_KEYS, n=1)), None)
+                hint = f" (did you mean {close!r}?)" if close else ""
+                raise ConfigError(
+                    source, f"{where}.{key}",
+                    f"unknown key in a feed definition{hint}; expected one of "
+                    + ", ".join(FEED_KEYS),
+                )
+            try:
+                values[key] = _convert(key, value, source)
+            except ConfigError as exc:
+                raise ConfigError(source, f"{where}.{key}", exc.message) from None
+        if values["FeedType"] == "snmp" and "FeedPort" not in item:
+            values["FeedPort"] = SNMP_PORT
+        specs.append(FeedSpec(**values))
+    return tuple(specs)
+
+
 def _unknown(name: str, source: str) -> ConfigError:
     close = _BY_LOWER.get(str(name).lower()) or next(
         iter(difflib.get_close_matches(str(name), NAMES, n=1)), None
@@ -436,7 +524,16 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
             origin[name] = source
     if values.get("FeedType") == "snmp" and "FeedPort" not in values:
         values["FeedPort"] = SNMP_PORT
+    if values.get("Feeds"):
+        both = [name for name in FEED_KEYS if name in values]
+        if both:
+            raise ConfigError(
+                origin[both[0]], both[0],
+                "set in each Feeds definition instead: with Feeds, the one-feed properties "
+                f"are not used (Feeds from {origin['Feeds']})",
+            )
     props = Props(**values)  # type: ignore[arg-type]
+    _check_feeds(props, origin)
     _check_failback_window(props, origin)
     if props.SnmpEngineID:
         hexid = props.SnmpEngineID.removeprefix("0x").removeprefix("0X")
@@ -450,13 +547,6 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
                 "SnmpEngineID",
                 f"expected 5 to 32 octets in hex, got {props.SnmpEngineID!r}",
             )
-    for name in ("FeedTLSKey", "FeedTLSCA"):
-        if getattr(props, name) and not props.FeedTLSCert:
-            raise ConfigError(origin[name], name, "needs FeedTLSCert: the feed's certificate")
-    if props.FeedTLSCert and props.FeedType != "tcp":
-        raise ConfigError(
-            origin["FeedTLSCert"], "FeedTLSCert", f"needs FeedType tcp, got {props.FeedType!r}"
-        )
     if props.MetricsAuth == "bearer" and not props.MetricsTokenFile:
         raise ConfigError(
             origin.get("MetricsAuth", "defaults"),
@@ -469,6 +559,47 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
                 where = origin.get(name, origin.get("Mode", "defaults"))
                 raise ConfigError(where, name, f"Mode {props.Mode!r} needs the peer's {what}")
     return props
+
+
+def _check_feeds(props: Props, origin: dict[str, str]) -> None:
+    """Each feed's TLS settings fit its type; at most one snmp feed (one drop list, one
+    set of mttrapd's counters for the rules); no two feeds on one address and port."""
+    several = bool(props.Feeds)
+    bound: dict[tuple[str, str, int], int] = {}
+    for i, feed in enumerate(props.feeds):
+
+        def where(name: str, i: int = i) -> tuple[str, str]:
+            if several:
+                return origin["Feeds"], f"Feeds[{i}].{name}"
+            return origin.get(name, "defaults"), name
+
+        for name in ("FeedTLSKey", "FeedTLSCA"):
+            if getattr(feed, name) and not feed.FeedTLSCert:
+                raise ConfigError(*where(name), "needs FeedTLSCert: the feed's certificate")
+        if feed.FeedTLSCert and feed.FeedType != "tcp":
+            raise ConfigError(
+                *where("FeedTLSCert"), f"needs FeedType tcp, got {feed.FeedType!r}"
+            )
+        if not several:
+            continue
+        if feed.FeedType == "snmp" and any(
+            f.FeedType == "snmp" for f in props.feeds[:i]
+        ):
+            raise ConfigError(*where("FeedType"), "only one feed of a probe may be snmp")
+        if feed.FeedType in ("stdin", "file") and any(
+            (f.FeedType, f.FeedFile) == (feed.FeedType, feed.FeedFile) for f in props.feeds[:i]
+        ):
+            raise ConfigError(
+                *where("FeedType"), f"a second {feed.FeedType} feed of the same input"
+            )
+        kinds = {"udp": ("udp",), "tcp": ("tcp",), "snmp": ("udp", "tcp")}.get(feed.FeedType, ())
+        for kind in kinds if feed.FeedPort else ():
+            seen = bound.setdefault((kind, feed.FeedAddress, feed.FeedPort), i)
+            if seen != i:
+                raise ConfigError(
+                    *where("FeedPort"),
+                    f"Feeds[{seen}] listens on {kind} {feed.FeedAddress}:{feed.FeedPort} already",
+                )
 
 
 def _check_failback_window(props: Props, origin: dict[str, str]) -> None:
@@ -501,7 +632,9 @@ def _yaml_char(c: str) -> str:
 
 
 def render_value(value: Value) -> str:
-    """A value as it appears in a props file."""
+    """A value as it appears in a props file (``Feeds``: a JSON list, which is YAML)."""
+    if isinstance(value, tuple):
+        return json.dumps([{k: getattr(spec, k) for k in FEED_KEYS} for spec in value])
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -547,7 +680,10 @@ def dumpprops(props: Props, header: Iterable[str] = (), *, show_secrets: bool = 
         note = describe(name)
         if name in CREDENTIAL_NAMES and value == REDACTED:
             note += f"; without its credentials: {redact_credentials(str(raw))}"
-        lines.append(f"{name}: {render_value(value)} # {prop_type(name)} ({note})")
+        line = f"{name}: {render_value(value)} # {prop_type(name)} ({note})"
+        if props.Feeds and name in FEED_KEYS:
+            line = f"# {line}; not used: Feeds sets it per feed"  # loads back as unset
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -555,6 +691,7 @@ def as_mapping(props: Props) -> dict[str, Value]:
     """The values by name (for the rules' ``%Property`` reads); secrets redacted, URLs
     without their credentials."""
     shown = {name: _shown(name, getattr(props, name), False) for name in NAMES}
+    shown["Feeds"] = render_value(props.Feeds)  # the rules read values, not FeedSpecs
     for name in CREDENTIAL_NAMES:
         shown[name] = redact_credentials(str(getattr(props, name)))
     return shown

@@ -44,12 +44,20 @@ class _Follow:
 class FileFeed:
     """Appended lines of ``FeedFile``."""
 
-    def __init__(self, props: Props, wall_clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        props: Props,
+        wall_clock: Callable[[], float],
+        *,
+        keys: KeyMaker | None = None,
+        index: int = 0,
+    ) -> None:
         if not props.FeedFile:
             raise FeedError("file", "FeedType 'file' needs FeedFile")
         self.path = props.FeedFile
         self.name = f"file:{self.path}"
-        self._keys = KeyMaker(props.KeyWindow)
+        self._keys = keys if keys is not None else KeyMaker(props.KeyWindow)
+        self._index = index
         self._wall_clock = wall_clock
 
     def _open(self, at_end: bool) -> _Follow | None:
@@ -78,7 +86,10 @@ class FileFeed:
             cur.offset += len(line) + 1
             line = line.rstrip(b"\r")
             if line:
-                out.append(Event(line, self._keys.key(b"%d:" % start + line, t), wall))
+                out.append(
+                    Event(line, self._keys.key(b"%d:" % start + line, t), wall, {}, False,
+                          None, self._index)
+                )
         return out
 
     async def run(
@@ -112,7 +123,7 @@ class FileFeed:
         if not line:
             return []
         key = self._keys.key(b"%d:" % start + line, trio.current_time())
-        return [Event(line, key, self._wall_clock())]
+        return [Event(line, key, self._wall_clock(), {}, False, None, self._index)]
 
     async def _after_idle(self, cur: _Follow, send: SendEnd[Batch]) -> _Follow | None:
         """Sleep a poll interval, then handle rotation or truncation."""

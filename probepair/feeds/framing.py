@@ -17,11 +17,12 @@ Only a first line of the exact form ``<digits> <text>`` is taken for a frame; a 
 message starts with ``<``, so that concerns the ``line`` format only.
 
 The payload is the message, not the framing. Newline framing: the line without its LF
-and trailing CRs; octet counting: the MSG-LEN bytes without trailing CRs and LFs (some
-senders count a trailing newline). Either way the event key is computed over that
-payload, so the same message gets the same key on both probes of a pair however each
-of them was sent it (one octet-counted, one newline-framed), as long as the message has
-no newline inside. Empty payloads are no records. LF and CR between two octet-counted
+and trailing CRs and NULs; octet counting: the MSG-LEN bytes without trailing CRs, LFs
+and NULs (some senders count a trailing newline); a UDP datagram: the same
+(``lines.TRAILER``). Either way the event key is computed over that payload, so the
+same message gets the same key on both probes of a pair however each of them was sent
+it (one octet-counted, one newline-framed, one by UDP), as long as the message has no
+newline inside. Empty payloads are no records. LF and CR between two octet-counted
 frames are skipped (a sender that ends each frame with a newline).
 
 Bounds: at most ``max_frame`` bytes (``lines.MAX_LINE``, 1 MiB) are held per
@@ -39,7 +40,7 @@ from __future__ import annotations
 import enum
 from typing import Final, Literal
 
-from probepair.feeds.lines import MAX_LINE, NewlineFramer
+from probepair.feeds.lines import MAX_LINE, TRAILER, NewlineFramer
 
 FrameErrorReason = Literal["too_big", "malformed", "truncated"]
 FRAME_ERROR_REASONS: Final[tuple[FrameErrorReason, ...]] = ("too_big", "malformed", "truncated")
@@ -153,7 +154,7 @@ class SyslogFramer:
                 self._offset += take
                 self._remaining -= take
                 if not self._remaining:
-                    payload = b"".join(self._parts).rstrip(b"\r\n")
+                    payload = b"".join(self._parts).rstrip(TRAILER)
                     self._parts = []
                     if payload:
                         frames.append(payload)

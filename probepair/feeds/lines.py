@@ -10,10 +10,15 @@ from collections.abc import Callable, Sequence
 from probepair.events import Batch, Event, KeyMaker
 
 MAX_LINE = 1 << 20  # bytes; a longer line is cut into records of this size
+# Stripped from the end of every record, whatever carried it: a datagram (udp), a line
+# (its LF is the framing) or an octet-counted frame. The key is computed over what is
+# left, so one message gets the same key over UDP and over TCP (issue 23: a sender may
+# reach the two probes of a pair, or two feeds of one probe, by different transports).
+TRAILER = b"\r\n\x00"
 
 
 class NewlineFramer:
-    """Accumulates chunks and returns the complete lines (no newline, no trailing CRs).
+    """Accumulates chunks and returns the complete lines (no newline, no TRAILER bytes).
 
     A line longer than ``max_line`` is cut into records of exactly ``max_line`` bytes
     (the last one shorter), wherever the chunks happen to end: the two probes of a pair
@@ -77,24 +82,40 @@ class NewlineFramer:
 
 
 def _records(lines: list[bytes]) -> list[bytes]:
-    return [stripped for line in lines if (stripped := line.rstrip(b"\r"))]
+    return [stripped for line in lines if (stripped := line.rstrip(TRAILER))]
 
 
 def events_of(
-    payloads: Sequence[bytes], keys: KeyMaker, now: float, wall: float
+    payloads: Sequence[bytes],
+    keys: KeyMaker,
+    now: float,
+    wall: float,
+    source: tuple[str, int] | None = None,
+    index: int = 0,
 ) -> Batch:
-    """Events for ``payloads``, keyed over the payload bytes in arrival order."""
+    """Events for ``payloads``, keyed over the payload bytes in arrival order, from
+    ``source`` (the connection's peer) on feed ``index``."""
     if not payloads:
         return []
     made = keys.keys(payloads, now)
-    return [Event(raw, key, wall) for raw, key in zip(payloads, made, strict=True)]
+    return [
+        Event(raw, key, wall, {}, False, source, index)
+        for raw, key in zip(payloads, made, strict=True)
+    ]
 
 
 class LineSplitter:
     """Accumulates chunks and yields the complete lines as Events (NewlineFramer + keys)."""
 
-    def __init__(self, keys: KeyMaker, now: Callable[[], float], wall: Callable[[], float]):
+    def __init__(
+        self,
+        keys: KeyMaker,
+        now: Callable[[], float],
+        wall: Callable[[], float],
+        index: int = 0,
+    ) -> None:
         self._framer = NewlineFramer(MAX_LINE)
+        self._index = index
         self._keys = keys
         self._now = now
         self._wall = wall
@@ -110,4 +131,4 @@ class LineSplitter:
     def _events(self, lines: list[bytes]) -> Batch:
         if not lines:
             return []
-        return events_of(lines, self._keys, self._now(), self._wall())
+        return events_of(lines, self._keys, self._now(), self._wall(), None, self._index)

@@ -22,9 +22,17 @@ READ_SIZE = 65536
 class StdinFeed:
     """Reads file descriptor 0 without blocking the trio loop."""
 
-    def __init__(self, props: Props, wall_clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        props: Props,
+        wall_clock: Callable[[], float],
+        *,
+        keys: KeyMaker | None = None,
+        index: int = 0,
+    ) -> None:
         self.name = "stdin"
-        self._keys = KeyMaker(props.KeyWindow)
+        self._keys = keys if keys is not None else KeyMaker(props.KeyWindow)
+        self._index = index
         self._wall_clock = wall_clock
 
     async def run(
@@ -33,7 +41,7 @@ class StdinFeed:
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        splitter = LineSplitter(self._keys, trio.current_time, self._wall_clock)
+        splitter = LineSplitter(self._keys, trio.current_time, self._wall_clock, self._index)
         task_status.started("stdin")
         if os.fstat(0).st_mode & 0o170000 == 0o100000:  # regular file: reads never block
             reader: Any = None

@@ -53,6 +53,7 @@ import trio
 from probepair.errors import ConfigError, FeedError
 from probepair.events import Batch, KeyMaker
 from probepair.feeds.base import send_batch
+from probepair.feeds.datagrams import Source, source_of
 from probepair.feeds.framing import FrameError, Framing, SyslogFramer
 from probepair.feeds.lines import MAX_LINE, events_of
 from probepair.feeds.tls import HANDSHAKE_TIMEOUT, handshake_failure, server_context
@@ -129,19 +130,30 @@ class TcpFeed:
     """Listens on ``FeedAddress:FeedPort``; each connection is read line by line."""
 
     def __init__(
-        self, props: Props, wall_clock: Callable[[], float], metrics: Metrics | None = None
+        self,
+        props: Props,
+        wall_clock: Callable[[], float],
+        metrics: Metrics | None = None,
+        *,
+        keys: KeyMaker | None = None,
+        index: int = 0,
     ) -> None:
         self.name = f"tcp:{props.FeedAddress}:{props.FeedPort}"
         self._host = props.FeedAddress
         self._port = props.FeedPort
-        # One key maker for all clients: identical lines from two senders are numbered
-        # in arrival order, as on the peer probe.
-        self._keys = KeyMaker(props.KeyWindow)
+        # One key maker for all clients (and, given, for all the probe's feeds):
+        # identical lines from two senders are numbered in arrival order, as on the
+        # peer probe.
+        self._keys = keys if keys is not None else KeyMaker(props.KeyWindow)
+        self._index = index
         self._wall_clock = wall_clock
         self._max = props.FeedMaxConnections
         self._idle = props.FeedIdleTimeout or math.inf
         self._metrics = metrics if metrics is not None else Metrics()
         self._metrics.feed_connections_limit.set(self._max)
+        # Clients all the probe's tcp feeds may hold at once: make_feeds sets the sum,
+        # so the descriptor reserve covers every listener, not just this one.
+        self.clients_reserved = self._max
         self.open = 0  # clients being served
         self._refused = 0  # refused since the last log line about them
         self._refused_logged = -math.inf
@@ -156,7 +168,7 @@ class TcpFeed:
         *,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        reserve_descriptors(self._max)
+        reserve_descriptors(self.clients_reserved)
         try:
             listeners = await trio.open_tcp_listeners(self._port, host=self._host)
         except OSError as exc:
@@ -177,12 +189,13 @@ class TcpFeed:
         self.open += 1
         self._metrics.feed_connections.inc()
         try:
+            source = _source(stream)  # before TLS: the socket's peer
             if self._tls is not None:
                 tls = await self._handshake(stream)
                 if tls is None:
                     return  # counted; serve_listeners closes the socket
                 stream = tls
-            await self._read(send, stream)
+            await self._read(send, stream, source)
         finally:
             self.open -= 1
             self._metrics.feed_connections.dec()
@@ -243,7 +256,9 @@ class TcpFeed:
             )
             self._refused, self._refused_logged = 0, now
 
-    async def _read(self, send: SendEnd[Batch], stream: trio.abc.Stream) -> None:
+    async def _read(
+        self, send: SendEnd[Batch], stream: trio.abc.Stream, source: Source | None
+    ) -> None:
         framer = SyslogFramer(MAX_LINE)
         async with stream:
             try:
@@ -268,21 +283,25 @@ class TcpFeed:
                         # Octet counting cannot find the next frame: deliver what came
                         # before, then close this connection (only this one).
                         self._rejected(exc, stream)
-                        await self._deliver(send, exc.frames)
+                        await self._deliver(send, exc.frames, source)
                         return
                     if undecided:
                         self._detected(framer)
-                    await self._deliver(send, payloads)
+                    await self._deliver(send, payloads, source)
             except trio.Cancelled:
                 # The probe stops: the unterminated line read so far is a record too.
                 # send_batch hands it over shielded (bounded) and raises Cancelled again.
-                await self._deliver(send, self._finish(framer, stream))
+                await self._deliver(send, self._finish(framer, stream), source)
                 raise
-            await self._deliver(send, self._finish(framer, stream))
+            await self._deliver(send, self._finish(framer, stream), source)
 
-    async def _deliver(self, send: SendEnd[Batch], payloads: list[bytes]) -> None:
+    async def _deliver(
+        self, send: SendEnd[Batch], payloads: list[bytes], source: Source | None
+    ) -> None:
         if payloads:
-            batch = events_of(payloads, self._keys, trio.current_time(), self._wall_clock())
+            batch = events_of(
+                payloads, self._keys, trio.current_time(), self._wall_clock(), source, self._index
+            )
             await send_batch(send, batch)
 
     def _finish(self, framer: SyslogFramer, stream: trio.abc.Stream) -> list[bytes]:
@@ -310,6 +329,16 @@ class TcpFeed:
             "(probepair_feed_frames_rejected_total)",
             self.name, _peer(stream), exc.reason, exc,
         )
+
+
+def _source(stream: trio.abc.Stream) -> Source | None:
+    """The client's (host, port), IPv4-mapped shown as IPv4; None without a socket."""
+    if isinstance(stream, trio.SocketStream):
+        try:
+            return source_of(stream.socket.getpeername())
+        except OSError:
+            return None
+    return None
 
 
 def _peer(stream: trio.abc.Stream) -> str:

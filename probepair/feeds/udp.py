@@ -1,9 +1,11 @@
 """UDP feed (syslog over UDP): one datagram is one record.
 
-The receive loop drains the socket with non-blocking ``recv`` calls and only awaits
+The receive loop drains the socket with non-blocking reads and only awaits
 readability when it is empty: a plain ``await sock.recv()`` per datagram costs ~6 µs
 in trio and drops half of a 150k/s flood, the drain costs ~1.1 µs (DESIGN.md).
 SO_RCVBUF is raised to ``rmem_max`` (SO_RCVBUFFORCE when root) to ride out bursts.
+Each datagram's sender becomes ``Event.source`` (``$PeerAddress``, ``$PeerPort``);
+``datagrams`` reads them with ``recvmmsg``, so that costs what ``recv`` did.
 At everyday rates the feed batches in time as well (``BatchLatency``, see
 ``_drain_forever``).
 """
@@ -20,13 +22,13 @@ import trio
 from probepair.errors import FeedError
 from probepair.events import Batch, Event, KeyMaker
 from probepair.feeds.base import MAX_BATCH, MAX_BATCH_BYTES, send_batch
+from probepair.feeds.datagrams import ReadBatch, Source, reader
 from probepair.sockopts import raise_rcvbuf, readable_now
 
 if TYPE_CHECKING:
     from probepair.config.props import Props
     from probepair.pipeline.channels import SendEnd
 
-RECV_SIZE = 65535  # the largest UDP payload
 # Datagrams per batch worth gathering: a wake-up costs ~165 µs of CPU however much it
 # carries (bench/cost.py), ~1.3 µs an event at 128; bigger batches only add latency.
 BATCH_TARGET = 128
@@ -51,15 +53,27 @@ def kernel_drops(sock: socket.socket) -> int:
 class UdpFeed:
     """Datagrams on ``FeedAddress:FeedPort``."""
 
-    def __init__(self, props: Props, wall_clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        props: Props,
+        wall_clock: Callable[[], float],
+        *,
+        keys: KeyMaker | None = None,
+        index: int = 0,
+    ) -> None:
+        """``keys``: the probe's one key maker, shared by its feeds (``make_feeds``);
+        ``index``: this feed's place in ``Feeds`` (``Event.feed``)."""
         self.name = f"udp:{props.FeedAddress}:{props.FeedPort}"
         self._address = (props.FeedAddress, props.FeedPort)
-        self._keys = KeyMaker(props.KeyWindow)
+        self._keys = keys if keys is not None else KeyMaker(props.KeyWindow)
+        self._index = index
         self._wall_clock = wall_clock
         self._rcvbuf = props.FeedRcvBuf
         self._latency = props.BatchLatency / 1000.0  # seconds
         self._held: list[bytes] = []
         self.socket: socket.socket | None = None
+        self.batched = True  # recvmmsg where the platform has it (tests turn it off)
+        self._read: ReadBatch = lambda raws, sources, limit: True  # set by run()
 
     def idle(self) -> bool:
         """True if nothing is unread in the socket nor read and held for a batch, now.
@@ -97,8 +111,9 @@ class UdpFeed:
             await self._drain_forever(sock, send)
 
     async def _drain_forever(self, sock: socket.socket, send: SendEnd[Batch]) -> None:
-        # The loop per datagram is only recv + rstrip + append: keys and Events are
-        # made per batch (KeyMaker.keys), which halves the feed's per-event cost.
+        # The loop per datagram is only read + rstrip + append (datagrams.reader):
+        # keys and Events are made per batch (KeyMaker.keys), which halves the feed's
+        # per-event cost.
         #
         # Batching in time (BatchLatency, issue 13): at everyday rates datagrams come
         # one at a time, and handing each on alone wakes every stage of the pipeline
@@ -123,19 +138,23 @@ class UdpFeed:
         # MAX_BATCH-sized ones), a window at 100k/s snapped back towards ``latency``
         # or even to idle, the socket queued a full window each time (1-2 MB) and
         # the kernel dropped at 100-130k/s.
-        recv = sock.recv
+        read = reader(sock, batched=self.batched)
+        self._read = read
         keys = self._keys.keys
+        index = self._index
         now = trio.current_time
         wall = self._wall_clock
         latency = window = self._latency
         held: list[bytes] = []  # read on waking from idle, waiting out the window
+        held_from: list[Source] = []  # their senders
         count = MAX_BATCH  # datagrams a batch may hold: fewer when they are long
         gathered = 0  # datagrams read since opened_at, over every drain
         opened_at = now()  # when the socket was last found empty and the feed waited
         while True:
             raws, held = held, []
+            sources, held_from = held_from, []
             self._held = held
-            empty = _drain(recv, raws, max(0, count - len(raws)))
+            empty = read(raws, sources, max(0, count - len(raws)))
             drained_at = now()
             gathered += len(raws)
             if raws:
@@ -145,8 +164,10 @@ class UdpFeed:
                 count = max(MIN_BATCH, min(MAX_BATCH, MAX_BATCH_BYTES * len(raws) // size))
                 received = wall()
                 batch = [
-                    Event(raw, key, received)
-                    for raw, key in zip(raws, keys(raws, drained_at), strict=True)
+                    Event(raw, key, received, {}, False, source, index)
+                    for raw, key, source in zip(
+                        raws, keys(raws, drained_at), sources, strict=True
+                    )
                 ]
                 try:
                     # No schedule point here: the sleep or checkpoint below is one, and
@@ -165,7 +186,7 @@ class UdpFeed:
                 await trio.lowlevel.wait_readable(sock)
                 drained_at = now()
                 window = latency
-                backlog = not _drain(recv, held, count)
+                backlog = not read(held, held_from, count)
             else:
                 # The last window brought ``gathered`` datagrams in the time since
                 # ``opened_at`` (the sleep and the drains): the next one need only be
@@ -181,27 +202,18 @@ class UdpFeed:
             except trio.Cancelled:
                 # Stopping: what was read, and what the kernel queued during the
                 # window, is accepted too.
-                await self._last_batch(sock, send, held)
+                await self._last_batch(send, held, held_from)
                 raise
 
     async def _last_batch(
-        self, sock: socket.socket, send: SendEnd[Batch], raws: list[bytes]
+        self, send: SendEnd[Batch], raws: list[bytes], sources: list[Source]
     ) -> None:
-        _drain(sock.recv, raws, MAX_BATCH - len(raws))
+        self._read(raws, sources, MAX_BATCH - len(raws))
         if raws:
             received = self._wall_clock()
             keys = self._keys.keys(raws, trio.current_time())
-            await send_batch(send, [Event(r, k, received) for r, k in zip(raws, keys, strict=True)])
-
-
-def _drain(recv: Callable[[int], bytes], raws: list[bytes], limit: int) -> bool:
-    """Append up to ``limit`` datagrams to ``raws``; True when the socket is empty."""
-    append = raws.append
-    try:
-        for _ in range(limit):
-            append(recv(RECV_SIZE).rstrip(b"\r\n\x00"))
-    except BlockingIOError:
-        return True
-    except OSError:
-        pass  # ICMP errors surfacing on an unconnected socket: nothing to read now
-    return False
+            index = self._index
+            await send_batch(send, [
+                Event(r, k, received, {}, False, s, index)
+                for r, k, s in zip(raws, keys, sources, strict=True)
+            ])

@@ -17,7 +17,8 @@ What the two probes give (IBM's references, "Elements" and "Properties"):
 
 This format gives the union: a line with a ``<PRI>`` is read the syslogd way, a line
 without one the syslog way; ``$Raw``, ``$ArrivalTime`` and ``$EventCount`` always,
-``$RemoteHostInfo`` when the feed knows the sender (``Event.source``).
+``$RemoteHostInfo`` when the feed knows the sender (``Event.source``), and then also
+``$PeerAddress`` and ``$PeerPort`` as every format gives them.
 
 Tokenising: from character ``OffsetZero`` of the text after the PRI, tokens are the
 runs of characters that are neither white space nor one of ``BreakCharacters`` (so
@@ -108,7 +109,9 @@ class OmnibusTokeniser:
         tokens = {"Raw": line, "EventCount": str(self._count)}
         tokens["ArrivalTime"] = str(_seconds(event.received))
         if event.source is not None:
-            tokens["RemoteHostInfo"] = event.source[0]
+            host, port = event.source
+            tokens["RemoteHostInfo"] = tokens["PeerAddress"] = host
+            tokens["PeerPort"] = str(port)
         text = line
         m = _PRI.match(line)
         if m is not None:

@@ -21,16 +21,17 @@ import logging
 import math
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from probepair.config.props import Props, as_mapping
+from probepair.config.props import FEED_KEYS, Props, as_mapping
 from probepair.events import Event, derived_key, key_of
 from probepair.failover import Mode
 from probepair.pipeline.alerts import serialise
-from probepair.pipeline.omnibus import OmnibusOptions, OmnibusTokeniser
+from probepair.pipeline.omnibus import OmnibusOptions, OmnibusTokeniser, TokensOf
 from probepair.pipeline.tokenise import TOKENISERS
 
 if TYPE_CHECKING:
@@ -100,6 +101,17 @@ def omnibus_options(props: Props) -> OmnibusOptions:
 
 
 Tokeniser = Callable[[bytes, bool], dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedReading:
+    """How the events of one feed are read: its format's tokeniser, or the feed's own
+    tokens (snmp, FeedFormat omnibus), and the feed's properties the rules read
+    (``%FeedType``, ``%FeedPort``...: the feed the event came in on)."""
+
+    tokenise: Tokeniser
+    tokens_of: TokensOf | None
+    props: dict[str, object]
 # The gate's call for one event: (key, payload, now) -> forward it now?
 GateEvent = Callable[[bytes, bytes, float], bool]
 
@@ -189,24 +201,34 @@ class Processor:
         wall_clock: Callable[[], float],
         clock: Callable[[], float] = time.perf_counter,
         *,
-        tokens_of: Callable[[Event], dict[str, str]] | None = None,
+        tokens_of: Mapping[int, TokensOf] | None = None,
         traps: TrapFunctions | None = None,
         set_log_level: Callable[[str], None] | None = None,
     ) -> None:
-        """``tokens_of``: a feed that tokenises itself (snmp) gives each event's tokens
-        (and counts it out of its queue); ``traps``: its counters for mttrapd's rules
-        functions; ``set_log_level``: what the rules' ``setlog(LEVEL)`` calls (default:
-        ``set_probe_log_level``)."""
+        """``tokens_of``: by feed index (``Event.feed``), a feed that tokenises itself
+        (snmp) gives each event's tokens (and counts it out of its queue); ``traps``:
+        its counters for mttrapd's rules functions; ``set_log_level``: what the rules'
+        ``setlog(LEVEL)`` calls (default: ``set_probe_log_level``)."""
         set_log_level = set_log_level or set_probe_log_level
         self.program = program
-        if tokens_of is None and props.FeedFormat == "omnibus":
-            tokens_of = OmnibusTokeniser(omnibus_options(props)).tokens
-        self._tokens_of = tokens_of
         self.gate = gate
         self._metrics = metrics
-        self._tokenise = TOKENISERS.get(props.FeedFormat, TOKENISERS["line"])  # omnibus: above
-        if props.FeedFormat == "json":
-            self._tokenise = _counting_feed_managers(self._tokenise, metrics)
+        # One reading per feed (Feeds order), chosen per batch: a feed sends batches of
+        # its own events only, so the hot loop never looks at Event.feed.
+        omnibus: OmnibusTokeniser | None = None  # one $EventCount for the probe
+        readings: list[FeedReading] = []
+        for i, feed in enumerate(props.feeds):
+            own = (tokens_of or {}).get(i)
+            if own is None and feed.FeedFormat == "omnibus":
+                omnibus = omnibus or OmnibusTokeniser(omnibus_options(props))
+                own = omnibus.tokens
+            tokenise = TOKENISERS.get(feed.FeedFormat, TOKENISERS["line"])  # omnibus: above
+            if feed.FeedFormat == "json":
+                tokenise = _counting_feed_managers(tokenise, metrics)
+            values = as_mapping(feed)
+            readings.append(FeedReading(tokenise, own, {k: values[k] for k in FEED_KEYS}))
+        self._readings = readings
+        self._several = len(readings) > 1
         self._last_error_log = -float("inf")
         self._last_budget_log = -float("inf")
         self._clock = clock
@@ -319,13 +341,18 @@ class Processor:
     def process_some(self, batch: Batch, until: float) -> tuple[list[Item], Batch]:
         """The alerts of the events of ``batch`` processed before ``until`` (on the
         processor's clock; one event at least), and the events left for the next call."""
-        if batch and batch[0].from_probe:
+        if not batch:
+            return [], []
+        if batch[0].from_probe:
             return self._self_events(batch), []
         out: list[Item] = []
         append = out.append
-        tokenise = self._tokenise
-        tokens_of = self._tokens_of
+        reading = self._readings[batch[0].feed]
+        tokenise = reading.tokenise
+        tokens_of = reading.tokens_of
         program = self.program
+        if self._several and self.ctx is not None:
+            self.ctx.props.update(reading.props)  # %FeedType etc. of this batch's feed
         gate = self.gate
         gate_event, now = gate.batch_event()
         discarded = 0
@@ -334,7 +361,13 @@ class Processor:
             # Tokens as fields: linear in the record, and a batch is <= MAX_BATCH_BYTES.
             for ev in batch:
                 key = ev.key
-                tokens = tokenise(ev.raw, True) if tokens_of is None else tokens_of(ev)
+                if tokens_of is None:
+                    tokens = tokenise(ev.raw, True)
+                    if (source := ev.source) is not None:
+                        tokens["PeerAddress"] = source[0]
+                        tokens["PeerPort"] = str(source[1])
+                else:
+                    tokens = tokens_of(ev)
                 payload = serialise(tokens, key)
                 if gate_event is None or gate_event(key, payload, now):
                     append((key, payload))
@@ -342,6 +375,7 @@ class Processor:
         else:
             run = program.run
             split = program.needs_split
+            peer = program.needs_peer
             ctx = self.ctx
             assert ctx is not None
             assigned = ctx.assigned
@@ -357,7 +391,15 @@ class Processor:
                 done += 1
                 ctx.deadline = start + budget
                 key = ev.key
-                fields = run(tokenise(ev.raw, split) if tokens_of is None else tokens_of(ev), ctx)
+                if tokens_of is None:
+                    tokens = tokenise(ev.raw, split)
+                    # The sender, from the feed (never from the record: see tokenise).
+                    if peer and (source := ev.source) is not None:
+                        tokens["PeerAddress"] = source[0]
+                        tokens["PeerPort"] = str(source[1])
+                else:
+                    tokens = tokens_of(ev)
+                fields = run(tokens, ctx)
                 if assigned:
                     self._assigned()
                 if generated:

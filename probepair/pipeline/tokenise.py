@@ -4,7 +4,8 @@ PURE: standard library only. Every format gives ``Line`` (the record as text) an
 ``Token1``..``TokenN`` (whitespace split; in ``syslog``, of the text after the PRI);
 ``syslog`` adds the RFC 3164 / RFC 5424 header fields and ``json`` turns top-level
 keys into tokens (nested values are kept as JSON text, so rules can reach them with
-``$(a.b)``).
+``$(a.b)``). A network feed's events also get ``$PeerAddress`` and ``$PeerPort``, the
+sender (the processor adds them from ``Event.source``, in every format).
 
 Syslog parsing is tolerant: a line that conforms to neither RFC still yields ``Line``,
 the tokens and ``Message`` (the whole line), so nothing is lost on odd senders.
@@ -180,12 +181,24 @@ def tokenise_syslog(raw: bytes, split: bool = True) -> dict[str, str]:
     return tokens
 
 
+# Token names only the probe sets, and what a json record's key of that name becomes.
+_RESERVED: Final = (
+    ("Manager", "FeedManager"),
+    ("PeerAddress", "FeedPeerAddress"),
+    ("PeerPort", "FeedPeerPort"),
+)
+
+
 def tokenise_json(raw: bytes, split: bool = True) -> dict[str, str]:
     """Top-level keys as tokens; a record that is not a JSON object falls back to line.
 
     ``$Manager`` is reserved for the probe's own ProbeWatch events (rules branch on
     ``$Manager == "ProbeWatch"``), so a ``Manager`` key becomes ``$FeedManager``
     (replacing a ``FeedManager`` key of the record): no record can pass for one.
+    ``$PeerAddress`` and ``$PeerPort`` are the sender as the feed saw it (the
+    processor sets them from ``Event.source``), so a record's own ``PeerAddress`` and
+    ``PeerPort`` keys become ``$FeedPeerAddress`` and ``$FeedPeerPort`` likewise: no
+    record can forge its sender, even on a feed that has none (a file).
     """
     tokens = tokenise_line(raw, split)
     try:
@@ -204,8 +217,9 @@ def tokenise_json(raw: bytes, split: bool = True) -> dict[str, str]:
                 tokens[key] = str(item)
             else:
                 tokens[key] = orjson.dumps(item).decode()
-        if "Manager" in tokens:
-            tokens["FeedManager"] = tokens.pop("Manager")
+        for name, renamed in _RESERVED:
+            if name in tokens:
+                tokens[renamed] = tokens.pop(name)
     return tokens
 
 

@@ -43,6 +43,7 @@ class Codegen(Protocol):
     r: Resolved
     may_fail: bool
     whole_tokens: bool
+    token_reads: set[str]
     uses_targets: bool
 
     def array(self, node: ast.Expr | ast.Stmt, name: str) -> str: ...
@@ -246,6 +247,8 @@ def exists(gen: Codegen, arg: ast.Expr) -> str:
     match arg:
         case ast.TokenRef(name):
             local = gen.loop_var(name, "$*")
+            if local is None:
+                gen.token_reads.add(name)  # a read too: the tokeniser must make it
             return f"({local or repr(name)} in T)"
         case ast.TokenPath(path):
             return f"(_jpath(T, {path!r}) != '')"

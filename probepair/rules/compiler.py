@@ -78,6 +78,7 @@ class Program:
         "file_stats",
         "files",
         "includes",
+        "needs_peer",
         "needs_split",
         "python_source",
         "source",
@@ -99,6 +100,7 @@ class Program:
         needs_split: bool = True,
         file_stats: tuple[FileStats, ...] = (),
         targets: tuple[TargetInfo, ...] = (),
+        needs_peer: bool = True,
     ) -> None:
         self.source = source
         self.digest = digest
@@ -110,6 +112,9 @@ class Program:
         self.files = files  # included and table files read, for reload change checks
         # False when the rules read no $TokenN and no $*: tokenisers may skip the split.
         self.needs_split = needs_split
+        # False when the rules read neither $PeerAddress nor $PeerPort nor $*: the
+        # processor may skip setting them (~0.1 µs an event on the hot path).
+        self.needs_peer = needs_peer
         self.file_stats = file_stats  # per file: statements, tables, includes
         self.targets = targets  # registered targets, the default first
 
@@ -217,6 +222,9 @@ _NAMESPACE: Final[dict[str, object]] = {
 }
 
 
+PEER_TOKENS: Final = frozenset({"PeerAddress", "PeerPort"})  # from Event.source
+
+
 def _type(node: ast.Expr, nonstr: set[str]) -> str:
     """Static type, enough to know which $tokens may hold non-strings."""
     match node:
@@ -316,4 +324,5 @@ def compile_rules(
         needs_split=gen.whole_tokens or any(re.fullmatch(r"Token\d+", t) for t in gen.token_reads),
         file_stats=tuple(front.stats.values()),
         targets=tuple(front.targets.values()),
+        needs_peer=gen.whole_tokens or bool(gen.token_reads & PEER_TOKENS),
     )

@@ -38,8 +38,10 @@ if (match($Line, "switch to " + %Name)) {
 """
 
 
-def _send(address: tuple[str, int], line: bytes) -> None:
+def _send(address: tuple[str, int], line: bytes, source: str = "") -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        if source:
+            s.bind((source, 0))
         s.sendto(line, address)
 
 
@@ -131,7 +133,9 @@ def _logged_at(log: Path, text: str) -> float:
 
 async def test_a_spoofed_mode_line_with_the_shipped_example_changes_nothing(
         tmp_path: Path) -> None:
-    """rules/mode-switch-example.rules on a udp (syslog) feed: the request is an event."""
+    """rules/mode-switch-example.rules on a udp (syslog) feed: a request from any sender
+    but this host's own 127.0.0.1 (here 127.0.0.2, standing in for another host) is an
+    ordinary event."""
     import platform
 
     shipped = Path(__file__).resolve().parents[2] / "rules" / "mode-switch-example.rules"
@@ -145,7 +149,7 @@ async def test_a_spoofed_mode_line_with_the_shipped_example_changes_nothing(
         await wait_metric(slave, 'probepair_role{role="slave-standby"}', 1, timeout=10)
         spoofed = f"<13>Nov 22 04:04:33 evil admin: probepair take over {platform.node()}"
         for probe in (master, slave):
-            _send(probe.address("feed"), spoofed.encode())
+            _send(probe.address("feed"), spoofed.encode(), source="127.0.0.2")
         # Both ran the rules on it: the master delivered it as an ordinary alert, and the
         # slave dropped it as acked.
         with trio.fail_after(10):

@@ -129,12 +129,35 @@ def test_mode_switch_example() -> None:
     line = b"<13>Nov 22 04:04:33 ops1 admin: probepair take over probehost"
     assert program.run(tokenise("syslog", line), ctx) is None
     assert ctx.assigned == {"Mode": "master"}
-    assert rec.logs == [("WARNING", "switching to master on request from the local FeedFile")]
+    assert rec.logs == [("WARNING", "switching to master on request from this host (file)")]
     ctx = rec.ctx(local)
     program.run(
         tokenise("syslog", b"<13>Nov 22 04:04:33 ops1 admin: probepair take over other"), ctx
     )
     assert ctx.assigned == {"Mode": "slave"}
+
+
+@pytest.mark.parametrize("sender", ["127.0.0.1", "::1"])
+def test_mode_switch_example_takes_a_request_from_this_hosts_loopback(sender: str) -> None:
+    program = load_rules(RULES / "mode-switch-example.rules")
+    rec = Recorder()
+    ctx = rec.ctx({"Manager": "syslogd", "FeedType": "udp"})
+    tokens = tokenise("syslog", b"<13>Nov 22 04:04:33 ops1 admin: probepair take over probehost")
+    tokens.update(PeerAddress=sender, PeerPort="40000")  # what the udp feed sets
+    assert program.run(tokens, ctx) is None
+    assert ctx.assigned == {"Mode": "master"}
+    assert rec.logs == [("WARNING", "switching to master on request from this host (udp)")]
+
+
+@pytest.mark.parametrize("sender", ["10.0.0.5", "127.0.0.1.evil", ""])
+def test_mode_switch_example_ignores_a_request_from_another_sender(sender: str) -> None:
+    program = load_rules(RULES / "mode-switch-example.rules")
+    rec = Recorder()
+    ctx = rec.ctx({"Manager": "syslogd", "FeedType": "udp"})
+    tokens = tokenise("syslog", b"<13>Nov 22 04:04:33 ops1 admin: probepair take over probehost")
+    tokens.update(PeerAddress=sender, PeerPort="40000")
+    assert program.run(tokens, ctx) is not None
+    assert ctx.assigned == {}
 
 
 @pytest.mark.parametrize("feed", ["udp", "tcp", "stdin"])

@@ -41,6 +41,7 @@ import trio
 from probepair.errors import ConfigError, FeedError
 from probepair.events import Batch, Event, KeyMaker
 from probepair.feeds.base import MAX_BATCH, send_batch
+from probepair.feeds.datagrams import Source, source_of
 from probepair.feeds.snmp import ber
 from probepair.feeds.snmp.control import TrapControl
 from probepair.feeds.snmp.names import NameCache
@@ -95,14 +96,21 @@ class SnmpFeed:
     """Traps on ``FeedAddress:FeedPort`` over ``Protocol`` (UDP, TCP or ALL)."""
 
     def __init__(
-        self, props: Props, wall_clock: Callable[[], float], metrics: Metrics | None = None
+        self,
+        props: Props,
+        wall_clock: Callable[[], float],
+        metrics: Metrics | None = None,
+        *,
+        keys: KeyMaker | None = None,
+        index: int = 0,
     ) -> None:
         self.name = f"snmp:{props.FeedAddress}:{props.FeedPort}"
         self._host = props.FeedAddress
         self._port = props.FeedPort
         self._props = props
         self._wall_clock = wall_clock
-        self._keys = KeyMaker(props.KeyWindow)
+        self._keys = keys if keys is not None else KeyMaker(props.KeyWindow)
+        self._index = index
         self._rcvbuf = props.FeedRcvBuf
         self._latency = props.BatchLatency / 1000.0
         self._max_clients = props.FeedMaxConnections
@@ -246,10 +254,17 @@ class SnmpFeed:
         self.metrics.snmp_received.labels(version=tokens["SNMP_Version"]).inc()
         return (bytes((version,)) + pdu.key_material, tokens, answer), None
 
-    def _events(self, accepted: list[Accepted], raws: list[bytes], received: float) -> Batch:
+    def _events(
+        self, accepted: list[Accepted], raws: list[bytes], sources: list[Source], received: float
+    ) -> Batch:
+        """Events whose source is the sender's (``$PeerIPaddress`` and its port), as the
+        udp and tcp feeds set it (``$PeerAddress`` stays mttrapd's: a name, see tokens)."""
         keys = self._keys.keys([a[0] for a in accepted], trio.current_time())
-        triples = zip(raws, keys, accepted, strict=True)
-        return [Event(raw, key, received, a[1]) for raw, key, a in triples]
+        index = self._index
+        return [
+            Event(raw, key, received, a[1], False, source, index)
+            for raw, key, a, source in zip(raws, keys, accepted, sources, strict=True)
+        ]
 
     # -- UDP --
 
@@ -276,6 +291,7 @@ class SnmpFeed:
         accepted: list[Accepted] = []
         raws: list[bytes] = []
         peers: list[Any] = []
+        sources: list[Source] = []
         now = trio.current_time()
         received = self._wall_clock()
         empty = False
@@ -287,7 +303,8 @@ class SnmpFeed:
                 break
             except OSError:
                 continue  # an ICMP error surfacing on the unconnected socket
-            ip = peer[0].removeprefix("::ffff:")
+            source = source_of(peer)
+            ip = source[0]
             notification, report = self.handle(data, ip, "UDP", received, now)
             if report is not None:
                 self._sendto(sock, report, peer)
@@ -295,8 +312,9 @@ class SnmpFeed:
                 accepted.append(notification)
                 raws.append(data)
                 peers.append(peer)
+                sources.append(source)
         if accepted:
-            batch = self._events(accepted, raws, received)
+            batch = self._events(accepted, raws, sources, received)
             try:
                 send.send_nowait(batch)
             except trio.WouldBlock:
@@ -331,7 +349,8 @@ class SnmpFeed:
             self.metrics.feed_connections.dec()
 
     async def _read_stream(self, send: SendEnd[Batch], stream: trio.SocketStream) -> None:
-        ip = str(stream.socket.getpeername()[0]).removeprefix("::ffff:")
+        source = source_of(stream.socket.getpeername())
+        ip = source[0]
         buf = bytearray()
         while True:
             with trio.move_on_after(self._idle) as idle:
@@ -363,7 +382,8 @@ class SnmpFeed:
                     accepted.append(notification)
                     raws.append(data)
             if accepted:
-                await send_batch(send, self._events(accepted, raws, received))
+                sources = [source] * len(accepted)
+                await send_batch(send, self._events(accepted, raws, sources, received))
                 for _, _, answer in accepted:
                     if answer is not None:
                         await stream.send_all(answer)

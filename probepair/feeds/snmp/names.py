@@ -11,6 +11,7 @@ only, no lookups at all. Bounded: ``MAX_NAMES`` cached, ``MAX_PENDING`` queued.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 from typing import Final
@@ -26,9 +27,22 @@ MAX_PENDING: Final = 1024  # misses waiting for a lookup; past it, the address i
 
 def _lookup(ip: str) -> str:
     try:
-        return socket.gethostbyaddr(ip)[0]
+        name = socket.gethostbyaddr(ip)[0]
     except (OSError, UnicodeError):
         return ip
+    return ip if _is_address(name) else name
+
+
+def _is_address(name: str) -> bool:
+    """Whether ``name`` reads as an IP address. Whoever owns an address writes its PTR
+    record, and one that answers "127.0.0.1" must not pass for that sender in
+    ``$PeerAddress`` (rules check trusts a loopback sender; OpenSSH refuses such names
+    for the same reason): the address itself is shown instead."""
+    try:
+        ipaddress.ip_address(name.rstrip("."))
+    except ValueError:
+        return False
+    return True
 
 
 class NameCache:
