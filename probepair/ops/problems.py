@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from typing import Final
 
 from probepair.metrics import PEER_PROBLEMS
+from probepair.rulesync.pull import rules_differ
 
 CAUSES: Final = PEER_PROBLEMS
 _AUTHENTICATION: Final = frozenset({"mac", "unsigned"})
-_RULES_FILE: Final = "rules file "
 
 
 def peer_problems(
@@ -53,7 +53,7 @@ def peer_problems(
         causes.add("silent")
     if config_drift and not quiet:
         named = list(differs)
-        rules = [d for d in named if d == "rules" or d.startswith(_RULES_FILE)]
+        rules = [d for d in named if rules_differ([d])]
         if rules:
             causes.add("rules_differ")
         if not rules or len(rules) < len(named):
