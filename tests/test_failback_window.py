@@ -148,7 +148,7 @@ def test_gate_counts_steady_beats_of_one_boot() -> None:
 
 
 def test_active_slave_keeps_the_role_while_the_window_is_closed() -> None:
-    s, master = active_slave()
+    s, master = active_slave(8.0)
     s.window_changed(False)
     for t in range(10, 60, 2):
         s.tick(float(t))
@@ -164,7 +164,7 @@ def test_active_slave_keeps_the_role_while_the_window_is_closed() -> None:
 
 
 def test_failback_delay_waits_for_steady_beats_and_restarts_on_a_new_boot() -> None:
-    s, master = active_slave(failback_delay=6.0)
+    s, master = active_slave(8.0, failback_delay=6.0)
     for t in (10.0, 12.0, 14.0):
         s.tick(t)
         assert changes(s.receive(master.hb(Role.MASTER_PENDING), t)) == []
@@ -178,7 +178,7 @@ def test_failback_delay_waits_for_steady_beats_and_restarts_on_a_new_boot() -> N
 
 
 def test_operator_takeover_on_the_master_works_outside_the_window() -> None:
-    s, master = active_slave()
+    s, master = active_slave(10.0)
     s.window_changed(False)
     m = FailoverMachine(config(Mode.MASTER, boot_id=BOOT_M2), now=10.0)
     m.window_changed(False)

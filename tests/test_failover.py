@@ -281,13 +281,20 @@ def test_active_probe_batches_delivery_acks() -> None:
 # -- failback -------------------------------------------------------------------------
 
 
-def active_slave(**kw: object) -> tuple[FailoverMachine, Peer]:
-    """A slave that heard the master at 0.0 and took over at 4.0 (master died)."""
+def active_slave(awake_until: float = 4.0, **kw: object) -> tuple[FailoverMachine, Peer]:
+    """A slave that heard the master at 0.0 and took over at 4.0 (master died), then
+    ticked at every beat until ``awake_until``: an active probe that did not tick for
+    the takeover bound was stalled, and steps down (``STALL``)."""
     s = FailoverMachine(config(Mode.SLAVE, **kw), now=0.0)
     s.tick(0.0)
     s.receive(master_peer(listener=s).hb(Role.MASTER), 0.0)
     s.tick(2.0)
     s.tick(4.0)
+    assert s.role is Role.SLAVE_ACTIVE
+    t = 4.0
+    while t + 2.0 <= awake_until:
+        t += 2.0
+        s.tick(t)
     assert s.role is Role.SLAVE_ACTIVE
     return s, master_peer(BOOT_M2, listener=s)
 
@@ -296,7 +303,7 @@ def test_failback_immediate_restarted_master_is_active_at_once() -> None:
     m = FailoverMachine(config(Mode.MASTER, failback=Failback.IMMEDIATE, boot_id=BOOT_M2),
                         now=100.0)
     assert m.role is Role.MASTER
-    s, master = active_slave(failback=Failback.IMMEDIATE)
+    s, master = active_slave(98.0, failback=Failback.IMMEDIATE)
     s.event(K(1), P(1), 99.0)
     s.tick(100.0)
     actions = s.receive(master.hb(Role.MASTER), 100.0)
@@ -327,7 +334,7 @@ def test_pending_master_alone_becomes_active_after_the_bound() -> None:
 
 
 def test_handshake_slave_side() -> None:
-    s, master = active_slave()
+    s, master = active_slave(8.0)
     assert s.event(K(0), P(0), 8.9) is True
     assert s.event(K(1), P(1), 9.0) is True  # forwarded, not yet delivered
     s.delivered([K(0)], 9.95)  # delivered just before; its ack is not due yet
@@ -430,8 +437,9 @@ def test_standby_slave_flushes_its_buffer_before_handing_over() -> None:
 
 
 def test_failback_manual_keeps_the_slave_active_until_request_mode() -> None:
-    s, master = active_slave(failback=Failback.MANUAL)
+    s, master = active_slave(8.0, failback=Failback.MANUAL)
     for t in range(10, 100, 2):
+        s.tick(float(t))
         assert s.receive(master.hb(Role.MASTER_PENDING), float(t)) == [] or s.active
     assert s.role is Role.SLAVE_ACTIVE
     m = FailoverMachine(config(Mode.MASTER, failback=Failback.MANUAL, boot_id=BOOT_M2),
@@ -763,7 +771,33 @@ def test_a_stall_is_counted_from_the_last_heartbeat_the_slave_heard() -> None:
     assert m.event(K(1), P(1), 7.0) is False  # held, not forwarded beside the slave
 
 
-def test_only_an_active_master_can_stall() -> None:
+def test_an_active_slave_stalled_past_the_bound_steps_down_instead_of_forwarding() -> None:
+    # The slave took over at 4.0; it freezes after its beat at 6.0 while the master,
+    # back, takes the role (it heard no active peer). Waking at 11.0 as slave-active and
+    # forwarding its socket's backlog would deliver it beside the master (found by the
+    # pair property's pair-wide duplicate check).
+    s, master = active_slave(6.0)
+    assert s.stall_at == 10.0
+    actions = s.tick(11.0)
+    assert changes(actions) == [RoleChanged(
+        Role.SLAVE_ACTIVE, Role.SLAVE_STANDBY,
+        "stalled for 5.0 s without beating; the peer may have taken over")]
+    assert s.stall_at == math.inf and not s.active
+    assert s.event(K(1), P(1), 11.0) is False and s.buffer_depth == 1
+    # The master is active: its acks drop what the slave held, and the slave stays standby.
+    s.receive(master.hb(Role.MASTER), 11.2)
+    s.receive(master.ack(K(1)), 11.3)
+    assert s.buffer_depth == 0 and s.role is Role.SLAVE_STANDBY
+    # Had nobody been active, a fresh silence (one bound) makes it active again.
+    alone, _ = active_slave(6.0)
+    alone.tick(11.0)
+    alone.event(K(2), P(2), 11.0)
+    actions = alone.tick(15.0)
+    assert [c.new for c in changes(actions)] == [Role.SLAVE_ACTIVE]
+    assert [a for a in actions if isinstance(a, Flush)] == [Flush([(K(2), P(2))])]
+
+
+def test_a_standby_cannot_stall() -> None:
     s = FailoverMachine(config(Mode.SLAVE), now=0.0)
     s.tick(0.0)
     assert s.stall_at == math.inf

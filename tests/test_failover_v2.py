@@ -510,12 +510,17 @@ def test_a_standby_woken_from_a_stall_asks_before_it_takes_over() -> None:
     actions = s.tick(12.0)
     assert not changes(actions)  # the silence timer is 7 s late: ask first
     assert beats(actions)[-1].flags & Flag.ECHO_REQUEST
-    assert s.next_deadline() == 13.0  # one HeartbeatTimeout for the answer
-    s.receive(master.hb(Role.MASTER), 12.01)  # the live master answers
+    # One HeartbeatTimeout for the answer, asking again every AckInterval meanwhile:
+    # a lost request (or answer) on a lossy link must not make it take over.
+    assert s.next_deadline() == 12.1
+    for t in (12.1, 12.2):
+        assert not changes(actions := s.tick(t))
+        assert beats(actions)[-1].flags & Flag.ECHO_REQUEST
+    s.receive(master.hb(Role.MASTER), 12.21)  # the live master answers
     assert s.role is Role.SLAVE_STANDBY and s.next_deadline() == 14.0
     # Then the master dies: a timer on time takes over at once, at the bound.
     s.tick(14.0)
-    assert changes(s.tick(16.01)) == [RoleChanged(
+    assert changes(s.tick(16.21)) == [RoleChanged(
         Role.SLAVE_STANDBY, Role.SLAVE_ACTIVE, "master silent for 4.0 s")]
 
 

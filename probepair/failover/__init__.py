@@ -131,13 +131,19 @@ probe that sees its peer restart goes back to its props.
 Stalls: an active master whose beat timer ran more than the bound late (SIGSTOP, a
 frozen VM) must assume its peer took over meanwhile. Its next tick makes it
 ``master-pending`` and it goes through the handshake, so the backlog its socket queued
-during the stall is buffered and reconciled by acks instead of forwarded twice. The
-runtime checks ``stall_at`` before offering events, so this tick comes first. A standby
-(or pending master) whose silence timer fires more than 0.25 s late was stalled itself:
-the peer's heartbeats may be waiting in its socket, so it asks for an echo and decides
-one ``heartbeat_timeout`` later (once per silence), instead of taking over from a live
-master. Datagrams queued during any stall echo what we sent before it, so they change
-nothing; the ack stream's re-sends bring their content back, fresh.
+during the stall is buffered and reconciled by acks instead of forwarded twice. An
+active slave stalled as long steps down to ``slave-standby`` for the same reason (the
+master may have taken the role back meanwhile) and takes over again only after a fresh
+silence. The runtime checks ``stall_at`` before offering events, so this tick comes
+first. A standby (or pending master) whose silence timer fires more than 0.25 s late was
+stalled itself: the peer's heartbeats may be waiting in its socket, so it asks for an
+echo and decides one ``heartbeat_timeout`` later (once per silence), instead of taking
+over from a live master. Datagrams queued during any stall echo what we sent before it,
+so they change nothing; the ack stream's re-sends bring their content back, fresh (not
+trusting them keeps a delayed ack from dropping a later event whose key recurs after
+KeyWindow). A standby about to flush for a master back from a stall first waits, at most
+one bound, for the acks that master says it sent (``acks_sent``), so the flush repeats
+none of its deliveries.
 
 Epochs and split brain: ``request_mode`` takes effect at once and increments the epoch;
 heartbeats carry it; a probe hearing a higher epoch adopts it and takes the mode opposite

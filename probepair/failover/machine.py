@@ -27,7 +27,7 @@ activation and beats at once. A pair absent from the table is refused::
 
     slave-standby   SILENCE -> slave-active     REQUEST_MASTER -> master
                     RECLAIM -> master-pending
-    slave-active    PENDING_MASTER, LOST_VERDICT, REQUEST_SLAVE, SINK_FAILING
+    slave-active    STALL, PENDING_MASTER, LOST_VERDICT, REQUEST_SLAVE, SINK_FAILING
                     -> slave-standby            REQUEST_MASTER, RECLAIM -> master
     master-pending  SILENCE, HANDED_OVER, REQUEST_MASTER -> master
                     LOST_VERDICT, REQUEST_SLAVE -> slave-standby

@@ -53,6 +53,17 @@ class PeerInputs:
             if msg.flags & Flag.IDLE:
                 self.m._gap_marks.append((msg.serial, now - gap))
         stream.advance(now, self.m._bound())
+        peer = self.m._peer
+        if (
+            self.m._flush_wait_until < INF  # a flush waits for these acks: may it go?
+            and peer is not None
+            and peer.boot_id == msg.boot_id
+            and (stream.through or 0) >= peer.acks_sent
+            and self.m._role is Role.SLAVE_STANDBY
+            and peer.role is Role.MASTER_PENDING
+            and isinstance(self.m._handover, Idle)
+        ):
+            self.handover_from_standby(peer, now, actions)
         if stream.has_hole:
             # Say at once which acks we hold without a hole: the peer re-sends what is
             # missing now rather than at our next beat (a lost ack that waits a beat
@@ -124,7 +135,7 @@ class PeerInputs:
             # each other from taking over.
             self.m._peer_deadline = now + self.m._bound()
             self.m._silence_since = now
-            self.m._silence_deferred = False
+            self.m._silence_decide_at = INF
         handover = self.m._handover
         if not isinstance(handover, Idle) and (
             hb.boot_id != handover.boot or hb.role is Role.MASTER
@@ -165,11 +176,34 @@ class PeerInputs:
             and hb.role is Role.MASTER_PENDING
             and isinstance(self.m._handover, Idle)
         ):
-            self.handover_from_standby(now, actions)
+            self.handover_from_standby(hb, now, actions)
+        else:
+            self.m._flush_wait_until = INF
         self.roles.check_sink(now, actions)
 
-    def handover_from_standby(self, now: float, actions: list[Action]) -> None:
-        """Flush what nobody forwarded while the master was away, then hand over."""
+    def handover_from_standby(self, hb: Heartbeat, now: float, actions: list[Action]) -> None:
+        """Flush what nobody forwarded while the master was away, then hand over.
+
+        A pending master of the boot whose acks we follow (a master back from a stall)
+        may have delivered what we hold, its acks stuck unfresh in our socket while we
+        were stalled ourselves: we wait, at most one bound, until its acks up to
+        ``acks_sent`` are in (it re-sends what our heartbeats say is missing), so the
+        flush repeats none of its deliveries. A new boot's acks say nothing of this.
+        """
+        stream = self.m._stream
+        lacking = (
+            stream is not None
+            and stream.boot == hb.boot_id
+            and stream.through is not None
+            and stream.through < hb.acks_sent
+        )
+        if lacking:
+            if self.m._flush_wait_until == INF:
+                self.m._flush_wait_until = now + self.m._bound()
+                self.out.extra_beat(now, actions)  # our acks_heard: the re-sends come
+            if now < self.m._flush_wait_until:
+                return
+        self.m._flush_wait_until = INF
         items = self.m._standby.drain(now)
         # Still in flight from an earlier active period counts too; a surplus of
         # deliveries must not make the flush look drained at once.

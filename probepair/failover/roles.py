@@ -58,12 +58,17 @@ class RoleLogic:
                 actions,
             )
         if self.m._peer_deadline <= now:
-            if now - self.m._peer_deadline > _LATE and not self.m._silence_deferred:
+            c = self.m.config
+            decide_at = self.m._silence_decide_at
+            if decide_at == INF and now - self.m._peer_deadline > _LATE:
                 # The silence timer ran late: we were stalled, and the peer's heartbeats
                 # may be waiting in our socket. Ask, and decide after a round trip.
-                self.m._silence_deferred = True
-                c = self.m.config
-                self.m._peer_deadline = now + max(c.heartbeat_timeout, c.ack_interval)
+                decide_at = now + max(c.heartbeat_timeout, c.ack_interval)
+                self.m._silence_decide_at = decide_at
+            if decide_at < INF and now < decide_at:
+                # Ask again every ack interval until then: one lost request (or answer)
+                # on a lossy link must not make us take over from a live master.
+                self.m._peer_deadline = min(now + c.ack_interval, decide_at)
                 self.out.extra_beat(now, actions, request=True)
             else:
                 self.m._peer_deadline = INF

@@ -98,6 +98,9 @@ class MachineState:
         self._gap_marks: list[tuple[int, float]] = []  # (peer ack serial, horizon)
         self._pending_acks: list[bytes] = []
         self._handover: Handing = IDLE
+        # A standby about to flush for a pending master of the boot whose acks it lacks
+        # waits for their re-sends until then (inf: not waiting).
+        self._flush_wait_until = INF
         # Forwarded (events, gap fills, flushes, bypassed) minus delivered since we last
         # became active; negative while deliveries of an earlier period outnumber them.
         self._in_flight = 0
@@ -132,7 +135,9 @@ class MachineState:
         # stale datagrams after a stall must not silence the answer a live peer awaits.
         self._next_extra = {False: -INF, True: -INF}  # request? -> next allowed
         self._peer_deadline = INF
-        self._silence_deferred = False  # the late silence timer waited for one round trip
+        # A late silence timer (we were stalled) decides at this time, asking for an echo
+        # every ack interval until then (inf: not deferred since the last fresh beat).
+        self._silence_decide_at = INF
         self._ack_due = INF
         self.stats = Stats()
         if config.mode is Mode.STANDARD:
@@ -191,20 +196,22 @@ class MachineState:
 
     @property
     def stall_at(self) -> float:
-        """Past this time an active master counts as stalled (``math.inf``: not master).
+        """Past this time an active probe counts as stalled (``math.inf``: not active).
 
-        ``tick`` then makes it ``master-pending``. The runtime checks it before offering
-        events, so a master that wakes from a stall ticks before it forwards anything.
+        ``tick`` then makes a master ``master-pending`` and an active slave
+        ``slave-standby``. The runtime checks it before offering events, so a probe that
+        wakes from a stall ticks before it forwards anything.
         """
-        # Derived: an active master silent for the takeover bound since its last
+        # Derived: an active probe silent for the takeover bound since its last
         # heartbeat (of any kind) was stalled (SIGSTOP, a frozen VM): the peer's
         # silence timer, restarted by each heartbeat it hears, has run out, so it has
         # likely taken over. Counted from the next *regular* beat instead, a stall of
         # between one bound and one bound plus a beat interval went unseen, and the
         # master forwarded what it queued while frozen beside the slave that took over
         # (the pair property found it). Armed from the first beat sent in the role
-        # (every move into master beats at once).
-        if self._role is not Role.MASTER or self._seq == 0:
+        # (every move into an active role beats at once). An active slave is no
+        # different: the master it replaced may have taken the role back meanwhile.
+        if self._role not in (Role.MASTER, Role.SLAVE_ACTIVE) or self._seq == 0:
             return INF
         return self._last_beat + self._bound()
 

@@ -42,6 +42,7 @@ ROLE_TRANSITIONS: Final[dict[Role, dict[Trigger, Role]]] = {
         _T.RECLAIM: Role.MASTER_PENDING,
     },
     Role.SLAVE_ACTIVE: {
+        _T.STALL: Role.SLAVE_STANDBY,
         _T.PENDING_MASTER: Role.SLAVE_STANDBY,
         _T.LOST_VERDICT: Role.SLAVE_STANDBY,
         _T.REQUEST_MASTER: Role.MASTER,
