@@ -481,3 +481,15 @@ def test_a_standby_stalled_while_the_master_delivers_then_the_master_stalls() ->
     check(sim, Failback.HANDSHAKE)
     m, s = sim.probes["m"], sim.probes["s"]
     assert set(m.delivered) & set(s.delivered), "the scenario no longer duplicates"
+
+
+def test_a_gap_fill_after_a_standby_stall_waits_for_the_acks_in_its_socket() -> None:
+    """Found by a soak: the slave freezes for 1 s (less than a bound) at 40 events/s
+    with 50 ms of network delay. An IDLE ack read at its wake used the wake time as the
+    moment the master had everything delivered, so the slave gap-filled an event whose
+    ack was still waiting behind it in the socket: delivered twice. The claim now dates
+    from what the ack echoes."""
+    sim = Sim(0, 0.0, 0.0, 0.05, {"m": [], "s": [(1.0, 2.0)]},
+              {"m": [], "s": []}, 0, Failback.HANDSHAKE)
+    sim.run()
+    check(sim, Failback.HANDSHAKE)

@@ -51,7 +51,7 @@ class PeerInputs:
             if newest is not None:
                 self.m._gap_marks.append((msg.serial, newest - gap))
             if msg.flags & Flag.IDLE:
-                self.m._gap_marks.append((msg.serial, now - gap))
+                self.m._gap_marks.append((msg.serial, self.written_after(msg, now) - gap))
         stream.advance(now, self.m._bound())
         peer = self.m._peer
         if (
@@ -70,6 +70,17 @@ class PeerInputs:
             # period could be lost for good with the peer, and duplicated at takeover).
             self.out.extra_beat(now, actions)
         self.roles.maybe_take_over_from_handover(now, actions)
+
+    def written_after(self, msg: Heartbeat | Ack, now: float) -> float:
+        """A time the peer wrote ``msg`` after: when we sent what it echoes.
+
+        An IDLE claim ("all I received is delivered") covers what the peer had when it
+        wrote it, not what we hold when we read it: read late (we were stalled, the
+        datagram waited in our socket), ``now`` would let a gap fill repeat what the
+        peer's next acks, also waiting there, cover (the pair property found it).
+        """
+        sent = self.m._fresh.sent_at(msg.echo_seq)
+        return now if sent is None else min(now, sent)
 
     def precedence(self) -> Precedence:
         c = self.m.config
@@ -103,7 +114,8 @@ class PeerInputs:
         if hb.ack_base:
             stream.set_base(hb.ack_base)
         if not self.m._active and hb.role in ACTIVE_ROLES and hb.flags & Flag.IDLE:
-            self.m._gap_marks.append((hb.acks_sent, now - self.m.config.gap_timeout))
+            idle_at = self.written_after(hb, now)
+            self.m._gap_marks.append((hb.acks_sent, idle_at - self.m.config.gap_timeout))
         stream.advance(now, self.m._bound())
         if not newest:
             return  # overtaken by a newer heartbeat: its role and flags are history
