@@ -30,3 +30,22 @@ def metrics() -> Metrics:
 def wall_clock() -> Callable[[], float]:
     """A wall clock that always reads WALL_TIME."""
     return lambda: WALL_TIME
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """The metrics-seen check reads what every other test scraped: it goes last."""
+    last = [i for i in items if i.name == "test_every_readme_metric_moves_in_a_running_probe"]
+    for item in last:
+        items.remove(item)
+        items.append(item)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """A -k or -m selection: the metrics-seen check cannot see the whole suite."""
+    from tests.e2e.test_metrics_seen import DESELECTED
+
+    if items:
+        items[0].config.stash[DESELECTED] = True
+

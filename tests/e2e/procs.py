@@ -21,6 +21,7 @@ from pathlib import Path
 import trio
 
 from probepair.config.httpauth import authorization
+from tests.e2e import seen
 from tests.net import free_port as free_port  # re-exported: e2e tests import it here
 
 READY_TIMEOUT = 20.0  # seconds; a probe starts in well under 1 s, CI machines are slow
@@ -43,7 +44,17 @@ class ProbeProcess:
         self.process.send_signal(signum)
 
     async def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM, then wait for a clean exit."""
+        """SIGTERM, then wait for a clean exit.
+
+        A last scrape first (best effort, bounded): what the probe's metrics reached is
+        recorded for ``test_metrics_seen``, whichever assertions the test made.
+        """
+        if self.process.returncode is None and "metrics" in self.addresses:
+            with trio.move_on_after(1.0):
+                try:
+                    await scrape(self)
+                except (OSError, ValueError, AssertionError, trio.TooSlowError):
+                    pass  # refused (401: MetricsAuth bearer), a dying probe: no record
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
         with trio.fail_after(timeout):
@@ -180,6 +191,7 @@ def parse_metrics(text: str) -> dict[str, float]:
             continue
         series, _, value = line.rpartition(" ")
         samples[series] = float(value)
+    seen.record(samples)
     return samples
 
 
