@@ -13,11 +13,10 @@ from hypothesis import strategies as st
 
 from probepair.config import props
 from probepair.errors import SinkError
-from probepair.events import key_of
+from probepair.events import Item, key_of
 from probepair.metrics import Metrics
-from probepair.events import Item
 from probepair.sinks.file import FileSink
-from probepair.sinks.runner import SinkRunner
+from probepair.sinks.runner import SPOOL_FULL_LOG_INTERVAL, SinkRunner, call_here
 from probepair.sinks.spool import Spool
 
 
@@ -193,3 +192,49 @@ def test_the_spool_keeps_the_newest_records_in_order_and_counts_the_rest(
     finally:
         spool.close()
     assert kept == sent[dropped:]  # the newest, in order; every other one counted
+
+
+class DownSink:
+    """A sink that is down: every delivery fails, so the runner spools."""
+
+    name = "down"
+
+    async def open(self) -> None:
+        pass
+
+    async def deliver(self, items: list[Item]) -> list[bytes]:
+        await trio.lowlevel.checkpoint()
+        raise SinkError(self.name, "cannot connect: connection refused")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_full_spool_counts_every_drop_and_tells_probewatch(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    # Room for 10 records of 12 + 30 bytes. Batches of 6, 8, 5, 3 alerts: the 8 drop the
+    # 4 oldest, the 5 drop 5, and the 3 (under SPOOL_FULL_LOG_INTERVAL later) drop 3:
+    # all 12 counted, ProbeWatch told of the first two drops (as often as the log line).
+    record = 12 + 30
+    spool = Spool(str(tmp_path / "s.saf"), max_bytes=10 * record)
+    metrics = Metrics()
+    told: list[int] = []
+    runner = SinkRunner(DownSink(), metrics, lambda keys: None, spool, offload=call_here)
+    runner.on_spool_full = told.append
+    send, recv = trio.open_memory_channel[list[Item]](0)
+    n = 0
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(runner.run, recv)
+            async with send:
+                for size, gap in ((6, SPOOL_FULL_LOG_INTERVAL + 1),
+                                  (8, SPOOL_FULL_LOG_INTERVAL + 1), (5, 1.0), (3, 0.0)):
+                    await send.send([item(n + i) for i in range(size)])
+                    n += size
+                    await trio.sleep(gap)
+        assert metrics.count("probepair_events_discarded_total", reason="spool_full") == 12
+        assert told == [4, 5]
+        assert spool.backlog_bytes == 10 * record
+        assert _drain(spool) == [item(i) for i in range(n - 10, n)]  # the newest kept
+    finally:
+        spool.close()
