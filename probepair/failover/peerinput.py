@@ -55,13 +55,11 @@ class PeerInputs:
         stream.advance(now, self.m._bound())
         peer = self.m._peer
         if (
-            self.m._flush_wait_until < INF  # a flush waits for these acks: may it go?
+            self.m._flush_wait_until < INF  # a flush waited for these acks: they are in
             and peer is not None
             and peer.boot_id == msg.boot_id
             and (stream.through or 0) >= peer.acks_sent
-            and self.m._role is Role.SLAVE_STANDBY
-            and peer.role is Role.MASTER_PENDING
-            and isinstance(self.m._handover, Idle)
+            and self.flushes_for(peer)
         ):
             self.handover_from_standby(peer, now, actions)
         if stream.has_hole:
@@ -183,24 +181,29 @@ class PeerInputs:
                 self.roles.maybe_take_over_from_handover(now, actions)
                 if self.m._role is Role.MASTER_PENDING:
                     self.out.extra_beat(now, actions)  # tell the peer which acks we lack
-        if (
-            self.m._role is Role.SLAVE_STANDBY
-            and hb.role is Role.MASTER_PENDING
-            and isinstance(self.m._handover, Idle)
-        ):
+        if self.flushes_for(hb):
             self.handover_from_standby(hb, now, actions)
         else:
             self.m._flush_wait_until = INF
         self.roles.check_sink(now, actions)
+
+    def flushes_for(self, hb: Heartbeat) -> bool:
+        """A standby not handing over hears a pending master: it flushes, then hands over."""
+        return (
+            self.m._role is Role.SLAVE_STANDBY
+            and hb.role is Role.MASTER_PENDING
+            and isinstance(self.m._handover, Idle)
+        )
 
     def handover_from_standby(self, hb: Heartbeat, now: float, actions: list[Action]) -> None:
         """Flush what nobody forwarded while the master was away, then hand over.
 
         A pending master of the boot whose acks we follow (a master back from a stall)
         may have delivered what we hold, its acks stuck unfresh in our socket while we
-        were stalled ourselves: we wait, at most one bound, until its acks up to
-        ``acks_sent`` are in (it re-sends what our heartbeats say is missing), so the
-        flush repeats none of its deliveries. A new boot's acks say nothing of this.
+        were stalled ourselves: we wait until its acks up to ``acks_sent`` are in (it
+        re-sends what our heartbeats say is missing), so the flush repeats none of its
+        deliveries; past one bound, its next heartbeat flushes whatever is missing. A new
+        boot's acks say nothing of this.
         """
         stream = self.m._stream
         lacking = (

@@ -209,9 +209,10 @@ class MachineState:
         # between one bound and one bound plus a beat interval went unseen, and the
         # master forwarded what it queued while frozen beside the slave that took over
         # (the pair property found it). Armed from the first beat sent in the role
-        # (every move into an active role beats at once). An active slave is no
-        # different: the master it replaced may have taken the role back meanwhile.
-        if self._role not in (Role.MASTER, Role.SLAVE_ACTIVE) or self._seq == 0:
+        # (every move into an active role beats at once; a standard probe never beats).
+        # An active slave is no different: the master it replaced may have taken the
+        # role back meanwhile.
+        if not self._active or self._seq == 0:
             return INF
         return self._last_beat + self._bound()
 
