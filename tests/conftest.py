@@ -44,8 +44,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
     """A -k or -m selection: the metrics-seen check cannot see the whole suite."""
-    from tests.e2e.test_metrics_seen import DESELECTED
+    from tests.e2e.seen import DESELECTED
 
     if items:
         items[0].config.stash[DESELECTED] = True
-

@@ -1,27 +1,34 @@
 """What the e2e tests saw running probes export: every /metrics sample they scraped.
 
 ``procs.parse_metrics`` records each sample here, and a probe's ``stop()`` scrapes once
-more before SIGTERM, so a run of the whole e2e suite knows which values each metric
-family took in real probes. ``tests/e2e/test_metrics_seen.py`` (run last) holds that
-against the README's metrics table: every metric it documents must have moved.
+more before SIGTERM, so a run of the whole e2e suite knows which metric families real
+probes exported and which of them it saw nonzero. ``tests/e2e/test_metrics_seen.py``
+(run last) holds that against the README's metrics table.
 """
 
 from __future__ import annotations
 
 import re
 
-# series name (with labels) -> distinct values seen (a few are enough to tell "moved")
-SEEN: dict[str, set[float]] = {}
-_KEEP = 4
+import pytest
+
+EXPORTED: set[str] = set()  # metric families seen in any scrape
+NONZERO: set[str] = set()  # ... and seen nonzero in some series: they moved
+# Set by tests/conftest.py when a -k or -m selection deselected tests.
+DESELECTED = pytest.StashKey[bool]()
 _LABELS = re.compile(r"\{.*\}$")
 _PARTS = ("_bucket", "_count", "_sum")
 
 
 def record(samples: dict[str, float]) -> None:
+    """Counters start at 0 and labelled series appear at their first increment, so a
+    nonzero sample means the family moved; a gauge seen nonzero was set."""
     for series, value in samples.items():
-        values = SEEN.setdefault(series, set())
-        if len(values) < _KEEP:
-            values.add(value)
+        name = family(series)
+        if name is not None:
+            EXPORTED.add(name)
+            if value != 0:
+                NONZERO.add(name)
 
 
 def family(series: str) -> str | None:
@@ -33,15 +40,3 @@ def family(series: str) -> str | None:
         if name.endswith(part):
             return name[: -len(part)]
     return name
-
-
-def moved() -> dict[str, bool]:
-    """Per metric family: was some series of it seen nonzero? (Counters start at 0 and
-    labelled series appear at their first increment, so nonzero is "it moved"; a gauge
-    seen nonzero was set.)"""
-    out: dict[str, bool] = {}
-    for series, values in SEEN.items():
-        name = family(series)
-        if name is not None:
-            out[name] = out.get(name, False) or any(v != 0 for v in values)
-    return out

@@ -48,10 +48,7 @@ def readme_metrics() -> list[str]:
 def whole_e2e_suite_ran(session: pytest.Session) -> bool:
     ran = {Path(str(item.fspath)).name for item in session.items}
     on_disk = {p.name for p in E2E.glob("test_*.py")}
-    return on_disk <= ran and not session.config.stash.get(DESELECTED, False)
-
-
-DESELECTED = pytest.StashKey[bool]()
+    return on_disk <= ran and not session.config.stash.get(seen.DESELECTED, False)
 
 
 def test_the_readme_table_parses() -> None:
@@ -65,9 +62,8 @@ def test_every_readme_metric_moves_in_a_running_probe(request: pytest.FixtureReq
         if os.environ.get("CI") == "true":
             pytest.fail("CI runs the whole e2e suite; this one needs it in the same session")
         pytest.skip("needs the whole e2e suite in this session (it reads what it scraped)")
-    moved = seen.moved()
-    dead = [n for n in readme_metrics() if n not in BRIEF and not moved.get(n, False)]
-    never = [n for n in dead if n not in moved]
+    dead = [n for n in readme_metrics() if n not in BRIEF and n not in seen.NONZERO]
+    never = [n for n in dead if n not in seen.EXPORTED]
     assert not dead, (
         f"{len(dead)} README metrics never moved in any e2e scrape: {', '.join(dead)}"
         + (f" (never exported at all: {', '.join(never)})" if never else "")
