@@ -24,7 +24,6 @@ metrics, the failover driver).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import sys
@@ -34,22 +33,21 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from probepair._version import __version__
 from probepair.config.cron import FailbackWindow
-from probepair.config.pairwide import file_digests, pair_settings
 from probepair.config.paths import default_spool
 from probepair.config.secret import read_metrics_token
 from probepair.errors import RulesError
 from probepair.failover import ACTIVE_ROLES, HandoverReason, Mode, Role
 from probepair.feeds import make_feeds
 from probepair.metrics import Metrics
+from probepair.ops import probeview
 from probepair.ops.control import make_handler, serve_control, socket_path
 from probepair.ops.endpoint import EndpointAuth, serve_metrics
 from probepair.ops.notify import Notifier
-from probepair.ops.problems import CAUSES, peer_problems
+from probepair.ops.problems import CAUSES
 from probepair.pair.driver import PeerDriver
 from probepair.pair.observer import PairObserver, build_driver, pair_digest, settings_digest
-from probepair.pair.window import drive_window, local_zone, window_status
+from probepair.pair.window import drive_window, local_zone
 from probepair.pipeline.channels import (
     BoundedSendChannel,
     ReceiveEnd,
@@ -60,7 +58,7 @@ from probepair.pipeline.channels import (
 )
 from probepair.pipeline.processor import AlwaysForward, Gate, Processor, self_event
 from probepair.rulesync.install import recover as recover_install
-from probepair.rulesync.pull import Approve, Readiness, peer_url, sync_once
+from probepair.rulesync.pull import Approve, Readiness, sync_once
 from probepair.rulesync.tree import RulesSyncError, RulesTree, pack, read_tree
 from probepair.sinks import make_sink
 from probepair.sinks.runner import SinkRunner, check_interval
@@ -79,15 +77,6 @@ logger = logging.getLogger(__name__)
 RULES_POLL_INTERVAL = 2.0  # seconds between checks of RulesFile's mtime (reload on change)
 
 
-REJECTION_WINDOW = 60.0  # seconds a refused datagram stays in /status ("rejected")
-
-
-def _age(age_then: float, heard: float | None) -> float | None:
-    """An age the peer reported (as of its heartbeat heard at ``heard``) as of now;
-    None when it is unknown (never verified, or the peer never heard)."""
-    if heard is None or math.isinf(age_then):
-        return None
-    return round(age_then + trio.current_time() - heard, 3)
 
 
 def load_program(props: Props) -> Program | None:
@@ -124,7 +113,7 @@ class Probe:
         self.metrics.beat_interval.set(props.BeatInterval)
         self.metrics.takeover_bound.set(props.takeover_bound)
         self.metrics.buffer_limit.set(props.BufferSize)
-        self._wall_clock = wall_clock
+        self.wall_clock = wall_clock
         # The READY line goes to stdout, unless the stdout sink owns it (JSON lines only).
         ready_to = sys.stderr if props.SinkType == "stdout" else sys.stdout
         self._ready = ready or (lambda line: print(line, file=ready_to, flush=True))
@@ -165,7 +154,7 @@ class Probe:
         self.notifier = Notifier(props.NotifyCommand, props.Name)
         self._self_send: BoundedSendChannel[Batch] | None = None
         self.addresses: dict[str, str] = {}
-        self._started = 0.0  # trio time run() began (a probe just started heard nothing yet)
+        self.started = 0.0  # trio time run() began (a probe just started heard nothing yet)
         self.window = (
             FailbackWindow(props.FailbackWindow, props.FailbackWindowLength, local_zone())
             if props.FailbackWindow and props.Mode != "standard"
@@ -230,7 +219,7 @@ class Probe:
         if self._self_send is None:
             return
         try:
-            self._self_send.send_nowait([self_event(self.props.Name, summary, self._wall_clock)])
+            self._self_send.send_nowait([self_event(self.props.Name, summary, self.wall_clock)])
         except trio.WouldBlock:
             logger.warning("ProbeWatch event %r dropped: the event queue is full", summary)
         except trio.ClosedResourceError:
@@ -266,8 +255,8 @@ class Probe:
             control = self.control
             for host in sorted(control.drop_list) if control is not None else ():
                 summary = f"mttrapd on {host} is unblocked"
-                await send.send([self_event(self.props.Name, summary, self._wall_clock)])
-            await send.send([self_event(self.props.Name, "Going Down ...", self._wall_clock)])
+                await send.send([self_event(self.props.Name, summary, self.wall_clock)])
+            await send.send([self_event(self.props.Name, "Going Down ...", self.wall_clock)])
             self._self_send = None
 
     def stop(self, reason: str = "stop requested") -> None:
@@ -295,50 +284,8 @@ class Probe:
         return True
 
     def status(self) -> dict[str, Any]:
-        """This probe's side of ``probepair status``."""
-        status: dict[str, Any] = {
-            "name": self.props.Name,
-            "version": __version__,
-            "mode": self.props.Mode,
-            "role": "standard",
-            "active": True,
-            "addresses": self.addresses,
-            "rules": self.rules_digest,
-            "settings_digest": settings_digest(self.props).hex(),
-            "ready": True if self.readiness is None else self.readiness.ready is True,
-            "desynchronised": [] if self.readiness is None else self.readiness.differs,
-            **self._digests(),
-            "allow_insecure_heartbeats": self.props.AllowInsecureHeartbeats,
-            "events_in": int(self.metrics.count("probepair_events_received_total")),
-            "events_out": int(self.metrics.count("probepair_events_forwarded_total")),
-        }
-        if self.driver is not None:
-            m = self.driver.machine
-            heard = m.peer_last_heard
-            status.update(
-                role=m.role.value,
-                active=m.active,
-                epoch=m.epoch,
-                buffer_depth=m.buffer_depth,
-                beat_interval=m.beat_interval,
-                peer_role=m.peer_role.value if m.peer_role else None,
-                peer_heard_seconds_ago=None if heard is None else trio.current_time() - heard,
-                split_brain=m.split_brain,
-                config_drift=m.config_drift,
-                sink_healthy=m.sink_healthy,
-                sink_verified_seconds_ago=self._verified_age(),
-                spool_bytes=m.spool_bytes,
-                peer_sink_failing_seconds=m.peer_sink_failing,
-                peer_sink_verified_seconds_ago=_age(m.peer_sink_verified_age, heard),
-                peer_status_address=self._peer_status_address(),
-                peer_address=_host_port(self.props.PeerHost, self.props.PeerPort),
-                problems=self.problems(),
-                rejected=self._rejections(),
-                peer_spool_bytes=m.peer_spool_bytes,
-                gap_fills=m.gap_fills,
-            )
-            status.update(window_status(self.window, m.failback, self._wall_clock()))
-        return status
+        """This probe's side of ``probepair status`` (``ops.probeview``)."""
+        return probeview.status(self)
 
     async def _watch_signals(self) -> None:
         # The receiver gives back, as it closes, the handlers it found. The probe still
@@ -389,81 +336,17 @@ class Probe:
         )
 
     def _peer_url(self, path: str) -> str:
-        """The peer's endpoint, in the README's order. /status: where the peer's
-        authenticated heartbeats come from, at the MetricsPort they announce (on one
-        host PeerHost with our own MetricsPort is ourselves), else PeerMetricsPort.
-        /rules: PeerMetricsPort when set (an operator's choice), else the same."""
-        props = self.props
-        heard = self._peer_status_address()
-        if path == "/rules" and props.PeerMetricsPort:
-            return peer_url(props.PeerHost, props.PeerMetricsPort, path)
-        if heard is not None:
-            return peer_url(str(heard[0]), int(str(heard[1])), path)
-        port = props.PeerMetricsPort or (props.MetricsPort if path == "/rules" else 0)
-        return peer_url(props.PeerHost, port, path) if port else ""
+        return probeview.peer_endpoint(self, path)
 
     def _digests(self) -> dict[str, Any]:
-        """What readiness compares with the master's /status: digests, then by name."""
-        props, tree = self.props, self.tree
-        return {
-            "rules": self.rules_digest,
-            "settings_digest": settings_digest(props).hex(),
-            "settings": pair_settings(props),
-            "rules_files": {} if tree is None else file_digests(tree.files, tree.main),
-        }
-
-    def problems(self) -> list[str]:
-        """The causes (``ops.problems``) that keep the pair from working as one now."""
-        driver = self.driver
-        if driver is None:
-            return []
-        m = driver.machine
-        now = trio.current_time()
-        heard = m.peer_last_heard
-        return peer_problems(
-            heard_ago=None if heard is None else now - heard,
-            up=now - self._started,
-            bound=self.props.takeover_bound,
-            rejected=self._rejections(),
-            config_drift=m.config_drift,
-            differs=[] if self.readiness is None else self.readiness.differs,
-            split_brain=m.split_brain,
-        )
+        return probeview.digests(self)
 
     def _has_problem(self, cause: str) -> int:
-        try:
-            return 1 if cause in self.problems() else 0
-        except RuntimeError:  # scraped outside the trio run (at its end)
-            return 0
+        return probeview.has_problem(self, cause)
 
     def _operator_mode(self, mode: Mode) -> None:
         assert self.driver is not None
         self.driver.request_mode(mode, HandoverReason.OPERATOR)
-
-    def _rejections(self) -> dict[str, dict[str, object]]:
-        """Datagrams refused lately (REJECTION_WINDOW) for a setup problem: reason ->
-        count, seconds since the last, and the address they came from."""
-        assert self.driver is not None
-        now = trio.current_time()
-        return {
-            reason: {"count": count, "seconds_ago": round(now - at, 3), "from": host}
-            for reason, (at, count, host) in self.driver.rejections.items()
-            if now - at < REJECTION_WINDOW
-        }
-
-    def _peer_status_address(self) -> list[object] | None:
-        """[host, port] of the peer's /status: its heartbeats' source address and the
-        MetricsPort they announce (None: not heard yet, or it has no endpoint)."""
-        driver = self.driver
-        if driver is None or driver.peer_host is None or not driver.machine.peer_status_port:
-            return None
-        return [driver.peer_host, driver.machine.peer_status_port]
-
-    def _verified_age(self) -> float | None:
-        """Seconds since the sink last showed it works (a delivery or a check)."""
-        runner = self.runner
-        age = math.nan if runner is None else runner.verified_age()
-        return None if math.isnan(age) else round(age, 3)
 
     def _pipeline_idle(self, feed_recv: ReceiveEnd[Batch]) -> bool:
         """Nothing is on its way to the failover gate: the feed holds and has nothing
@@ -529,7 +412,7 @@ class Probe:
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until stop(); deliver everything accepted before returning."""
         props = self.props
-        self._started = trio.current_time()
+        self.started = trio.current_time()
         sink = make_sink(props)
         spool = (
             Spool(spool_path(props, create=True), props.MaxSAFFileSize)
@@ -608,7 +491,7 @@ class Probe:
                         EndpointAuth(
                             props.SharedSecret.encode(),
                             read_metrics_token(props),
-                            self._wall_clock,
+                            self.wall_clock,
                         ),
                     )
                     self.addresses["metrics"] = f"{host}:{port}"
@@ -639,7 +522,7 @@ class Probe:
                             lambda: 1 if gate.window_open else 0
                         )
                         await outer.start(
-                            drive_window, machine.window_changed, self.window, self._wall_clock
+                            drive_window, machine.window_changed, self.window, self.wall_clock
                         )
                     if link is not None and self.driver is not None:
                         # Only now that the feed is bound may we beat: a returning master's
@@ -680,11 +563,6 @@ class Probe:
         if isinstance(address, tuple):
             return f"{address[0]}:{address[1]}"
         return str(address)
-
-
-def _host_port(host: str, port: int) -> str:
-    """``host:port``, an IPv6 host bracketed."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def run_probe(
