@@ -17,9 +17,11 @@ its master.
 
     .venv/bin/python bench/cost.py [--seconds 8] [--rates 1000,5000,20000]
                                    [--batch-latency MS] [--runs standard,pair]
+                                   [--sink-sync batch|interval|off]
 
 ``--batch-latency`` passes ``--batchlatency MS`` to the probes (leave it out to run a
-probepair without that property, e.g. an older checkout through PYTHONPATH).
+probepair without that property, e.g. an older checkout through PYTHONPATH);
+``--sink-sync`` likewise passes ``--sinksync`` (unset: the default, batch).
 Needs gcc and rsyslog (apt-get install rsyslog).
 """
 
@@ -172,6 +174,7 @@ def main() -> int:
     ap.add_argument("--rates", default="1000,5000,20000")
     ap.add_argument("--batch-latency", type=float, default=None, metavar="MS")
     ap.add_argument("--runs", default="standard,pair")
+    ap.add_argument("--sink-sync", default=None, choices=("batch", "interval", "off"))
     ap.add_argument("--rules", default=str(ROOT / "rules" / "syslog.rules"))
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
@@ -184,6 +187,7 @@ def main() -> int:
         pace = compile_pace(work)
         lines = work / "lines.txt"
         write_lines(lines)
+        sync = [] if args.sink_sync is None else ["--sinksync", args.sink_sync]
         for run in args.runs.split(","):
             procs: list[Proc] = []
             rs_port, port, hb_m, hb_s, feed_m, feed_s, metrics_port = free_ports(7)
@@ -193,7 +197,7 @@ def main() -> int:
                 metrics_port = 0
                 out = work / f"probe-{port}.jsonl"
                 procs.append(start("probepair", probe_cmd(
-                    port, out, f"cost{port}", args.rules, args.batch_latency, []),
+                    port, out, f"cost{port}", args.rules, args.batch_latency, sync),
                     port, out, work))
             elif run == "pair":
                 for label, mode, feed, hb, peer in (("master", "master", feed_m, hb_m, hb_s),
@@ -205,7 +209,8 @@ def main() -> int:
                     if label == "master":
                         extra += ["--metricsport", str(metrics_port)]
                     procs.append(start(label, probe_cmd(
-                        feed, out, f"cost-{label}{feed}", args.rules, args.batch_latency, extra),
+                        feed, out, f"cost-{label}{feed}", args.rules, args.batch_latency,
+                        [*sync, *extra]),
                         feed, out, work))
             else:
                 raise SystemExit(f"unknown run {run!r}: expected standard or pair")
@@ -224,6 +229,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     latency = "unset" if args.batch_latency is None else f"{args.batch_latency:g} ms"
+    latency += f", SinkSync {args.sink_sync or 'unset'}"
     print(f"evenly paced single datagrams, {args.seconds:g} s per rate, BatchLatency {latency}")
     print(f"{'run':<10}{'rate/s':>8}  {'who':<10}{'µs CPU/event':>13}{'core %':>8}"
           f"{'written':>9}{'x rsyslog':>11}")

@@ -114,7 +114,7 @@ async def through_runner(sink: Sink, p: props.Props, items: list[Item], warm: It
     done_at = math.nan
     warmed = trio.Event()
 
-    def delivered(keys: list[bytes]) -> None:
+    def delivered(keys: list[bytes], written_at: float) -> None:
         nonlocal acked, done_at
         if not warmed.is_set():
             keys = [key for key in keys if key != warm[0]]

@@ -448,6 +448,7 @@ class Probe:
         runner = SinkRunner(
             sink, self.metrics, self.gate.delivered, spool,
             sync=props.SinkSync, sync_interval=props.SinkSyncInterval,
+            batch_gap=props.AckInterval / 2,
             check_every=check_interval(props.SinkFailover),
         )
         self.runner = runner

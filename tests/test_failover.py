@@ -278,6 +278,19 @@ def test_active_probe_batches_delivery_acks() -> None:
     assert beats(m.tick(2.0))[0].acks_sent == 2
 
 
+def test_acks_are_due_one_ack_interval_after_the_write_not_after_the_sync() -> None:
+    # SinkSync batch: the sink reports keys when its sync ends, up to half an
+    # AckInterval after the write; the ack is dated from the write, so a takeover still
+    # duplicates at most one ack period of traffic.
+    m = FailoverMachine(config(Mode.MASTER, failback=Failback.IMMEDIATE), now=0.0)
+    m.tick(0.0)
+    m.delivered([K(1)], 0.54, written_at=0.5)
+    assert m.next_deadline() == pytest.approx(0.6)
+    m.delivered([K(2)], 0.58, written_at=0.45)  # an older write reported later: earlier
+    assert m.next_deadline() == pytest.approx(0.55)
+    assert [len(a.keys) for a in sent(m.tick(0.55)) if isinstance(a, Ack)] == [2]
+
+
 # -- failback -------------------------------------------------------------------------
 
 

@@ -71,7 +71,7 @@ async def test_an_idle_runner_checks_its_sink_and_reports_what_it_finds(
     sink = CheckedSink()
     sink.down = (12.0, 31.0)
     reports: list[tuple[float, float | None]] = []
-    runner = SinkRunner(sink, metrics, lambda keys: None, check_every=5.0)
+    runner = SinkRunner(sink, metrics, lambda keys, at: None, check_every=5.0)
     runner.on_health = lambda since, spooled: reports.append((trio.current_time(), since))
     send, recv = trio.open_memory_channel[list[Item]](0)
     async with trio.open_nursery() as nursery:
@@ -90,7 +90,7 @@ async def test_a_delivery_counts_as_a_check(
     metrics: Metrics, autojump_clock: trio.testing.MockClock
 ) -> None:
     sink = CheckedSink()
-    runner = SinkRunner(sink, metrics, lambda keys: None, check_every=5.0)
+    runner = SinkRunner(sink, metrics, lambda keys, at: None, check_every=5.0)
     send, recv = trio.open_memory_channel[list[Item]](0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(runner.run, recv)
@@ -109,7 +109,7 @@ async def test_a_check_that_hangs_is_a_failure(
     sink = CheckedSink()
     sink.hang = True
     reports: list[float | None] = []
-    runner = SinkRunner(sink, metrics, lambda keys: None, check_every=2.0)
+    runner = SinkRunner(sink, metrics, lambda keys, at: None, check_every=2.0)
     runner.on_health = lambda since, spooled: reports.append(since)
     send, recv = trio.open_memory_channel[list[Item]](0)
     async with trio.open_nursery() as nursery:

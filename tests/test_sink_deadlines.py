@@ -71,7 +71,7 @@ async def test_a_delivery_slower_than_the_check_interval_is_not_dropped(
 ) -> None:
     sink = SlowSink(delay=3 * CHECK_EVERY)
     acked: list[bytes] = []
-    runner = SinkRunner(sink, metrics, acked.extend, check_every=CHECK_EVERY, sync="off")
+    runner = SinkRunner(sink, metrics, lambda keys, at: acked.extend(keys), check_every=CHECK_EVERY, sync="off")
     batches = [_batch(20 * i, 20) for i in range(5)]
     await _feed(runner, batches, gap=0.8 * CHECK_EVERY)
     sent = [k for batch in batches for k, _ in batch]
@@ -85,7 +85,7 @@ async def test_a_batch_held_for_a_dead_sink_outlives_the_check_deadline(
     # No spool: the batch is retried until the sink is back, however long that takes.
     sink = SlowSink(delay=0.0)
     acked: list[bytes] = []
-    runner = SinkRunner(sink, metrics, acked.extend, check_every=CHECK_EVERY, sync="off")
+    runner = SinkRunner(sink, metrics, lambda keys, at: acked.extend(keys), check_every=CHECK_EVERY, sync="off")
     first, second = _batch(0, 20), _batch(20, 20)
     send, recv = trio.open_memory_channel[list[Item]](0)
     async with trio.open_nursery() as nursery:
@@ -110,7 +110,7 @@ async def test_a_spooled_batch_outlives_a_slow_failing_delivery(
     spool = Spool(str(tmp_path / "spool.saf"))
     acked: list[bytes] = []
     runner = SinkRunner(
-        sink, metrics, acked.extend, spool, check_every=CHECK_EVERY, sync="off", offload=call_here
+        sink, metrics, lambda keys, at: acked.extend(keys), spool, check_every=CHECK_EVERY, sync="off", offload=call_here
     )
     batches = [_batch(20 * i, 20) for i in range(4)]
     send, recv = trio.open_memory_channel[list[Item]](0)

@@ -56,7 +56,7 @@ async def _run(mode: str, batches: list[list[Item]], gap: float, log: list[str],
                fail_sync: bool = False) -> Metrics:
     metrics = Metrics()
 
-    def delivered(keys: list[bytes]) -> None:
+    def delivered(keys: list[bytes], written_at: float) -> None:
         log.append(f"ack {len(keys)}")
 
     runner = SinkRunner(RecordingSink(log, fail_sync), metrics, delivered, None,
@@ -78,6 +78,37 @@ async def test_batch_syncs_before_every_ack(autojump_clock: trio.testing.MockClo
     log: list[str] = []
     await _run("batch", BATCHES, 0.1, log)
     assert log == ["deliver 3", "sync", "ack 3"] * 4
+
+
+async def test_batch_shares_one_sync_among_the_batches_of_half_an_ack_interval(
+        autojump_clock: trio.testing.MockClock) -> None:
+    # Batches 10 ms apart (a trickle at everyday rates): the first is synced at once,
+    # the next three share the sync 50 ms (AckInterval / 2) after it, and are reported
+    # with the time the oldest of them was written, which the machine dates its ack by.
+    log: list[str] = []
+    reported: list[tuple[int, float, float]] = []
+    metrics = Metrics()
+    start = trio.current_time()
+
+    def delivered(keys: list[bytes], written_at: float) -> None:
+        log.append(f"ack {len(keys)}")
+        reported.append((len(keys), written_at - start, trio.current_time() - start))
+
+    runner = SinkRunner(RecordingSink(log), metrics, delivered, None, sync="batch",
+                        batch_gap=0.05)
+    send, recv = trio.open_memory_channel[list[Item]](0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runner.run, recv)
+        async with send:
+            for batch in BATCHES:
+                await send.send(batch)
+                await trio.sleep(0.01)
+            await trio.sleep(0.1)  # open: the sync is the timer's, not the close's
+    assert log == ["deliver 3", "sync", "ack 3", "deliver 3", "deliver 3", "deliver 3",
+                   "sync", "ack 9"]
+    assert [n for n, _, _ in reported] == [3, 9]
+    assert reported[1][1] == pytest.approx(0.01)  # the second batch's write
+    assert reported[1][2] == pytest.approx(0.05)  # one sync gap after the first sync
 
 
 async def test_off_acks_at_write(autojump_clock: trio.testing.MockClock) -> None:
@@ -131,7 +162,7 @@ async def test_the_file_sink_fsyncs_before_the_ack(tmp_path: Path,
 
     monkeypatch.setattr(os, "write", write)
     monkeypatch.setattr(os, "fsync", fsync)
-    runner = SinkRunner(sink, Metrics(), lambda keys: calls.append(f"ack {len(keys)}"), None,
+    runner = SinkRunner(sink, Metrics(), lambda keys, at: calls.append(f"ack {len(keys)}"), None,
                         sync="batch")
     send, recv = trio.open_memory_channel[list[Item]](0)
     async with trio.open_nursery() as nursery:
@@ -219,7 +250,7 @@ async def test_a_full_spool_counts_every_drop_and_tells_probewatch(
     spool = Spool(str(tmp_path / "s.saf"), max_bytes=10 * record)
     metrics = Metrics()
     told: list[int] = []
-    runner = SinkRunner(DownSink(), metrics, lambda keys: None, spool, offload=call_here)
+    runner = SinkRunner(DownSink(), metrics, lambda keys, at: None, spool, offload=call_here)
     runner.on_spool_full = told.append
     send, recv = trio.open_memory_channel[list[Item]](0)
     n = 0

@@ -198,7 +198,7 @@ async def test_spools_while_no_server_answers_then_replays_in_order(
     )
     delivered: list[bytes] = []
     spool = Spool(str(tmp_path / "spool.saf"))
-    runner = SinkRunner(sink, Metrics(), delivered.extend, spool)
+    runner = SinkRunner(sink, Metrics(), lambda keys, at: delivered.extend(keys), spool)
     send, recv = trio.open_memory_channel[list[Item]](4)
     first, second = alerts(50, b"first"), alerts(50, b"second")
     both = sum(12 + len(p) for _, p in first + second)  # spool record: key, length, alert
@@ -242,7 +242,7 @@ async def test_a_spool_left_by_an_earlier_run_older_than_the_window_is_warned_ab
     os.utime(spool.path, (hour_ago, hour_ago))
     delivered: list[bytes] = []
     sink = NatsSink(nats_props(cluster.url, SinkDedupWindow=60))
-    runner = SinkRunner(sink, Metrics(), delivered.extend, spool)
+    runner = SinkRunner(sink, Metrics(), lambda keys, at: delivered.extend(keys), spool)
     send, recv = trio.open_memory_channel[list[Item]](4)
     async with trio.open_nursery() as servers:
         await cluster.start(servers)
@@ -332,7 +332,7 @@ async def test_the_runner_leaves_no_bridge_thread_when_no_server_answers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     sink = NatsSink(nats_props(f"nats://127.0.0.1:{free_tcp_port()}"))
-    runner = SinkRunner(sink, Metrics(), lambda keys: None)
+    runner = SinkRunner(sink, Metrics(), lambda keys, at: None)
     send, recv = trio.open_memory_channel[list[Item]](1)
     with caplog.at_level(logging.ERROR, logger="probepair.sinks.jetstream"):
         with trio.fail_after(WAIT):

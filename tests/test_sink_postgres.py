@@ -168,7 +168,7 @@ async def test_postgres_sink_reconnects_and_the_runner_replays_the_spool(
     sink = PostgresSink(make(SinkUrl=url, Name="reconnect"))
     spool = Spool(str(tmp_path / "pg.saf"))
     reported: list[bytes] = []
-    runner = SinkRunner(sink, metrics, reported.extend, spool)
+    runner = SinkRunner(sink, metrics, lambda keys, at: reported.extend(keys), spool)
     send, recv = trio.open_memory_channel[list[Item]](0)
     dbname = url.rsplit("/", 1)[1]
     admin = url.rsplit("/", 1)[0] + "/postgres"

@@ -48,7 +48,7 @@ async def test_delivery_resumes_within_a_second_of_the_sink_coming_back(
     sent: list[Item] = []
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(SinkRunner(sink, metrics, lambda keys: None, spool).run, recv)
+            nursery.start_soon(SinkRunner(sink, metrics, lambda keys, at: None, spool).run, recv)
             async with send:
                 while trio.current_time() < sink.up + 1:  # an alert every 0.1 s throughout
                     sent.append((key_of(b"%d" % len(sent)), b'{"n":%d}' % len(sent)))

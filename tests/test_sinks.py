@@ -347,7 +347,7 @@ async def test_runner_spools_while_the_sink_is_down_and_replays_in_order(
     sink = FlakySink(failures=3)
     spool = Spool(str(tmp_path / "alerts.saf"))
     reported: list[bytes] = []
-    runner = SinkRunner(sink, metrics, reported.extend, spool, offload=call_here)
+    runner = SinkRunner(sink, metrics, lambda keys, at: reported.extend(keys), spool, offload=call_here)
     send, recv = trio.open_memory_channel[list[Item]](0)
     try:
         async with trio.open_nursery() as nursery:
@@ -378,7 +378,7 @@ async def test_runner_replays_although_alerts_keep_arriving(
     sink = FlakySink(failures=1)
     spool = Spool(str(tmp_path / "alerts.saf"))
     reported: list[bytes] = []
-    runner = SinkRunner(sink, metrics, reported.extend, spool, offload=call_here)
+    runner = SinkRunner(sink, metrics, lambda keys, at: reported.extend(keys), spool, offload=call_here)
     send, recv = trio.open_memory_channel[list[Item]](0)
     sent: list[Item] = []
     try:
@@ -404,7 +404,7 @@ async def test_runner_without_store_and_forward_retries_with_backoff(
 ) -> None:
     sink = FlakySink(failures=3)
     reported: list[bytes] = []
-    runner = SinkRunner(sink, metrics, reported.extend, spool=None)
+    runner = SinkRunner(sink, metrics, lambda keys, at: reported.extend(keys), spool=None)
     send, recv = trio.open_memory_channel[list[Item]](0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(runner.run, recv)
@@ -423,7 +423,7 @@ async def test_runner_backoff_is_capped(
     metrics: Metrics, autojump_clock: trio.testing.MockClock
 ) -> None:
     sink = FlakySink(failures=9)
-    runner = SinkRunner(sink, metrics, lambda keys: None, spool=None)
+    runner = SinkRunner(sink, metrics, lambda keys, at: None, spool=None)
     send, recv = trio.open_memory_channel[list[Item]](0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(runner.run, recv)
@@ -446,7 +446,7 @@ async def test_runner_replays_a_spool_left_by_a_killed_probe(
     send, recv = trio.open_memory_channel[list[Item]](0)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(SinkRunner(sink, metrics, reported.extend, spool, offload=call_here).run, recv)
+            nursery.start_soon(SinkRunner(sink, metrics, lambda keys, at: reported.extend(keys), spool, offload=call_here).run, recv)
             async with send:
                 await send.send(BATCHES[1])
     finally:
@@ -463,7 +463,7 @@ async def test_runner_flushes_the_spool_at_shutdown(
     send, recv = trio.open_memory_channel[list[Item]](0)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(SinkRunner(sink, metrics, lambda keys: None, spool, offload=call_here).run, recv)
+            nursery.start_soon(SinkRunner(sink, metrics, lambda keys, at: None, spool, offload=call_here).run, recv)
             async with send:
                 await send.send(BATCHES[0])
         # closed at 0.0 with the spool pending: the replay fails at once, succeeds at 0.5

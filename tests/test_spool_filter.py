@@ -71,7 +71,7 @@ async def _run(
     those in ``acked``."""
     metrics = Metrics()
     delivered: list[bytes] = []
-    runner = SinkRunner(sink, metrics, delivered.extend, spool, offload=_inline)
+    runner = SinkRunner(sink, metrics, lambda keys, at: delivered.extend(keys), spool, offload=_inline)
     runner.covered = peer.covered
     send, recv = trio.open_memory_channel[list[Item]](0)
     sent: list[Item] = []

@@ -61,7 +61,6 @@ from probepair.failover.sending import Outbox
 from probepair.failover.state import (
     _ECHO_REFRESH,
     ACTIVE_ROLES,
-    INF,
     Draining,
     MachineState,
 )
@@ -117,18 +116,22 @@ class FailoverMachine(MachineState):
         standby.hold(key, payload, now)
         return False
 
-    def delivered(self, keys: list[bytes], now: float) -> None:
-        """The sink acknowledged ``keys``; they are acked to the peer within ack_interval.
+    def delivered(self, keys: list[bytes], now: float, written_at: float | None = None) -> None:
+        """The sink acknowledged ``keys``; they are acked to the peer within ack_interval
+        of ``written_at`` (when the sink took them; ``now`` if not given): a sink that
+        syncs before it reports (SinkSync) must not make the ack, and so the duplicates
+        of a takeover, later than one ack period after the write.
 
-        Runs no timers; it may only move the deadline to ``now + ack_interval``.
+        Runs no timers; it may only move the deadline earlier.
         """
         if self._role is Role.STANDARD:
             return
         self._in_flight -= len(keys)
         if keys:
             self._pending_acks.extend(keys)
-        if self._ack_due == INF and (keys or isinstance(self._handover, Draining)):
-            self._ack_due = now + self.config.ack_interval
+        if keys or isinstance(self._handover, Draining):
+            since = now if written_at is None else min(written_at, now)
+            self._ack_due = min(self._ack_due, since + self.config.ack_interval)
 
     def covered_by_peer(self, keys: list[bytes]) -> set[bytes]:
         """Of ``keys`` (forwarded, not yet delivered: spooled, or held for a retry), those

@@ -249,11 +249,12 @@ class PeerDriver:
                 self._queue(actions)
         return machine.event, now
 
-    def delivered(self, keys: list[bytes]) -> None:
-        """The sink acknowledged ``keys``; they are acked to the peer."""
+    def delivered(self, keys: list[bytes], written_at: float | None = None) -> None:
+        """The sink acknowledged ``keys`` (written at trio time ``written_at``); they are
+        acked to the peer."""
         machine = self.machine
         before = machine.next_deadline()
-        machine.delivered(keys, trio.current_time())
+        machine.delivered(keys, trio.current_time(), written_at)
         if machine.next_deadline() < before:
             self._wake.set()
 

@@ -125,7 +125,9 @@ class Gate(Protocol):
         done here, not per event."""
         ...
 
-    def delivered(self, keys: list[bytes]) -> None: ...
+    def delivered(self, keys: list[bytes], written_at: float | None = None) -> None:
+        """The sink holds ``keys`` durably; they were written at trio time ``written_at``."""
+        ...
 
     @property
     def flushing(self) -> bool:
@@ -155,7 +157,7 @@ class AlwaysForward:
     async def flushed(self) -> None:
         await trio.lowlevel.checkpoint()
 
-    def delivered(self, keys: list[bytes]) -> None:
+    def delivered(self, keys: list[bytes], written_at: float | None = None) -> None:
         pass
 
     def covered_by_peer(self, keys: list[bytes]) -> set[bytes]:

@@ -8,8 +8,13 @@ the feed).
 Durable acks (``SinkSync``): a key reaches ``on_delivered`` (and so the peer, which then
 forgets the event) only once the sink holds it as durably as it can. ``batch``: the
 sink's ``sync()`` (the file sink's fsync; SQLite commits with ``synchronous=FULL``)
-runs after each delivery and before its keys are reported. ``interval``: keys wait for
-the next sync, at most ``SinkSyncInterval`` later (fewer fsyncs, acks that late).
+runs before the keys of a delivery are reported, at most once per ``batch_gap`` (half an
+AckInterval): the deliveries written meanwhile share one sync, so a trickle of small
+batches does not pay an fsync each (it did: 87 against 63 µs CPU per event at 1,000/s),
+and the keys are reported with the time they were written, so the machine still acks
+them within one AckInterval of the write (the duplicate bound of a takeover). ``interval``:
+keys wait for the next sync, at most ``SinkSyncInterval`` later (fewer fsyncs, acks that
+late).
 ``off``: reported at write, as before (a power loss of this host can lose alerts the
 peer already forgot). Network sinks are durable when they answer (PostgreSQL's commit,
 JetStream's quorum ack, an HTTP 2xx): they have no ``sync``.
@@ -88,11 +93,12 @@ class SinkRunner:
         self,
         sink: Sink,
         metrics: Metrics,
-        on_delivered: Callable[[list[bytes]], None],
+        on_delivered: Callable[[list[bytes], float], None],
         spool: Spool | None = None,
         *,
         sync: str = "batch",
         sync_interval: float = 1.0,
+        batch_gap: float = 0.05,
         check_every: float | None = CHECK_INTERVAL,
         offload: Offload = trio.to_thread.run_sync,
     ) -> None:
@@ -107,9 +113,11 @@ class SinkRunner:
         # MockClock's autojump pass a direct call (a thread looks like idle time there).
         self._offload = offload
         self._sync_mode = sync
-        self._sync_interval = sync_interval
-        self._sync_at = -float("inf")  # trio time of the next sync under 'interval'
+        # Seconds from one sync to the next at least (batch: half an AckInterval).
+        self._sync_every = sync_interval if sync == "interval" else batch_gap
+        self._sync_at = -float("inf")  # trio time before which no sync starts
         self._unsynced: list[bytes] = []  # delivered, not yet durable: not reported
+        self._unsynced_since = math.inf  # trio time the oldest of them was written
         self._last_spool_full_log = -float("inf")
         # Told how many spooled alerts MaxSAFFileSize dropped (a ProbeWatch event).
         self.on_spool_full: Callable[[int], None] | None = None
@@ -188,14 +196,14 @@ class SinkRunner:
                 # acked), which lost a batch when a slow sink met a check deadline.
                 spooling = self.spool is not None and self.spool.pending
                 timer: Callable[[], Awaitable[object]] | None
-                if spooling:
+                if self._unsynced and (not spooling or self._sync_at < self._retry_at):
+                    # Keys wait for a sync: a quiet feed (or a spool that holds the
+                    # loop) must not hold them past the sync's date.
+                    deadline, timer = self._sync_at, self._sync_and_report
+                elif spooling:
                     # A deadline, not a delay: alerts arriving meanwhile must not
                     # postpone the replay (a steady feed would starve it forever).
                     deadline, timer = self._retry_at, self._replay
-                elif self._unsynced:
-                    # Keys wait for a sync under SinkSync interval: a quiet feed must
-                    # not hold them past SinkSyncInterval.
-                    deadline, timer = self._sync_at, self._sync_and_report
                 elif self._check_every is not None:
                     deadline, timer = self._check_at, self._check
                 else:
@@ -266,10 +274,12 @@ class SinkRunner:
         self._backoff = BACKOFF_FIRST
         self._health(None)
         if self._sync_mode == "off":
-            self._on_delivered(keys)
+            self._on_delivered(keys, now)
         else:
+            if not self._unsynced:
+                self._unsynced_since = now
             self._unsynced.extend(keys)
-            if self._sync_mode == "batch" or trio.current_time() >= self._sync_at:
+            if now >= self._sync_at:
                 await self._sync_and_report()
         return True
 
@@ -278,7 +288,8 @@ class SinkRunner:
         if not self._unsynced:
             return
         keys, self._unsynced = self._unsynced, []
-        self._sync_at = trio.current_time() + self._sync_interval
+        written_at, self._unsynced_since = self._unsynced_since, math.inf
+        self._sync_at = trio.current_time() + self._sync_every
         sync = getattr(self.sink, "sync", None)
         if sync is not None:
             try:
@@ -289,7 +300,7 @@ class SinkRunner:
                 self._metrics.sink_errors.inc()
                 logger.error("%s; %d alerts written are not acked to the peer", exc, len(keys))
                 return
-        self._on_delivered(keys)
+        self._on_delivered(keys, written_at)
 
     def _verified(self, now: float) -> None:
         self.verified_at = now
