@@ -243,9 +243,10 @@ class DownSink:
 
 async def test_a_full_spool_counts_every_drop_and_tells_probewatch(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    # Room for 10 records of 12 + 30 bytes. Batches of 6, 8, 5, 3 alerts: the 8 drop the
-    # 4 oldest, the 5 drop 5, and the 3 (under SPOOL_FULL_LOG_INTERVAL later) drop 3:
-    # all 12 counted, ProbeWatch told of the first two drops (as often as the log line).
+    # Room for 10 records of 12 + 30 bytes. Batches of 6, 8, 5, 3, 2 alerts: the 8 drop
+    # the 4 oldest, the 5 drop 5, the 3 (under SPOOL_FULL_LOG_INTERVAL later) drop 3, and
+    # the 2 (past it) drop 2: all 14 counted, ProbeWatch told as often as the log line,
+    # each time of every drop since the last (the 3 and the 2 together).
     record = 12 + 30
     spool = Spool(str(tmp_path / "s.saf"), max_bytes=10 * record)
     metrics = Metrics()
@@ -259,12 +260,13 @@ async def test_a_full_spool_counts_every_drop_and_tells_probewatch(
             nursery.start_soon(runner.run, recv)
             async with send:
                 for size, gap in ((6, SPOOL_FULL_LOG_INTERVAL + 1),
-                                  (8, SPOOL_FULL_LOG_INTERVAL + 1), (5, 1.0), (3, 0.0)):
+                                  (8, SPOOL_FULL_LOG_INTERVAL + 1), (5, 1.0),
+                                  (3, SPOOL_FULL_LOG_INTERVAL), (2, 0.0)):
                     await send.send([item(n + i) for i in range(size)])
                     n += size
                     await trio.sleep(gap)
-        assert metrics.count("probepair_events_discarded_total", reason="spool_full") == 12
-        assert told == [4, 5]
+        assert metrics.count("probepair_events_discarded_total", reason="spool_full") == 14
+        assert told == [4, 5, 5]
         assert spool.backlog_bytes == 10 * record
         assert _drain(spool) == [item(i) for i in range(n - 10, n)]  # the newest kept
     finally:

@@ -103,13 +103,19 @@ class FileSink:
             raise SinkError(self.name, "filesystem full")
 
     async def aclose(self) -> None:
-        if self._fd is not None:
-            try:
-                os.fsync(self._fd)
-            except OSError:
-                pass  # fsync is best effort on pipes and special files
-            os.close(self._fd)
-            self._fd = None
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            # On a worker thread like every other fsync: a slow disk at stop must not
+            # stall the heartbeats and acks of the last seconds.
+            await trio.to_thread.run_sync(_sync_and_close, fd)
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # fsync is best effort on pipes and special files
+    os.close(fd)
 
 
 class StdoutSink:

@@ -119,6 +119,7 @@ class SinkRunner:
         self._unsynced: list[bytes] = []  # delivered, not yet durable: not reported
         self._unsynced_since = math.inf  # trio time the oldest of them was written
         self._last_spool_full_log = -float("inf")
+        self._spool_full_unreported = 0  # alerts MaxSAFFileSize dropped since the last report
         # Told how many spooled alerts MaxSAFFileSize dropped (a ProbeWatch event).
         self.on_spool_full: Callable[[int], None] | None = None
         self.spool = spool
@@ -356,12 +357,16 @@ class SinkRunner:
         dropped = await self._offload(self.spool.append, items)
         if dropped:
             self._metrics.events_discarded.labels(reason="spool_full").inc(dropped)
+            # Told as a sum: the drops between two reports are in the next one, so the
+            # log and ProbeWatch add up to the metric (they said only the last batch's).
+            self._spool_full_unreported += dropped
             now = trio.current_time()
             if now - self._last_spool_full_log >= SPOOL_FULL_LOG_INTERVAL:
                 self._last_spool_full_log = now
+                dropped, self._spool_full_unreported = self._spool_full_unreported, 0
                 logger.error(
                     "%s: spool %s full (MaxSAFFileSize %d bytes): dropped the %d oldest "
-                    "alerts (further drops counted, logged every %gs)",
+                    "alerts since the last report (reported every %gs at most)",
                     self.sink.name, self.spool.path, self.spool.max_bytes, dropped,
                     SPOOL_FULL_LOG_INTERVAL,
                 )
