@@ -113,8 +113,11 @@ async def test_failback_immediate_stops_the_slave_at_the_first_heartbeat(tmp_pat
         await wait_metric(master, ACTIVE, 1, 10)
         await wait_metric(slave, STANDBY, 1, 10)
         got = [await scrape(p) for p in (master, slave)]
-        # README: counted as a short split brain; no handshake hand-over.
-        assert sum(g["probepair_split_brains_total"] for g in got) >= 1
+        # README: counted as a short split brain; no handshake hand-over. Exact per side:
+        # the slave loses the verdict once; the master counts it only if the slave's
+        # active heartbeat reached it before the slave stepped down (one beat's race).
+        split = [g["probepair_split_brains_total"] for g in got]
+        assert split[1] == 1 and split[0] in (0, 1)
         assert got[1].get('probepair_handovers_total{reason="failback"}', 0) == 0
         assert await slave.stop() == 0
         assert await master.stop() == 0
