@@ -493,3 +493,16 @@ def test_a_gap_fill_after_a_standby_stall_waits_for_the_acks_in_its_socket() -> 
               {"m": [], "s": []}, 0, Failback.HANDSHAKE)
     sim.run()
     check(sim, Failback.HANDSHAKE)
+
+
+def test_a_standby_stalled_with_a_hole_in_its_acks_waits_for_the_resend() -> None:
+    """Found by a soak: an ack (events fed at 34.675-34.775 s) is delayed past the
+    slave's stall (35-39 s); the master's re-send waits in the frozen socket too and is
+    unfresh at the wake. The hole in the ack serials was then more than a bound old and
+    skipped as given up, and the master's IDLE claim let a gap fill deliver the five
+    events again. A stalled probe's hole clock now restarts at its wake, and the
+    master's next re-send fills it."""
+    sim = Sim(0, 0.0, 0.0, 0.3, {"m": [(1.0, 3.0)], "s": [(35.0, 39.0)]},
+              {"m": [], "s": []}, 0, Failback.HANDSHAKE)
+    sim.run()
+    check(sim, Failback.HANDSHAKE)

@@ -130,6 +130,11 @@ class AckStream:
             self._hole_since = math.inf
         return self.through != before
 
+    def restart_hole(self, now: float) -> None:
+        """An open hole is as if first seen at ``now`` (we could not hear its re-send)."""
+        if self._hole_since != math.inf:
+            self._hole_since = now
+
     @property
     def has_hole(self) -> bool:
         """True while a serial below one already received is missing."""

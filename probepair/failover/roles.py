@@ -49,6 +49,13 @@ class RoleLogic:
         self.out = out
 
     def run_timers(self, now: float, actions: list[Action]) -> None:
+        stream = self.m._stream
+        if stream is not None and now - self.m._next_beat > _LATE:
+            # Our beat is late: we were stalled. A hole in the peer's acks could not be
+            # filled meanwhile (the re-send waited in our socket and is unfresh now), so
+            # its clock restarts: skipped as given up, it let a gap fill deliver what
+            # the missing ack covered (the pair property's soak found it).
+            stream.restart_hole(now)
         if now >= self.m.stall_at:
             stalled = now - self.m._last_beat
             self.fire(
@@ -89,7 +96,7 @@ class RoleLogic:
         handover = self.m._handover
         if isinstance(handover, Draining) and (self.m._in_flight <= 0 or handover.deadline <= now):
             self.finish_drain(now, actions)
-        stream = self.m._stream
+        stream = self.m._stream  # (a role change above may have replaced it)
         if stream is not None and stream.hole_since + self.m._bound() <= now:
             stream.advance(now, self.m._bound())
             self.fill_gaps(now, actions)
