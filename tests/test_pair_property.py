@@ -506,3 +506,15 @@ def test_a_standby_stalled_with_a_hole_in_its_acks_waits_for_the_resend() -> Non
               {"m": [], "s": []}, 0, Failback.HANDSHAKE)
     sim.run()
     check(sim, Failback.HANDSHAKE)
+
+
+def test_a_hole_in_the_acks_is_reported_until_filled_on_a_lossy_link() -> None:
+    """Found by a soak (10% loss): the returning master saw a hole in the slave's last
+    acks, but its report was rate-limited away behind another beat, the slave's re-send
+    at the next regular beat was lost too, and the master gave up waiting and flushed
+    the four events the lost ack covered. A hole is now reported every ack interval
+    while it is open."""
+    sim = Sim(119, 0.1, 0.05, 0.05, {"m": [(14.0, 20.0)], "s": []},
+              {"m": [], "s": []}, 0, Failback.HANDSHAKE)
+    sim.run()
+    check(sim, Failback.HANDSHAKE)

@@ -62,11 +62,13 @@ class PeerInputs:
             and self.flushes_for(peer)
         ):
             self.handover_from_standby(peer, now, actions)
-        if stream.has_hole:
+        if stream.has_hole and self.m._hole_report_at == INF:
             # Say at once which acks we hold without a hole: the peer re-sends what is
             # missing now rather than at our next beat (a lost ack that waits a beat
-            # period could be lost for good with the peer, and duplicated at takeover).
+            # period could be lost for good with the peer, and duplicated at takeover);
+            # and again every ack interval while the hole is open (``run_timers``).
             self.out.extra_beat(now, actions)
+            self.m._hole_report_at = self.m._next_extra[False]
         self.roles.maybe_take_over_from_handover(now, actions)
 
     def written_after(self, msg: Heartbeat | Ack, now: float) -> float:

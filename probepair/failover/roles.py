@@ -100,6 +100,14 @@ class RoleLogic:
         if stream is not None and stream.hole_since + self.m._bound() <= now:
             stream.advance(now, self.m._bound())
             self.fill_gaps(now, actions)
+        if stream is None or not stream.has_hole:
+            self.m._hole_report_at = INF
+        elif self.m._hole_report_at <= now:
+            # Each report may be lost, or its re-send: one report (rate-limited away
+            # behind another beat) left a lost ack to a resend at the next regular beat,
+            # and a handing-over peer's last ack lost twice was duplicated (the soak).
+            self.out.extra_beat(now, actions)
+            self.m._hole_report_at = self.m._next_extra[False]
         if self.m._next_beat <= now:
             self.out.beat(now, actions)
             self.check_sink(now, actions)

@@ -139,6 +139,9 @@ class MachineState:
         # every ack interval until then (inf: not deferred since the last fresh beat).
         self._silence_decide_at = INF
         self._ack_due = INF
+        # While a hole in the peer's acks is open: when we say again what we hold (an
+        # extra beat every ack interval, so a re-send lost too is asked for again).
+        self._hole_report_at = INF
         self.stats = Stats()
         if config.mode is Mode.STANDARD:
             self._role = Role.STANDARD
@@ -318,6 +321,7 @@ class MachineState:
             self._handover.deadline if isinstance(self._handover, Draining) else INF,
             INF if self._awaiting is None else self._awaiting.giveup_at,
             hole,
+            self._hole_report_at,
         )
 
     @property
