@@ -36,9 +36,13 @@ async def test_one_write_per_batch_and_fsync_only_at_stop(
             calls.append("fsync")
         real_fsync(fd)
 
+    opened: list[int] = []  # the sink's fd once open (aclose forgets it before the fsync)
+
     def sink_fd() -> int:
         fd = getattr(sink, "_fd", None)
-        return -1 if fd is None else int(fd)
+        if fd is not None and not opened:
+            opened.append(int(fd))
+        return opened[0] if opened else -1
 
     monkeypatch.setattr(os, "write", write)
     monkeypatch.setattr(os, "fsync", fsync)
