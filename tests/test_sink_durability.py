@@ -53,14 +53,20 @@ class RecordingSink:
 
 
 async def _run(mode: str, batches: list[list[Item]], gap: float, log: list[str],
-               fail_sync: bool = False) -> Metrics:
+               fail_sync: bool = False, *, batch_gap: float = 0.05, linger: float = 0.0,
+               reported: list[tuple[int, float, float]] | None = None) -> Metrics:
+    """Batches ``gap`` apart into a runner over a RecordingSink, then ``linger`` before
+    the close; ``reported``: (keys, written_at, reported at) of each report, from the start."""
     metrics = Metrics()
+    start = trio.current_time()
 
     def delivered(keys: list[bytes], written_at: float) -> None:
         log.append(f"ack {len(keys)}")
+        if reported is not None:
+            reported.append((len(keys), written_at - start, trio.current_time() - start))
 
     runner = SinkRunner(RecordingSink(log, fail_sync), metrics, delivered, None,
-                        sync=mode, sync_interval=1.0)
+                        sync=mode, sync_interval=1.0, batch_gap=batch_gap)
     send, recv = trio.open_memory_channel[list[Item]](0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(runner.run, recv)
@@ -68,6 +74,7 @@ async def _run(mode: str, batches: list[list[Item]], gap: float, log: list[str],
             for batch in batches:
                 await send.send(batch)
                 await trio.sleep(gap)
+            await trio.sleep(linger)
     return metrics
 
 
@@ -87,23 +94,8 @@ async def test_batch_shares_one_sync_among_the_batches_of_half_an_ack_interval(
     # with the time the oldest of them was written, which the machine dates its ack by.
     log: list[str] = []
     reported: list[tuple[int, float, float]] = []
-    metrics = Metrics()
-    start = trio.current_time()
-
-    def delivered(keys: list[bytes], written_at: float) -> None:
-        log.append(f"ack {len(keys)}")
-        reported.append((len(keys), written_at - start, trio.current_time() - start))
-
-    runner = SinkRunner(RecordingSink(log), metrics, delivered, None, sync="batch",
-                        batch_gap=0.05)
-    send, recv = trio.open_memory_channel[list[Item]](0)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(runner.run, recv)
-        async with send:
-            for batch in BATCHES:
-                await send.send(batch)
-                await trio.sleep(0.01)
-            await trio.sleep(0.1)  # open: the sync is the timer's, not the close's
+    # Open 0.1 s past the last batch: the sync is the timer's, not the close's.
+    await _run("batch", BATCHES, 0.01, log, batch_gap=0.05, linger=0.1, reported=reported)
     assert log == ["deliver 3", "sync", "ack 3", "deliver 3", "deliver 3", "deliver 3",
                    "sync", "ack 9"]
     assert [n for n, _, _ in reported] == [3, 9]

@@ -65,10 +65,8 @@ class PeerInputs:
         if stream.has_hole and self.m._hole_report_at == INF:
             # Say at once which acks we hold without a hole: the peer re-sends what is
             # missing now rather than at our next beat (a lost ack that waits a beat
-            # period could be lost for good with the peer, and duplicated at takeover);
-            # and again every ack interval while the hole is open (``run_timers``).
-            self.out.extra_beat(now, actions)
-            self.m._hole_report_at = self.m._next_extra[False]
+            # period could be lost for good with the peer, and duplicated at takeover).
+            self.out.report_hole(now, actions)
         self.roles.maybe_take_over_from_handover(now, actions)
 
     def written_after(self, msg: Heartbeat | Ack, now: float) -> float:

@@ -106,8 +106,7 @@ class RoleLogic:
             # Each report may be lost, or its re-send: one report (rate-limited away
             # behind another beat) left a lost ack to a resend at the next regular beat,
             # and a handing-over peer's last ack lost twice was duplicated (the soak).
-            self.out.extra_beat(now, actions)
-            self.m._hole_report_at = self.m._next_extra[False]
+            self.out.report_hole(now, actions)
         if self.m._next_beat <= now:
             self.out.beat(now, actions)
             self.check_sink(now, actions)

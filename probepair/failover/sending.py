@@ -132,6 +132,13 @@ class Outbox:
         m._next_extra[request] = now + m.config.ack_interval
         self.beat(now, actions, regular=False, request=request)
 
+    def report_hole(self, now: float, actions: list[Action]) -> None:
+        """Say which acks we hold without a hole (an extra beat: the peer re-sends what
+        is missing), and again one ack interval on while it stays open (``run_timers``):
+        a report or its re-send may be lost."""
+        self.extra_beat(now, actions)
+        self.m._hole_report_at = self.m._next_extra[False]
+
     def send_acks(self, now: float, actions: list[Action]) -> None:
         m = self.m
         keys, m._pending_acks = m._pending_acks, []
