@@ -434,6 +434,31 @@ def test_handshake_master_waits_for_the_last_ack_then_gives_up() -> None:
         Role.MASTER_PENDING, Role.MASTER, "peer handed over; its last acks did not arrive")]
 
 
+def test_a_returning_master_asks_for_the_missing_last_acks_every_ack_interval() -> None:
+    """The handed-over slave only beats, and re-sends only acks sent before a datagram
+    of its that we echo: so each ask is an echo request (its answer lets the next ask
+    fetch a re-send lost too), every ack interval until the acks are in. One ask per
+    beat lost the last ack twice on a lossy link, and the give-up flush repeated what it
+    covered (the pair property's soak, seed 1309343)."""
+    m = FailoverMachine(config(Mode.MASTER), now=0.0)
+    slave = slave_peer(listener=m)
+    m.tick(0.0)
+    slave.serial = 5  # acks 1-5 (the last of the handover) are lost
+    asks = [only_beat(m.receive(
+        slave.hb(Role.SLAVE_STANDBY, flags=Flag.HANDED_OVER, acks_sent=5), 1.0),
+        Role.MASTER_PENDING)]
+    for expected in (1.1, 1.2, 1.3):
+        t = m.next_deadline()
+        assert t == pytest.approx(expected)
+        asks.append(only_beat(m.tick(t), Role.MASTER_PENDING))
+    assert all(hb.flags & Flag.ECHO_REQUEST and hb.acks_heard == 0 for hb in asks)
+    for serial in range(5):  # the re-sends arrive: no more asking, the role moves
+        slave.serial = serial
+        actions = m.receive(slave.ack(K(serial), role=Role.SLAVE_STANDBY), 1.35)
+    assert changes(actions) == [RoleChanged(Role.MASTER_PENDING, Role.MASTER, "peer handed over")]
+    assert [hb for t in (1.4, 1.5, 1.9) for hb in beats(m.tick(t))] == []  # no more asks
+
+
 def test_standby_slave_flushes_its_buffer_before_handing_over() -> None:
     s = FailoverMachine(config(Mode.SLAVE), now=0.0)
     old, new = master_peer(listener=s), master_peer(BOOT_M2, listener=s)

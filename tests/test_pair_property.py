@@ -31,7 +31,6 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -520,14 +519,13 @@ def test_a_hole_in_the_acks_is_reported_until_filled_on_a_lossy_link() -> None:
     check(sim, Failback.HANDSHAKE)
 
 
-@pytest.mark.xfail(strict=True, reason="open defect found by the soak of 2026-12-07: "
-                   "a standby's flush for a pending master and the master's give-up flush "
-                   "overlap after a double stall on a lossy link")
 def test_a_double_stall_on_a_lossy_link_with_an_immediate_failback() -> None:
-    """Found by a soak, not yet fixed: both probes stall (23.8-31.7 s, 25.3-31.4 s) on a
-    link with 10% loss and 0.3 s delay; the slave flushes 179 events for the returning
-    master, whose wait for the slave's last acks gives up (lost acks) and flushes 215
-    from 28.85 s: 14 events reach both sinks."""
+    """Found by a soak: both probes stall (23.8-31.7 s, 25.3-31.4 s) on a link with 10%
+    loss and 0.3 s delay; the slave flushes 179 events for the returning master and
+    hands over, its last ack and the one re-send are lost, and the master's wait gives
+    up and flushes 215: 14 events reached both sinks. The master now asks for missing
+    handover acks every ack interval (the transcript:
+    ``test_a_returning_master_asks_for_the_missing_last_acks_every_ack_interval``)."""
     sim = Sim(1309343, 0.1, 0.05, 0.3,
               {"m": [(25.28515625, 31.37890625)], "s": [(23.83984375, 31.74609375)]},
               {"m": [(16.6875, 20.3125)], "s": []}, 25, Failback.IMMEDIATE)

@@ -179,8 +179,8 @@ class PeerInputs:
                     giveup_at = waiting.giveup_at
                 self.m._awaiting = Awaiting(hb.acks_sent, giveup_at)
                 self.roles.maybe_take_over_from_handover(now, actions)
-                if self.m._role is Role.MASTER_PENDING:
-                    self.out.extra_beat(now, actions)  # tell the peer which acks we lack
+                if self.m._role is Role.MASTER_PENDING and self.m._hole_report_at == INF:
+                    self.out.report_hole(now, actions)  # tell the peer which acks we lack
         if self.flushes_for(hb):
             self.handover_from_standby(hb, now, actions)
         else:

@@ -100,7 +100,7 @@ class RoleLogic:
         if stream is not None and stream.hole_since + self.m._bound() <= now:
             stream.advance(now, self.m._bound())
             self.fill_gaps(now, actions)
-        if stream is None or not stream.has_hole:
+        if not self.lacks_acks():
             self.m._hole_report_at = INF
         elif self.m._hole_report_at <= now:
             # Each report may be lost, or its re-send: one report (rate-limited away
@@ -111,6 +111,23 @@ class RoleLogic:
             self.out.beat(now, actions)
             self.check_sink(now, actions)
             self.check_reclaim(now, actions)
+
+    def lacks_acks(self) -> bool:
+        """Acks the peer sent are missing here: a hole in its stream, or (a returning
+        master) the last acks of its handover, which only it can re-send."""
+        stream = self.m._stream
+        if stream is None:
+            return False
+        if stream.has_hole:
+            return True
+        waiting = self.m._awaiting
+        return (
+            self.m._role is Role.MASTER_PENDING
+            and waiting is not None
+            and waiting.giveup_at < INF
+            and stream.boot == self.m._peer_boot
+            and (stream.through or 0) < waiting.serial
+        )
 
     def on_silence(self, now: float, actions: list[Action]) -> None:
         silent = now - self.m._silence_since

@@ -135,9 +135,14 @@ class Outbox:
     def report_hole(self, now: float, actions: list[Action]) -> None:
         """Say which acks we hold without a hole (an extra beat: the peer re-sends what
         is missing), and again one ack interval on while it stays open (``run_timers``):
-        a report or its re-send may be lost."""
-        self.extra_beat(now, actions)
-        self.m._hole_report_at = self.m._next_extra[False]
+        a report or its re-send may be lost.
+
+        An echo request: the peer re-sends only acks sent before a datagram of its that
+        we echo, so its answer lets our next report fetch a re-send that was lost too
+        (a peer that only beats, such as one that handed over, sends nothing else).
+        """
+        self.extra_beat(now, actions, request=True)
+        self.m._hole_report_at = self.m._next_extra[True]
 
     def send_acks(self, now: float, actions: list[Action]) -> None:
         m = self.m
