@@ -27,33 +27,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from probepair.config.feedspec import FEED_KEYS, SNMP_PORT, FeedSpec, check_feeds, convert_feeds
 from probepair.config.redact import has_credentials, redact_credentials
 from probepair.errors import ConfigError
 
 PropType = Literal["STRING", "INTEGER", "FLOAT", "BOOLEAN", "LIST"]
 
 
-@dataclass(frozen=True, slots=True)
-class FeedSpec:
-    """One entry of ``Feeds``: a feed's own settings, by their one-feed property names.
-
-    A key a definition leaves out has the property's built-in default (not the
-    top-level value: with ``Feeds`` the top-level feed properties are not set at all).
-    """
-
-    FeedType: str
-    FeedAddress: str
-    FeedPort: int
-    FeedFormat: str
-    FeedFile: str
-    FeedTLSCert: str
-    FeedTLSKey: str
-    FeedTLSCA: str
-
-
-# The properties a feed definition holds (FeedSpec's fields): with Feeds set, none of
-# them may be set at the top level as well (the one-feed shorthand is one or the other).
-FEED_KEYS: Final = tuple(f.name for f in fields(FeedSpec))
 Value = str | int | float | bool | tuple[FeedSpec, ...]
 
 
@@ -68,7 +48,6 @@ SHIPPED_RULES: Final = _shipped_rules()
 MODES: Final = ("master", "slave", "standard")
 FEED_TYPES: Final = ("udp", "tcp", "file", "stdin", "snmp")
 SNMP_PROTOCOLS: Final = ("UDP", "TCP", "ALL", "ANY")  # mttrapd's Protocol; ANY = ALL
-SNMP_PORT: Final = 162  # FeedPort of FeedType snmp unless a source sets it (RFC 3413 §4)
 FEED_FORMATS: Final = ("syslog", "json", "line", "omnibus")
 SINK_TYPES: Final = ("file", "tcp", "http", "sqlite", "stdout", "postgres", "alertmanager", "nats")
 FAILBACKS: Final = ("handshake", "immediate", "manual")
@@ -406,7 +385,7 @@ def _convert(name: str, raw: object, source: str) -> Value:
     meta = _FIELDS[name].metadata
     value: Value
     if kind == "LIST":
-        return _convert_feeds(raw, source)
+        return convert_feeds(raw, source, _convert, {k: _FIELDS[k].default for k in FEED_KEYS})
     if kind == "BOOLEAN":
         if isinstance(raw, bool):
             value = raw
@@ -450,49 +429,6 @@ def _convert(name: str, raw: object, source: str) -> Value:
     return raw
 
 
-def _convert_feeds(raw: object, source: str) -> tuple[FeedSpec, ...]:
-    """``Feeds`` from a props file (a YAML list of mappings) or the command line (the
-    same as JSON or as ``--dumpprops`` prints it); errors name ``Feeds[i].Key``."""
-    if isinstance(raw, str) and (not raw.strip() or raw.lstrip().startswith("[")):
-        try:
-            raw = json.loads(raw) if raw.strip() else []
-        except ValueError:
-            raise ConfigError(
-                source, "Feeds", "expected a list of feed definitions (on the command "
-                f"line as JSON: [{{\"FeedType\": \"udp\"}}]), got {raw!r}"
-            ) from None
-    if not isinstance(raw, list | tuple):
-        raise ConfigError(source, "Feeds", f"expected a list of feed definitions, got {raw!r}")
-    specs: list[FeedSpec] = []
-    for i, item in enumerate(raw):
-        where = f"Feeds[{i}]"
-        if isinstance(item, FeedSpec):
-            specs.append(item)
-            continue
-        if not isinstance(item, Mapping):
-            raise ConfigError(
-                source, where, f"expected a mapping of {', '.join(FEED_KEYS)}, got {item!r}"
-            )
-        values: dict[str, Any] = {k: _FIELDS[k].default for k in FEED_KEYS}
-        for key, value in item.items():
-            if key not in FEED_KEYS:
-                close = next(iter(difflib.get_close_matches(str(key), FEED_KEYS, n=1)), None)
-                hint = f" (did you mean {close!r}?)" if close else ""
-                raise ConfigError(
-                    source, f"{where}.{key}",
-                    f"unknown key in a feed definition{hint}; expected one of "
-                    + ", ".join(FEED_KEYS),
-                )
-            try:
-                values[key] = _convert(key, value, source)
-            except ConfigError as exc:
-                raise ConfigError(source, f"{where}.{key}", exc.message) from None
-        if values["FeedType"] == "snmp" and "FeedPort" not in item:
-            values["FeedPort"] = SNMP_PORT
-        specs.append(FeedSpec(**values))
-    return tuple(specs)
-
-
 def _unknown(name: str, source: str) -> ConfigError:
     close = _BY_LOWER.get(str(name).lower()) or next(
         iter(difflib.get_close_matches(str(name), NAMES, n=1)), None
@@ -533,7 +469,7 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
                 f"are not used (Feeds from {origin['Feeds']})",
             )
     props = Props(**values)  # type: ignore[arg-type]
-    _check_feeds(props, origin)
+    check_feeds(props.feeds, bool(props.Feeds), origin)
     _check_failback_window(props, origin)
     if props.SnmpEngineID:
         hexid = props.SnmpEngineID.removeprefix("0x").removeprefix("0X")
@@ -559,47 +495,6 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
                 where = origin.get(name, origin.get("Mode", "defaults"))
                 raise ConfigError(where, name, f"Mode {props.Mode!r} needs the peer's {what}")
     return props
-
-
-def _check_feeds(props: Props, origin: dict[str, str]) -> None:
-    """Each feed's TLS settings fit its type; at most one snmp feed (one drop list, one
-    set of mttrapd's counters for the rules); no two feeds on one address and port."""
-    several = bool(props.Feeds)
-    bound: dict[tuple[str, str, int], int] = {}
-    for i, feed in enumerate(props.feeds):
-
-        def where(name: str, i: int = i) -> tuple[str, str]:
-            if several:
-                return origin["Feeds"], f"Feeds[{i}].{name}"
-            return origin.get(name, "defaults"), name
-
-        for name in ("FeedTLSKey", "FeedTLSCA"):
-            if getattr(feed, name) and not feed.FeedTLSCert:
-                raise ConfigError(*where(name), "needs FeedTLSCert: the feed's certificate")
-        if feed.FeedTLSCert and feed.FeedType != "tcp":
-            raise ConfigError(
-                *where("FeedTLSCert"), f"needs FeedType tcp, got {feed.FeedType!r}"
-            )
-        if not several:
-            continue
-        if feed.FeedType == "snmp" and any(
-            f.FeedType == "snmp" for f in props.feeds[:i]
-        ):
-            raise ConfigError(*where("FeedType"), "only one feed of a probe may be snmp")
-        if feed.FeedType in ("stdin", "file") and any(
-            (f.FeedType, f.FeedFile) == (feed.FeedType, feed.FeedFile) for f in props.feeds[:i]
-        ):
-            raise ConfigError(
-                *where("FeedType"), f"a second {feed.FeedType} feed of the same input"
-            )
-        kinds = {"udp": ("udp",), "tcp": ("tcp",), "snmp": ("udp", "tcp")}.get(feed.FeedType, ())
-        for kind in kinds if feed.FeedPort else ():
-            seen = bound.setdefault((kind, feed.FeedAddress, feed.FeedPort), i)
-            if seen != i:
-                raise ConfigError(
-                    *where("FeedPort"),
-                    f"Feeds[{seen}] listens on {kind} {feed.FeedAddress}:{feed.FeedPort} already",
-                )
 
 
 def _check_failback_window(props: Props, origin: dict[str, str]) -> None:

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from probepair.config.props import FEED_KEYS, Props, as_mapping
+from probepair.config.feedspec import FEED_KEYS
+from probepair.config.props import Props, as_mapping
 from probepair.events import Event, derived_key, key_of
 from probepair.failover import Mode
 from probepair.pipeline.alerts import serialise
