@@ -27,10 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from probepair.pipeline.alerts import serialise
 from probepair.events import key_of
+from probepair.pipeline.alerts import serialise
 from probepair.pipeline.tokenise import tokenise
-from probepair.rules import RulesContext, compile_rules, load_rules
+from probepair.rules import RulesContext, compile_rules, failures, load_rules
+from probepair.rules import arith as ar
 from probepair.rules import functions as fn
 from probepair.rules.patterns import Regex
 
@@ -224,7 +225,7 @@ def worst_case(program: object, ctx: RulesContext) -> None:
         ("split on ' ;', 64 KiB", lambda: fn.split(" ;" * 32 * KIB, {}, " ;"), None),
         ("printable, 64 KiB of control chars", lambda: fn.printable("\x01" * 64 * KIB), None),
         ("int/real/number, 64 KiB of digits",
-         lambda: (fn.atoi(text), fn.atof("1" * 64 * KIB), fn.number("1" * 64 * KIB)), None),
+         lambda: (ar.atoi(text), ar.atof("1" * 64 * KIB), ar.number("1" * 64 * KIB)), None),
         ("substr/md5/lower, 64 KiB", lambda: (fn.substr(text, 2, 99999), fn.md5(text),
                                                 text.upper()), None),
         ("date(), 64 KiB of digits", lambda: _fails(lambda: fn.date("1" * 64 * KIB + "x")),
@@ -306,7 +307,7 @@ def budgeted(ctx: RulesContext) -> None:
 def _fails(f: object) -> None:
     try:
         f()  # type: ignore[operator]
-    except fn.Fail:
+    except failures.Fail:
         pass
 
 

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from probepair.rules import ast
 from probepair.rules.dates import check_pattern
+from probepair.rules.failures import MAX_VALUE
 from probepair.rules.frontend import DEFAULT_TABLE, TABLE_FIELD, TABLE_FIELD_ERROR
 from probepair.rules.functions import (
     BUILTINS,
     FOREIGN,
     LOG_LEVELS,
-    MAX_VALUE,
     TRAP_FUNCTIONS,
     scan_pattern,
 )

@@ -29,8 +29,10 @@ from typing import Final
 
 from probepair.errors import RulesCompileError
 from probepair.rules import ast, calls
+from probepair.rules.arith import number
+from probepair.rules.failures import MAX_VALUE
 from probepair.rules.frontend import DEFAULT_TABLE, TABLE_FIELD, TABLE_FIELD_ERROR, Resolved
-from probepair.rules.functions import MAX_VALUE, compile_regex, number
+from probepair.rules.functions import compile_regex
 
 _DIRECT_CMP: Final = {"==": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
 _CMP_HELPER: Final = {"==": "_eq", "!=": "_ne", "<": "_lt", ">": "_gt", "<=": "_le", ">=": "_ge"}

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from probepair.errors import RulesCompileError, RulesRuntimeError
-from probepair.rules import ast, probefns
+from probepair.rules import arith as ar
+from probepair.rules import ast, failures, probefns
 from probepair.rules import functions as fn
 from probepair.rules.codegen import Codegen
 from probepair.rules.frontend import DEFAULT_TABLE, FileStats, FrontEnd, Resolved, TargetInfo
@@ -132,7 +133,7 @@ class Program:
         out: dict[str, object] = {} if fields is None else dict(fields)
         try:
             return self._fn(tokens, ctx, out)
-        except fn.OverBudget as over:
+        except failures.OverBudget as over:
             file, line, col = over.pos
             out[OVER_BUDGET_FIELD] = f"{file}:{line}:{col}"
             ctx.on_over_budget(over.pos)
@@ -149,7 +150,7 @@ class Program:
 
 
 def _fail(ctx: RulesContext, exc: Exception, pos: tuple[str, int, int]) -> None:
-    message = exc.message if isinstance(exc, fn.Fail) else f"{type(exc).__name__}: {exc}"
+    message = exc.message if isinstance(exc, failures.Fail) else f"{type(exc).__name__}: {exc}"
     ctx.on_error(RulesRuntimeError(pos[0], pos[1], pos[2], message))
 
 
@@ -175,25 +176,25 @@ _NAMESPACE: Final[dict[str, object]] = {
     "_str": str,
     "_jpath": fn.json_path,
     "_getdate": _getdate,
-    "_neg": fn.neg,
-    "_add": fn.add,
-    "_sub": fn.sub,
-    "_mul": fn.mul,
-    "_div": fn.div,
-    "_mod": fn.mod,
-    "_eq": fn.eq,
-    "_ne": fn.ne,
-    "_lt": fn.lt,
-    "_le": fn.le,
-    "_gt": fn.gt,
-    "_ge": fn.ge,
+    "_neg": ar.neg,
+    "_add": ar.add,
+    "_sub": ar.sub,
+    "_mul": ar.mul,
+    "_div": ar.div,
+    "_mod": ar.mod,
+    "_eq": ar.eq,
+    "_ne": ar.ne,
+    "_lt": ar.lt,
+    "_le": ar.le,
+    "_gt": ar.gt,
+    "_ge": ar.ge,
     "_extract": fn.extract,
     "_regreplace": fn.regreplace,
     "_dynre": fn.dynamic_regex,
     "_substr": fn.substr,
     "_split": fn.split,
-    "_atoi": fn.atoi,
-    "_atof": fn.atof,
+    "_atoi": ar.atoi,
+    "_atof": ar.atof,
     "_datetotime": fn.datetotime,
     "_timetodate": fn.timetodate,
     "_md5": fn.md5,
@@ -204,18 +205,18 @@ _NAMESPACE: Final[dict[str, object]] = {
     "_nvp_remove": fn.nvp_remove,
     "_printable": fn.printable,
     "_date": fn.date,
-    "_band": fn.band,
-    "_bor": fn.bor,
-    "_bxor": fn.bxor,
-    "_bnot": fn.bnot,
-    "_shl": fn.shl,
-    "_shr": fn.shr,
+    "_band": ar.band,
+    "_bor": ar.bor,
+    "_bxor": ar.bxor,
+    "_bnot": ar.bnot,
+    "_shl": ar.shl,
+    "_shr": ar.shr,
     "_scanformat": fn.scanformat,
     "_getload": probefns.getload,
     "_updateload": probefns.updateload,
     "_split_list": fn.split_list,
-    "_cap": fn.cap,
-    "_over": fn.over_budget,
+    "_cap": failures.cap,
+    "_over": failures.over_budget,
     "_fin": _fin,
     "_details": _details,
     "_fail": _fail,

@@ -23,7 +23,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Final, Protocol
 
-from probepair.rules.functions import Fail
+from probepair.rules.failures import Fail
 
 if TYPE_CHECKING:
     from collections.abc import Callable

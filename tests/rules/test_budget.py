@@ -12,7 +12,7 @@ import pytest
 
 from probepair.errors import RulesRuntimeError
 from probepair.rules import OVER_BUDGET_FIELD, RulesContext, compile_rules
-from probepair.rules.functions import MAX_VALUE
+from probepair.rules.failures import MAX_VALUE
 from probepair.rules.patterns import CHECK_EVERY, Regex, ResultTooLong
 
 

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from probepair.errors import RulesCompileError
 from probepair.pipeline.tokenise import tokenise
-from probepair.rules import compile_rules
+from probepair.rules import arith as ar
+from probepair.rules import compile_rules, failures
 from probepair.rules import functions as fn
 from probepair.rules.patterns import Regex
 
@@ -227,9 +228,9 @@ BUILTINS: dict[str, Callable[[int], Callable[[], object]]] = {
     "regreplace every char": lambda n: lambda: Regex("a").sub("a" * n, "bb"),
     "regreplace no match": lambda n: lambda: Regex(r"\s+$").sub(" " * n + "x", ""),
     "printable": lambda n: lambda: fn.printable("\x01" * n),
-    "number": lambda n: lambda: fn.number("1" * n + "x"),
-    "atoi": lambda n: lambda: fn.atoi(" " * n + "1"),
-    "atof": lambda n: lambda: fn.atof("1" * n + "."),
+    "number": lambda n: lambda: ar.number("1" * n + "x"),
+    "atoi": lambda n: lambda: ar.atoi(" " * n + "1"),
+    "atof": lambda n: lambda: ar.atof("1" * n + "."),
     "substr": lambda n: lambda: fn.substr("a" * n, 2, n),
     "md5": lambda n: lambda: fn.md5("a" * n),
     "date": lambda n: lambda: _fails(lambda: fn.date("1" * n + "x")),
@@ -249,7 +250,7 @@ BUILTINS: dict[str, Callable[[int], Callable[[], object]]] = {
 def _fails(f: Callable[[], object]) -> None:
     try:
         f()
-    except fn.Fail:
+    except failures.Fail:
         pass
 
 

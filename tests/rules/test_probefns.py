@@ -12,7 +12,7 @@ from probepair.errors import RulesCompileError
 from probepair.rules import RulesContext
 from probepair.rules import probefns as pf
 from probepair.rules.compiler import compile_rules  # takes the environment as ``env``
-from probepair.rules.functions import MAX_VALUE
+from probepair.rules.failures import MAX_VALUE
 from probepair.rules.patterns import Regex
 from tests.rules.conftest import Recorder
 
