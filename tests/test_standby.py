@@ -190,3 +190,19 @@ def test_matches_a_model_of_ordered_dict_with_caps(script: list[tuple[object, ..
         assert b.dropped_retention == dropped_retention
     assert b.drain(now) == [(k, p) for k, (p, t) in model.items() if t >= now - retention]
     assert len(b) == 0 and b.bytes == 0
+
+
+def test_the_oldest_held_event_is_known_across_acks_and_pages() -> None:
+    # Its age goes into every heartbeat: a peer that first hears us re-sends its acks of
+    # that long (a standby that froze before the master heard it).
+    b = StandbyBuffer(limit=4 * PAGE, retention=600.0)
+    assert b.oldest_at() is None
+    for i in range(PAGE + 5):
+        b.hold(K(i), b"p", now=1.0 + i / PAGE)
+    assert b.oldest_at() == 1.0
+    b.ack([K(0)], now=3.0)
+    assert b.oldest_at() == 1.0 + 1 / PAGE
+    b.ack([K(i) for i in range(1, PAGE + 2)], now=3.0)  # the whole first page, and more
+    assert b.oldest_at() == 1.0 + (PAGE + 2) / PAGE
+    b.drain(now=3.0)
+    assert b.oldest_at() is None

@@ -64,6 +64,8 @@ heartbeats = st.builds(
     # float32 on the wire: any float32 age, and inf (never verified)
     sink_verified_age=st.floats(min_value=0, width=32, allow_nan=False),
     status_port=st.integers(0, 65535),
+    # float32 on the wire, finite (at most BufferRetention): the oldest held event's age
+    held_age=st.floats(min_value=0, max_value=2.0**100, width=32),
 )
 acks = st.builds(
     Ack,
@@ -182,8 +184,10 @@ def test_malformed_bodies_with_valid_tags() -> None:
 
     base = (b"PBPR", wire.VERSION, 1, 0, 0, 1, 7, BOOT, 0, 1, BOOT, 0)
 
-    def hb_body(interval: float = 2.0, failing: float = 0.0, verified: float = 1.0) -> bytes:
-        return wire._HEARTBEAT.pack(interval, b"abcd", 0, 0, 0, 0, failing, 0, verified, 9100)
+    def hb_body(interval: float = 2.0, failing: float = 0.0, verified: float = 1.0,
+                held: float = 0.0) -> bytes:
+        return wire._HEARTBEAT.pack(interval, b"abcd", 0, 0, 0, 0, failing, 0, verified, 9100,
+                                    held)
 
     good_body = hb_body()
     assert isinstance(decode(signed(base, good_body), SECRET), Heartbeat)
@@ -191,7 +195,12 @@ def test_malformed_bodies_with_valid_tags() -> None:
     assert isinstance(never, Heartbeat) and never.sink_verified_age == float("inf")
     # A version 2 heartbeat (no sink_verified_age) is refused by its version byte.
     with pytest.raises(HeartbeatDecodeError, match="^version"):
-        decode(signed(base[:1] + (2,) + base[2:], good_body[:-6]), SECRET)
+        decode(signed(base[:1] + (2,) + base[2:], good_body[:-10]), SECRET)
+    # A version 3 heartbeat (no held_age) likewise.
+    with pytest.raises(HeartbeatDecodeError, match="^version"):
+        decode(signed(base[:1] + (3,) + base[2:], good_body[:-4]), SECRET)
+    held = decode(signed(base, hb_body(held=8.5)), SECRET)
+    assert isinstance(held, Heartbeat) and held.held_age == 8.5
     bad = [
         (base[:5] + (99,) + base[6:], good_body),  # role
         (base[:2] + (9,) + base[3:], good_body),  # kind
@@ -203,6 +212,9 @@ def test_malformed_bodies_with_valid_tags() -> None:
         (base, hb_body(failing=float("inf"))),
         (base, hb_body(verified=float("nan"))),
         (base, hb_body(verified=-0.5)),
+        (base, hb_body(held=float("nan"))),
+        (base, hb_body(held=-1.0)),
+        (base, hb_body(held=float("inf"))),
         (base[:2] + (2,) + base[3:], wire._ACK.pack(1, 0, 2) + b"k" * 8),  # count
         (base[:2] + (2,) + base[3:], b"\x00"),  # ack header
         (base[:2] + (2,) + base[3:], wire._ACK.pack(1, 0, 500) + b"k" * 4000),

@@ -60,7 +60,10 @@ the event is dropped on arrival. The ack stream is reliable: each ack datagram h
 serial; the receiver's heartbeats say up to which serial it has them all (from the
 ``ack_base`` the sender announced for its boot), and the sender re-sends every serial
 the receiver should have had by the datagram it echoes (``acks.AckLog``). A serial
-still missing after a whole bound is skipped (the sender no longer has it).
+still missing after a whole bound is skipped (the sender no longer has it). A peer boot
+heard for the first time gets again the acks sent within the age of the oldest event
+its heartbeat says it holds (``held_age``) and a bound: a new boot's are few, and one
+that only went unheard (it froze before we heard it) gets all those it missed.
 
 Gap fill. An event the standby holds un-acked that the active peer's deliveries have
 passed by was missed by the peer (its socket overflowed, it stalled, its rules failed).

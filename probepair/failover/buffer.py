@@ -242,6 +242,12 @@ class StandbyBuffer:
         self._advance()
         return newest
 
+    def oldest_at(self) -> float | None:
+        """When the oldest event held arrived (None: none held)."""
+        if not self.index:
+            return None
+        return self._pages[(self._head >> PAGE_BITS) - self._page0].times[self._head & PAGE_MASK]
+
     # -- in arrival order ---------------------------------------------------------------
 
     def take_older_than(self, horizon: float) -> list[tuple[bytes, bytes]]:

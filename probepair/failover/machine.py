@@ -61,7 +61,6 @@ from probepair.failover.sending import Outbox
 from probepair.failover.state import (
     _ECHO_REFRESH,
     ACTIVE_ROLES,
-    INF,
     Draining,
     MachineState,
 )
@@ -213,16 +212,6 @@ class FailoverMachine(MachineState):
         self.roles.run_timers(now, actions)
         return actions
 
-    def _note_heard_us(self, boot: bytes, since: float) -> None:
-        """``boot`` had our datagram sent at ``since``: it holds what it received since
-        (``PeerInputs.on_heartbeat`` re-sends the acks of that time to a boot it first
-        hears fresh). Authenticated and replay-checked, so true; a few boots kept."""
-        known = self._heard_us_since
-        if since < known.get(boot, INF):
-            known[boot] = since
-            while len(known) > 4:
-                del known[next(iter(known))]
-
     def receive(self, msg: Heartbeat | Ack, now: float) -> list[Action]:
         """A decoded, authenticated, replay-checked datagram from the peer.
 
@@ -236,8 +225,6 @@ class FailoverMachine(MachineState):
         self.roles.run_timers(now, actions)
         self._fresh.heard(msg.boot_id, msg.seq)
         age = self._fresh.age(msg.echo_boot, msg.echo_seq, now)
-        if age is not None:
-            self._note_heard_us(msg.boot_id, now - age)
         bound = self._bound()
         # A datagram that echoes what we sent before our last role change was written
         # without knowing our role: it may not change it (a heartbeat captured just

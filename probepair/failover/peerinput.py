@@ -100,13 +100,12 @@ class PeerInputs:
                 self.m._request_epoch = None
             self.m._peer = hb  # a new boot's first fresh heartbeat is its newest
             self.m._awaiting = None
-            # Acks from a bound before the oldest datagram of ours this boot echoed may
-            # concern events it holds: re-send them. For a new boot that is about our
-            # last beat; one that is not new, only unheard (stalled, its beats lost, our
-            # acks unfresh in its socket) held events from long before (a soak: a
-            # standby frozen from 1 s to 9 s delivered again 196 events acked meanwhile).
-            since = self.m._heard_us_since.get(hb.boot_id, now)
-            base = self.m._acks.base(now, now - min(since, now) + self.m._bound())
+            # Acks of the last bound may concern events the new boot holds, and so may
+            # older ones if it holds older events: a boot that is not new, only unheard
+            # (it froze, its beats were lost, our acks went unfresh in its socket), held
+            # events from long before (a soak: a standby frozen from 1 s to 9 s
+            # delivered again 196 events acked meanwhile). Re-send them all.
+            base = self.m._acks.base(now, hb.held_age + self.m._bound())
             self.m._base_for = (hb.boot_id, base)
             self.out.resend(self.m._acks.since(base), now, actions)
         else:

@@ -43,6 +43,7 @@ def heartbeat(m: MachineState, seq: int, flags: Flag, now: float) -> Heartbeat:
         m._spool_bytes,
         INF if verified is None else max(0.0, now - verified),
         c.status_port,
+        0.0 if (oldest := m._standby.oldest_at()) is None else max(0.0, now - oldest),
     )
 
 

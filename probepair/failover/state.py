@@ -95,9 +95,6 @@ class MachineState:
         self._acks = AckLog(config.retention, config.buffer_limit)
         self._stream: AckStream | None = None  # acks from the peer's current boot
         self._base_for: tuple[bytes, int] | None = None  # our ack_base for the peer's boot
-        # Per peer boot (the last few): when we sent the oldest datagram of ours it echoed,
-        # fresh or not. A boot first heard fresh after a stall has been listening since.
-        self._heard_us_since: dict[bytes, float] = {}
         self._gap_marks: list[tuple[int, float]] = []  # (peer ack serial, horizon)
         self._pending_acks: list[bytes] = []
         self._handover: Handing = IDLE

@@ -10,7 +10,7 @@ Layout (network byte order), version 3::
     body    heartbeat: beat_interval f64 | config_digest 4s | acks_sent u32
                        | ack_base u32 | acks_heard u32 | pending u32
                        | sink_failing f64 | spool_bytes u64
-                       | sink_verified_age f32 | status_port u16           (50 bytes)
+                       | sink_verified_age f32 | status_port u16 | held_age f32 (54 bytes)
             ack:       serial u32 | pending u32 | count u16 | count x 8-byte event keys
     tag     HMAC-SHA256 over header + body, truncated to 16 bytes
 
@@ -18,7 +18,9 @@ Layout (network byte order), version 3::
 is what makes a datagram provably fresh (the receiver knows when it sent that sequence
 number; a captured datagram replayed later echoes an old one). Version 1 had no echo
 and is refused (reason ``version``); version 2 had no ``sink_verified_age`` (a standby's
-health was assumed, not verified) and is refused likewise: upgrade both probes together.
+health was assumed, not verified), version 3 no ``held_age`` (a standby first heard after
+a stall got only the last bound's acks), and both are refused likewise: upgrade both
+probes together.
 
 Magic and version come first so a future format is recognisable. The tag is truncated to
 128 bits (RFC 2104 section 5 allows truncation to no less than half the hash length; an
@@ -53,7 +55,7 @@ from probepair.events import KEY_SIZE
 from probepair.failover.role import BOOT_ID_SIZE, DIGEST_SIZE, Role  # re-exported
 
 MAGIC: Final = b"PBPR"
-VERSION: Final = 3
+VERSION: Final = 4
 TAG_SIZE: Final = 16  # bytes of HMAC-SHA256 kept; see the module docstring
 MAX_DATAGRAM: Final = 1400  # bytes: below a 1500-byte Ethernet MTU with IP/UDP headers
 # The published key used when no SharedSecret is configured (detects corruption only).
@@ -61,7 +63,7 @@ UNSIGNED_KEY: Final = b"probepair unsigned v1"
 
 NO_BOOT: Final = bytes(BOOT_ID_SIZE)  # echo_boot before anything was heard from the peer
 _HEADER: Final = struct.Struct("!4sBBBBBI8sIQ8sQ")
-_HEARTBEAT: Final = struct.Struct("!d4sIIIIdQfH")
+_HEARTBEAT: Final = struct.Struct("!d4sIIIIdQfHf")
 _ACK: Final = struct.Struct("!IIH")
 MAX_ACK_KEYS: Final = (MAX_DATAGRAM - _HEADER.size - _ACK.size - TAG_SIZE) // KEY_SIZE  # 165
 F32_MAX: Final = 3.4e38  # below float32's largest finite value; larger ages send inf
@@ -132,6 +134,9 @@ class Heartbeat:
             sink this shows verified within ``SinkFailover`` (issue 21).
         status_port: the sender's MetricsPort (0: none), at the datagram's source
             address: where ``probepair status`` finds the peer's /status (issue 25).
+        held_age: seconds since the oldest event the sender holds for the receiver's
+            acks arrived (0: none). A boot the receiver hears for the first time gets
+            the acks of that long (and a bound) again, not only the last bound's.
     """
 
     sender: int
@@ -152,6 +157,7 @@ class Heartbeat:
     spool_bytes: int = 0
     sink_verified_age: float = math.inf
     status_port: int = 0
+    held_age: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +234,7 @@ def encode(msg: Message, secret: bytes) -> bytes:
                 msg.spool_bytes,
                 msg.sink_verified_age if msg.sink_verified_age < F32_MAX else math.inf,
                 msg.status_port,
+                min(msg.held_age, F32_MAX),
             )
         else:
             kind, flags = _Kind.ACK, int(msg.flags)
@@ -381,15 +388,16 @@ def decode(data: bytes, secret: bytes, guard: ReplayGuard | None = None) -> Mess
     role = _ROLES[role_code]
     body = signed[_HEADER.size :]
     if kind == _Kind.HEARTBEAT:
-        interval, digest, acks_sent, base, heard, pending, failing, spool, verified, port = (
-            _HEARTBEAT.unpack(body)
-        )
+        (interval, digest, acks_sent, base, heard, pending, failing, spool, verified, port,
+         held) = _HEARTBEAT.unpack(body)
         if not (math.isfinite(interval) and interval > 0):
             raise HeartbeatDecodeError("malformed", f"beat interval {interval!r}")
         if not (math.isfinite(failing) and failing >= 0):
             raise HeartbeatDecodeError("malformed", f"sink failing for {failing!r} s")
         if not verified >= 0:  # NaN or negative; inf is "never verified"
             raise HeartbeatDecodeError("malformed", f"sink verified {verified!r} s ago")
+        if not (math.isfinite(held) and held >= 0):
+            raise HeartbeatDecodeError("malformed", f"events held for {held!r} s")
         return Heartbeat(
             sender,
             bytes(boot_id),
@@ -409,6 +417,7 @@ def decode(data: bytes, secret: bytes, guard: ReplayGuard | None = None) -> Mess
             spool,
             verified,
             port,
+            held,
         )
     serial, pending, _ = _ACK.unpack_from(body)
     raw = body[_ACK.size :]
