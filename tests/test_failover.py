@@ -346,6 +346,28 @@ def test_pending_master_alone_becomes_active_after_the_bound() -> None:
     assert m.event(K(2), P(2), 4.5) is True
 
 
+def test_a_pending_master_waits_while_a_standby_that_flushes_for_it_beats() -> None:
+    """A standby that hears a pending master flushes and hands over; its beats keep the
+    master pending until the handover or the standby's silence. Counting only active
+    peers, a master back from a stall took over by the bound mid-handover, and both
+    flushed (a double-stall soak: 168 events twice)."""
+    m = FailoverMachine(config(Mode.MASTER), now=0.0)
+    slave = slave_peer(listener=m)
+    m.tick(0.0)
+    assert m.event(K(1), P(1), 1.0) is False
+    for t in (2.0, 3.5, 5.0, 6.5):
+        m.tick(t)
+        assert changes(m.receive(slave.hb(Role.SLAVE_STANDBY), t)) == []
+    assert m.role is Role.MASTER_PENDING  # 6.5 s pending, past the 4 s bound
+    actions: list[Action] = []
+    while not changes(actions):  # the standby falls silent: one bound after its last beat
+        t = m.next_deadline()
+        actions = m.tick(t)
+    assert t == pytest.approx(10.5) and changes(actions) == [
+        RoleChanged(Role.MASTER_PENDING, Role.MASTER, "no active peer heard for 4.0 s")]
+    assert [a for a in actions if isinstance(a, Flush)] == [Flush([(K(1), P(1))])]
+
+
 def test_handshake_slave_side() -> None:
     s, master = active_slave(8.0)
     assert s.event(K(0), P(0), 8.9) is True

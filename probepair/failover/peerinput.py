@@ -144,9 +144,21 @@ class PeerInputs:
             self.adopt_opposite_mode(hb, now, actions)
         if peer_master and self.m.mode is Mode.SLAVE:
             self.m._beat_interval = hb.beat_interval  # OMNIbus: the slave adopts it
-        if self.m._active or peer_active or peer_master or hb.flags & _HANDOVER_FLAGS:
+        pending_for_standby = (
+            self.m._role is Role.MASTER_PENDING and hb.role is Role.SLAVE_STANDBY
+        )
+        if (
+            self.m._active
+            or peer_active
+            or peer_master
+            or hb.flags & _HANDOVER_FLAGS
+            or pending_for_standby
+        ):
             # A plain standby peer does not count: two standby slaves must not keep
-            # each other from taking over.
+            # each other from taking over. But a standby that hears us pending flushes
+            # for us and hands over (``flushes_for``): while it beats, its handover, not
+            # the bound since we became pending, decides (after a double stall the
+            # bound ran out mid-handover, and both flushed: the soak).
             self.m._peer_deadline = now + self.m._bound()
             self.m._silence_since = now
             self.m._silence_decide_at = INF
