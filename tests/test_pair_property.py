@@ -546,3 +546,16 @@ def test_a_standby_frozen_from_the_start_gets_every_ack_it_missed() -> None:
                   Failback.HANDSHAKE)
         sim.run()
         check(sim, Failback.HANDSHAKE)
+
+
+def test_a_master_back_from_a_stall_waits_for_the_handover_of_a_standby_that_woke_later(
+) -> None:
+    """Found by a soak: the master froze 1.9-7.9 s, the standby 5.1-11.6 s (before it
+    could take over), 0.3 s delay. The woken standby flushed for the pending master and
+    handed over, but the master's bound (counted from 7.9 s, re-armed only by active
+    peers) ran out mid-handover and it flushed too: 168 events twice. The transcript:
+    ``test_a_pending_master_waits_while_a_standby_that_flushes_for_it_beats``."""
+    sim = Sim(0, 0.0, 0.0, 0.3, {"m": [(1.875, 7.875)], "s": [(5.125, 11.625)]},
+              {"m": [], "s": []}, 0, Failback.HANDSHAKE)
+    sim.run()
+    check(sim, Failback.HANDSHAKE)
