@@ -69,8 +69,11 @@ class RoleLogic:
             decide_at = self.m._silence_decide_at
             if decide_at == INF and now - self.m._peer_deadline > _LATE:
                 # The silence timer ran late: we were stalled, and the peer's heartbeats
-                # may be waiting in our socket. Ask, and decide after a round trip.
-                decide_at = now + max(c.heartbeat_timeout, c.ack_interval)
+                # may be waiting in our socket, unfresh. Ask, and decide after a whole
+                # bound: a peer that froze as we woke, for less than the bound, carries
+                # on when it wakes (its stall rule); a round trip's wait made both
+                # active and both delivered what it queued meanwhile (the soak).
+                decide_at = now + self.m._bound()
                 self.m._silence_decide_at = decide_at
             if decide_at < INF and now < decide_at:
                 # Ask again every ack interval until then: one lost request (or answer)
