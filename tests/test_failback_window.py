@@ -194,12 +194,12 @@ def test_operator_takeover_on_the_master_works_outside_the_window() -> None:
 def test_sink_takeback_waits_for_the_window() -> None:
     cfg = config(Mode.MASTER, failback=Failback.HANDSHAKE, sink_failover=5.0)
     m = FailoverMachine(replace(cfg, boot_id=make_boot_id(1, b"mast")), now=0.0)
-    from tests.test_failover import slave_peer
+    from tests.test_failover import slave_peer, tick_through
 
     slave = slave_peer(listener=m)
     m.tick(0.0)
     m.receive(slave.hb(Role.SLAVE_STANDBY), 0.0)
-    m.tick(4.0)  # no active peer: the pending master became active
+    tick_through(m, 4.0)  # no active peer: the pending master became active
     assert m.role is Role.MASTER
     m.sink_state(5.0, 0, 6.0)
     for t in (6.0, 8.0, 10.0, 12.0):

@@ -32,6 +32,7 @@ from tests.test_failover import (
     running_pair,
     sent,
     slave_peer,
+    tick_through,
 )
 
 # -- freshness -------------------------------------------------------------------------
@@ -44,7 +45,7 @@ def test_a_captured_heartbeat_replayed_after_the_master_died_changes_nothing() -
     s.receive(master.hb(Role.MASTER), 0.5)
     captured = master.hb(Role.MASTER_PENDING)  # never delivered: an attacker kept it
     s.tick(2.0)
-    s.tick(4.5)
+    tick_through(s, 4.5)
     assert s.role is Role.SLAVE_ACTIVE  # the master died at 0.5
     # Its seq is above everything seen and its MAC is good, but it echoes our seq from
     # 0.0: older than the bound, so it proves nothing.
@@ -92,7 +93,7 @@ def test_only_the_newest_heartbeat_rearms_the_silence_timer() -> None:
     assert s.next_deadline() == 2.0 and s.peer_last_heard == 1.0
     s.receive(early, 1.5)  # reordered by the network: fresh, but not the newest
     assert s.peer_last_heard == 1.0
-    assert changes(s.tick(5.0))[0].new is Role.SLAVE_ACTIVE  # 1.0 + 4.0
+    assert changes(tick_through(s, 5.0))[0].new is Role.SLAVE_ACTIVE  # 1.0 + 4.0
 
 
 # -- gap fill ---------------------------------------------------------------------------
@@ -192,7 +193,8 @@ def test_a_standby_first_heard_after_a_stall_gets_the_acks_of_what_it_holds() ->
     m = FailoverMachine(config(Mode.MASTER), now=0.0)
     slave = slave_peer(listener=m)
     m.tick(0.0)
-    assert m.tick(4.0) and m.active  # no peer heard: the master forwards
+    tick_through(m, 4.0)
+    assert m.active  # no peer heard: the master forwards
     for i in range(3):
         assert m.event(K(i), P(i), 4.1)
     m.delivered([K(0), K(1), K(2)], 4.2)
@@ -208,7 +210,8 @@ def test_a_restarted_standby_gets_only_the_acks_of_what_it_can_hold() -> None:
     concern nothing it holds, and are not re-sent."""
     m = FailoverMachine(config(Mode.MASTER), now=0.0)
     m.tick(0.0)
-    assert m.tick(4.0) and m.active
+    tick_through(m, 4.0)
+    assert m.active
     assert m.event(K(0), P(0), 4.1)
     m.delivered([K(0)], 4.2)
     assert [a for a in sent(m.tick(4.3)) if isinstance(a, Ack)]
@@ -594,6 +597,19 @@ def test_a_stalled_standby_whose_master_died_takes_over_one_bound_later() -> Non
         Role.SLAVE_STANDBY, Role.SLAVE_ACTIVE, "master silent for 15.0 s")]
 
 
+def test_a_standby_woken_just_past_its_silence_deadline_asks_first() -> None:
+    # Frozen from 1.2 s to 5.1 s: the silence timer (due at 5.0) is only 0.1 s late, but
+    # our beat (due at 3.0) is 2.1 s late, so the master's beats may wait in our socket.
+    # Taking over at once made both active when the master froze next (the soak).
+    s = FailoverMachine(config(Mode.SLAVE), now=0.0)
+    s.tick(0.0)
+    s.receive(master_peer(listener=s).hb(Role.MASTER), 1.0)
+    s.tick(1.0)
+    actions = s.tick(5.1)
+    assert changes(actions) == [] and beats(actions)[-1].flags & Flag.ECHO_REQUEST
+    assert s.role is Role.SLAVE_STANDBY
+
+
 def test_an_older_heartbeat_overtaken_by_a_newer_one_changes_no_role() -> None:
     s = FailoverMachine(config(Mode.SLAVE), now=0.0)
     old_master = master_peer(listener=s)
@@ -615,7 +631,7 @@ def test_a_heartbeat_captured_just_before_the_master_died_and_replayed_at_once_i
     s.receive(master.hb(Role.MASTER), 1.0)
     s.tick(2.0)
     captured = master.hb(Role.MASTER)  # echoes our beat at 2.0; an attacker keeps it
-    assert changes(s.tick(5.0))[0].new is Role.SLAVE_ACTIVE  # the master died at 1.0
+    assert changes(tick_through(s, 5.0))[0].new is Role.SLAVE_ACTIVE  # the master died at 1.0
     # Its echo is only 3.5 s old (within the bound), but from before our takeover: it
     # cannot know we are active, so it cannot make us step down (no split brain).
     actions = s.receive(captured, 5.5)

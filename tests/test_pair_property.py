@@ -542,3 +542,16 @@ def test_a_master_back_from_a_stall_waits_for_the_handover_of_a_standby_that_wok
               {"m": [], "s": []}, 0, Failback.HANDSHAKE)
     sim.run()
     check(sim, Failback.HANDSHAKE)
+
+
+def test_a_standby_woken_just_after_its_silence_deadline_does_not_take_over_at_once(
+) -> None:
+    """Found by a soak once the double-stall excuse was gone: the standby froze 21.75-
+    25.75 s (its silence timer due at 25.65, so only 0.1 s late at the wake) and took over
+    at once; the master froze 25-26 s, carried on (under the bound), and both delivered
+    32 events. A late beat now counts as a stall too (the transcript:
+    ``test_a_standby_woken_just_past_its_silence_deadline_asks_first``)."""
+    sim = Sim(0, 0.0, 0.0, 0.3, {"m": [(25.0, 26.0)], "s": [(21.75, 25.75)]},
+              {"m": [], "s": []}, 0, Failback.HANDSHAKE)
+    sim.run()
+    check(sim, Failback.HANDSHAKE)

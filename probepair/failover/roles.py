@@ -50,7 +50,8 @@ class RoleLogic:
 
     def run_timers(self, now: float, actions: list[Action]) -> None:
         stream = self.m._stream
-        if stream is not None and now - self.m._next_beat > _LATE:
+        woke = now - self.m._next_beat > _LATE  # our beat is late: we were stalled
+        if stream is not None and woke:
             # Our beat is late: we were stalled. A hole in the peer's acks could not be
             # filled meanwhile (the re-send waited in our socket and is unfresh now), so
             # its clock restarts: skipped as given up, it let a gap fill deliver what
@@ -67,12 +68,13 @@ class RoleLogic:
         if self.m._peer_deadline <= now:
             c = self.m.config
             decide_at = self.m._silence_decide_at
-            if decide_at == INF and now - self.m._peer_deadline > _LATE:
-                # The silence timer ran late: we were stalled, and the peer's heartbeats
-                # may be waiting in our socket, unfresh. Ask, and decide after a whole
-                # bound: a peer that froze as we woke, for less than the bound, carries
-                # on when it wakes (its stall rule); a round trip's wait made both
-                # active and both delivered what it queued meanwhile (the soak).
+            if decide_at == INF and (woke or now - self.m._peer_deadline > _LATE):
+                # We were stalled (the silence timer or our beat ran late: a stall that
+                # ended just after the deadline shows only in the beat), and the peer's
+                # heartbeats may be waiting in our socket, unfresh. Ask, and decide after
+                # a whole bound: a peer that froze as we woke, for less than the bound,
+                # carries on when it wakes (its stall rule); a round trip's wait made
+                # both active and both delivered what it queued meanwhile (the soak).
                 decide_at = now + self.m._bound()
                 self.m._silence_decide_at = decide_at
             if decide_at < INF and now < decide_at:
