@@ -610,6 +610,19 @@ def test_a_standby_woken_just_past_its_silence_deadline_asks_first() -> None:
     assert s.role is Role.SLAVE_STANDBY
 
 
+def test_a_standby_stalled_again_inside_its_wait_waits_again() -> None:
+    # Woken at 12.0 it waits until 16.0 for a fresh word; frozen again 12.5-17.0, the
+    # master's answers may be waiting in its socket: it asks again, not takes over.
+    s = FailoverMachine(config(Mode.SLAVE), now=0.0)
+    s.tick(0.0)
+    s.receive(master_peer(listener=s).hb(Role.MASTER), 1.0)
+    s.tick(12.0)
+    tick_through(s, 12.5)
+    assert changes(s.tick(17.0)) == [] and s.role is Role.SLAVE_STANDBY
+    assert changes(tick_through(s, 21.0)) == [RoleChanged(
+        Role.SLAVE_STANDBY, Role.SLAVE_ACTIVE, "master silent for 20.0 s")]
+
+
 def test_an_older_heartbeat_overtaken_by_a_newer_one_changes_no_role() -> None:
     s = FailoverMachine(config(Mode.SLAVE), now=0.0)
     old_master = master_peer(listener=s)

@@ -68,13 +68,15 @@ class RoleLogic:
         if self.m._peer_deadline <= now:
             c = self.m.config
             decide_at = self.m._silence_decide_at
-            if decide_at == INF and (woke or now - self.m._peer_deadline > _LATE):
+            if woke or (decide_at == INF and now - self.m._peer_deadline > _LATE):
                 # We were stalled (the silence timer or our beat ran late: a stall that
                 # ended just after the deadline shows only in the beat), and the peer's
                 # heartbeats may be waiting in our socket, unfresh. Ask, and decide after
                 # a whole bound: a peer that froze as we woke, for less than the bound,
                 # carries on when it wakes (its stall rule); a round trip's wait made
                 # both active and both delivered what it queued meanwhile (the soak).
+                # Stalled again inside that window: it starts again (it ran out while
+                # we were frozen, and the peer's answers may wait in our socket).
                 decide_at = now + self.m._bound()
                 self.m._silence_decide_at = decide_at
             if decide_at < INF and now < decide_at:
