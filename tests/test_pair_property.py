@@ -476,7 +476,7 @@ def test_a_standby_stalled_while_the_master_delivers_then_the_master_stalls() ->
     them. The woken slave asked for a round trip and took over after one, and delivered
     those events again; the pair-wide check excused it. It now waits a whole bound, the
     master wakes within it (a stall under the bound), and nothing reaches both sinks:
-    the excuse is gone."""
+    the excuse (now only for a peer still frozen when that bound ends) does not apply."""
     sim = Sim(0, 0.0, 0.0, 0.002, {"m": [(4.0, 7.0)], "s": [(1.0, 5.0)]},
               {"m": [], "s": []}, 0, Failback.HANDSHAKE)
     sim.run()
