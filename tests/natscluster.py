@@ -81,6 +81,12 @@ class NatsCluster:
     servers: list[NatsServer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.configure()
+
+    def configure(self) -> None:
+        """Fresh ports for every member (each picked free, so another process may take
+        one before the server binds it: ``start`` then configures again)."""
+        self.servers = []
         cluster_ports = [free_tcp_port() for _ in range(self.size)]
         for i in range(self.size):
             name = f"n{i + 1}"
@@ -113,12 +119,55 @@ class NatsCluster:
             log.close()
 
     async def start(self, nursery: trio.Nursery) -> None:
-        """Start every member and wait until JetStream is healthy on each."""
-        for server in self.servers:
-            await self.start_server(nursery, server)
-        with trio.fail_after(READY_TIMEOUT):
+        """Start every member and wait until JetStream is healthy on each.
+
+        A member that could not bind its port (taken between ``free_tcp_port`` and the
+        server's bind) restarts the cluster on fresh ports, once; any other failure, or
+        no health within READY_TIMEOUT, fails with each member's state and log tail.
+        """
+        for attempt in range(2):
             for server in self.servers:
-                await wait_healthy(server)
+                await self.start_server(nursery, server)
+            if await self.all_healthy(give_up_on_bind=attempt == 0):
+                return
+            if attempt == 0 and self.bind_failed():
+                await self.stop()
+                self.configure()
+                continue
+            break
+        raise AssertionError("nats cluster not healthy:\n" + self.describe())
+
+    async def all_healthy(self, *, give_up_on_bind: bool) -> bool:
+        with trio.move_on_after(READY_TIMEOUT):
+            for server in self.servers:
+                while not await healthy(server):
+                    if give_up_on_bind and self.bind_failed():
+                        return False
+                    await trio.sleep(0.1)
+            return True
+        return False
+
+    def bind_failed(self) -> bool:
+        return any(
+            s.process is not None and s.process.returncode is not None
+            and b"address already in use" in self.log(s)
+            for s in self.servers
+        )
+
+    def log(self, server: NatsServer) -> bytes:
+        try:
+            return (self.root / f"{server.name}.log").read_bytes()
+        except OSError:
+            return b""
+
+    def describe(self) -> str:
+        lines = []
+        for s in self.servers:
+            state = "running" if s.process and s.process.returncode is None else (
+                f"exited {s.process.returncode}" if s.process else "not started")
+            tail = self.log(s).decode(errors="replace").splitlines()[-5:]
+            lines.append(f"{s.name} (port {s.port}, {state}):\n  " + "\n  ".join(tail))
+        return "\n".join(lines)
 
     async def kill9(self, index: int) -> None:
         """SIGKILL one member and reap it."""
@@ -148,16 +197,13 @@ async def http_status(port: int, path: str) -> tuple[int, bytes]:
     return int(head.split()[1]), body
 
 
-async def wait_healthy(server: NatsServer) -> None:
-    """Poll /healthz until the server says JetStream is ready (callers bound it)."""
-    while True:
-        try:
-            status, _ = await http_status(server.http, "/healthz")
-            if status == 200:
-                return
-        except (OSError, trio.TooSlowError, IndexError, ValueError):
-            pass
-        await trio.sleep(0.1)
+async def healthy(server: NatsServer) -> bool:
+    """The server's /healthz says JetStream is ready."""
+    try:
+        status, _ = await http_status(server.http, "/healthz")
+    except (OSError, trio.TooSlowError, IndexError, ValueError):
+        return False
+    return status == 200
 
 
 # -- reading a stream back (the test's own check) ---------------------------------------
