@@ -606,14 +606,3 @@ def test_a_standby_stalled_twice_does_not_take_over_beside_a_pending_master() ->
               {"m": [], "s": []}, 0, Failback.HANDSHAKE)
     sim.run()
     check(sim, Failback.HANDSHAKE)
-
-
-def test_a_master_frozen_again_mid_handover_waits_for_the_acks_in_its_socket() -> None:
-    """Found by a soak: the master came back at 10.5 s, the slave handed over, the
-    master froze again 10.75-13.75 s; its wait for the handover's last acks ran out
-    meanwhile, and at its wake it flushed before reading them: 5 events twice. The
-    transcript: ``test_a_returning_master_frozen_while_it_waits_for_the_last_acks_waits_again``."""
-    sim = Sim(0, 0.1, 0.0, 0.05, {"m": [(1.5, 10.5), (10.75, 13.75)], "s": []},
-              {"m": [], "s": []}, 0, Failback.HANDSHAKE)
-    sim.run()
-    check(sim, Failback.HANDSHAKE)

@@ -88,15 +88,6 @@ class RoleLogic:
                 self.m._peer_deadline = INF
                 self.on_silence(now, actions)
         waiting = self.m._awaiting
-        if waiting is not None and waiting.giveup_at <= now and woke:
-            # The wait ran out while we were frozen: the acks may be in our socket, and
-            # unfresh now (the peer re-sends them on our ask). Wait again, from now (a
-            # master frozen again mid-handover flushed what they covered: the soak).
-            self.m._awaiting = waiting = Awaiting(
-                waiting.serial, now + self.m._beat_interval + self.m.config.beat_threshold
-            )
-            if self.m._role is Role.MASTER_PENDING:
-                self.out.report_hole(now, actions)
         if waiting is not None and waiting.giveup_at <= now:
             self.m._awaiting = Awaiting(waiting.serial, INF)
             if self.m._role is Role.MASTER_PENDING:
