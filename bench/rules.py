@@ -232,6 +232,10 @@ def worst_case(program: object, ctx: RulesContext) -> None:
          None),
         ("datetotime(), 64 KiB", lambda: _fails(
             lambda: fn.datetotime("1" * 64 * KIB, "yyyy-MM-dd HH:mm:ss")), None),
+        ("datetotime() \"d ' ' M\", 64 KiB of blanks", lambda: _fails(
+            lambda: fn.datetotime("1" + " " * 64 * KIB + "x", "d ' ' M")), None),
+        ("datetotime() 'yyyyMMddHHmmssSSS', 64 KiB of digits", lambda: _fails(
+            lambda: fn.datetotime("1" * 64 * KIB + "x", "yyyyMMddHHmmssSSS")), None),
         ("tokenise syslog 5424, 64 KiB of '[\\]'",
          lambda: tokenise("syslog", b"<1>1 a b c d e " + b"[\\]" * 21 * KIB), None),
         ("tokenise json, 10k keys", lambda: tokenise("json", b"{" + b'"a":1,' * 10_000 + b'"b":1}'),

@@ -7,15 +7,22 @@ strftime, anything else as LDML. Without a zone in the text, dates are local tim
 (the probe's time zone), as ICU's default zone. A pattern without a year reads 1970,
 as ICU does. Supported letters: y M L d H k h K m s S a E z Z X x, and ``'quoted'``
 text; any other letter is an error (so a typo is not read as literal text).
+
+A pattern reads event text, so it runs on RE2 (``patterns.Regex``), linear in the
+text: on Python's ``re`` the reader of ``"d ' ' M"`` took 2.2 s on one 16 KB line of
+spaces (quadratic), and both probes of a pair read the same line.
 """
 
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Final
+
+from probepair.rules.patterns import Regex
 
 MONTHS: Final = [
     "January",
@@ -42,6 +49,11 @@ _TOKEN: Final = re.compile(r"'((?:[^']|'')*)'|([A-Za-z])\2*|(\s+)|(.)", re.DOTAL
 _OFFSET: Final = re.compile(r"(?:GMT|UTC)?([+-])(\d{1,2}):?(\d{2})?")
 
 
+def _literal(text: str) -> str:
+    """``text`` as a literal in an RE2 pattern (RE2 takes ``\\`` before punctuation)."""
+    return "".join("\\" + c if c in string.punctuation else c for c in text)
+
+
 def _names(names: list[str], short: bool) -> str:
     return "(" + "|".join(n[:3] if short else n for n in names) + ")"
 
@@ -53,20 +65,20 @@ _NUM: Final = {
 
 
 @lru_cache(maxsize=128)
-def _reader(pattern: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+def _reader(pattern: str) -> tuple[Regex, tuple[str, ...]]:
     regex: list[str] = []
     fields: list[str] = []
     for m in _TOKEN.finditer(pattern):
         quoted, letter, space, other = m.groups()
         run = m.group()
         if quoted is not None:
-            regex.append(re.escape(quoted.replace("''", "'") or "'"))
+            regex.append(_literal(quoted.replace("''", "'") or "'"))
             continue
         if space is not None:
             regex.append(r"\s+")
             continue
         if other is not None:
-            regex.append(re.escape(other))
+            regex.append(_literal(other))
             continue
         n = len(run)
         if letter in "ML" and n >= 3:
@@ -96,7 +108,7 @@ def _reader(pattern: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
             fields.append("zone")
         else:
             raise ValueError(f"unsupported pattern letter {letter!r} in {pattern!r}")
-    return re.compile("".join(regex), re.IGNORECASE), tuple(fields)
+    return Regex("(?i)" + "".join(regex) + r"\Z", backtracking=False), tuple(fields)
 
 
 def _zone(text: str) -> timezone | None:
@@ -117,10 +129,10 @@ def parse_ldml(text: str, pattern: str) -> int:
         ValueError: the text does not match, or a field is out of range.
     """
     regex, fields = _reader(pattern)
-    m = regex.fullmatch(text.strip())
-    if m is None:
+    groups = regex.prefix(text.strip())  # anchored at both ends: the pattern ends in \Z
+    if groups is None:
         raise ValueError("does not match")
-    v: dict[str, str] = dict(zip(fields, m.groups(), strict=True))
+    v: dict[str, str] = {f: g for f, g in zip(fields, groups, strict=True) if g is not None}
     year = int(v.get("year", 1970))
     if "year2" in v:
         year = 2000 + int(v["year2"]) if int(v["year2"]) < 69 else 1900 + int(v["year2"])

@@ -129,3 +129,19 @@ def test_bitwise_errors() -> None:
 def test_printable_and_nvp_remove() -> None:
     assert fn.printable("a\x00b\x1bc\x7fd\x85é") == "a b c d é"
     assert fn.nvp_remove('a="1";b="x;y";c="3"', ("b", "z")) == 'a="1";c="3"'
+
+
+def test_a_date_pattern_reads_hostile_text_on_the_linear_engine() -> None:
+    # On Python's re, the reader of "d ' ' M" was quadratic in a run of blanks (2.2 s
+    # for 16 KB), and both probes read the same event: every reader is RE2 now.
+    from probepair.rules.dates import DATE_FORMS, _reader, parse_ldml
+
+    for pattern in (*DATE_FORMS, "d ' ' M", "yyyyMMddHHmmssSSS"):
+        assert _reader(pattern)[0].backtracking is False, pattern
+    for text, pattern in (("1" + " " * 65536 + "x", "d ' ' M"),
+                          ("1" * 65536 + "x", "yyyyMMddHHmmssSSS")):
+        with pytest.raises(ValueError, match="does not match"):
+            parse_ldml(text, pattern)
+    # Punctuation in a pattern is literal (escaped for RE2), matched case-insensitively.
+    assert parse_ldml("7.12.2026 [x]", "d.M.yyyy '[x]'") == parse_ldml("2026-12-07", "yyyy-MM-dd")
+    assert parse_ldml("7 DEC", "d MMM") == parse_ldml("7 Dec", "d MMM")
