@@ -149,8 +149,15 @@ class Program:
 # -- runtime helpers bound into the generated code's namespace ------------------------
 
 
+# Characters of a runtime error message kept: a message quotes the value it failed on,
+# and one event's value may be 64 KiB (a datagram), logged per event.
+MAX_ERROR_MESSAGE: Final = 300
+
+
 def _fail(ctx: RulesContext, exc: Exception, pos: tuple[str, int, int]) -> None:
     message = exc.message if isinstance(exc, failures.Fail) else f"{type(exc).__name__}: {exc}"
+    if len(message) > MAX_ERROR_MESSAGE:
+        message = f"{message[:MAX_ERROR_MESSAGE]}... ({len(message)} characters)"
     ctx.on_error(RulesRuntimeError(pos[0], pos[1], pos[2], message))
 
 

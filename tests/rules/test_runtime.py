@@ -209,3 +209,14 @@ def test_split_creates_the_array_it_is_given_as_omnibus_does(
         "Count": 3, "First": "a", "Last": "c"}
     with pytest.raises(RulesCompileError, match="unknown array 'other'"):
         compile_rules("@X = other[1]\n", source="t.rules")  # a read alone still needs one
+
+
+def test_a_runtime_error_on_a_huge_value_is_reported_shortened(rec, run) -> None:
+    # The message quotes the value; one event's may be a whole 64 KiB datagram.
+    from probepair.rules.compiler import MAX_ERROR_MESSAGE
+
+    run('@Summary = datetotime($Value, "yyyy-MM-dd")', Value="9" * 65536)
+    [error] = rec.errors
+    assert error.message.startswith("cannot read date '999")
+    assert error.message.endswith(" characters)")
+    assert len(error.message) <= MAX_ERROR_MESSAGE + len("... (65599 characters)")
