@@ -179,11 +179,6 @@ def test_no_gap_fill_while_the_peer_is_not_active_or_we_are() -> None:
     assert s.gap_fills == 0 and s.buffer_depth == 1
 
 
-def beat_until(m: FailoverMachine, end: float) -> None:
-    while m.next_deadline() <= end:
-        m.tick(m.next_deadline())
-
-
 def test_a_standby_first_heard_after_a_stall_gets_the_acks_of_what_it_holds() -> None:
     """A standby that froze at start (its beats lost) wakes with the master's acks unfresh
     in its socket and rejects them. Its first fresh heartbeat looks like a new boot's,
@@ -199,7 +194,7 @@ def test_a_standby_first_heard_after_a_stall_gets_the_acks_of_what_it_holds() ->
         assert m.event(K(i), P(i), 4.1)
     m.delivered([K(0), K(1), K(2)], 4.2)
     [ack] = [a for a in sent(m.tick(4.3)) if isinstance(a, Ack)]
-    beat_until(m, 9.0)
+    tick_through(m, 9.0)
     resent = [a for a in sent(m.receive(slave.hb(Role.SLAVE_STANDBY, held_age=8.9), 9.01))
               if isinstance(a, Ack)]
     assert [(a.serial, a.keys) for a in resent] == [(ack.serial, (K(0), K(1), K(2)))]
@@ -216,7 +211,7 @@ def test_a_restarted_standby_gets_only_the_acks_of_what_it_can_hold() -> None:
     m.delivered([K(0)], 4.2)
     assert [a for a in sent(m.tick(4.3)) if isinstance(a, Ack)]
     slave = slave_peer(listener=m)
-    beat_until(m, 9.5)
+    tick_through(m, 9.5)
     resent = [a for a in sent(m.receive(slave.hb(Role.SLAVE_STANDBY, held_age=1.0), 9.51))
               if isinstance(a, Ack)]
     assert resent == []
@@ -579,12 +574,17 @@ def test_a_standby_woken_from_a_stall_asks_before_it_takes_over() -> None:
         Role.SLAVE_STANDBY, Role.SLAVE_ACTIVE, "master silent for 4.0 s")]
 
 
+def standby_that_heard_the_master_at(t: float) -> FailoverMachine:
+    s = FailoverMachine(config(Mode.SLAVE), now=0.0)
+    s.tick(0.0)
+    s.receive(master_peer(listener=s).hb(Role.MASTER), t)
+    return s
+
+
 def test_a_stalled_standby_whose_master_died_takes_over_one_bound_later() -> None:
     # A bound, not a round trip: a master that froze as we woke, for less than the
     # bound, carries on when it wakes, so we must not be active by then.
-    s = FailoverMachine(config(Mode.SLAVE), now=0.0)
-    s.tick(0.0)
-    s.receive(master_peer(listener=s).hb(Role.MASTER), 1.0)
+    s = standby_that_heard_the_master_at(1.0)
     asks = beats(s.tick(12.0))  # stalled past the bound; nobody answers
     t = 12.0
     while s.next_deadline() < 16.0 - 1e-9:
@@ -601,9 +601,7 @@ def test_a_standby_woken_just_past_its_silence_deadline_asks_first() -> None:
     # Frozen from 1.2 s to 5.1 s: the silence timer (due at 5.0) is only 0.1 s late, but
     # our beat (due at 3.0) is 2.1 s late, so the master's beats may wait in our socket.
     # Taking over at once made both active when the master froze next (the soak).
-    s = FailoverMachine(config(Mode.SLAVE), now=0.0)
-    s.tick(0.0)
-    s.receive(master_peer(listener=s).hb(Role.MASTER), 1.0)
+    s = standby_that_heard_the_master_at(1.0)
     s.tick(1.0)
     actions = s.tick(5.1)
     assert changes(actions) == [] and beats(actions)[-1].flags & Flag.ECHO_REQUEST
@@ -613,9 +611,7 @@ def test_a_standby_woken_just_past_its_silence_deadline_asks_first() -> None:
 def test_a_standby_stalled_again_inside_its_wait_waits_again() -> None:
     # Woken at 12.0 it waits until 16.0 for a fresh word; frozen again 12.5-17.0, the
     # master's answers may be waiting in its socket: it asks again, not takes over.
-    s = FailoverMachine(config(Mode.SLAVE), now=0.0)
-    s.tick(0.0)
-    s.receive(master_peer(listener=s).hb(Role.MASTER), 1.0)
+    s = standby_that_heard_the_master_at(1.0)
     s.tick(12.0)
     tick_through(s, 12.5)
     assert changes(s.tick(17.0)) == [] and s.role is Role.SLAVE_STANDBY

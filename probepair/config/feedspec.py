@@ -10,9 +10,12 @@ import difflib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 from probepair.errors import ConfigError
+
+if TYPE_CHECKING:
+    from probepair.config.props import Props
 
 SNMP_PORT: Final = 162  # FeedPort of FeedType snmp unless a source sets it (RFC 3413 §4)
 
@@ -38,25 +41,6 @@ class FeedSpec:
 # The properties a feed definition holds (FeedSpec's fields): with Feeds set, none of
 # them may be set at the top level as well (the one-feed shorthand is one or the other).
 FEED_KEYS: Final = tuple(f.name for f in fields(FeedSpec))
-
-
-class Feed(Protocol):
-    """What ``check_feeds`` reads of a feed: a FeedSpec, or a probe's per-feed props."""
-
-    @property
-    def FeedType(self) -> str: ...
-    @property
-    def FeedAddress(self) -> str: ...
-    @property
-    def FeedPort(self) -> int: ...
-    @property
-    def FeedFile(self) -> str: ...
-    @property
-    def FeedTLSCert(self) -> str: ...
-    @property
-    def FeedTLSKey(self) -> str: ...
-    @property
-    def FeedTLSCA(self) -> str: ...
 
 
 def convert_feeds(
@@ -110,7 +94,7 @@ def convert_feeds(
     return tuple(specs)
 
 
-def check_feeds(feeds: Sequence[Feed], several: bool, origin: Mapping[str, str]) -> None:
+def check_feeds(feeds: Sequence[Props], several: bool, origin: Mapping[str, str]) -> None:
     """Each feed's TLS settings fit its type; at most one snmp feed (one drop list, one
     set of mttrapd's counters for the rules); no two feeds on one address and port.
 

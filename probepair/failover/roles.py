@@ -127,14 +127,25 @@ class RoleLogic:
             return False
         if stream.has_hole:
             return True
-        waiting = self.m._awaiting
-        return (
+        wait = self.handover_wait()
+        return wait is not None and wait[0].giveup_at < INF and not self.handover_acked(wait)
+
+    def handover_wait(self) -> tuple[Awaiting, AckStream] | None:
+        """The handover acks a returning master waits for, and the stream they come on."""
+        waiting, stream = self.m._awaiting, self.m._stream
+        if (
             self.m._role is Role.MASTER_PENDING
             and waiting is not None
-            and waiting.giveup_at < INF
+            and stream is not None
             and stream.boot == self.m._peer_boot
-            and (stream.through or 0) < waiting.serial
-        )
+        ):
+            return waiting, stream
+        return None
+
+    @staticmethod
+    def handover_acked(wait: tuple[Awaiting, AckStream]) -> bool:
+        waiting, stream = wait
+        return (stream.through or 0) >= waiting.serial
 
     def on_silence(self, now: float, actions: list[Action]) -> None:
         silent = now - self.m._silence_since
@@ -367,12 +378,6 @@ class RoleLogic:
             actions.append(GapFill(items))
 
     def maybe_take_over_from_handover(self, now: float, actions: list[Action]) -> None:
-        waiting, stream = self.m._awaiting, self.m._stream
-        if (
-            self.m._role is Role.MASTER_PENDING
-            and waiting is not None
-            and stream is not None
-            and stream.boot == self.m._peer_boot
-            and (stream.through or 0) >= waiting.serial
-        ):
+        wait = self.handover_wait()
+        if wait is not None and self.handover_acked(wait):
             self.fire(Trigger.HANDED_OVER, "peer handed over", now, actions)

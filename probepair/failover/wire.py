@@ -2,7 +2,7 @@
 
 PURE: standard library only (no trio, no socket, no clock reads).
 
-Layout (network byte order), version 3::
+Layout (network byte order), version 4::
 
     header  magic "PBPR" | version u8 | kind u8 | auth u8 | flags u8 | role u8
             | sender u32 | boot_id 8s | epoch u32 | seq u64
