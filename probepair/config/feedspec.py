@@ -10,12 +10,9 @@ import difflib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from probepair.errors import ConfigError
-
-if TYPE_CHECKING:
-    from probepair.config.props import Props
 
 SNMP_PORT: Final = 162  # FeedPort of FeedType snmp unless a source sets it (RFC 3413 §4)
 
@@ -94,7 +91,7 @@ def convert_feeds(
     return tuple(specs)
 
 
-def check_feeds(feeds: Sequence[Props], several: bool, origin: Mapping[str, str]) -> None:
+def check_feeds(feeds: Sequence[FeedSpec], several: bool, origin: Mapping[str, str]) -> None:
     """Each feed's TLS settings fit its type; at most one snmp feed (one drop list, one
     set of mttrapd's counters for the rules); no two feeds on one address and port.
 

@@ -469,7 +469,8 @@ def load(sources: Sequence[tuple[str, Mapping[str, object]]] = ()) -> Props:
                 f"are not used (Feeds from {origin['Feeds']})",
             )
     props = Props(**values)  # type: ignore[arg-type]
-    check_feeds(props.feeds, bool(props.Feeds), origin)
+    feeds = [FeedSpec(**{k: getattr(f, k) for k in FEED_KEYS}) for f in props.feeds]
+    check_feeds(feeds, bool(props.Feeds), origin)
     _check_failback_window(props, origin)
     if props.SnmpEngineID:
         hexid = props.SnmpEngineID.removeprefix("0x").removeprefix("0X")
